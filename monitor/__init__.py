@@ -1,0 +1,3 @@
+"""Synthetic monitor for MLflow and the Asgard MLOps API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,134 @@
+"""Command line: `run` (the daemon), `check` (probes once, as a report), `config validate|show`.
+
+Exit codes: 0 success, 1 a probe failed (check), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Sequence
+
+import yaml
+
+from monitor import __version__
+from monitor.clients import make_client
+from monitor.config import Config, ConfigError, load_config, parse_listen
+from monitor.logsetup import configure_logging
+from monitor.probes import SCENARIOS
+from monitor.probes.runner import run_probe
+from monitor.report import RENDERERS, ProbeRuns
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthetic-monitor",
+        description="Synthetic monitor for MLflow and the Asgard MLOps API.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon: scheduled probes, /metrics, alerts")
+    run.add_argument("--config", help="YAML config file (default: $SYNTHETIC_MONITOR_CONFIG, else built-in defaults)")
+    run.add_argument("--listen", help="HOST:PORT for /metrics and friends (default: config, 0.0.0.0:9356)")
+
+    check = sub.add_parser("check", help="run the probes once (or N times) and print a report")
+    check.add_argument("--config", help="YAML config file")
+    check.add_argument("--probe", action="append", help="only this probe (repeatable)")
+    check.add_argument("--repeat", type=int, default=1, help="run each probe N times, with latency statistics")
+    check.add_argument("--format", choices=sorted(RENDERERS), default="table")
+
+    config = sub.add_parser("config", help="validate or show a configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    validate = config_sub.add_parser("validate", help="exit 0 if FILE is valid, else 2 with the problem")
+    validate.add_argument("file")
+    show = config_sub.add_parser("show", help="print the effective configuration, secrets redacted")
+    show.add_argument("file", nargs="?", help="config file (default: $SYNTHETIC_MONITOR_CONFIG or defaults)")
+    show.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "config":
+            return _config(args)
+    except ConfigError as exc:
+        print(f"synthetic-monitor: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon
+
+    config = load_config(args.config)
+    if args.listen:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            raise ConfigError(f"--listen {exc}") from None
+    configure_logging(config.log.level, config.log.format, config.secret_values())
+    return asyncio.run(Daemon(config, args.config, args.listen).run())
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.repeat < 1 or args.repeat > 10000:
+        print("synthetic-monitor: --repeat must be between 1 and 10000", file=sys.stderr)
+        return EXIT_USAGE
+    names = [p.name for p in config.probes]
+    wanted = args.probe or names
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        print(f"synthetic-monitor: unknown probe {unknown[0]!r}; configured: {', '.join(names)}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging("error", "json", config.secret_values(), stream=sys.stderr)
+    probes = asyncio.run(run_check(config, wanted, args.repeat))
+    print(RENDERERS[args.format](probes))
+    return EXIT_OK if all(p.ok for p in probes) else EXIT_FAILED
+
+
+async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> list[ProbeRuns]:
+    """Run the named probes one after another, `repeat` times, on one client per target."""
+    selected = [p for p in config.probes if p.name in names]
+    clients = {t.name: make_client(t) for t in config.targets if any(p.target == t.name for p in selected)}
+    runs: dict[str, list] = {p.name: [] for p in selected}
+    try:
+        for _ in range(repeat):
+            for probe in selected:
+                result = await run_probe(
+                    SCENARIOS[probe.scenario], clients[probe.target], probe.options,
+                    probe=probe.name, target=probe.target, timeout=probe.deadline, step_timeout=probe.step_timeout,
+                )
+                runs[probe.name].append(result)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return [
+        ProbeRuns(p.name, p.target, config.target(p.target).kind, p.scenario, tuple(runs[p.name])) for p in selected
+    ]
+
+
+def _config(args: argparse.Namespace) -> int:
+    if args.config_command == "validate":
+        config = load_config(args.file)
+        print(f"{args.file}: ok ({len(config.targets)} targets, {len(config.probes)} probes)")
+        return EXIT_OK
+    config = load_config(args.file)
+    data = config.redacted()
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    return EXIT_OK

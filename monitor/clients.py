@@ -1,0 +1,21 @@
+"""Build the one long-lived HTTP client of each configured target."""
+
+from __future__ import annotations
+
+from monitor import __version__
+from monitor.config import TargetConfig
+from monitor.http import TargetClient
+
+
+def make_client(target: TargetConfig) -> TargetClient:
+    auth = target.auth
+    verify: bool | str = str(target.tls.ca_file) if target.tls.ca_file else target.tls.verify
+    return TargetClient(
+        target.url,
+        headers=dict(target.headers),
+        basic_auth=auth.basic if auth else None,
+        bearer_token=auth.bearer if auth else None,
+        verify=verify,
+        max_body_bytes=target.max_body_bytes,
+        user_agent=f"synthetic-monitor/{__version__}",
+    )

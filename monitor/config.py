@@ -1,0 +1,455 @@
+"""Configuration: one YAML file (or none) plus the environment, validated by pydantic.
+
+Every problem becomes a `ConfigError` whose message is one line naming the field, e.g.
+`probes[1].timeout: 40s exceeds the interval 30s`. Secrets live in `SecretStr` so they
+never print; `*_file` keys are read here, once, so a missing secret file is a config
+error at start-up rather than a failing probe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.durations import format_duration, parse_duration
+from monitor.probes import SCENARIOS
+
+DEFAULT_LISTEN = "0.0.0.0:9356"
+DEFAULT_MLFLOW_URL = "http://localhost:5000"
+DEFAULT_ASGARD_URL = "http://localhost:8000"
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+DEFAULT_TIMEOUT_SHARE = 0.8
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the user on one line."""
+
+
+class FieldError(ValueError):
+    """A ValueError that knows which sub-field it is about, for a precise location."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {_safe_url(value)!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"has an invalid port: {_safe_url(value)!r}") from None
+    return value.rstrip("/")
+
+
+def _safe_url(value: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", value)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AuthConfig(Model):
+    """Basic auth (username + password) or a bearer token; values inline or from files."""
+
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "AuthConfig":
+        if self.password_file is not None:
+            if self.password is not None:
+                raise FieldError("password_file", "set password or password_file, not both")
+            self.password = SecretStr(_read_secret("password_file", self.password_file))
+        if self.token_file is not None:
+            if self.token is not None:
+                raise FieldError("token_file", "set token or token_file, not both")
+            self.token = SecretStr(_read_secret("token_file", self.token_file))
+        if self.token is not None and self.username is not None:
+            raise FieldError("token", "set either username/password or token, not both")
+        if self.password is not None and self.username is None:
+            raise FieldError("username", "a password needs a username")
+        return self
+
+    @property
+    def basic(self) -> tuple[str, str] | None:
+        if self.username is None:
+            return None
+        return self.username, self.password.get_secret_value() if self.password else ""
+
+    @property
+    def bearer(self) -> str | None:
+        return self.token.get_secret_value() if self.token else None
+
+
+def _read_secret(field: str, path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise FieldError(field, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+class TLSClientConfig(Model):
+    verify: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        return value
+
+
+class TargetConfig(Model):
+    name: Name
+    kind: Literal["mlflow", "asgard"]
+    url: Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
+    auth: AuthConfig | None = None
+    tls: TLSClientConfig = TLSClientConfig()
+    headers: dict[str, str] = {}
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    _check_url = field_validator("url")(classmethod(lambda cls, v: _check_url(v)))
+
+
+class ProbeConfig(Model):
+    name: Name
+    target: str
+    scenario: str
+    interval: Duration = 30.0
+    timeout: Duration | None = None
+    step_timeout: Duration | None = None
+    options: Any = None
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, value: str) -> str:
+        if value not in SCENARIOS:
+            raise ValueError(f"unknown scenario {value!r}; known: {', '.join(sorted(SCENARIOS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _deadline_and_options(self) -> "ProbeConfig":
+        if self.timeout is None:
+            self.timeout = self.interval * DEFAULT_TIMEOUT_SHARE
+        elif self.timeout > self.interval:
+            raise FieldError(
+                "timeout",
+                f"{format_duration(self.timeout)} exceeds the interval {format_duration(self.interval)}"
+                " (a run must end before the next one starts)",
+            )
+        if self.step_timeout is not None and self.step_timeout > self.timeout:
+            self.step_timeout = self.timeout
+        options_model = SCENARIOS[self.scenario].options_model
+        raw = self.options if self.options is not None else {}
+        if isinstance(raw, BaseModel):
+            return self
+        if not isinstance(raw, dict):
+            raise FieldError("options", f"must be a mapping, got {type(raw).__name__}")
+        try:
+            self.options = options_model.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise FieldError("options." + _loc(first["loc"]), _message(first)) from None
+        return self
+
+    @property
+    def deadline(self) -> float:
+        assert self.timeout is not None
+        return self.timeout
+
+
+class ReceiverConfig(Model):
+    kind: Literal["alertmanager", "webhook"]
+    url: str
+    name: Name | None = None
+    timeout: Duration = 5.0
+    headers: dict[str, str] = {}
+    auth: AuthConfig | None = None
+
+    _check_url = field_validator("url")(classmethod(lambda cls, v: _check_url(v)))
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class AlertingConfig(Model):
+    enabled: bool = True
+    failure_threshold: int = Field(default=2, ge=1)
+    success_threshold: int = Field(default=2, ge=1)
+    startup_grace: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 60.0
+    resend_interval: Duration = 60.0
+    latency_threshold: Duration = 5.0
+    labels: dict[str, str] = {}
+    runbook_url: str | None = None
+    generator_url: str | None = None
+    state_file: Path | None = None
+    queue_size: int = Field(default=1000, ge=1)
+    receivers: list[ReceiverConfig] = []
+
+
+class LogConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = "auto"
+
+
+class MetricsConfig(Model):
+    buckets: list[float] = Field(default=list(DEFAULT_BUCKETS), min_length=1)
+
+    @field_validator("buckets")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if any(b <= 0 for b in value) or sorted(set(value)) != value:
+            raise ValueError("must be positive and strictly increasing")
+        return value
+
+
+class ServerTLSConfig(Model):
+    cert_file: Path
+    key_file: Path
+
+
+class Config(Model):
+    listen: str = DEFAULT_LISTEN
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tls: ServerTLSConfig | None = None
+    targets: list[TargetConfig] = Field(min_length=1)
+    probes: list[ProbeConfig] = Field(min_length=1)
+    alerting: AlertingConfig = AlertingConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "Config":
+        targets: dict[str, TargetConfig] = {}
+        for index, target in enumerate(self.targets):
+            if target.name in targets:
+                raise FieldError(f"targets[{index}].name", f"duplicate target name {target.name!r}")
+            targets[target.name] = target
+        seen: set[str] = set()
+        for index, probe in enumerate(self.probes):
+            if probe.name in seen:
+                raise FieldError(f"probes[{index}].name", f"duplicate probe name {probe.name!r}")
+            seen.add(probe.name)
+            target = targets.get(probe.target)
+            if target is None:
+                raise FieldError(
+                    f"probes[{index}].target", f"no target named {probe.target!r} (targets: {', '.join(targets)})"
+                )
+            wanted = SCENARIOS[probe.scenario].target_kind
+            if target.kind != wanted:
+                raise FieldError(
+                    f"probes[{index}].scenario",
+                    f"scenario {probe.scenario!r} needs a {wanted} target, {probe.target!r} is {target.kind}",
+                )
+        return self
+
+    def target(self, name: str) -> TargetConfig:
+        return next(t for t in self.targets if t.name == name)
+
+    def secret_values(self) -> set[str]:
+        """Every secret this config holds, for the log redactor."""
+        found: set[str] = set()
+        auths = [t.auth for t in self.targets] + [r.auth for r in self.alerting.receivers]
+        for auth in auths:
+            if auth is None:
+                continue
+            for secret in (auth.password, auth.token):
+                if secret is not None and secret.get_secret_value():
+                    found.add(secret.get_secret_value())
+        for target in self.targets:
+            parts = urlsplit(target.url)
+            if parts.password:
+                found.add(parts.password)
+        return found
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration for `config show`: secrets masked, durations spelled."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        for target in data["targets"]:
+            target["url"] = _safe_url(target["url"])
+        for probe, model in zip(data["probes"], self.probes):
+            for key in ("interval", "timeout", "step_timeout"):
+                if key in probe:
+                    probe[key] = format_duration(getattr(model, key))
+        for key in ("startup_grace", "resend_interval", "latency_threshold"):
+            data["alerting"][key] = format_duration(getattr(self.alerting, key)) if getattr(self.alerting, key) else 0
+        return data
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT with a port 1-65535, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def default_probes(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The probes a target gets when the config lists targets but no probes."""
+    probes: list[dict[str, Any]] = []
+    for target in targets:
+        name, kind = target.get("name"), target.get("kind")
+        if kind == "mlflow":
+            probes.append({"name": f"{name}_read", "target": name, "scenario": "mlflow_read",
+                           "interval": "30s", "timeout": "10s"})
+            probes.append({"name": f"{name}_write", "target": name, "scenario": "mlflow_write",
+                           "interval": "5m", "timeout": "30s"})
+        elif kind == "asgard":
+            probes.append({"name": f"{name}_api", "target": name, "scenario": "asgard",
+                           "interval": "30s", "timeout": "10s"})
+    return probes
+
+
+def default_document(env: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration with no file: the usual port-forward addresses, or the environment's."""
+    targets = [
+        {"name": "mlflow", "kind": "mlflow", "url": env.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_URL},
+    ]
+    if "asgard" in SCENARIOS:
+        targets.append({"name": "asgard", "kind": "asgard", "url": env.get("ASGARD_URL") or DEFAULT_ASGARD_URL})
+    probes = [
+        {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s", "timeout": "10s"},
+        {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "5m", "timeout": "30s",
+         "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
+    ]
+    if "asgard" in SCENARIOS:
+        probes.append({"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "30s",
+                       "timeout": "10s"})
+    return {"targets": targets, "probes": probes}
+
+
+def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Credentials Kubernetes injects as env vars, for targets whose file gives none."""
+    sources = {
+        "mlflow": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"),
+        "asgard": ("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
+    }
+    for target in document.get("targets") or []:
+        if not isinstance(target, dict) or target.get("auth") is not None:
+            continue
+        names = sources.get(str(target.get("kind")))
+        if names is None:
+            continue
+        user, password, token = (env.get(n) for n in names)
+        if token:
+            target["auth"] = {"token": token}
+        elif user:
+            target["auth"] = {"username": user, "password": password or ""}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, merge and validate; raises ConfigError with a one-line message."""
+    env = os.environ if env is None else env
+    path = path or env.get("SYNTHETIC_MONITOR_CONFIG") or None
+    if path is None:
+        document: Any = default_document(env)
+        source = "default configuration"
+    else:
+        document = _read_yaml(Path(path))
+        source = str(path)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys (listen, targets, probes, ...)")
+    if "targets" in document and "probes" not in document and isinstance(document["targets"], list):
+        document["probes"] = default_probes([t for t in document["targets"] if isinstance(t, dict)])
+    _apply_env(document, env)
+    try:
+        return Config.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = _loc(first["loc"])
+        message = _message(first)
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{source}: {location + ': ' if location else ''}{message}{suffix}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if document is None:
+        raise ConfigError(f"{path}: the config file is empty")
+    return document
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif str(part).startswith(("function-after", "function-before", "function-wrap")):
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    ctx = error.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, FieldError):
+        return f"{cause.field}: {cause.message}" if cause.field else cause.message
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required but missing"
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if kind not in ("value_error",) and not isinstance(value, (dict, list)) and value is not None:
+        shown = repr(value)
+        message += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
+    return message

@@ -1,0 +1,241 @@
+"""Wiring and lifecycle: config -> scheduler -> scenario -> result -> sinks.
+
+The daemon owns the long-lived pieces (clients, scheduler, metric registry, HTTP server)
+and the three lifecycle moves: start, reload (SIGHUP or POST /-/reload; a bad config
+keeps the old one running) and graceful stop (SIGTERM/SIGINT: stop scheduling, let
+in-flight runs finish and clean up, then exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from monitor import __version__
+from monitor.clients import make_client
+from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
+from monitor.http import TargetClient, redact_url
+from monitor.logsetup import configure_logging
+from monitor.probes import SCENARIOS
+from monitor.probes.runner import run_probe
+from monitor.results import ProbeResult
+from monitor.scheduler import ProbeScheduler
+from monitor.server import Endpoints, MonitorHTTPServer, tls_context
+from monitor.sinks import Sink
+from monitor.sinks.history import HistorySink
+from monitor.sinks.logging import LogSink
+from monitor.sinks.metrics import MetricsSink, ProbeSeries
+
+STOP_GRACE_SECONDS = 8.0
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_STALE_AFTER = 15.0
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str | None = None, listen: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.listen = listen or config.listen
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.metrics = MetricsSink(self.registry, config.metrics.buckets)
+        self.history = HistorySink()
+        self.sinks: list[Sink] = [self.metrics, self.history, LogSink()]
+        self.log = structlog.get_logger("monitor.daemon")
+        self.scheduler = ProbeScheduler(self, heartbeat_interval=HEARTBEAT_INTERVAL)
+        self._clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
+        self._probes: dict[str, ProbeConfig] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._last_beat = time.monotonic()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: MonitorHTTPServer | None = None
+        self._reload_lock: asyncio.Lock | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        host, port = parse_listen(self.listen)
+        tls = tls_context(str(self.config.tls.cert_file), str(self.config.tls.key_file)) if self.config.tls else None
+        try:
+            self._server = MonitorHTTPServer((host, port), self._endpoints(), tls)
+        except OSError as exc:
+            self.log.error("listen_failed", listen=self.listen, error=str(exc))
+            return 2
+        self._apply(self.config)
+        self._server.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.request_stop)
+        self._loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.scheduler.start()
+        self.log.info(
+            "monitor_started", version=__version__, listen=self.listen, pid=os.getpid(),
+            probes=sorted(self._probes), targets={n: redact_url(c.url) for n, (c, _) in self._clients.items()},
+        )
+        await self._stop.wait()
+        await self._shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        if self._stop is not None and not self._stop.is_set():
+            self.log.info("monitor_stopping", inflight=len(self._inflight))
+            self._stop.set()
+
+    async def _shutdown(self) -> None:
+        self.scheduler.pause()
+        if self._inflight:
+            done, pending = await asyncio.wait(set(self._inflight), timeout=STOP_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        self.scheduler.shutdown()
+        for _, client in self._clients.values():
+            await client.aclose()
+        if self._server is not None:
+            await asyncio.to_thread(self._server.stop)
+        self.log.info("monitor_stopped")
+
+    # -- configuration ---------------------------------------------------------------
+
+    def _apply(self, config: Config) -> None:
+        """Make the running set of clients, jobs and series match `config`."""
+        old_clients = self._clients
+        clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
+        stale: list[TargetClient] = []
+        for target in config.targets:
+            previous = old_clients.get(target.name)
+            if previous is not None and previous[0] == target:
+                clients[target.name] = previous
+            else:
+                clients[target.name] = (target, make_client(target))
+                if previous is not None:
+                    stale.append(previous[1])
+        stale.extend(c for name, (_, c) in old_clients.items() if name not in clients)
+        self._clients = clients
+        for name in set(self._probes) - {p.name for p in config.probes}:
+            self.scheduler.remove_probe(name)
+            self.metrics.unregister(name)
+            self.history.forget(name)
+        for probe in config.probes:
+            scenario = SCENARIOS[probe.scenario]
+            target = config.target(probe.target)
+            self.metrics.register(
+                ProbeSeries(target.name, probe.name, scenario.steps, probe.deadline, asgard=target.kind == "asgard")
+            )
+            if self._probes.get(probe.name) != probe or probe.name not in self.scheduler.probe_names():
+                self.scheduler.add_probe(probe.name, probe.interval, self._job)
+        self._probes = {p.name: p for p in config.probes}
+        self.config = config
+        for client in stale:
+            asyncio.ensure_future(self._close_later(client))
+
+    async def _close_later(self, client: TargetClient) -> None:
+        await asyncio.sleep(STOP_GRACE_SECONDS)  # let in-flight runs on the old client finish
+        await client.aclose()
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; a bad one keeps the old config running."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            if self.config_path is None and not os.environ.get("SYNTHETIC_MONITOR_CONFIG"):
+                message = "no config file to reload (running on defaults)"
+            else:
+                message = ""
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                self.metrics.config_reload.set(0)
+                self.log.error("config_reload_failed", error=str(exc))
+                return False, str(exc)
+            self._apply(config)
+            configure_logging(config.log.level, config.log.format, config.secret_values())
+            self.metrics.config_reload.set(1)
+            self.log.info("config_reloaded", probes=sorted(self._probes), note=message or None)
+            return True, message or "reloaded"
+
+    # -- probe runs ------------------------------------------------------------------
+
+    async def _job(self, name: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            probe = self._probes.get(name)
+            if probe is None:
+                return
+            target, client = self._clients[probe.target]
+            result = await run_probe(
+                SCENARIOS[probe.scenario], client, probe.options,
+                probe=probe.name, target=target.name, timeout=probe.deadline, step_timeout=probe.step_timeout,
+            )
+            self.dispatch(result)
+        finally:
+            self._inflight.discard(task)
+
+    def dispatch(self, result: ProbeResult) -> None:
+        """Hand a result to every sink; a failing sink is logged, never fatal."""
+        for sink in self.sinks:
+            try:
+                sink.handle(result)
+            except Exception:
+                self.log.exception("sink_failed", sink=type(sink).__name__, probe=result.probe)
+
+    # -- scheduler observer ----------------------------------------------------------
+
+    def job_event(self, probe: str, event: str, detail: str | None = None) -> None:
+        self.metrics.job_event(probe, event)
+        self.log.warning("scheduler_job_event", probe=probe, event=event, detail=detail)
+
+    def schedule_lag(self, probe: str, seconds: float) -> None:
+        self.metrics.observe_lag(probe, seconds)
+
+    def heartbeat(self) -> None:
+        self._last_beat = time.monotonic()
+        self.metrics.beat()
+
+    # -- HTTP endpoints (called from the server thread) ------------------------------
+
+    def _endpoints(self) -> Endpoints:
+        return Endpoints(
+            registry=self.registry,
+            healthy=self._healthy,
+            ready=self._ready,
+            status=self._status,
+            reload=self._reload_from_thread,
+        )
+
+    def _healthy(self) -> tuple[bool, str]:
+        age = time.monotonic() - self._last_beat
+        if not self.scheduler.running:
+            return False, "scheduler is not running"
+        if age > HEARTBEAT_STALE_AFTER:
+            return False, f"scheduler heartbeat is stale ({age:.1f}s old)"
+        return True, f"ok (heartbeat {age:.1f}s ago)"
+
+    def _ready(self) -> tuple[bool, str]:
+        names = list(self._probes)
+        if self.history.all_ran(names):
+            return True, "ok: every probe has run"
+        waiting = [n for n in names if self.history.last(n) is None]
+        return False, f"waiting for first run of: {', '.join(waiting)}"
+
+    def _status(self) -> dict[str, Any]:
+        data = self.history.snapshot(list(self._probes))
+        data["version"] = __version__
+        data["healthy"], _ = self._healthy()
+        data["ready"], _ = self._ready()
+        return data
+
+    def _reload_from_thread(self) -> tuple[bool, str]:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self.reload(), self._loop)
+        return future.result(timeout=30)

@@ -1,0 +1,281 @@
+"""HTTP for probes: one long-lived client per target, bounded reads, and classification.
+
+Every way a request can go wrong maps to exactly one `Reason` here, so scenarios never
+see a raw httpx exception. Timing is the caller's job (the step measures itself on the
+monotonic clock around the whole request, body included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from monitor.results import Reason, StepFailure
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
+_ERROR_TEXT_LIMIT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A fully read (size-capped) response."""
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+    method: str
+    path: str
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The decoded JSON body; anything else is an `invalid_response`."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            kind = "HTML" if _looks_like_html(self.body) else "malformed JSON"
+            raise StepFailure(
+                Reason.INVALID_RESPONSE,
+                f"{self.method} {self.path}: expected JSON, got {kind}: {_snippet(self.body)}",
+                self.status_code,
+            ) from None
+
+    def json_object(self) -> dict[str, Any]:
+        """A JSON object body; a list or scalar is an `invalid_response`."""
+        data = self.json()
+        if not isinstance(data, dict):
+            raise StepFailure(
+                Reason.INVALID_RESPONSE,
+                f"{self.method} {self.path}: expected a JSON object, got {type(data).__name__}",
+                self.status_code,
+            )
+        return data
+
+
+def redact_url(url: str) -> str:
+    """The URL without userinfo: safe for logs, labels and /status."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """Move `user:pass@` out of a URL into basic-auth credentials."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    return redact_url(url), (parts.username, parts.password or "")
+
+
+class TargetClient:
+    """One `httpx.AsyncClient` per target, reused by every run (creating one costs ~20 ms)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        bearer_token: str | None = None,
+        verify: bool | str = True,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        user_agent: str = "synthetic-monitor",
+    ) -> None:
+        base_url, url_auth = split_userinfo(base_url)
+        basic_auth = basic_auth or url_auth
+        all_headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        all_headers.update(headers or {})
+        if bearer_token:
+            all_headers["Authorization"] = f"Bearer {bearer_token}"
+        self.base_url = base_url.rstrip("/")
+        self.max_body_bytes = max_body_bytes
+        verify_arg: bool | ssl.SSLContext = verify if isinstance(verify, bool) else ssl.create_default_context(cafile=verify)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=all_headers,
+            auth=httpx.BasicAuth(*basic_auth) if basic_auth else None,
+            verify=verify_arg,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=30.0),
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        """Send one request and read the whole body within `timeout` seconds.
+
+        Raises StepFailure for transport problems; any HTTP status is returned as is
+        (the scenario decides which statuses it expects, see `check_status`).
+        """
+        if timeout <= 0:
+            raise StepFailure(Reason.TIMEOUT, f"{method} {path}: probe deadline exhausted before the request")
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._client.stream(
+                    method,
+                    path,
+                    json=json_body,
+                    params=params,
+                    content=content,
+                    headers=headers,
+                    timeout=httpx.Timeout(timeout),
+                ) as response:
+                    body = await self._read_capped(response, method, path)
+                    return HttpResponse(response.status_code, response.headers, body, method, path)
+        except StepFailure:
+            raise
+        except (TimeoutError, httpx.TimeoutException):
+            raise StepFailure(Reason.TIMEOUT, f"{method} {path}: no complete response within {timeout:.3g}s") from None
+        except httpx.HTTPError as exc:
+            reason, message = classify_exception(exc)
+            raise StepFailure(reason, f"{method} {path}: {message}") from None
+
+    async def _read_capped(self, response: httpx.Response, method: str, path: str) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise StepFailure(
+                Reason.INVALID_RESPONSE,
+                f"{method} {path}: response body of {declared} bytes exceeds the {self.max_body_bytes} byte cap",
+                response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise StepFailure(
+                    Reason.INVALID_RESPONSE,
+                    f"{method} {path}: response body exceeds the {self.max_body_bytes} byte cap",
+                    response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def classify_exception(exc: BaseException) -> tuple[Reason, str]:
+    """Map a transport exception to a reason and a short message (no secrets: no URLs)."""
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return Reason.TIMEOUT, "timed out"
+    if _has_ssl_cause(exc):
+        return Reason.TLS_ERROR, f"TLS error: {_root_message(exc)}"
+    if isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return Reason.UNREACHABLE, f"cannot connect: {_root_message(exc)}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        text = str(exc).lower()
+        if "without sending" in text or "closed" in text or "disconnect" in text or "incomplete" in text:
+            return Reason.WORKER_FAILURE, f"connection closed by the server: {_root_message(exc)}"
+        return Reason.INVALID_RESPONSE, f"malformed HTTP response: {_root_message(exc)}"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+        return Reason.WORKER_FAILURE, f"connection broken: {_root_message(exc)}"
+    if isinstance(exc, httpx.DecodingError):
+        return Reason.INVALID_RESPONSE, f"undecodable body: {_root_message(exc)}"
+    if isinstance(exc, httpx.TooManyRedirects):
+        return Reason.HTTP_ERROR, "too many redirects"
+    if isinstance(exc, httpx.NetworkError):
+        return Reason.UNREACHABLE, f"network error: {_root_message(exc)}"
+    return Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+
+
+def classify_status(status: int) -> Reason:
+    """The reason for an HTTP status the step did not expect."""
+    if status in WORKER_FAILURE_STATUSES:
+        return Reason.WORKER_FAILURE
+    return Reason.HTTP_ERROR
+
+
+def check_status(response: HttpResponse, expected: frozenset[int] | set[int] = frozenset({200})) -> None:
+    """Raise a classified StepFailure when the status is not one the step expects."""
+    if response.status_code in expected:
+        return
+    raise StepFailure(classify_status(response.status_code), describe_http_error(response), response.status_code)
+
+
+def describe_http_error(response: HttpResponse) -> str:
+    """A one-line error: status, MLflow's error_code/message if any, and a hint where we know one."""
+    head = f"{response.method} {response.path}: HTTP {response.status_code}"
+    detail = _error_detail(response.body)
+    hint = ""
+    if response.status_code == 403 and b"Invalid Host header" in response.body:
+        hint = (
+            " (MLflow 3 rejects Host names it does not know: start the server with "
+            "--allowed-hosts including this target's host, or probe it by localhost or IP)"
+        )
+    elif response.status_code == 401:
+        hint = " (check the target's credentials)"
+    return f"{head}: {detail}{hint}" if detail else f"{head}{hint}"
+
+
+def _error_detail(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _snippet(body)
+    if isinstance(data, dict):
+        code = data.get("error_code")
+        message = data.get("message") or data.get("detail") or data.get("error")
+        parts = [str(p) for p in (code, message) if p]
+        if parts:
+            return _truncate(" ".join(parts))
+    return _snippet(body)
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_ERROR_TEXT_LIMIT * 2].decode("utf-8", errors="replace")
+    if _looks_like_html(body):
+        title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+        text = f"HTML page{': ' + title.group(1).strip() if title else ''}"
+    return _truncate(" ".join(text.split()))
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= _ERROR_TEXT_LIMIT else text[: _ERROR_TEXT_LIMIT - 1] + "…"
+
+
+def _looks_like_html(body: bytes) -> bool:
+    head = body[:200].lstrip().lower()
+    return head.startswith(b"<!doctype html") or head.startswith(b"<html") or b"<html" in head
+
+
+def _has_ssl_cause(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _root_message(exc: BaseException) -> str:
+    current: BaseException = exc
+    while (current.__cause__ or current.__context__) is not None:
+        current = current.__cause__ or current.__context__  # type: ignore[assignment]
+    text = str(current) or str(exc) or type(current).__name__
+    return _truncate(" ".join(text.split()))

@@ -1,0 +1,71 @@
+"""structlog set-up: JSON lines (or a console view on a TTY), with secrets scrubbed.
+
+The redactor is the last line of defence: whatever reaches a log line (an error text
+quoting a URL, a traceback) has known secret values, URL userinfo and Authorization
+values replaced before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any, Iterable, TextIO
+
+import structlog
+
+_USERINFO = re.compile(r"(?<=//)[^/\s@]+@")
+_AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+MASK = "***"
+
+
+class Redactor:
+    """A structlog processor and a plain string scrubber for known secrets."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        text = _USERINFO.sub(MASK + "@", text)
+        return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {MASK}", text)
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: self._walk(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._walk(v) for v in value]
+        return value
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._walk(v) for k, v in event_dict.items()}
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> Redactor:
+    stream = stream or sys.stdout
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    redactor = Redactor(secrets)
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redactor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    return redactor

@@ -1,0 +1,214 @@
+"""MLflow tracking server scenarios: the read path and the write path with read-back.
+
+The write path behaves like a careful user: one long-lived probe experiment, a run
+tagged as synthetic, a metric and a param written and read back (data integrity, not
+just HTTP 200), optionally a byte round-trip through the artifact proxy, and the run
+deleted again even when a step in between failed.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import Field
+
+from monitor.http import check_status
+from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun, Step
+from monitor.results import Reason
+
+API = "/api/2.0/mlflow"
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+SYNTHETIC_TAG = "synthetic_monitor.synthetic"
+PROBE_TAG = "synthetic_monitor.probe"
+METRIC_KEY = "synthetic_probe_value"
+PARAM_KEY = "synthetic_probe_token"
+
+
+class ReadOptions(ScenarioOptions):
+    max_results: int = Field(default=10, ge=1, le=1000)
+
+
+class WriteOptions(ScenarioOptions):
+    experiment_name: str = Field(default="synthetic-monitor", min_length=1)
+    artifacts: bool = False
+
+
+async def run_read(run: ScenarioRun, options: ReadOptions) -> None:
+    async with run.step("health") as step:
+        await step.request("GET", "/health")
+    async with run.step("experiments_search") as step:
+        # MLflow 3 rejects a search without max_results.
+        data = (
+            await step.request("POST", f"{API}/experiments/search", json_body={"max_results": options.max_results})
+        ).json_object()
+        _require_list(step, data, "experiments")
+    async with run.step("registered_models_search") as step:
+        # GET only (POST is 405); an empty registry answers {}.
+        data = (
+            await step.request("GET", f"{API}/registered-models/search", params={"max_results": options.max_results})
+        ).json_object()
+        _require_list(step, data, "registered_models")
+
+
+async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
+    async with run.step("experiment_get_or_create") as step:
+        experiment_id = await _experiment_get_or_create(step, options.experiment_name)
+    run_id: str | None = None
+    try:
+        async with run.step("runs_create") as step:
+            now_ms = int(time.time() * 1000)
+            body = {
+                "experiment_id": experiment_id,
+                "start_time": now_ms,
+                "run_name": f"synthetic-{run.probe_name or 'probe'}-{now_ms}",
+                "tags": [
+                    {"key": SYNTHETIC_TAG, "value": "true"},
+                    {"key": PROBE_TAG, "value": run.probe_name or "probe"},
+                ],
+            }
+            info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
+            run_id = _require_str(step, info, "run_id")
+            artifact_uri = str(info.get("artifact_uri", ""))
+        metric_value = round(random.uniform(0.0, 1000.0), 6)
+        param_value = secrets.token_hex(8)
+        async with run.step("runs_log_metric") as step:
+            await step.request(
+                "POST",
+                f"{API}/runs/log-metric",
+                json_body={"run_id": run_id, "key": METRIC_KEY, "value": metric_value,
+                           "timestamp": int(time.time() * 1000), "step": 0},
+            )
+        async with run.step("runs_log_parameter") as step:
+            await step.request(
+                "POST", f"{API}/runs/log-parameter", json_body={"run_id": run_id, "key": PARAM_KEY, "value": param_value}
+            )
+        async with run.step("runs_update") as step:
+            await step.request(
+                "POST",
+                f"{API}/runs/update",
+                json_body={"run_id": run_id, "status": "FINISHED", "end_time": int(time.time() * 1000)},
+            )
+        async with run.step("runs_get") as step:
+            data = (await step.request("GET", f"{API}/runs/get", params={"run_id": run_id})).json_object()
+            _verify_read_back(step, data, metric_value, param_value)
+        if options.artifacts:
+            await _artifact_round_trip(run, _artifact_path(experiment_id, run_id, artifact_uri))
+    finally:
+        if run_id is not None:
+            async with run.step("runs_delete", cleanup=True) as step:
+                await step.request("POST", f"{API}/runs/delete", json_body={"run_id": run_id})
+
+
+async def _experiment_get_or_create(step: Step, name: str) -> str:
+    """One probe experiment forever: look it up, create it once, tolerate a racing replica."""
+    found = await step.request(
+        "GET", f"{API}/experiments/get-by-name", params={"experiment_name": name}, expect={200, 404}
+    )
+    if found.status_code == 200:
+        experiment = _dig(step, found.json_object(), "experiment")
+        experiment_id = _require_str(step, experiment, "experiment_id")
+        if experiment.get("lifecycle_stage") == "deleted":
+            await step.request("POST", f"{API}/experiments/restore", json_body={"experiment_id": experiment_id})
+        return experiment_id
+    created = await step.request(
+        "POST",
+        f"{API}/experiments/create",
+        json_body={"name": name, "tags": [{"key": SYNTHETIC_TAG, "value": "true"}]},
+        expect={200, 400},
+    )
+    if created.status_code == 200:
+        return _require_str(step, created.json_object(), "experiment_id")
+    error = created.json_object() if created.body.startswith(b"{") else {}
+    if error.get("error_code") != "RESOURCE_ALREADY_EXISTS":
+        check_status(created)  # raises with MLflow's message
+    again = await step.request("GET", f"{API}/experiments/get-by-name", params={"experiment_name": name})
+    return _require_str(step, _dig(step, again.json_object(), "experiment"), "experiment_id")
+
+
+def _verify_read_back(step: Step, data: dict[str, Any], metric_value: float, param_value: str) -> None:
+    run_data = _dig(step, data, "run", "data")
+    info = _dig(step, data, "run", "info")
+    metrics = {m.get("key"): m.get("value") for m in run_data.get("metrics", []) if isinstance(m, dict)}
+    params = {p.get("key"): p.get("value") for p in run_data.get("params", []) if isinstance(p, dict)}
+    problems = []
+    if metrics.get(METRIC_KEY) != metric_value:
+        problems.append(f"metric {METRIC_KEY} is {metrics.get(METRIC_KEY)!r}, wrote {metric_value!r}")
+    if params.get(PARAM_KEY) != param_value:
+        problems.append(f"param {PARAM_KEY} is {params.get(PARAM_KEY)!r}, wrote {param_value!r}")
+    if info.get("status") != "FINISHED":
+        problems.append(f"status is {info.get('status')!r}, expected 'FINISHED'")
+    if problems:
+        step.fail(Reason.VALIDATION_FAILED, "read-back mismatch: " + "; ".join(problems))
+
+
+def _artifact_path(experiment_id: str, run_id: str, artifact_uri: str) -> str:
+    prefix = "mlflow-artifacts:/"
+    if artifact_uri.startswith(prefix):
+        base = artifact_uri[len(prefix):].strip("/")
+    else:
+        base = f"{experiment_id}/{run_id}/artifacts"
+    return f"{ARTIFACTS_API}/{quote(base)}/synthetic-monitor/probe.txt"
+
+
+async def _artifact_round_trip(run: ScenarioRun, path: str) -> None:
+    """Bytes through the artifact proxy: proves the store behind MLflow (S3 in production)."""
+    payload = f"synthetic-monitor {secrets.token_hex(16)}\n".encode()
+    try:
+        async with run.step("artifact_put") as step:
+            await step.request("PUT", path, content=payload, headers={"Content-Type": "application/octet-stream"})
+        async with run.step("artifact_get") as step:
+            got = await step.request("GET", path, headers={"Accept": "*/*"})
+            if got.body != payload:
+                step.fail(Reason.VALIDATION_FAILED, f"artifact read-back differs: {len(got.body)} bytes, wrote {len(payload)}")
+    finally:
+        async with run.step("artifact_delete", cleanup=True) as step:
+            await step.request("DELETE", path)
+
+
+def _dig(step: Step, data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    current: Any = data
+    for key in keys:
+        current = current.get(key) if isinstance(current, dict) else None
+        if not isinstance(current, dict):
+            step.fail(Reason.INVALID_RESPONSE, f"response lacks the object {'.'.join(keys)}")
+    return current
+
+
+def _require_str(step: Step, data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        step.fail(Reason.INVALID_RESPONSE, f"response lacks a string {key!r}")
+    return value
+
+
+def _require_list(step: Step, data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        step.fail(Reason.INVALID_RESPONSE, f"{key!r} is {type(value).__name__}, expected a list")
+    return value
+
+
+READ = Scenario(
+    name="mlflow_read",
+    target_kind="mlflow",
+    steps=("health", "experiments_search", "registered_models_search"),
+    options_model=ReadOptions,
+    run=run_read,
+    description="MLflow read path: health, experiment search, registered model search",
+)
+
+WRITE = Scenario(
+    name="mlflow_write",
+    target_kind="mlflow",
+    steps=(
+        "experiment_get_or_create", "runs_create", "runs_log_metric", "runs_log_parameter", "runs_update",
+        "runs_get", "artifact_put", "artifact_get", "artifact_delete", "runs_delete",
+    ),
+    options_model=WriteOptions,
+    run=run_write,
+    description="MLflow write path with read-back and cleanup",
+)

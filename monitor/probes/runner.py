@@ -1,0 +1,68 @@
+"""Run one scenario once and freeze what happened into a ProbeResult.
+
+This is the only place that catches everything: whatever a scenario does, the caller
+gets a result (a bug becomes `internal_error` with its traceback kept for the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from typing import Any, Callable
+
+from monitor.http import TargetClient
+from monitor.probes.base import CLEANUP_BUDGET_SECONDS, Scenario, ScenarioAborted, ScenarioRun
+from monitor.results import ProbeResult, Reason, StepResult
+
+
+async def run_probe(
+    scenario: Scenario,
+    client: TargetClient,
+    options: Any,
+    *,
+    probe: str,
+    target: str,
+    timeout: float,
+    step_timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ProbeResult:
+    started_at = time.time()
+    start = clock()
+    run = ScenarioRun(
+        client=client,
+        deadline=start + timeout,
+        step_timeout=min(step_timeout or timeout, timeout),
+        probe_name=probe,
+        clock=clock,
+    )
+    try:
+        # Steps bound themselves; this outer bound only catches code between steps that hangs.
+        async with asyncio.timeout(timeout + CLEANUP_BUDGET_SECONDS + 1.0):
+            await scenario.run(run, options)
+    except ScenarioAborted:
+        pass
+    except TimeoutError:
+        run.steps.append(
+            StepResult("scenario", ok=False, duration_seconds=clock() - start, reason=Reason.TIMEOUT,
+                       error="the run overran its deadline outside any step")
+        )
+    except Exception as exc:  # a bug in the scenario: counted, never fatal
+        run.traceback = traceback.format_exc()
+        run.steps.append(
+            StepResult("scenario", ok=False, duration_seconds=clock() - start, reason=Reason.INTERNAL_ERROR,
+                       error=f"{type(exc).__name__}: {exc}")
+        )
+    return ProbeResult(
+        probe=probe,
+        target=target,
+        scenario=scenario.name,
+        started_at=started_at,
+        duration_seconds=clock() - start,
+        steps=tuple(run.steps),
+        timeout_seconds=timeout,
+        facts=dict(run.facts),
+        root_cause=run.root_cause,
+        notes=tuple(run.notes),
+        traceback=run.traceback,
+    )

@@ -1,0 +1,192 @@
+"""The `check` report: the same results rendered as a table, JSON or Markdown.
+
+With `--repeat N` every step gets mean/p50/p95 over its N runs, like the hand-made
+report's "average over 10 requests" table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from monitor.results import ProbeResult
+
+
+@dataclass(frozen=True)
+class ProbeRuns:
+    """All runs of one probe in a check, in order."""
+
+    name: str
+    target: str
+    target_kind: str
+    scenario: str
+    runs: tuple[ProbeResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+    @property
+    def last(self) -> ProbeResult:
+        return self.runs[-1]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def step_stats(probe: ProbeRuns) -> dict[str, dict[str, float]]:
+    durations: dict[str, list[float]] = {}
+    passed: dict[str, int] = {}
+    for run in probe.runs:
+        for step in run.steps:
+            durations.setdefault(step.name, []).append(step.duration_seconds)
+            passed[step.name] = passed.get(step.name, 0) + (1 if step.ok else 0)
+    return {
+        name: {
+            "n": len(values),
+            "passed": passed[name],
+            "mean": sum(values) / len(values),
+            "p50": percentile(values, 50),
+            "p95": percentile(values, 95),
+            "min": min(values),
+            "max": max(values),
+        }
+        for name, values in durations.items()
+    }
+
+
+def to_json(probes: Sequence[ProbeRuns]) -> dict[str, Any]:
+    out = []
+    for probe in probes:
+        last = probe.last.as_dict()
+        stats = step_stats(probe)
+        entry = {
+            "name": probe.name,
+            "target": probe.target,
+            "scenario": probe.scenario,
+            "ok": probe.ok,
+            "duration_seconds": last["duration_seconds"],
+            "runs": len(probe.runs),
+            "failed_runs": sum(1 for r in probe.runs if not r.ok),
+            "root_cause": last["root_cause"],
+            "facts": last["facts"],
+            "notes": last["notes"],
+            "steps": [],
+            "failures": [
+                {"run": i + 1, "step": s.name, "reason": s.reason.value if s.reason else None, "error": s.error}
+                for i, r in enumerate(probe.runs) for s in r.steps if not s.ok
+            ],
+        }
+        for step in last["steps"]:
+            s = stats.get(step["name"], {})
+            if len(probe.runs) > 1 and s:
+                step["latency_seconds"] = {k: round(v, 6) for k, v in s.items() if k not in ("n", "passed")}
+                step["runs"], step["passed"] = s["n"], s["passed"]
+            entry["steps"].append(step)
+        out.append(entry)
+    return {"ok": all(p.ok for p in probes), "probes": out}
+
+
+def render_json(probes: Sequence[ProbeRuns]) -> str:
+    return json.dumps(to_json(probes), indent=2)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def render_table(probes: Sequence[ProbeRuns]) -> str:
+    repeat = max((len(p.runs) for p in probes), default=1)
+    rows: list[list[str]] = []
+    if repeat > 1:
+        header = ["PROBE", "STEP", "PASSED", "MEAN", "P50", "P95", "LAST ERROR"]
+        for probe in probes:
+            stats = step_stats(probe)
+            for name, s in stats.items():
+                errors = [st.error for r in probe.runs for st in r.steps if st.name == name and not st.ok]
+                rows.append([probe.name, name, f"{s['passed']}/{s['n']}", _ms(s["mean"]), _ms(s["p50"]),
+                             _ms(s["p95"]), (errors[-1] or "")[:80] if errors else ""])
+    else:
+        header = ["PROBE", "STEP", "RESULT", "TIME", "DETAIL"]
+        for probe in probes:
+            for step in probe.last.steps:
+                result = "skip" if step.skipped else ("ok" if step.ok else f"FAIL {step.reason.value if step.reason else ''}")
+                rows.append([probe.name, step.name, result, _ms(step.duration_seconds), (step.error or "")[:100]])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    passed = sum(1 for p in probes if p.ok)
+    lines.append("")
+    lines.append(f"{passed}/{len(probes)} probes passed" + (f" over {repeat} runs each" if repeat > 1 else ""))
+    for probe in probes:
+        if probe.last.root_cause or probe.last.notes:
+            lines.append(f"{probe.name}: " + "; ".join([*probe.last.notes] + ([f"root cause: {probe.last.root_cause}"] if probe.last.root_cause else [])))
+    return "\n".join(lines)
+
+
+def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    repeat = max((len(p.runs) for p in probes), default=1)
+    lines = [
+        "# Synthetic monitor report",
+        "",
+        f"Generated {now.strftime('%Y-%m-%d %H:%M:%S UTC')} by `synthetic-monitor check`"
+        + (f", {repeat} runs per probe." if repeat > 1 else "."),
+        "",
+        "## Summary",
+        "",
+        "| Category | Tests | Passed | Failed |",
+        "|---|---:|---:|---:|",
+    ]
+    categories: dict[str, list[int]] = {}
+    for probe in probes:
+        counts = categories.setdefault(f"{probe.target_kind.capitalize()} ({probe.target})", [0, 0])
+        for run in probe.runs:
+            for step in run.steps:
+                counts[0] += 1
+                counts[1] += 1 if step.ok else 0
+    total_tests = total_passed = 0
+    for category, (tests, passed) in categories.items():
+        lines.append(f"| {category} | {tests} | {passed} | {tests - passed} |")
+        total_tests += tests
+        total_passed += passed
+    lines.append(f"| **Total** | **{total_tests}** | **{total_passed}** | **{total_tests - total_passed}** |")
+    lines += ["", "## Endpoints", ""]
+    for probe in probes:
+        lines += [f"### {probe.name} ({probe.scenario} on {probe.target})", "",
+                  "| Step | Method | Endpoint | Status | Response time | Result |", "|---|---|---|---:|---:|---|"]
+        for step in probe.last.steps:
+            result = "SKIPPED" if step.skipped else ("PASS" if step.ok else f"FAIL ({step.reason.value if step.reason else ''})")
+            lines.append(
+                f"| {step.name} | {step.method or '-'} | `{step.path or '-'}` | {step.status_code or '-'} | "
+                f"{_ms(step.duration_seconds)} | {result} |"
+            )
+        failures = [(i + 1, s) for i, r in enumerate(probe.runs) for s in r.steps if not s.ok]
+        if failures:
+            lines += ["", "Failures:", ""]
+            for run_no, step in failures[-10:]:
+                lines.append(f"- run {run_no}, `{step.name}`: {step.reason.value if step.reason else ''}: {step.error}")
+        if probe.last.root_cause or probe.last.notes:
+            lines += ["", *[f"> {note}" for note in probe.last.notes]]
+        lines.append("")
+    title = f"## Response times (average over {repeat} requests)" if repeat > 1 else "## Response times"
+    lines += [title, "", "| Probe | Step | Mean | p50 | p95 | Min | Max |", "|---|---|---:|---:|---:|---:|---:|"]
+    for probe in probes:
+        for name, s in step_stats(probe).items():
+            lines.append(f"| {probe.name} | {name} | {_ms(s['mean'])} | {_ms(s['p50'])} | {_ms(s['p95'])} | "
+                         f"{_ms(s['min'])} | {_ms(s['max'])} |")
+    verdict = "All probes passed." if all(p.ok for p in probes) else "Some probes FAILED."
+    lines += ["", f"**{verdict}**", ""]
+    return "\n".join(lines)
+
+
+RENDERERS = {"table": render_table, "json": render_json, "markdown": render_markdown}

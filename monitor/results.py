@@ -1,0 +1,126 @@
+"""The immutable record of one probe run: what every sink consumes.
+
+Scenarios produce these; metrics, alerting, status and logging read them. Nothing in a
+result refers back to the scenario or the HTTP client, so a sink can keep it for as long
+as it likes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Reason(str, enum.Enum):
+    """Why a step failed: a fixed set, used as a metric label value, never free text."""
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    TLS_ERROR = "tls_error"
+    WORKER_FAILURE = "worker_failure"
+    HTTP_ERROR = "http_error"
+    INVALID_RESPONSE = "invalid_response"
+    VALIDATION_FAILED = "validation_failed"
+    DEPENDENCY_UNAVAILABLE = "dependency_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One step of a scenario. `reason` and `error` are None when it passed."""
+
+    name: str
+    ok: bool
+    duration_seconds: float
+    reason: Reason | None = None
+    error: str | None = None
+    status_code: int | None = None
+    method: str | None = None
+    path: str | None = None
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "reason": self.reason.value if self.reason else None,
+            "error": self.error,
+            "duration_seconds": round(self.duration_seconds, 6),
+            "status_code": self.status_code,
+            "method": self.method,
+            "path": self.path,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One run of one probe.
+
+    `facts` carries measured values that are not pass/fail (Asgard dependency flags and
+    inventory counts); `root_cause` names an upstream whose failure explains this one
+    (for example "mlflow" when Asgard fails because MLflow itself is down), so alerting
+    can page on the cause only.
+    """
+
+    probe: str
+    target: str
+    scenario: str
+    started_at: float
+    duration_seconds: float
+    steps: tuple[StepResult, ...]
+    timeout_seconds: float
+    facts: dict[str, Any] = field(default_factory=dict)
+    root_cause: str | None = None
+    notes: tuple[str, ...] = ()
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+    @property
+    def failed_step(self) -> StepResult | None:
+        """The first failed step: the one whose reason describes the run."""
+        return next((step for step in self.steps if not step.ok), None)
+
+    @property
+    def reason(self) -> Reason | None:
+        step = self.failed_step
+        return step.reason if step else None
+
+    @property
+    def reasons(self) -> frozenset[Reason]:
+        return frozenset(s.reason for s in self.steps if s.reason is not None)
+
+    def as_dict(self) -> dict[str, Any]:
+        failed = self.failed_step
+        return {
+            "name": self.probe,
+            "target": self.target,
+            "scenario": self.scenario,
+            "ok": self.ok,
+            "started_at": self.started_at,
+            "duration_seconds": round(self.duration_seconds, 6),
+            "timeout_seconds": self.timeout_seconds,
+            "reason": failed.reason.value if failed and failed.reason else None,
+            "error": failed.error if failed else None,
+            "root_cause": self.root_cause,
+            "facts": self.facts,
+            "notes": list(self.notes),
+            "steps": [step.as_dict() for step in self.steps],
+        }
+
+
+class StepFailure(Exception):
+    """Raised inside a step to end it with a classified reason and a human message."""
+
+    def __init__(self, reason: Reason, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status_code = status_code

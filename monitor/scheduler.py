@@ -1,0 +1,113 @@
+"""APScheduler wiring: one job per probe, no overlap, and the scheduler's own health.
+
+A run that would overlap the previous one of the same probe is skipped and counted
+(max_instances=1); runs missed while the loop was busy are coalesced and counted; how
+late each run starts is a histogram. A heartbeat job proves the loop is alive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from typing import Any, Awaitable, Callable, Protocol
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+HEARTBEAT_JOB = "__heartbeat__"
+_UTC = dt.timezone.utc
+
+
+class SchedulerObserver(Protocol):
+    """What the scheduler reports; the daemon routes it to metrics and logs."""
+
+    def job_event(self, probe: str, event: str, detail: str | None = None) -> None: ...
+    def schedule_lag(self, probe: str, seconds: float) -> None: ...
+    def heartbeat(self) -> None: ...
+
+
+class ProbeScheduler:
+    def __init__(self, observer: SchedulerObserver, heartbeat_interval: float = 2.0, first_run_spread: float = 2.0) -> None:
+        self._observer = observer
+        self._heartbeat_interval = heartbeat_interval
+        self._first_run_spread = first_run_spread
+        self._scheduler = AsyncIOScheduler(timezone=_UTC)
+        self._scheduler.add_listener(
+            self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_SUBMITTED
+        )
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)  # we count and log these ourselves
+
+    def start(self) -> None:
+        self._scheduler.add_job(
+            self._beat, IntervalTrigger(seconds=self._heartbeat_interval, timezone=_UTC), id=HEARTBEAT_JOB,
+            max_instances=1, coalesce=True, misfire_grace_time=None, next_run_time=_now(),
+        )
+        self._scheduler.start()
+
+    def add_probe(self, name: str, interval: float, job: Callable[[str], Awaitable[Any]]) -> None:
+        """Schedule a probe; its first run comes after a small random spread, not all at once."""
+        spread = random.uniform(0, min(self._first_run_spread, interval * 0.1))
+        self._scheduler.add_job(
+            job,
+            IntervalTrigger(seconds=interval, timezone=_UTC),
+            args=[name],
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval)),
+            next_run_time=_now() + dt.timedelta(seconds=spread),
+            replace_existing=True,
+        )
+
+    def remove_probe(self, name: str) -> None:
+        if self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+
+    def probe_names(self) -> list[str]:
+        return [job.id for job in self._scheduler.get_jobs() if job.id != HEARTBEAT_JOB]
+
+    def pause(self) -> None:
+        """Stop handing out new runs (graceful shutdown); in-flight runs carry on."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    async def _beat(self) -> None:
+        self._observer.heartbeat()
+
+    def _on_event(self, event: JobEvent) -> None:
+        probe = event.job_id
+        if probe == HEARTBEAT_JOB:
+            return
+        if isinstance(event, JobSubmissionEvent):
+            if event.scheduled_run_times:
+                lag = (_now() - event.scheduled_run_times[-1]).total_seconds()
+                self._observer.schedule_lag(probe, lag)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            self._observer.job_event(probe, "skipped", "previous run still in progress")
+        elif event.code == EVENT_JOB_MISSED:
+            self._observer.job_event(probe, "missed", "run time passed while the loop was busy")
+        elif event.code == EVENT_JOB_ERROR and isinstance(event, JobExecutionEvent):
+            self._observer.job_event(probe, "error", repr(event.exception))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(_UTC)

@@ -1,0 +1,11 @@
+"""Consumers of ProbeResults. Each sink has `handle(result)`; none makes HTTP calls to targets."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from monitor.results import ProbeResult
+
+
+class Sink(Protocol):
+    def handle(self, result: ProbeResult) -> None: ...

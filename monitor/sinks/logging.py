@@ -1,0 +1,51 @@
+"""One structured log line per probe run, with every step's duration and outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from monitor.results import ProbeResult
+
+
+class LogSink:
+    def __init__(self, logger: Any = None) -> None:
+        self.log = logger or structlog.get_logger("monitor.probe")
+
+    def handle(self, result: ProbeResult) -> None:
+        steps = [
+            {
+                "name": s.name,
+                "ok": s.ok,
+                "ms": round(s.duration_seconds * 1000, 2),
+                **({"skipped": True} if s.skipped else {}),
+                **({"reason": s.reason.value, "error": s.error} if s.reason else {}),
+                **({"status": s.status_code} if s.status_code is not None else {}),
+            }
+            for s in result.steps
+        ]
+        fields: dict[str, Any] = {
+            "probe": result.probe,
+            "target": result.target,
+            "scenario": result.scenario,
+            "ok": result.ok,
+            "duration_ms": round(result.duration_seconds * 1000, 2),
+            "steps": steps,
+        }
+        failed = result.failed_step
+        if failed is not None:
+            fields.update(step=failed.name, reason=failed.reason.value if failed.reason else None, error=failed.error)
+        if result.root_cause:
+            fields["root_cause"] = result.root_cause
+        if result.notes:
+            fields["notes"] = list(result.notes)
+        if result.facts:
+            fields["facts"] = result.facts
+        if result.traceback:
+            fields["traceback"] = result.traceback
+            self.log.error("probe_internal_error", **fields)
+        elif result.ok:
+            self.log.info("probe_run", **fields)
+        else:
+            self.log.warning("probe_run", **fields)
