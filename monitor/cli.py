@@ -15,11 +15,13 @@ import yaml
 
 from monitor import __version__
 from monitor.clients import make_client
+from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, load_config, parse_listen
 from monitor.logsetup import configure_logging
 from monitor.probes import SCENARIOS
 from monitor.probes.runner import run_probe
 from monitor.report import RENDERERS, ProbeRuns
+from monitor.results import ProbeResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -103,7 +105,8 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
     """Run the named probes one after another, `repeat` times, on one client per target."""
     selected = [p for p in config.probes if p.name in names]
     clients = {t.name: make_client(t) for t in config.targets if any(p.target == t.name for p in selected)}
-    runs: dict[str, list] = {p.name: [] for p in selected}
+    runs: dict[str, list[ProbeResult]] = {p.name: [] for p in selected}
+    latest: dict[str, ProbeResult] = {}
     try:
         for _ in range(repeat):
             for probe in selected:
@@ -111,6 +114,8 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
                     SCENARIOS[probe.scenario], clients[probe.target], probe.options,
                     probe=probe.name, target=probe.target, timeout=probe.deadline, step_timeout=probe.step_timeout,
                 )
+                result = cross_check(result, config, latest)
+                latest[probe.name] = result
                 runs[probe.name].append(result)
     finally:
         for client in clients.values():

@@ -321,8 +321,8 @@ class Config(Model):
 
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"must be HOST:PORT with a port 1-65535, got {value!r}")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT with a port 0-65535, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.clients import make_client
+from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import configure_logging
@@ -129,7 +130,7 @@ class Daemon:
             scenario = SCENARIOS[probe.scenario]
             target = config.target(probe.target)
             self.metrics.register(
-                ProbeSeries(target.name, probe.name, scenario.steps, probe.deadline, asgard=target.kind == "asgard")
+                ProbeSeries(target.name, probe.name, scenario.steps_for(probe.options), probe.deadline, asgard=target.kind == "asgard")
             )
             if self._probes.get(probe.name) != probe or probe.name not in self.scheduler.probe_names():
                 self.scheduler.add_probe(probe.name, probe.interval, self._job)
@@ -183,6 +184,7 @@ class Daemon:
 
     def dispatch(self, result: ProbeResult) -> None:
         """Hand a result to every sink; a failing sink is logged, never fatal."""
+        result = cross_check(result, self.config, self.history.last_results())
         for sink in self.sinks:
             try:
                 sink.handle(result)

@@ -41,6 +41,14 @@ class Scenario:
     options_model: type[ScenarioOptions]
     run: Callable[["ScenarioRun", Any], Awaitable[None]]
     description: str = ""
+    optional_steps: Callable[[Any], tuple[str, ...]] | None = None
+
+    def steps_for(self, options: Any) -> tuple[str, ...]:
+        """The steps a probe with these options can report (for its zeroed series)."""
+        if self.optional_steps is None:
+            return self.steps
+        skipped = set(self.optional_steps(options))
+        return tuple(step for step in self.steps if step not in skipped)
 
 
 class ScenarioAborted(Exception):

@@ -211,4 +211,5 @@ WRITE = Scenario(
     options_model=WriteOptions,
     run=run_write,
     description="MLflow write path with read-back and cleanup",
+    optional_steps=lambda options: () if options.artifacts else ("artifact_put", "artifact_get", "artifact_delete"),
 )

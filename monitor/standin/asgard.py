@@ -347,10 +347,11 @@ def _predict(model: str, item: Any) -> float:
 class _HttpError(Exception):
     """Ends a request early with a JSON ``{"detail": ...}`` answer."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, allow: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.allow = allow
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -435,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _HttpError(404, "not found")
         except _HttpError as err:
-            extra = {"Allow": "GET"} if err.status == 405 else None
+            extra = {"Allow": err.allow} if err.allow else None
             self._json(err.status, {"detail": err.detail}, extra)
 
     def _admin(self, method: str, body: bytes) -> None:
@@ -455,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "DELETE":
             self._json(200, state.reset().to_json())
         else:
-            raise _HttpError(405, "method not allowed")
+            raise _HttpError(405, "method not allowed", allow="GET, PUT, POST, DELETE")
 
     def _apply_faults(self, faults: Faults) -> bool:
         """Hang, drop, delay or fail as switched; True when the request was handled here."""
@@ -491,16 +492,16 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.server
         if path == "/mlops/status":
             if method != "GET":
-                raise _HttpError(405, "method not allowed")
+                raise _HttpError(405, "method not allowed", allow="GET")
             self._json(200, server.status(faults))
         elif path == "/mlops/models":
             if method != "GET":
-                raise _HttpError(405, "method not allowed")
+                raise _HttpError(405, "method not allowed", allow="GET")
             models = server.models(faults)
             self._json(200, models if faults.models_shape == "array" else {"models": models})
         elif path.startswith("/mlops/models/"):
             if method != "GET":
-                raise _HttpError(405, "method not allowed")
+                raise _HttpError(405, "method not allowed", allow="GET")
             name = unquote(path[len("/mlops/models/"):])
             for model in server.models(faults):
                 if model["name"] == name:
@@ -509,7 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpError(404, "model not found")
         elif path == "/mlops/inference":
             if method != "POST":
-                raise _HttpError(405, "method not allowed")
+                raise _HttpError(405, "method not allowed", allow="POST")
             self._inference(faults, body)
         else:
             raise _HttpError(404, "not found")
@@ -600,7 +601,7 @@ def _parse_rename(text: str) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every fault switch has a start-up flag."""
-    p = argparse.ArgumentParser(prog="python -m monitor.standin.asgard", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m monitor.standin.asgard", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, required=True, help="port (0 picks a free one)")
     p.add_argument("--mlflow-url", default=None, help="real MLflow server to report on")
@@ -653,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    pass
+    signal.signal(signal.SIGUSR1, lambda *_: server.faults.reset())
     server.thread = threading.Thread(target=server.serve_forever, name="asgard-standin", daemon=True)
     server.thread.start()
     server._serving.wait(5)

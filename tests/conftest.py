@@ -1,0 +1,25 @@
+"""Shared fixtures: one real MLflow server for the session, fresh ones for fault tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.servers import MlflowServer
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
+    """A private MLflow server that a test may kill or pause."""
+    server = MlflowServer(tmp_path / "mlflow").start()
+    yield server
+    server.stop()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, then runs pytest.
+#   ./tests/run.sh              everything
+#   ./tests/run.sh -k alert     extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. deploy/local/venv.sh
+
+# Real Prometheus, Alertmanager and blackbox_exporter binaries for the rule and alert tests.
+need=()
+command -v promtool >/dev/null || need+=(prometheus)
+command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${need[*]}" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "note: missing ${need[*]} (not root): the tests that need them will be skipped with a reason" >&2
+  fi
+fi
+
+ensure_venv test
+exec "$VENV_PY" -m pytest "$@"
