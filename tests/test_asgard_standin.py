@@ -192,7 +192,8 @@ def test_inference_is_deterministic(client: httpx.Client) -> None:
     bad = client.post("/mlops/inference", content=b"{not json", headers={"Content-Type": "application/json"})
     assert bad.status_code == 400 and "detail" in bad.json()
     assert client.post("/mlops/inference", json={"model": "demo-model", "inputs": 3}).status_code == 422
-    assert client.get("/mlops/inference").status_code == 405
+    wrong = client.get("/mlops/inference")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
 
 
 def test_unknown_paths_are_json_404(client: httpx.Client) -> None:
@@ -508,10 +509,26 @@ def test_in_process_server() -> None:
         server.faults.update({"hang": True})
         with pytest.raises(httpx.ReadTimeout):
             httpx.get(f"{url}/mlops/status", timeout=0.3)
+        errors: list[BaseException] = []
+
+        def hung_request() -> None:
+            try:
+                httpx.get(f"{url}/mlops/status", timeout=10)
+            except httpx.HTTPError as exc:
+                errors.append(exc)
+
+        waiter = threading.Thread(target=hung_request)
+        waiter.start()
+        time.sleep(0.3)
+        assert waiter.is_alive()
     finally:
         t0 = time.monotonic()
         server.stop()
         assert time.monotonic() - t0 < 3
+    # stopping releases the hung handler: the client sees the connection closed, unanswered
+    waiter.join(3)
+    assert not waiter.is_alive(), "a hung handler outlived stop()"
+    assert isinstance(errors[0], httpx.RemoteProtocolError)
     assert server.thread is not None and not server.thread.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/mlops/status", timeout=1)
