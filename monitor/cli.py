@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--repeat", type=int, default=1, help="run each probe N times, with latency statistics")
     check.add_argument("--format", choices=sorted(RENDERERS), default="table")
 
+    sub.add_parser(
+        "demo", help="start a local MLflow, an Asgard stand-in and the daemon (see `demo --help`)", add_help=False
+    )
+
     config = sub.add_parser("config", help="validate or show a configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     validate = config_sub.add_parser("validate", help="exit 0 if FILE is valid, else 2 with the problem")
@@ -55,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from monitor.demo import run_demo
+
+        return run_demo(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

@@ -12,8 +12,13 @@ ensure_venv() {
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing synthetic-monitor[$extras] into $venv (first run takes about a minute) ..." >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[$extras]"
+    local log="$venv/pip-install.log"
+    if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+           "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[$extras]"; } >"$log" 2>&1; then
+      tail -n 30 "$log" >&2
+      echo "pip install failed; full log: $log" >&2
+      return 1
+    fi
     echo "$want" > "$stamp"
   fi
   VENV_PY="$venv/bin/python"

@@ -1,0 +1,420 @@
+"""The alert state machine: probe results and job events in, notifications out.
+
+Pure on purpose (no I/O, no clock of its own, no asyncio): every decision about when
+an alert fires, resolves or is re-sent is made here and can be unit-tested by feeding
+results and times. The sink does the I/O around it (state file, notifiers, metrics).
+
+One state per (alertname, target, probe[, dependency]):
+- a *matching* run (bad) counts up; after `failure_threshold` of them in a row the
+  alert fires, unless the start-up grace is still running (counting goes on, and the
+  first matching run after the grace fires it);
+- a *non-matching* run (good) resets the count of a pending alert, and counts toward
+  `success_threshold` for a firing one, which then resolves;
+- a *neutral* run changes nothing: a result whose `root_cause` names an upstream
+  (Asgard failing because MLflow itself is down) neither raises nor resolves the Asgard
+  alerts, so the page goes to the cause only and a firing Asgard alert does not flap.
+Notifications happen only on threshold crossings, so flapping produces none until it
+settles into a streak.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from monitor.alerting.alerts import (
+    DEPENDENCY_UNAVAILABLE,
+    LATENCY_HIGH,
+    MONITOR_STALLED,
+    PROBE_FAILING,
+    PROBE_TIMEOUT,
+    SEVERITY,
+    WORKER_FAILURE,
+    Alert,
+)
+from monitor.config import AlertingConfig
+from monitor.results import ProbeResult, Reason, StepResult
+
+STATE_FORMAT = 1
+ERROR_TEXT_LIMIT = 300
+# Alertmanager keeps a firing alert until endsAt; this many missed re-sends expire it.
+ENDS_AT_RESENDS = 4
+_USERINFO = re.compile(r"(?<=//)[^/\s@]+@")
+
+
+class Verdict(enum.Enum):
+    BAD = "bad"
+    GOOD = "good"
+    NEUTRAL = "neutral"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AlertKey:
+    alertname: str
+    target: str
+    probe: str
+    dependency: str = ""
+
+
+@dataclass(slots=True)
+class _State:
+    bad: int = 0
+    good: int = 0
+    starts_at: float | None = None  # set while firing
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    last_sent: float | None = None
+
+    @property
+    def firing(self) -> bool:
+        return self.starts_at is not None
+
+
+Describe = Callable[[int], str]
+
+
+class AlertEngine:
+    """Decides fire / resolve / re-send; `version` changes whenever the state does."""
+
+    def __init__(
+        self,
+        config: AlertingConfig,
+        *,
+        now: float,
+        probes: Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        self.config = config
+        self.started_at = now
+        self._probes: dict[str, str] | None = dict(probes) if probes is not None else None
+        self._states: dict[AlertKey, _State] = {}
+        self.version = 0
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def observe(self, result: ProbeResult, now: float) -> list[Alert]:
+        """Feed one probe run; returns the notifications it causes (usually none)."""
+        if not self._configured(result.probe, result.target):
+            return []  # a late result of a probe removed by a reload
+        out: list[Alert] = []
+        for key, verdict, describe in self._verdicts(result):
+            alert = self._step(key, verdict, describe, now)
+            if alert is not None:
+                out.append(alert)
+        return out
+
+    def job_event(self, probe: str, event: str, now: float) -> list[Alert]:
+        """Scheduler trouble (error|missed|skipped) counts as a bad run for the stall state."""
+        if self._probes is not None and probe not in self._probes:
+            return []
+        target = (self._probes or {}).get(probe, "")
+        key = AlertKey(MONITOR_STALLED, target, probe)
+
+        def describe(count: int) -> str:
+            return (
+                f"The scheduler reported {count} job event(s) in a row for probe {probe} without a completed run"
+                f" in between, the last one '{event}' (runs crashing, running late, or overlapping and being skipped)."
+            )
+
+        alert = self._step(key, Verdict.BAD, describe, now)
+        return [alert] if alert is not None else []
+
+    def reconfigure(self, config: AlertingConfig, probes: Iterable[tuple[str, str]] | None, now: float) -> list[Alert]:
+        """New thresholds and labels; alerts of probes no longer configured are resolved."""
+        self.config = config
+        self._probes = dict(probes) if probes is not None else None
+        out: list[Alert] = []
+        for key in sorted(self._states):
+            if not self._configured(key.probe, key.target, stall=key.alertname == MONITOR_STALLED):
+                state = self._states.pop(key)
+                self.version += 1
+                if state.firing:
+                    out.append(self._resolved(state, now))
+        return out
+
+    def resolve_all(self, now: float) -> list[Alert]:
+        """Resolve everything (alerting switched off): nothing may stay firing at a receiver."""
+        out = [self._resolved(s, now) for _, s in sorted(self._states.items()) if s.firing]
+        if self._states:
+            self.version += 1
+        self._states.clear()
+        return out
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def firing(self) -> list[Alert]:
+        return [self._firing_alert(s, s.last_sent) for _, s in sorted(self._states.items()) if s.firing]
+
+    def due_resends(self, now: float) -> list[Alert]:
+        """Firing alerts not sent for resend_interval: re-sent so Alertmanager keeps them."""
+        out: list[Alert] = []
+        for _, state in sorted(self._states.items()):
+            if state.firing and (state.last_sent is None or now - state.last_sent >= self.config.resend_interval):
+                state.last_sent = now
+                out.append(self._firing_alert(state, now))
+        return out
+
+    @property
+    def grace_until(self) -> float:
+        return self.started_at + self.config.startup_grace
+
+    # -- persistence (the sink does the file I/O) --------------------------------------
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "saved_at": now,
+            "states": [
+                {
+                    "alertname": key.alertname,
+                    "target": key.target,
+                    "probe": key.probe,
+                    "dependency": key.dependency,
+                    "bad": state.bad,
+                    "good": state.good,
+                    "starts_at": state.starts_at,
+                    "labels": state.labels,
+                    "annotations": state.annotations,
+                }
+                for key, state in sorted(self._states.items())
+            ],
+        }
+
+    def restore(self, data: Mapping[str, Any], now: float) -> list[Alert]:
+        """Load a snapshot; returns resolved notices for what must not stay firing.
+
+        Firing alerts of configured probes come back firing with their original labels
+        and startsAt and are due for a re-send at once (the same alert, not a new one).
+        A snapshot older than `state_ttl` is not trusted, and a probe that is gone
+        cannot resolve by itself: both get a resolved notice so nothing stays stuck.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != STATE_FORMAT:
+            raise ValueError("not an alert state file of a known format")
+        saved_at = float(data["saved_at"])
+        stale = not math.isfinite(saved_at) or now - saved_at > self.config.state_ttl
+        out: list[Alert] = []
+        states: dict[AlertKey, _State] = {}
+        for item in data.get("states") or []:
+            key = AlertKey(str(item["alertname"]), str(item["target"]), str(item["probe"]), str(item.get("dependency") or ""))
+            starts_at = item.get("starts_at")
+            state = _State(
+                bad=int(item.get("bad") or 0),
+                good=int(item.get("good") or 0),
+                starts_at=float(starts_at) if starts_at is not None else None,
+                labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
+                annotations={str(k): str(v) for k, v in (item.get("annotations") or {}).items()},
+            )
+            if state.firing and not state.labels:
+                raise ValueError(f"firing alert {key.alertname} without labels")
+            configured = self._configured(key.probe, key.target, stall=key.alertname == MONITOR_STALLED)
+            if stale or not configured:
+                if state.firing:
+                    out.append(self._resolved(state, now))
+                continue
+            states[key] = state
+        self._states = states
+        self.version += 1
+        return out
+
+    # -- the state machine -------------------------------------------------------------
+
+    def _step(self, key: AlertKey, verdict: Verdict, describe: Describe | None, now: float) -> Alert | None:
+        if verdict is Verdict.NEUTRAL:
+            return None
+        state = self._states.get(key)
+        if verdict is Verdict.GOOD:
+            if state is None:
+                return None
+            self.version += 1
+            if not state.firing:
+                del self._states[key]  # a pending streak is broken
+                return None
+            state.bad = 0
+            state.good += 1
+            if state.good < self.config.success_threshold:
+                return None
+            del self._states[key]
+            return self._resolved(state, now)
+        if state is None:
+            state = self._states[key] = _State()
+        self.version += 1
+        state.bad += 1
+        state.good = 0
+        if describe is not None:
+            state.annotations = self._annotations(key, describe(state.bad))
+        if state.firing:
+            return None  # already notified; the re-send carries the newest description
+        if state.bad < self.config.failure_threshold or now < self.grace_until:
+            return None
+        state.starts_at = now
+        state.labels = self._labels(key)
+        state.last_sent = now
+        return self._firing_alert(state, now)
+
+    def _verdicts(self, result: ProbeResult) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
+        t, p = result.target, result.probe
+        reasons = result.reasons
+        failed = result.failed_step
+        caused_elsewhere = result.root_cause is not None
+
+        def failing(count: int) -> str:
+            return (
+                f"Probe {p} against target {t} failed {count} run(s) in a row. Last failure: "
+                + _step_text(failed)
+            )
+
+        yield (
+            AlertKey(PROBE_FAILING, t, p),
+            Verdict.NEUTRAL if caused_elsewhere else (Verdict.GOOD if result.ok else Verdict.BAD),
+            failing,
+        )
+
+        timed_out = _first_with(result, Reason.TIMEOUT)
+
+        def timeout(count: int) -> str:
+            return (
+                f"Probe {p} against target {t} hit its deadline ({result.timeout_seconds:g}s) in {count} run(s)"
+                f" in a row. Last: " + _step_text(timed_out)
+            )
+
+        yield AlertKey(PROBE_TIMEOUT, t, p), Verdict.BAD if timed_out else Verdict.GOOD, timeout
+
+        worker = _first_with(result, Reason.WORKER_FAILURE)
+
+        def worker_failure(count: int) -> str:
+            return (
+                f"Probe {p} against target {t} got a closed/reset connection or HTTP 502/503/504 in {count} run(s)"
+                f" in a row: server workers are being killed (e.g. gunicorn worker timeout) or the upstream is"
+                f" down. Last: " + _step_text(worker)
+            )
+
+        yield AlertKey(WORKER_FAILURE, t, p), Verdict.BAD if worker else Verdict.GOOD, worker_failure
+
+        threshold = self.config.latency_threshold
+        slow = result.duration_seconds > threshold
+        slowest = max((s for s in result.steps if not s.skipped), key=lambda s: s.duration_seconds, default=None)
+
+        def latency(count: int) -> str:
+            text = (
+                f"Probe {p} against target {t} took {result.duration_seconds:.2f}s (threshold {threshold:g}s)"
+                f" in {count} run(s) in a row."
+            )
+            if slowest is not None:
+                text += f" Slowest step: {slowest.name} ({slowest.duration_seconds:.2f}s)."
+            return text
+
+        yield AlertKey(LATENCY_HIGH, t, p), Verdict.BAD if slow else Verdict.GOOD, latency
+
+        yield from self._dependency_verdicts(result)
+
+        # Any completed run proves the probe's job is scheduled and running.
+        yield AlertKey(MONITOR_STALLED, t, p), Verdict.GOOD, None
+
+    def _dependency_verdicts(self, result: ProbeResult) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
+        t, p = result.target, result.probe
+        reported = result.facts.get("dependencies")
+        reported = reported if isinstance(reported, dict) else {}
+        down = [str(d) for d in (result.facts.get("unavailable") or [d for d, up in reported.items() if up is False])]
+        if not down and Reason.DEPENDENCY_UNAVAILABLE in result.reasons:
+            down = ["unknown"]
+        step = _first_with(result, Reason.DEPENDENCY_UNAVAILABLE)
+        # The cross-check names the MLflow target as root cause when Asgard's "mlflow
+        # unavailable" is MLflow itself being down: the MLflow probe's alert covers it.
+        covered = {"mlflow"} if result.root_cause is not None else set()
+        known = {k.dependency for k in self._states if k.alertname == DEPENDENCY_UNAVAILABLE and k.target == t and k.probe == p}
+        for dependency in sorted(set(down) | known):
+            key = AlertKey(DEPENDENCY_UNAVAILABLE, t, p, dependency)
+            if dependency in covered:
+                verdict = Verdict.NEUTRAL
+            elif dependency in down:
+                verdict = Verdict.BAD
+            elif reported.get(dependency) is True or result.ok:
+                verdict = Verdict.GOOD
+            else:
+                verdict = Verdict.NEUTRAL  # this run could not tell (status step never answered)
+
+            def describe(count: int, dependency: str = dependency) -> str:
+                return (
+                    f"The Asgard status endpoint of target {t} (probe {p}) reported its dependency {dependency}"
+                    f" unavailable in {count} run(s) in a row. " + _step_text(step)
+                )
+
+            yield key, verdict, describe
+
+    # -- alert values ------------------------------------------------------------------
+
+    def _configured(self, probe: str, target: str, stall: bool = False) -> bool:
+        if self._probes is None:
+            return True
+        if probe not in self._probes:
+            return False
+        # A stall alert of a job event may carry an empty target (probe unknown then).
+        return self._probes[probe] == target or (stall and target == "")
+
+    def _labels(self, key: AlertKey) -> dict[str, str]:
+        labels = dict(self.config.labels)
+        labels.update(alertname=key.alertname, target=key.target, probe=key.probe, severity=SEVERITY[key.alertname])
+        if key.dependency:
+            labels["dependency"] = key.dependency
+        return labels
+
+    def _annotations(self, key: AlertKey, description: str) -> dict[str, str]:
+        annotations = {"summary": _summary(key), "description": description}
+        if self.config.runbook_url:
+            annotations["runbook_url"] = f"{self.config.runbook_url}#{key.alertname.lower()}"
+        return annotations
+
+    def _firing_alert(self, state: _State, sent_at: float | None) -> Alert:
+        assert state.starts_at is not None
+        ends_at = None if sent_at is None else sent_at + ENDS_AT_RESENDS * self.config.resend_interval
+        return Alert(
+            labels=dict(state.labels),
+            annotations=dict(state.annotations),
+            starts_at=state.starts_at,
+            ends_at=ends_at,
+            generator_url=self.config.generator_url or "",
+        )
+
+    def _resolved(self, state: _State, now: float) -> Alert:
+        assert state.starts_at is not None
+        return Alert(
+            labels=dict(state.labels),
+            annotations=dict(state.annotations),
+            starts_at=state.starts_at,
+            ends_at=max(now, state.starts_at),
+            generator_url=self.config.generator_url or "",
+            resolved=True,
+        )
+
+
+def _summary(key: AlertKey) -> str:
+    t, p = key.target, key.probe
+    return {
+        PROBE_FAILING: f"Synthetic probe {p} on {t} keeps failing",
+        PROBE_TIMEOUT: f"Probe {p} on {t} times out",
+        WORKER_FAILURE: f"Server workers failing behind {t} (probe {p})",
+        DEPENDENCY_UNAVAILABLE: f"Asgard reports {key.dependency} unavailable ({t})",
+        LATENCY_HIGH: f"Probe {p} on {t} is slow",
+        MONITOR_STALLED: f"Synthetic monitor: jobs of probe {p} are not running normally",
+    }[key.alertname]
+
+
+def _first_with(result: ProbeResult, reason: Reason) -> StepResult | None:
+    return next((s for s in result.steps if s.reason is reason), None)
+
+
+def _step_text(step: StepResult | None) -> str:
+    if step is None:
+        return "no failing step recorded."
+    reason = step.reason.value if step.reason else "failed"
+    return f"step {step.name}, reason {reason}: {short_error(step.error)}"
+
+
+def short_error(text: str | None) -> str:
+    """One line, bounded, no URL userinfo: error texts go to receivers outside the pod."""
+    if not text:
+        return "(no error text)"
+    line = " ".join(_USERINFO.sub("***@", text).split())
+    return line if len(line) <= ERROR_TEXT_LIMIT else line[: ERROR_TEXT_LIMIT - 3] + "..."

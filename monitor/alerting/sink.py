@@ -1,0 +1,287 @@
+"""`AlertSink`: the daemon-facing side of alerting.
+
+It feeds results and scheduler events to the pure `AlertEngine`, hands the
+notifications it returns to the `Dispatcher` (queued, never awaited on the probe
+path), mirrors the engine's state in `synthetic_monitor_alerts_firing`, logs every
+fire and resolve, and keeps the state file current. A 1 s tick re-sends firing alerts
+before Alertmanager's resolve_timeout could expire them.
+
+Usage (the daemon wires it):
+
+    sink = AlertSink(config.alerting, metrics)
+    await sink.start([(p.name, p.target) for p in config.probes])
+    sink.handle(result)                 # for every ProbeResult, after the cross-check
+    sink.job_event(probe, "missed")      # scheduler trouble
+    sink.reconfigure(new.alerting, [(p.name, p.target) for p in new.probes])   # on reload
+    await sink.stop()                    # on shutdown: flush, save state
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import structlog
+
+from monitor.alerting.alerts import Alert
+from monitor.alerting.dispatcher import RESULTS, Dispatcher
+from monitor.alerting.engine import AlertEngine
+from monitor.alerting.state import StateFileError, load_state, save_state
+from monitor.config import AlertingConfig
+from monitor.results import ProbeResult
+from monitor.sinks.metrics import MetricsSink
+
+GaugeKey = tuple[str, str, str]
+
+
+class AlertSink:
+    """Alerting as a sink: `handle` is synchronous, never raises and never waits on a receiver."""
+
+    tick_seconds = 1.0
+
+    def __init__(
+        self,
+        config: AlertingConfig,
+        metrics: MetricsSink,
+        *,
+        clock: Callable[[], float] = time.time,
+        logger: Any = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._clock = clock
+        self._log = logger if logger is not None else structlog.get_logger("monitor.alerting")
+        self._engine = AlertEngine(config, now=clock())
+        self._dispatcher = self._make_dispatcher(config) if config.enabled else None
+        self._gauged: set[GaugeKey] = set()
+        self._saved_version = -1
+        self._save_error: str | None = None
+        self._tick: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._started = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    # -- the probe path (synchronous, never raises) ------------------------------------
+
+    def handle(self, result: ProbeResult) -> None:
+        if not self.enabled:
+            return
+        try:
+            self._emit(self._engine.observe(result, self._clock()))
+        except Exception:  # noqa: BLE001 - alerting must never break a probe run
+            self._log.exception("alert_sink_failed", probe=result.probe)
+
+    def job_event(self, probe: str, event: str) -> None:
+        if not self.enabled:
+            return
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.job_event, probe, event)
+            return
+        try:
+            self._emit(self._engine.job_event(probe, event, self._clock()))
+        except Exception:  # noqa: BLE001
+            self._log.exception("alert_sink_failed", probe=probe, event=event)
+
+    def firing(self) -> list[Alert]:
+        return self._engine.firing() if self.enabled else []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, probes: Iterable[tuple[str, str]]) -> None:
+        """Load the saved state, start the receivers' workers and the re-send tick."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._started = True
+        if not self.enabled:
+            self._log.info("alerting_disabled")
+            return
+        now = self._clock()
+        self._engine.started_at = now  # the grace period counts from start, not construction
+        resolved = self._engine.reconfigure(self.config, list(probes), now)
+        resolved += self._load_state(now)
+        assert self._dispatcher is not None
+        self._count_series(self._dispatcher.receivers)
+        self._dispatcher.start()
+        self._emit(resolved)
+        self._emit(self._engine.due_resends(now), resend=True)
+        self._save(force=True)
+        self._tick = asyncio.create_task(self._ticker(), name="alert-resend-tick")
+        self._log.info(
+            "alerting_started", receivers=self._dispatcher.receivers, firing=len(self._engine.firing()),
+            grace_seconds=self.config.startup_grace, state_file=str(self.config.state_file or "") or None,
+        )
+
+    def reconfigure(self, config: AlertingConfig, probes: Iterable[tuple[str, str]]) -> None:
+        """Apply a reloaded config: removed probes resolve, changed receivers are swapped."""
+        try:
+            self._reconfigure(config, list(probes))
+        except Exception:  # noqa: BLE001 - a reload must not crash the daemon
+            self._log.exception("alerting_reconfigure_failed")
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Deliver what is queued (up to flush_timeout), then save the state."""
+        if self._tick is not None:
+            self._tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick
+            self._tick = None
+        if self._dispatcher is not None:
+            await self._dispatcher.close(flush_timeout)
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=flush_timeout)
+        if self.enabled:
+            self._save(force=True)
+        self._started = False
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _reconfigure(self, config: AlertingConfig, probes: list[tuple[str, str]]) -> None:
+        now = self._clock()
+        old = self.config
+        if not config.enabled:
+            if old.enabled:
+                self._emit(self._engine.resolve_all(now))  # via the old receivers, flushed at stop
+                self._log.info("alerting_disabled")
+            self.config = config
+            self._engine.reconfigure(config, probes, now)
+            return
+        self.config = config
+        resolved = self._engine.reconfigure(config, probes, now)
+        if not old.enabled:
+            self._engine.started_at = now
+        self._emit(resolved)
+        if self._dispatcher is None or _delivery(old) != _delivery(config) or not old.enabled:
+            self._swap_dispatcher(config, now)
+        self._save()
+
+    def _swap_dispatcher(self, config: AlertingConfig, now: float) -> None:
+        previous = self._dispatcher
+        self._dispatcher = self._make_dispatcher(config)
+        kept = set(self._dispatcher.receivers)
+        if previous is not None:
+            for name in set(previous.receivers) - kept:
+                for result in RESULTS:
+                    with contextlib.suppress(KeyError):
+                        self.metrics.notifications.remove(name, result)
+        self._count_series(self._dispatcher.receivers)
+        if self._started and self._loop is not None:
+            self._dispatcher.start()
+            if previous is not None:
+                task = self._loop.create_task(previous.close(5.0), name="alert-dispatcher-retire")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+        # New receivers have not seen what is firing: send it now, not a resend interval later.
+        self._emit(self._engine.resend_all(now), resend=True)
+        self._log.info("alerting_receivers_changed", receivers=self._dispatcher.receivers)
+
+    def _make_dispatcher(self, config: AlertingConfig) -> Dispatcher:
+        return Dispatcher(
+            config.receivers,
+            self._count,
+            queue_size=config.queue_size,
+            backoff=config.retry_backoff,
+            backoff_max=config.retry_backoff_max,
+            attempts=config.retry_attempts,
+            logger=self._log,
+        )
+
+    def _count(self, receiver: str, result: str) -> None:
+        self.metrics.notifications.labels(receiver, result).inc()
+
+    def _count_series(self, receivers: list[str]) -> None:
+        for name in receivers:
+            for result in RESULTS:
+                self.metrics.notifications.labels(name, result)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            try:
+                self._emit(self._engine.due_resends(self._clock()), resend=True)
+            except Exception:  # noqa: BLE001 - keep ticking
+                self._log.exception("alert_resend_failed")
+
+    def _emit(self, alerts: list[Alert], resend: bool = False) -> None:
+        """Log, queue for the receivers, update the gauge and the state file."""
+        for alert in alerts:
+            fields = {k: v for k, v in alert.labels.items() if k != "alertname"}
+            if resend:
+                self._log.debug("alert_resent", alertname=alert.name, **fields)
+            elif alert.resolved:
+                self._log.info(
+                    "alert_resolved", alertname=alert.name, **fields,
+                    firing_seconds=round((alert.ends_at or alert.starts_at) - alert.starts_at, 3),
+                )
+            else:
+                self._log.warning("alert_firing", alertname=alert.name, **fields,
+                                  description=alert.annotations.get("description"))
+        if alerts and self._dispatcher is not None:
+            self._dispatcher.submit(alerts)
+        self._sync_gauge()
+        self._save()
+
+    def _sync_gauge(self) -> None:
+        counts = collections.Counter(
+            (a.labels["alertname"], a.labels["target"], a.labels["probe"]) for a in self._engine.firing()
+        )
+        for key in self._gauged - set(counts):
+            with contextlib.suppress(KeyError):
+                self.metrics.alerts_firing.remove(*key)
+        for key, value in counts.items():
+            self.metrics.alerts_firing.labels(*key).set(value)
+        self._gauged = set(counts)
+
+    def _load_state(self, now: float) -> list[Alert]:
+        path = self.config.state_file
+        if path is None:
+            return []
+        try:
+            data = load_state(Path(path))
+            if data is None:
+                return []
+            resolved = self._engine.restore(data, now)
+        except (StateFileError, ValueError, KeyError, TypeError) as exc:
+            self._log.warning("alert_state_unusable", path=str(path), error=str(exc), action="starting empty")
+            return []
+        self._log.info(
+            "alert_state_loaded", path=str(path), firing=len(self._engine.firing()), resolved_stale=len(resolved),
+            age_seconds=round(now - float(data.get("saved_at", now)), 3),
+        )
+        return resolved
+
+    def _save(self, force: bool = False) -> None:
+        path = self.config.state_file
+        if path is None or (not force and self._engine.version == self._saved_version):
+            return
+        version = self._engine.version
+        try:
+            save_state(Path(path), self._engine.snapshot(self._clock()))
+        except OSError as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self._save_error:  # once per distinct problem, not once per run
+                self._log.error("alert_state_save_failed", path=str(path), error=message)
+            self._save_error = message
+            return
+        self._saved_version = version
+        self._save_error = None
+
+
+def _delivery(config: AlertingConfig) -> tuple[Any, ...]:
+    """What a dispatcher is built from: a change means new workers and clients."""
+    return (
+        [r.model_dump() for r in config.receivers],
+        config.queue_size,
+        config.retry_backoff,
+        config.retry_backoff_max,
+        config.retry_attempts,
+    )
