@@ -350,17 +350,19 @@ class Config(Model):
             for secret in (auth.password, auth.token):
                 if secret is not None and secret.get_secret_value():
                     found.add(secret.get_secret_value())
-        for target in self.targets:
-            parts = urlsplit(target.url)
+        for endpoint in [*self.targets, *self.alerting.receivers]:
+            parts = urlsplit(endpoint.url)
             if parts.password:
                 found.add(parts.password)
+            found.update(v for v in endpoint.headers.values() if v)
         return found
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for `config show`: secrets masked, durations spelled."""
         data = self.model_dump(mode="json", exclude_none=True)
-        for target in data["targets"]:
-            target["url"] = _safe_url(target["url"])
+        for endpoint in [*data["targets"], *data["alerting"]["receivers"]]:
+            endpoint["url"] = _safe_url(endpoint["url"])
+            endpoint["headers"] = {k: "**********" for k in endpoint.get("headers", {})}
         for probe, model in zip(data["probes"], self.probes):
             for key in ("interval", "timeout", "step_timeout"):
                 if key in probe:
@@ -424,10 +426,13 @@ def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
         if names is None:
             continue
         user, password, token = (env.get(n) for n in names)
-        if token:
+        # MLflow's own precedence: username+password means basic auth, else a token.
+        if user and password:
+            target["auth"] = {"username": user, "password": password}
+        elif token:
             target["auth"] = {"token": token}
         elif user:
-            target["auth"] = {"username": user, "password": password or ""}
+            target["auth"] = {"username": user, "password": ""}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -450,7 +455,12 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     except ValidationError as exc:
         first = exc.errors()[0]
         location = _loc(first["loc"])
-        message = _message(first)
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError) and cause.field:
+            location = f"{location}.{cause.field}" if location else cause.field
+            message = cause.message
+        else:
+            message = _message(first)
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise ConfigError(f"{source}: {location + ': ' if location else ''}{message}{suffix}") from None
@@ -500,7 +510,8 @@ def _message(error: Mapping[str, Any]) -> str:
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
     value = error.get("input")
-    if kind not in ("value_error",) and not isinstance(value, (dict, list)) and value is not None:
+    secret = any(str(part) in ("password", "token") for part in error.get("loc", ()))
+    if kind not in ("value_error",) and not isinstance(value, (dict, list)) and value is not None and not secret:
         shown = repr(value)
         message += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
     return message

@@ -24,6 +24,7 @@ from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import configure_logging
 from monitor.probes import SCENARIOS
+from monitor.probes.mlflow import delete_stale_runs
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult
 from monitor.scheduler import ProbeScheduler
@@ -77,6 +78,7 @@ class Daemon:
             self._loop.add_signal_handler(sig, self.request_stop)
         self._loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         self.scheduler.start()
+        asyncio.ensure_future(self._delete_stale_runs())
         self.log.info(
             "monitor_started", version=__version__, listen=self.listen, pid=os.getpid(),
             probes=sorted(self._probes), targets={n: redact_url(c.url) for n, (c, _) in self._clients.items()},
@@ -84,6 +86,20 @@ class Daemon:
         await self._stop.wait()
         await self._shutdown()
         return 0
+
+    async def _delete_stale_runs(self) -> None:
+        """Start-up janitor: runs a killed daemon left behind in MLflow (see mlflow.delete_stale_runs)."""
+        for probe in list(self._probes.values()):
+            if probe.scenario != "mlflow_write":
+                continue
+            _, client = self._clients[probe.target]
+            try:
+                deleted = await delete_stale_runs(client, probe.options.experiment_name, probe.name, probe.deadline)
+            except Exception as exc:  # MLflow may be down at start: the probe itself reports that
+                self.log.info("stale_run_cleanup_skipped", probe=probe.name, error=str(exc))
+                continue
+            if deleted:
+                self.log.warning("stale_runs_deleted", probe=probe.name, run_ids=deleted)
 
     def request_stop(self) -> None:
         if self._stop is not None and not self._stop.is_set():

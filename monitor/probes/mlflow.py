@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from monitor.http import check_status
+from monitor.http import TargetClient, check_status
 from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun, Step
 from monitor.results import Reason
 
@@ -213,3 +213,44 @@ WRITE = Scenario(
     description="MLflow write path with read-back and cleanup",
     optional_steps=lambda options: () if options.artifacts else ("artifact_put", "artifact_get", "artifact_delete"),
 )
+
+
+async def delete_stale_runs(
+    client: TargetClient, experiment_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0
+) -> list[str]:
+    """Delete this probe's runs that a crashed daemon left unfinished; returns their ids.
+
+    Called once at start-up: a run interrupted by SIGKILL never reached its cleanup step.
+    Only runs tagged with this probe's name, not FINISHED, and older than the deadline
+    are touched, so a replica's in-flight run is left alone.
+    """
+    found = await client.request(
+        "GET", f"{API}/experiments/get-by-name", params={"experiment_name": experiment_name}, timeout=timeout
+    )
+    if found.status_code == 404:
+        return []
+    check_status(found)
+    experiment_id = found.json_object().get("experiment", {}).get("experiment_id")
+    if not experiment_id:
+        return []
+    search = await client.request(
+        "POST",
+        f"{API}/runs/search",
+        json_body={
+            "experiment_ids": [experiment_id],
+            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}' and attributes.status != 'FINISHED'",
+            "run_view_type": "ACTIVE_ONLY",
+            "max_results": 1000,
+        },
+        timeout=timeout,
+    )
+    check_status(search)
+    cutoff_ms = (time.time() - older_than_seconds) * 1000
+    stale = [
+        run["info"]["run_id"]
+        for run in search.json_object().get("runs", [])
+        if isinstance(run, dict) and run.get("info", {}).get("start_time", 0) < cutoff_ms
+    ]
+    for run_id in stale:
+        check_status(await client.request("POST", f"{API}/runs/delete", json_body={"run_id": run_id}, timeout=timeout))
+    return stale
