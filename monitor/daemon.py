@@ -18,6 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
+from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
@@ -34,7 +35,8 @@ from monitor.sinks.history import HistorySink
 from monitor.sinks.logging import LogSink
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 
-STOP_GRACE_SECONDS = 8.0
+STOP_GRACE_SECONDS = 6.0
+ALERT_FLUSH_SECONDS = 2.0
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_STALE_AFTER = 15.0
 
@@ -47,7 +49,9 @@ class Daemon:
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = MetricsSink(self.registry, config.metrics.buckets)
         self.history = HistorySink()
-        self.sinks: list[Sink] = [self.metrics, self.history, LogSink()]
+        self.alerts = AlertSink(config.alerting, self.metrics)
+        # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
+        self.sinks: list[Sink] = [self.metrics, self.history, LogSink(), self.alerts]
         self.log = structlog.get_logger("monitor.daemon")
         self.scheduler = ProbeScheduler(self, heartbeat_interval=HEARTBEAT_INTERVAL)
         self._clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
@@ -73,6 +77,7 @@ class Daemon:
             self.log.error("listen_failed", listen=self.listen, error=str(exc))
             return 2
         self._apply(self.config)
+        await self.alerts.start(self._probe_targets())
         self._server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
@@ -115,6 +120,7 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
+        await self.alerts.stop(flush_timeout=ALERT_FLUSH_SECONDS)
         for _, client in self._clients.values():
             await client.aclose()
         if self._server is not None:
@@ -174,6 +180,7 @@ class Daemon:
                 self.log.error("config_reload_failed", error=str(exc))
                 return False, str(exc)
             self._apply(config)
+            self.alerts.reconfigure(config.alerting, self._probe_targets())
             configure_logging(config.log.level, config.log.format, config.secret_values())
             self.metrics.config_reload.set(1)
             self.log.info("config_reloaded", probes=sorted(self._probes), note=message or None)
@@ -209,8 +216,12 @@ class Daemon:
 
     # -- scheduler observer ----------------------------------------------------------
 
+    def _probe_targets(self) -> list[tuple[str, str]]:
+        return [(p.name, p.target) for p in self._probes.values()]
+
     def job_event(self, probe: str, event: str, detail: str | None = None) -> None:
         self.metrics.job_event(probe, event)
+        self.alerts.job_event(probe, event)
         self.log.warning("scheduler_job_event", probe=probe, event=event, detail=detail)
 
     def schedule_lag(self, probe: str, seconds: float) -> None:

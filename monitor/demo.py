@@ -182,9 +182,9 @@ def _run(args: argparse.Namespace, mlflow: list[str], stack: Stack, stop: thread
                            "--mlflow-url", mlflow_url, "--models", "demo-model"],
                 asgard_url, f"{asgard_url}/admin/faults")
     alertmanager_url = webhook_url = prometheus_url = None
-    with_prom = not args.no_prometheus and shutil.which("prometheus") and shutil.which("alertmanager")
-    if with_prom:
-        alertmanager_url, webhook_url, prometheus_url = _start_prometheus_stack(stack, monitor_port)
+    alertmanager = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
+    if not args.no_prometheus and shutil.which("prometheus") and alertmanager:
+        alertmanager_url, webhook_url, prometheus_url = _start_prometheus_stack(stack, monitor_port, alertmanager)
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(demo_config(
         mlflow_url, asgard_url, f"127.0.0.1:{monitor_port}", alertmanager_url, webhook_url,
@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace, mlflow: list[str], stack: Stack, stop: thread
     return 0
 
 
-def _start_prometheus_stack(stack: Stack, monitor_port: int) -> tuple[str, str, str]:
+def _start_prometheus_stack(stack: Stack, monitor_port: int, alertmanager: str) -> tuple[str, str, str]:
     work = stack.workdir
     am_port, prom_port, hook_port = _port(9093), _port(9090), _port(9095)
     am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
@@ -217,7 +217,7 @@ def _start_prometheus_stack(stack: Stack, monitor_port: int) -> tuple[str, str, 
                   "group_interval": "30s", "repeat_interval": "4h"},
         "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
     }))
-    stack.start("alertmanager", ["alertmanager", f"--config.file={work / 'alertmanager.yml'}",
+    stack.start("alertmanager", [alertmanager, f"--config.file={work / 'alertmanager.yml'}",
                                  f"--storage.path={work / 'alertmanager'}", f"--web.listen-address=127.0.0.1:{am_port}",
                                  "--cluster.listen-address="], am_url, f"{am_url}/-/ready")
     shutil.copy(REPO_DEPLOY / "prometheus" / "rules.yml", work / "rules.yml")

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Real Prometheus, Alertmanager and blackbox_exporter binaries for the rule and alert tests.
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
-command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -101,16 +101,14 @@ class Dispatcher:
             return
         await self.flush(flush_timeout)
         self._closed = True
+        left = {id(lane): lane.queue.qsize() + (1 if lane.busy else 0) for lane in self._lanes}
         for lane in self._lanes:
             if lane.task is not None:
                 lane.task.cancel()
         for lane in self._lanes:
             if lane.task is not None:
-                try:
-                    await lane.task
-                except BaseException:  # noqa: BLE001 - cancelled or crashed, either way done
-                    pass
-            dropped = lane.queue.qsize() + (1 if lane.busy else 0)
+                await asyncio.wait([lane.task])  # cancelled (or crashed): done either way
+            dropped = left[id(lane)]
             for _ in range(dropped):
                 self._count(lane.notifier.name, "dropped")
             if dropped and self._log is not None:

@@ -156,6 +156,13 @@ class AlertEngine:
                 out.append(self._firing_alert(state, now))
         return out
 
+    def resend_all(self, now: float) -> list[Alert]:
+        """Every firing alert, marked sent now (new receivers have not seen them)."""
+        for state in self._states.values():
+            if state.firing:
+                state.last_sent = None
+        return self.due_resends(now)
+
     @property
     def grace_until(self) -> float:
         return self.started_at + self.config.startup_grace

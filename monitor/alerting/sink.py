@@ -79,7 +79,7 @@ class AlertSink:
         try:
             self._emit(self._engine.observe(result, self._clock()))
         except Exception:  # noqa: BLE001 - alerting must never break a probe run
-            self._log.exception("alert_sink_failed", probe=result.probe)
+            self._log.exception("alert_sink_failed", probe=getattr(result, "probe", None))
 
     def job_event(self, probe: str, event: str) -> None:
         if not self.enabled:
@@ -115,7 +115,7 @@ class AlertSink:
         self._emit(resolved)
         self._emit(self._engine.due_resends(now), resend=True)
         self._save(force=True)
-        self._tick = asyncio.create_task(self._ticker(), name="alert-resend-tick")
+        self._ensure_tick()
         self._log.info(
             "alerting_started", receivers=self._dispatcher.receivers, firing=len(self._engine.firing()),
             grace_seconds=self.config.startup_grace, state_file=str(self.config.state_file or "") or None,
@@ -176,6 +176,7 @@ class AlertSink:
         self._count_series(self._dispatcher.receivers)
         if self._started and self._loop is not None:
             self._dispatcher.start()
+            self._ensure_tick()
             if previous is not None:
                 task = self._loop.create_task(previous.close(5.0), name="alert-dispatcher-retire")
                 self._retiring.add(task)
@@ -202,6 +203,11 @@ class AlertSink:
         for name in receivers:
             for result in RESULTS:
                 self.metrics.notifications.labels(name, result)
+
+    def _ensure_tick(self) -> None:
+        if self._tick is None or self._tick.done():
+            loop = self._loop or asyncio.get_running_loop()
+            self._tick = loop.create_task(self._ticker(), name="alert-resend-tick")
 
     async def _ticker(self) -> None:
         while True:
