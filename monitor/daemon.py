@@ -62,6 +62,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: MonitorHTTPServer | None = None
         self._reload_lock: asyncio.Lock | None = None
+        self.heartbeat_stale_after = HEARTBEAT_STALE_AFTER
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -246,7 +247,7 @@ class Daemon:
         age = time.monotonic() - self._last_beat
         if not self.scheduler.running:
             return False, "scheduler is not running"
-        if age > HEARTBEAT_STALE_AFTER:
+        if age > self.heartbeat_stale_after:
             return False, f"scheduler heartbeat is stale ({age:.1f}s old)"
         return True, f"ok (heartbeat {age:.1f}s ago)"
 

@@ -197,3 +197,39 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     assert last.reason.value == "internal_error" and last.failed_step.name == "scenario"
     assert "RuntimeError: bug in the scenario" in last.traceback
     assert sample(out["families"], "synthetic_monitor_job_events_total", probe="broken", event="error") == 0
+
+
+def test_healthz_turns_503_while_the_event_loop_is_wedged(tmp_path: Path) -> None:
+    """The endpoints run in a thread, so a stuck loop shows as a stale heartbeat, not a hang."""
+    from monitor import daemon as daemon_module
+    from monitor.config import load_config
+    from monitor.standin.asgard import serve_in_thread
+    from tests.servers import free_port
+
+    server, url = serve_in_thread()
+    port = free_port()
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
+        "probes": [{"name": "api", "target": "asgard", "scenario": "asgard", "interval": "1s"}],
+    }))
+    d = daemon_module.Daemon(load_config(path), str(path), listen=f"127.0.0.1:{port}")
+    d.heartbeat_stale_after = 3.0  # the heartbeat beats every 2 s
+    seen: dict[str, int] = {}
+
+    async def scenario() -> None:
+        task = asyncio.create_task(d.run())
+        await asyncio.sleep(1.5)
+        seen["before"] = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz")).status_code
+        time.sleep(4.0)  # wedge the loop: no heartbeat can run
+        seen["wedged"] = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+        await asyncio.sleep(2.5)
+        seen["after"] = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz")).status_code
+        d.request_stop()
+        await asyncio.wait_for(task, 15)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert seen == {"before": 200, "wedged": 503, "after": 200}
