@@ -17,7 +17,7 @@ from monitor import __version__
 from monitor.clients import make_client
 from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, load_config, parse_listen
-from monitor.logsetup import configure_logging
+from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
 from monitor.probes.runner import run_probe
 from monitor.report import RENDERERS, ProbeRuns
@@ -114,6 +114,7 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
     """Run the named probes one after another, `repeat` times, on one client per target."""
     selected = [p for p in config.probes if p.name in names]
     clients = {t.name: make_client(t) for t in config.targets if any(p.target == t.name for p in selected)}
+    scrub = Redactor(config.secret_values()).scrub
     runs: dict[str, list[ProbeResult]] = {p.name: [] for p in selected}
     latest: dict[str, ProbeResult] = {}
     try:
@@ -123,7 +124,7 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
                     SCENARIOS[probe.scenario], clients[probe.target], probe.options,
                     probe=probe.name, target=probe.target, timeout=probe.deadline, step_timeout=probe.step_timeout,
                 )
-                result = cross_check(result, config, latest)
+                result = cross_check(result.redacted(scrub), config, latest)
                 latest[probe.name] = result
                 runs[probe.name].append(result)
     finally:

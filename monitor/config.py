@@ -8,12 +8,13 @@ error at start-up rather than a failing probe.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -71,6 +72,11 @@ def _check_url(value: str) -> str:
     except ValueError:
         raise ValueError(f"has an invalid port: {_safe_url(value)!r}") from None
     return value.rstrip("/")
+
+
+def _basic_token(username: str, password: str) -> str:
+    """The base64 `user:password` of a basic-auth header: a server may quote it back."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 def _safe_url(value: str) -> str:
@@ -350,10 +356,13 @@ class Config(Model):
             for secret in (auth.password, auth.token):
                 if secret is not None and secret.get_secret_value():
                     found.add(secret.get_secret_value())
+            if auth.basic is not None:
+                found.add(_basic_token(*auth.basic))
         for endpoint in [*self.targets, *self.alerting.receivers]:
             parts = urlsplit(endpoint.url)
             if parts.password:
-                found.add(parts.password)
+                found.update({parts.password, unquote(parts.password)})
+                found.add(_basic_token(unquote(parts.username or ""), unquote(parts.password)))
             found.update(v for v in endpoint.headers.values() if v)
         return found
 

@@ -23,7 +23,7 @@ from monitor.clients import make_client
 from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
 from monitor.http import TargetClient, redact_url
-from monitor.logsetup import configure_logging
+from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
 from monitor.probes.mlflow import delete_stale_runs
 from monitor.probes.runner import run_probe
@@ -63,6 +63,7 @@ class Daemon:
         self._server: MonitorHTTPServer | None = None
         self._reload_lock: asyncio.Lock | None = None
         self.heartbeat_stale_after = HEARTBEAT_STALE_AFTER
+        self._scrub = Redactor(config.secret_values()).scrub
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -114,12 +115,17 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         self.scheduler.pause()
-        if self._inflight:
-            done, pending = await asyncio.wait(set(self._inflight), timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        # Runs submitted in this same loop iteration have not registered yet: let them
+        # start (they return at once, seeing the stop), then wait for the real ones.
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.wait(set(self._inflight), timeout=deadline - time.monotonic())
+        pending = set(self._inflight)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
         await self.alerts.stop(flush_timeout=ALERT_FLUSH_SECONDS)
         for _, client in self._clients.values():
@@ -181,6 +187,7 @@ class Daemon:
                 self.log.error("config_reload_failed", error=str(exc))
                 return False, str(exc)
             self._apply(config)
+            self._scrub = Redactor(config.secret_values()).scrub
             self.alerts.reconfigure(config.alerting, self._probe_targets())
             configure_logging(config.log.level, config.log.format, config.secret_values())
             self.metrics.config_reload.set(1)
@@ -190,6 +197,8 @@ class Daemon:
     # -- probe runs ------------------------------------------------------------------
 
     async def _job(self, name: str) -> None:
+        if self._stop is not None and self._stop.is_set():
+            return  # a wake-up queued before the pause: no new runs while stopping
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
@@ -208,7 +217,7 @@ class Daemon:
 
     def dispatch(self, result: ProbeResult) -> None:
         """Hand a result to every sink; a failing sink is logged, never fatal."""
-        result = cross_check(result, self.config, self.history.last_results())
+        result = cross_check(result.redacted(self._scrub), self.config, self.history.last_results())
         for sink in self.sinks:
             try:
                 sink.handle(result)
@@ -223,7 +232,7 @@ class Daemon:
     def job_event(self, probe: str, event: str, detail: str | None = None) -> None:
         self.metrics.job_event(probe, event)
         self.alerts.job_event(probe, event)
-        self.log.warning("scheduler_job_event", probe=probe, event=event, detail=detail)
+        self.log.warning("scheduler_job_event", probe=probe, job_event=event, detail=detail)
 
     def schedule_lag(self, probe: str, seconds: float) -> None:
         self.metrics.observe_lag(probe, seconds)

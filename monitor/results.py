@@ -7,9 +7,10 @@ as it likes.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 class Reason(str, enum.Enum):
@@ -96,6 +97,18 @@ class ProbeResult:
     @property
     def reasons(self) -> frozenset[Reason]:
         return frozenset(s.reason for s in self.steps if s.reason is not None)
+
+    def redacted(self, scrub: Callable[[str], str]) -> "ProbeResult":
+        """A copy whose free texts have secrets scrubbed (a server may quote credentials back)."""
+        steps = tuple(
+            dataclasses.replace(s, error=clean) if s.error and (clean := scrub(s.error)) != s.error else s
+            for s in self.steps
+        )
+        notes = tuple(scrub(n) for n in self.notes)
+        traceback = scrub(self.traceback) if self.traceback else None
+        if steps == self.steps and notes == self.notes and traceback == self.traceback:
+            return self
+        return dataclasses.replace(self, steps=steps, notes=notes, traceback=traceback)
 
     def as_dict(self) -> dict[str, Any]:
         failed = self.failed_step

@@ -132,8 +132,8 @@ async def _experiment_get_or_create(step: Step, name: str) -> str:
 def _verify_read_back(step: Step, data: dict[str, Any], metric_value: float, param_value: str) -> None:
     run_data = _dig(step, data, "run", "data")
     info = _dig(step, data, "run", "info")
-    metrics = {m.get("key"): m.get("value") for m in run_data.get("metrics", []) if isinstance(m, dict)}
-    params = {p.get("key"): p.get("value") for p in run_data.get("params", []) if isinstance(p, dict)}
+    metrics = {m.get("key"): m.get("value") for m in _require_list(step, run_data, "metrics") if isinstance(m, dict)}
+    params = {p.get("key"): p.get("value") for p in _require_list(step, run_data, "params") if isinstance(p, dict)}
     problems = []
     if metrics.get(METRIC_KEY) != metric_value:
         problems.append(f"metric {METRIC_KEY} is {metrics.get(METRIC_KEY)!r}, wrote {metric_value!r}")
