@@ -121,6 +121,9 @@ class MlflowServer:
         self._signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
 
 
 class DaemonProcess:

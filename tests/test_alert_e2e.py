@@ -1,0 +1,476 @@
+"""Alerting end to end on 127.0.0.1, with real processes only.
+
+    real MLflow  <-- probes --  daemon (subprocess)  -- own push -->  webhook A
+                                    ^ /metrics
+                               real Prometheus (test copy of deploy/prometheus/rules.yml,
+                               `for:` shortened, exprs unchanged)
+                                    | alerts
+                               real Alertmanager  -- webhook_configs -->  webhook B
+
+Scenarios: MLflow killed (SyntheticProbeFailing fires at A and B, resolves at both when
+MLflow is back on the same port), MLflow hung by SIGSTOP (SyntheticProbeTimeout), and a
+real gunicorn worker timeout behind a locked sqlite database (MLflowWorkerFailure).
+
+MLflow 3.17 serves with uvicorn (FastAPI app) unless `--gunicorn-opts` is given: that
+flag alone switches `mlflow server` to gunicorn with the Flask app and sync workers,
+which is what the original deployment ran and what the worker-timeout scenario needs.
+
+Prometheus and Alertmanager come from the Debian packages `prometheus` and
+`prometheus-alertmanager` (tests/run.sh installs them); without them the Prometheus
+half of each scenario is skipped with a warning and the daemon's own path still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+import httpx
+import pytest
+import yaml
+
+from monitor.standin.webhook import WebhookServer, serve_in_thread
+from tests.servers import DaemonProcess, MlflowServer, free_port, wait_http
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "deploy" / "prometheus" / "rules.yml"
+PROMETHEUS = shutil.which("prometheus")
+ALERTMANAGER = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
+JOB = "synthetic-monitor"  # SyntheticMonitorDown selects up{job="synthetic-monitor"}
+EXTRA_LABELS = {"cluster": "e2e"}
+
+pytestmark = pytest.mark.timeout(150)
+
+
+# -- webhook receivers --------------------------------------------------------------
+
+
+def received_alerts(hook: WebhookServer) -> list[dict[str, Any]]:
+    """Every alert in every webhook message (Alertmanager webhook JSON), oldest first."""
+    out = []
+    for entry in hook.snapshot():
+        body = entry["body"]
+        if not isinstance(body, dict):
+            continue
+        for alert in body.get("alerts") or []:
+            out.append(dict(alert, received_at=entry["received_at"], receiver=body.get("receiver"),
+                            message_status=body.get("status")))
+    return out
+
+
+def find_alert(hook: WebhookServer, alertname: str, status: str, since: float = 0.0,
+               **labels: str) -> dict[str, Any] | None:
+    for alert in received_alerts(hook):
+        got = alert.get("labels") or {}
+        if (alert.get("status") == status and alert["received_at"] >= since and got.get("alertname") == alertname
+                and all(got.get(k) == v for k, v in labels.items())):
+            return alert
+    return None
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               context: Callable[[], str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        time.sleep(0.1)
+
+
+# -- Prometheus + Alertmanager --------------------------------------------------------
+
+
+def _rule_exprs(data: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(rule.get("alert") or rule["record"], rule["expr"]) for g in data["groups"] for rule in g["rules"]]
+
+
+def shortened_rules(source: Path, target: Path, hold: str = "1s") -> set[str]:
+    """A copy of the shipped rules with every `for:` set to `hold`; exprs are kept verbatim.
+
+    Returns the alert and record names.
+    """
+    data = yaml.safe_load(source.read_text())
+    original = _rule_exprs(data)
+    for group in data["groups"]:
+        group.pop("interval", None)  # evaluate every group at the global 1 s
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = hold
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert _rule_exprs(yaml.safe_load(target.read_text())) == original, "the copy must keep every expr verbatim"
+    return {name for name, _ in original}
+
+
+@dataclass
+class Proc:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+    def tail(self, chars: int = 1500) -> str:
+        return f"--- {self.name} log ---\n" + self.log_path.read_text(errors="replace")[-chars:]
+
+
+def start_proc(name: str, command: list[str], workdir: Path, ready_url: str) -> Proc:
+    log_path = workdir / f"{name}.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    child = Proc(name, proc, log, log_path)
+    try:
+        wait_http(ready_url, timeout=30, proc=proc)
+    except Exception as exc:
+        child.stop()
+        raise RuntimeError(f"{name} did not start: {exc}\n{child.tail()}") from exc
+    return child
+
+
+class AlertStack:
+    """Prometheus scraping the daemon every 1 s with the test rules, Alertmanager -> hook B."""
+
+    def __init__(self, workdir: Path, daemon_port: int, hook_b: WebhookServer) -> None:
+        self.workdir = workdir
+        self.daemon_port = daemon_port
+        self.hook_b = hook_b
+        self.am_port, self.prom_port = free_port(), free_port()
+        self.procs: list[Proc] = []
+
+    @property
+    def prom_url(self) -> str:
+        return f"http://127.0.0.1:{self.prom_port}"
+
+    def start(self) -> "AlertStack":
+        assert PROMETHEUS and ALERTMANAGER
+        work = self.workdir
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "alertmanager.yml").write_text(yaml.safe_dump({
+            "route": {"receiver": "webhook-b", "group_by": ["alertname", "target", "probe"],
+                      "group_wait": "0s", "group_interval": "1s", "repeat_interval": "1h"},
+            "receivers": [{"name": "webhook-b",
+                           "webhook_configs": [{"url": f"{self.hook_b.url}/alertmanager", "send_resolved": True}]}],
+        }))
+        self.procs.append(start_proc("alertmanager", [
+            ALERTMANAGER, f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{self.am_port}", "--cluster.listen-address=",
+        ], work, f"http://127.0.0.1:{self.am_port}/-/ready"))
+        names = shortened_rules(RULES, work / "rules.yml")
+        assert {"SyntheticProbeFailing", "SyntheticProbeTimeout", "MLflowWorkerFailure"} <= names
+        (work / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(work / "rules.yml")],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]},
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{self.daemon_port}"]}]}],
+        }))
+        self.procs.append(start_proc("prometheus", [
+            PROMETHEUS, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{self.prom_port}",
+        ], work, f"{self.prom_url}/-/ready"))
+        return self
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        try:
+            data = httpx.get(f"{self.prom_url}/api/v1/query", params={"query": expr}, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return []
+        return data.get("data", {}).get("result", []) if data.get("status") == "success" else []
+
+    def wait_scraping(self, timeout: float = 20) -> None:
+        """Prometheus holds >= 3 samples of the daemon's failure counters (increase() needs a baseline)."""
+        wait_until(
+            lambda: any(float(r["value"][1]) >= 3 for r in self.query(
+                f'count_over_time(synthetic_probe_step_failures_total{{job="{JOB}",reason="timeout"}}[1m])')),
+            timeout, "Prometheus to scrape the daemon", self.tails,
+        )
+
+    def tails(self) -> str:
+        return "\n".join(p.tail() for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+
+
+# -- fixtures -------------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    workdir: Path
+    hook_a: WebhookServer
+    hook_b: WebhookServer
+    daemons: list[DaemonProcess]
+    stacks: list[AlertStack]
+
+    def start_daemon(self, mlflow_url: str, *, interval: str = "1s", timeout: str = "800ms",
+                     failure_threshold: int = 1,
+                     with_prometheus: bool = True) -> tuple[DaemonProcess, AlertStack | None]:
+        config = self.workdir / "monitor.yaml"
+        config.write_text(yaml.safe_dump({
+            "log": {"format": "json", "level": "info"},
+            "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_url}],
+            "probes": [{"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read",
+                        "interval": interval, "timeout": timeout}],
+            "alerting": {
+                "failure_threshold": failure_threshold, "success_threshold": 1, "startup_grace": "0s",
+                "resend_interval": "3s", "labels": EXTRA_LABELS, "state_file": str(self.workdir / "alerts.json"),
+                "retry_backoff": "200ms", "receivers": [{"kind": "webhook", "url": f"{self.hook_a.url}/daemon"}],
+            },
+        }))
+        daemon = DaemonProcess(config, self.workdir)
+        stack = None
+        if with_prometheus:
+            if PROMETHEUS and ALERTMANAGER:
+                stack = AlertStack(self.workdir / "prom", daemon.port, self.hook_b)
+                self.stacks.append(stack)
+                stack.start()
+            else:
+                warnings.warn("prometheus/prometheus-alertmanager not installed (apt-get install prometheus "
+                              "prometheus-alertmanager): the Prometheus -> Alertmanager half is skipped")
+        self.daemons.append(daemon)  # before start: a daemon that never gets healthy is stopped too
+        daemon.start()
+        return daemon, stack
+
+    def context(self, *extra: Callable[[], str]) -> Callable[[], str]:
+        def text() -> str:
+            parts = [f"webhook A: {received_alerts(self.hook_a)[-6:]}",
+                     f"webhook B: {received_alerts(self.hook_b)[-6:]}"]
+            parts += [f"--- daemon log ---\n{d.log_text()[-3000:]}" for d in self.daemons]
+            parts += [s.tails() for s in self.stacks]
+            parts += [f() for f in extra]
+            return "\n".join(parts)
+        return text
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    hook_a, hook_b = serve_in_thread(), serve_in_thread()
+    rig = Rig(tmp_path, hook_a, hook_b, [], [])
+    try:
+        yield rig
+    finally:
+        for daemon in rig.daemons:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.stop()
+        for stack in rig.stacks:
+            stack.stop()
+        hook_a.stop()
+        hook_b.stop()
+
+
+def status_of(daemon: DaemonProcess) -> dict[str, Any]:
+    return httpx.get(f"{daemon.url}/status", timeout=2).json()["probes"][0]
+
+
+def wait_baseline(daemon: DaemonProcess, rig: Rig, stack: AlertStack | None) -> None:
+    wait_until(lambda: (s := status_of(daemon))["last"] and s["last"]["ok"], 20, "a passing run", rig.context())
+    if stack is not None:
+        stack.wait_scraping()
+    assert not [a for a in received_alerts(rig.hook_a) if a["status"] == "firing"], "alert fired before the fault"
+
+
+def expect_labels(alert: dict[str, Any], alertname: str, severity: str) -> None:
+    labels = alert["labels"]
+    assert labels["alertname"] == alertname
+    assert labels["target"] == "mlflow" and labels["probe"] == "mlflow_read"
+    assert labels["severity"] == severity
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+
+def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: Rig) -> None:
+    mlflow = MlflowServer(rig.workdir / "mlflow").start()
+    restarted: MlflowServer | None = None
+    try:
+        daemon, stack = rig.start_daemon(mlflow.url)
+        wait_baseline(daemon, rig, stack)
+
+        mlflow.kill()
+        killed_at = time.time()
+        fired_a = wait_until(lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", probe="mlflow_read"),
+                             10, "SyntheticProbeFailing at webhook A (daemon push)", rig.context())
+        # Threshold 1 at a 1 s interval: one interval, plus a second for delivery.
+        assert fired_a["received_at"] - killed_at < 1 + 0.8 + 1.5
+        expect_labels(fired_a, "SyntheticProbeFailing", "critical")
+        assert fired_a["labels"]["cluster"] == "e2e"
+        assert fired_a["receiver"] == "webhook" and fired_a["endsAt"].startswith("0001-")
+        description = fired_a["annotations"]["description"]
+        assert "step health" in description and ("unreachable" in description or "worker_failure" in description)
+        assert fired_a["annotations"]["summary"]
+        if stack is not None:
+            fired_b = wait_until(
+                lambda: find_alert(rig.hook_b, "SyntheticProbeFailing", "firing", probe="mlflow_read"),
+                20, "SyntheticProbeFailing at webhook B (Prometheus -> Alertmanager)", rig.context())
+            expect_labels(fired_b, "SyntheticProbeFailing", "critical")
+            assert fired_b["labels"]["job"] == JOB and fired_b["receiver"] == "webhook-b"
+            assert fired_b["annotations"]["runbook_url"].endswith("#syntheticprobefailing")
+
+        restarted = MlflowServer(mlflow.workdir, port=mlflow.port).start()
+        back_at = time.time()
+        resolved_a = wait_until(
+            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
+            10, "resolved SyntheticProbeFailing at webhook A", rig.context())
+        assert resolved_a["received_at"] >= back_at - 1
+        assert resolved_a["startsAt"] == fired_a["startsAt"] and not resolved_a["endsAt"].startswith("0001-")
+        assert resolved_a["labels"] == fired_a["labels"]
+        if stack is not None:
+            wait_until(lambda: find_alert(rig.hook_b, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
+                       20, "resolved SyntheticProbeFailing at webhook B", rig.context())
+        # Nothing about the read probe is left firing at the daemon.
+        firing = httpx.get(f"{daemon.url}/metrics", timeout=2).text
+        assert 'synthetic_monitor_alerts_firing{alertname="SyntheticProbeFailing"' not in firing
+        assert 'synthetic_monitor_notifications_total{receiver="webhook",result="success"}' in firing
+        assert daemon.stop() == 0
+    finally:
+        if restarted is not None:
+            restarted.stop()
+        mlflow.stop()
+        if mlflow._log is not None:  # MlflowServer.kill() leaves its log file open
+            mlflow._log.close()
+
+
+def test_hung_mlflow_fires_timeout_and_resolves_on_sigcont(rig: Rig) -> None:
+    mlflow = MlflowServer(rig.workdir / "mlflow").start()
+    try:
+        daemon, stack = rig.start_daemon(mlflow.url)
+        wait_baseline(daemon, rig, stack)
+
+        mlflow.pause()
+        paused_at = time.time()
+        try:
+            fired_a = wait_until(
+                lambda: find_alert(rig.hook_a, "SyntheticProbeTimeout", "firing", probe="mlflow_read"),
+                10, "SyntheticProbeTimeout at webhook A", rig.context())
+            # Within one interval plus the deadline, plus delivery.
+            assert fired_a["received_at"] - paused_at < 1 + 0.8 + 1.5
+            expect_labels(fired_a, "SyntheticProbeTimeout", "warning")
+            assert "reason timeout" in fired_a["annotations"]["description"]
+            assert find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", probe="mlflow_read")
+            if stack is not None:
+                fired_b = wait_until(
+                    lambda: find_alert(rig.hook_b, "SyntheticProbeTimeout", "firing", probe="mlflow_read"),
+                    20, "SyntheticProbeTimeout at webhook B", rig.context())
+                expect_labels(fired_b, "SyntheticProbeTimeout", "warning")
+                assert fired_b["labels"]["reason"] == "timeout" and fired_b["labels"]["job"] == JOB
+        finally:
+            mlflow.resume()
+        resumed_at = time.time()
+        resolved = wait_until(
+            lambda: find_alert(rig.hook_a, "SyntheticProbeTimeout", "resolved", since=resumed_at, probe="mlflow_read"),
+            10, "resolved SyntheticProbeTimeout at webhook A", rig.context())
+        assert resolved["startsAt"] == fired_a["startsAt"]
+        wait_until(lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
+                   5, "resolved SyntheticProbeFailing at webhook A", rig.context())
+        # The rule's increase(...[5m]) keeps the Prometheus copy firing for 5 minutes
+        # after the last timeout by design; its resolution is covered by promtool tests.
+        assert daemon.stop() == 0
+    finally:
+        mlflow.stop()
+
+
+def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Rig) -> None:
+    # --gunicorn-opts switches MLflow 3.17 from uvicorn to gunicorn sync workers (Flask app);
+    # --no-control-socket: gunicorn >= 24 otherwise shares ~/.gunicorn/gunicorn.ctl between servers.
+    mlflow = MlflowServer(rig.workdir / "mlflow", gunicorn_opts="--timeout 3 --no-control-socket").start()
+    release = threading.Event()
+    holder: threading.Thread | None = None
+    try:
+        probe_conn = sqlite3.connect(mlflow.db_path)
+        try:
+            journal = probe_conn.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            probe_conn.close()
+        assert journal.lower() != "wal", "in WAL mode an exclusive lock does not block MLflow's reads"
+        # The deadline (7 s) is longer than gunicorn's kill (3 s timeout + up to ~1 s of arbiter
+        # polling), so the request ends with the worker being killed, not with our deadline.
+        daemon, stack = rig.start_daemon(mlflow.url, interval="8s", timeout="7s")
+        wait_baseline(daemon, rig, stack)
+        assert "Starting gunicorn" in mlflow.log_path.read_text(errors="replace")
+
+        locked = threading.Event()
+        lock_error: list[BaseException] = []
+
+        def hold_lock() -> None:
+            try:
+                conn = sqlite3.connect(mlflow.db_path, isolation_level=None, timeout=10, check_same_thread=False)
+                try:
+                    conn.execute("BEGIN EXCLUSIVE")
+                    locked.set()
+                    release.wait(25)  # a stuck database: until the alert is seen, never over 25 s
+                    conn.execute("ROLLBACK")
+                finally:
+                    conn.close()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                lock_error.append(exc)
+                locked.set()
+
+        holder = threading.Thread(target=hold_lock, name="sqlite-exclusive-lock", daemon=True)
+        holder.start()
+        assert locked.wait(15) and not lock_error, lock_error
+        locked_at = time.time()
+
+        def mlflow_log() -> str:
+            return "--- mlflow log ---\n" + mlflow.log_path.read_text(errors="replace")[-2500:]
+
+        fired = wait_until(lambda: find_alert(rig.hook_a, "MLflowWorkerFailure", "firing", probe="mlflow_read"),
+                           8 + 6.5 + 2, "MLflowWorkerFailure at webhook A", rig.context(mlflow_log))
+        release.set()
+        released_at = time.time()
+        expect_labels(fired, "MLflowWorkerFailure", "critical")
+        assert "step experiments_search, reason worker_failure" in fired["annotations"]["description"]
+        assert "WORKER TIMEOUT" in mlflow.log_path.read_text(errors="replace")
+        failure = httpx.get(f"{daemon.url}/status", timeout=2).json()["recent_failures"][0]
+        step = next(s for s in failure["steps"] if s["name"] == "experiments_search")
+        assert step["reason"] == "worker_failure" and step["status_code"] is None
+        # Ended by the worker kill (~3-5 s after the request), well before the 7 s deadline.
+        assert 2.5 < step["duration_seconds"] < 6.5, step
+        # The next run starts within one interval of the lock and is killed within ~5 s.
+        assert fired["received_at"] - locked_at < 8 + 6.5 + 1.5
+
+        if stack is not None:
+            fired_b = wait_until(
+                lambda: find_alert(rig.hook_b, "MLflowWorkerFailure", "firing", probe="mlflow_read"),
+                10, "MLflowWorkerFailure at webhook B", rig.context(mlflow_log))
+            assert fired_b["labels"]["step"] == "experiments_search" and fired_b["labels"]["reason"] == "worker_failure"
+
+        holder.join(10)
+        assert not holder.is_alive()
+        # The next run after the release passes (one interval at most), which resolves both alerts.
+        passed = wait_until(
+            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", since=released_at, probe="mlflow_read"),
+            8 + 7 + 2, "a passing run after the lock is released", rig.context(mlflow_log))
+        resolved = find_alert(rig.hook_a, "MLflowWorkerFailure", "resolved", since=released_at, probe="mlflow_read")
+        assert resolved is not None and resolved["received_at"] <= passed["received_at"]
+        assert resolved["startsAt"] == fired["startsAt"]
+        runs = status_of(daemon)["recent_ok"]
+        assert runs[-1] is True and runs.count(False) == 1, runs  # exactly one failed run: the killed request
+        assert daemon.stop() == 0
+    finally:
+        release.set()
+        if holder is not None:
+            holder.join(15)
+        mlflow.stop()
