@@ -17,6 +17,7 @@ import structlog
 _USERINFO = re.compile(r"(?<=//)[^/\s@]+@")
 _AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 MASK = "***"
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 class Redactor:
@@ -29,10 +30,20 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        text = _USERINFO.sub(MASK + "@", text)
-        return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {MASK}", text)
+        # The regexes only where they can match: most log strings are short names.
+        if "@" in text:
+            text = _USERINFO.sub(MASK + "@", text)
+        lowered = text.lower()
+        if "bearer" in lowered or "basic" in lowered:
+            text = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {MASK}", text)
+        return text
 
     def _walk(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self.scrub(value)
+        if kind in _SCALARS:
+            return value
         if isinstance(value, str):
             return self.scrub(value)
         if isinstance(value, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -26,6 +27,28 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 HEARTBEAT_JOB = "__heartbeat__"
 _UTC = dt.timezone.utc
+
+
+class PhasedIntervalTrigger(IntervalTrigger):
+    """Every `interval` on a fixed grid, `start_date + k * interval`, after an early first run.
+
+    APScheduler's IntervalTrigger counts each run from the previous one, so a probe keeps
+    the phase of its first run forever; first runs all come within a couple of seconds of
+    start-up (for /readyz), so 1,000 probes at 10 s would fire in a one-second burst every
+    ten seconds. Here the first run stays early (it is the job's explicit next_run_time)
+    and the later runs fall on a grid whose offset is drawn over the whole interval, so the
+    load is even. The run after the first comes at least half an interval after it.
+    """
+
+    __slots__ = ()
+
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+        if previous_fire_time is None:
+            return super().get_next_fire_time(previous_fire_time, now)  # type: ignore[no-any-return]
+        start = self.start_date.timestamp()
+        earliest = previous_fire_time.timestamp() + self.interval_length * 0.5
+        steps = max(0, math.ceil((earliest - start) / self.interval_length))
+        return dt.datetime.fromtimestamp(start + steps * self.interval_length, tz=self.timezone)
 
 
 class SchedulerObserver(Protocol):
@@ -55,18 +78,27 @@ class ProbeScheduler:
         self._scheduler.start()
 
     def add_probe(self, name: str, interval: float, job: Callable[[str], Awaitable[Any]]) -> None:
-        """Schedule a probe; its first run comes after a small random spread, not all at once."""
-        spread = random.uniform(0, min(self._first_run_spread, interval * 0.1))
+        """Schedule a probe; its first run comes after a small random spread, not all at once.
+
+        The later runs keep a random phase over the whole interval (PhasedIntervalTrigger),
+        so probes of the same interval do not all fire together.
+        """
+        now = _now()
+        # The spread grows with the number of probes (10 ms each) so that hundreds of first
+        # runs do not start in the same second, but stays under half an interval.
+        window = max(self._first_run_spread, 0.01 * len(self._scheduler.get_jobs()))
+        spread = random.uniform(0, min(window, interval * 0.5 if window > self._first_run_spread else interval * 0.1))
+        phase = random.uniform(0, interval)
         self._scheduler.add_job(
             job,
-            IntervalTrigger(seconds=interval, timezone=_UTC),
+            PhasedIntervalTrigger(seconds=interval, start_date=now + dt.timedelta(seconds=phase), timezone=_UTC),
             args=[name],
             id=name,
             name=name,
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(interval)),
-            next_run_time=_now() + dt.timedelta(seconds=spread),
+            next_run_time=now + dt.timedelta(seconds=spread),
             replace_existing=True,
         )
 
@@ -97,7 +129,8 @@ class ProbeScheduler:
         probe = event.job_id
         if probe == HEARTBEAT_JOB:
             return
-        if isinstance(event, JobSubmissionEvent):
+        # APScheduler reports a skipped run as a JobSubmissionEvent too: branch on the code.
+        if event.code == EVENT_JOB_SUBMITTED and isinstance(event, JobSubmissionEvent):
             if event.scheduled_run_times:
                 lag = (_now() - event.scheduled_run_times[-1]).total_seconds()
                 self._observer.schedule_lag(probe, lag)

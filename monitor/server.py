@@ -32,6 +32,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: "MonitorHTTPServer"
     protocol_version = "HTTP/1.1"
     server_version = "synthetic-monitor"
+    timeout = 10  # an idle or silent connection is closed, freeing its thread
     # Headers and body go out as separate writes; without TCP_NODELAY a keep-alive
     # scraper waits ~40 ms on every request for the delayed ACK (Nagle).
     disable_nagle_algorithm = True
@@ -88,7 +89,9 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.endpoints = endpoints
         if tls is not None:
-            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            # The handshake happens in the handler's thread on first read, not inside
+            # accept(): a client that never sends a ClientHello must not block the server.
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:

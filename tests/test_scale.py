@@ -242,10 +242,6 @@ def test_overlapping_runs_never_overlap(overlapping_daemon) -> None:
     assert all(b - a >= 1.5 for a, b in zip(starts, starts[1:])), f"runs overlapped: {starts}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: monitor/scheduler.py ProbeScheduler._on_event tests isinstance(event, JobSubmissionEvent) first, "
-    "but APScheduler reports a skipped run (EVENT_JOB_MAX_INSTANCES) as a JobSubmissionEvent too: it is "
-    "observed as schedule lag and never counted as synthetic_monitor_job_events_total{event=\"skipped\"}"))
 def test_overlapping_run_is_counted_as_skipped(overlapping_daemon) -> None:
     families, _, _ = overlapping_daemon
     assert sample(families, "synthetic_monitor_job_events_total", probe="slow_write", event="skipped") >= 1

@@ -460,10 +460,6 @@ def test_metrics_over_tls(tls_daemon: TLSDaemon) -> None:
     assert httpx.get(f"{tls_daemon.url}/healthz", verify=ca, timeout=5).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: monitor/server.py MonitorHTTPServer wraps the listening socket, so the TLS handshake runs inside "
-    "accept() on the single serve_forever thread: one TCP connection that never sends a ClientHello "
-    "(a port scan, a tcpSocket probe, a slow client) blocks /metrics and /healthz for everyone"))
 def test_a_silent_tcp_client_does_not_block_the_tls_endpoints(tls_daemon: TLSDaemon) -> None:
     silent = socket.create_connection(("127.0.0.1", tls_daemon.port), timeout=5)
     try:

@@ -145,7 +145,8 @@ class AlertEngine:
     # -- outputs ---------------------------------------------------------------------
 
     def firing(self) -> list[Alert]:
-        return [self._firing_alert(s, s.last_sent) for _, s in sorted(self._states.items()) if s.firing]
+        firing = [(key, s) for key, s in self._states.items() if s.firing]
+        return [self._firing_alert(s, s.last_sent) for _, s in sorted(firing)]
 
     def due_resends(self, now: float) -> list[Alert]:
         """Firing alerts not sent for resend_interval: re-sent so Alertmanager keeps them."""

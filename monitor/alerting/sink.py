@@ -59,6 +59,7 @@ class AlertSink:
         self._engine = AlertEngine(config, now=clock())
         self._dispatcher = self._make_dispatcher(config) if config.enabled else None
         self._gauged: set[GaugeKey] = set()
+        self._gauged_version = -1
         self._saved_version = -1
         self._save_error: str | None = None
         self._tick: asyncio.Task[None] | None = None
@@ -233,10 +234,14 @@ class AlertSink:
                                   description=alert.annotations.get("description"))
         if alerts and self._dispatcher is not None:
             self._dispatcher.submit(alerts)
-        self._sync_gauge()
+        if alerts:  # the firing set only changes with a notification: skip the common case
+            self._sync_gauge()
         self._save()
 
     def _sync_gauge(self) -> None:
+        if self._engine.version == self._gauged_version:
+            return  # nothing fired or resolved since the last sync: the common case per result
+        self._gauged_version = self._engine.version
         counts = collections.Counter(
             (a.labels["alertname"], a.labels["target"], a.labels["probe"]) for a in self._engine.firing()
         )

@@ -14,17 +14,17 @@ class LogSink:
         self.log = logger or structlog.get_logger("monitor.probe")
 
     def handle(self, result: ProbeResult) -> None:
-        steps = [
-            {
-                "name": s.name,
-                "ok": s.ok,
-                "ms": round(s.duration_seconds * 1000, 2),
-                **({"skipped": True} if s.skipped else {}),
-                **({"reason": s.reason.value, "error": s.error} if s.reason else {}),
-                **({"status": s.status_code} if s.status_code is not None else {}),
-            }
-            for s in result.steps
-        ]
+        steps = []
+        for s in result.steps:
+            step: dict[str, Any] = {"name": s.name, "ok": s.ok, "ms": round(s.duration_seconds * 1000, 2)}
+            if s.skipped:
+                step["skipped"] = True
+            if s.reason:
+                step["reason"] = s.reason.value
+                step["error"] = s.error
+            if s.status_code is not None:
+                step["status"] = s.status_code
+            steps.append(step)
         fields: dict[str, Any] = {
             "probe": result.probe,
             "target": result.target,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -95,6 +95,9 @@ class MetricsSink:
         self.config_reload.set(1)
         self.heartbeat.set(time.time())
         self._probes: dict[str, ProbeSeries] = {}
+        # The labelled children a run touches, looked up once per probe rather than on
+        # every run (`labels()` validates and hashes the label values each time).
+        self._children: dict[tuple[str, str], _ProbeChildren] = {}
 
     def register(self, series: ProbeSeries) -> None:
         """Create every series of a probe with zero values."""
@@ -124,6 +127,7 @@ class MetricsSink:
         series = self._probes.pop(probe, None)
         if series is None:
             return
+        self._children = {k: v for k, v in self._children.items() if k[1] != probe}
         t, p = series.target, series.probe
         for result in RESULTS:
             _remove(self.runs, t, p, result)
@@ -146,22 +150,40 @@ class MetricsSink:
     def probes(self) -> dict[str, ProbeSeries]:
         return dict(self._probes)
 
+    def _probe_children(self, t: str, p: str) -> "_ProbeChildren":
+        children = self._children.get((t, p))
+        if children is None:
+            children = self._children[(t, p)] = _ProbeChildren(
+                self.runs.labels(t, p, "success"),
+                self.runs.labels(t, p, "failure"),
+                self.success.labels(t, p),
+                self.duration.labels(t, p),
+                self.consecutive_failures.labels(t, p),
+                self.last_success.labels(t, p),
+                {},
+            )
+        return children
+
     def handle(self, result: ProbeResult) -> None:
         t, p = result.target, result.probe
         ok = result.ok
-        self.runs.labels(t, p, "success" if ok else "failure").inc()
-        self.success.labels(t, p).set(1 if ok else 0)
-        self.duration.labels(t, p).observe(result.duration_seconds)
-        failures = self.consecutive_failures.labels(t, p)
+        c = self._probe_children(t, p)
+        (c.runs_success if ok else c.runs_failure).inc()
+        c.success.set(1 if ok else 0)
+        c.duration.observe(result.duration_seconds)
         if ok:
-            failures.set(0)
-            self.last_success.labels(t, p).set(result.started_at + result.duration_seconds)
+            c.consecutive_failures.set(0)
+            c.last_success.set(result.started_at + result.duration_seconds)
         else:
-            failures.inc()
+            c.consecutive_failures.inc()
+        step_duration = c.step_duration
         for step in result.steps:
             if step.skipped:
                 continue
-            self.step_duration.labels(t, p, step.name).observe(step.duration_seconds)
+            child = step_duration.get(step.name)
+            if child is None:
+                child = step_duration[step.name] = self.step_duration.labels(t, p, step.name)
+            child.observe(step.duration_seconds)
             if step.reason is not None:
                 self.step_failures.labels(t, p, step.name, step.reason.value).inc()
         for dependency, up in (result.facts.get("dependencies") or {}).items():
@@ -178,6 +200,17 @@ class MetricsSink:
 
     def beat(self) -> None:
         self.heartbeat.set(time.time())
+
+
+@dataclass(slots=True)
+class _ProbeChildren:
+    runs_success: Any
+    runs_failure: Any
+    success: Any
+    duration: Any
+    consecutive_failures: Any
+    last_success: Any
+    step_duration: dict[str, Any]
 
 
 def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
