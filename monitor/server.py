@@ -53,6 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"not found\n", "text/plain")
 
+    do_HEAD = do_GET  # _send leaves the body out for HEAD
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:

@@ -105,6 +105,8 @@ def test_start_deletes_runs_left_by_a_killed_daemon(mlflow_server: MlflowServer,
     leftover = make_run("writer", 600)       # what a SIGKILL mid-run leaves: RUNNING, old
     in_flight = make_run("writer", 0)        # a replica's run in progress: too young to touch
     other = make_run("someone-else", 600)    # not ours
+    finished = make_run("writer", 600)       # killed between runs_update and runs_delete
+    httpx.post(f"{api}/runs/update", json={"run_id": finished, "status": "FINISHED"}).raise_for_status()
     config = write(tmp_path / "c.yaml", {
         "log": {"format": "json"},
         "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],
@@ -121,6 +123,7 @@ def test_start_deletes_runs_left_by_a_killed_daemon(mlflow_server: MlflowServer,
         return httpx.get(f"{api}/runs/get", params={"run_id": run_id}).json()["run"]["info"]["lifecycle_stage"]
 
     assert stage(leftover) == "deleted"
+    assert stage(finished) == "deleted"
     assert stage(in_flight) == "active"
     assert stage(other) == "active"
 

@@ -221,8 +221,8 @@ async def delete_stale_runs(
     """Delete this probe's runs that a crashed daemon left unfinished; returns their ids.
 
     Called once at start-up: a run interrupted by SIGKILL never reached its cleanup step.
-    Only runs tagged with this probe's name, not FINISHED, and older than the deadline
-    are touched, so a replica's in-flight run is left alone.
+    Only active runs tagged with this probe's name and older than the deadline are
+    touched, so a replica's in-flight run is left alone.
     """
     found = await client.request(
         "GET", f"{API}/experiments/get-by-name", params={"experiment_name": experiment_name}, timeout=timeout
@@ -238,7 +238,9 @@ async def delete_stale_runs(
         f"{API}/runs/search",
         json_body={
             "experiment_ids": [experiment_id],
-            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}' and attributes.status != 'FINISHED'",
+            # Any active run of ours older than the deadline is litter: the probe deletes every
+            # run it makes, FINISHED or not (a kill between runs_update and runs_delete).
+            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}'",
             "run_view_type": "ACTIVE_ONLY",
             "max_results": 1000,
         },
