@@ -22,10 +22,15 @@ LINK_BROKEN = "asgard_mlflow_link_broken"
 MLFLOW_DOWN = "mlflow_down"
 
 
+def needs_cross_check(result: ProbeResult) -> bool:
+    """An Asgard result reporting MLflow down: the only kind the cross-check changes."""
+    return result.scenario == "asgard" and (result.facts.get("dependencies") or {}).get("mlflow") is False
+
+
 def cross_check(
     result: ProbeResult, config: Config, latest: Mapping[str, ProbeResult], now: float | None = None
 ) -> ProbeResult:
-    if result.scenario != "asgard" or (result.facts.get("dependencies") or {}).get("mlflow") is not False:
+    if not needs_cross_check(result):
         return result
     now = time.time() if now is None else now
     mlflow_target = _mlflow_target(result, config)

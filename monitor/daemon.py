@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Coroutine
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
-from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
+from monitor.crosscheck import cross_check, needs_cross_check
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
@@ -57,6 +57,7 @@ class Daemon:
         self._clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
         self._probes: dict[str, ProbeConfig] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._last_beat = time.monotonic()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,9 +84,9 @@ class Daemon:
         self._server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
-        self._loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self._loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         self.scheduler.start()
-        asyncio.ensure_future(self._delete_stale_runs())
+        self._background(self._delete_stale_runs())
         self.log.info(
             "monitor_started", version=__version__, listen=self.listen, pid=os.getpid(),
             probes=sorted(self._probes), targets={n: redact_url(c.url) for n, (c, _) in self._clients.items()},
@@ -107,6 +108,12 @@ class Daemon:
                 continue
             if deleted:
                 self.log.warning("stale_runs_deleted", probe=probe.name, run_ids=deleted)
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` as a task the daemon holds on to: the loop keeps only weak references."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def request_stop(self) -> None:
         if self._stop is not None and not self._stop.is_set():
@@ -166,7 +173,7 @@ class Daemon:
         self._probes = {p.name: p for p in config.probes}
         self.config = config
         for client in stale:
-            asyncio.ensure_future(self._close_later(client))
+            self._background(self._close_later(client))
 
     async def _close_later(self, client: TargetClient) -> None:
         await asyncio.sleep(STOP_GRACE_SECONDS)  # let in-flight runs on the old client finish
@@ -176,10 +183,8 @@ class Daemon:
         """Re-read the config file; a bad one keeps the old config running."""
         assert self._reload_lock is not None
         async with self._reload_lock:
-            if self.config_path is None and not os.environ.get("SYNTHETIC_MONITOR_CONFIG"):
-                message = "no config file to reload (running on defaults)"
-            else:
-                message = ""
+            on_defaults = self.config_path is None and not os.environ.get("SYNTHETIC_MONITOR_CONFIG")
+            message = "no config file to reload (running on defaults)" if on_defaults else "reloaded"
             try:
                 config = load_config(self.config_path)
             except ConfigError as exc:
@@ -191,8 +196,8 @@ class Daemon:
             self.alerts.reconfigure(config.alerting, self._probe_targets())
             configure_logging(config.log.level, config.log.format, config.secret_values())
             self.metrics.config_reload.set(1)
-            self.log.info("config_reloaded", probes=sorted(self._probes), note=message or None)
-            return True, message or "reloaded"
+            self.log.info("config_reloaded", probes=sorted(self._probes), note=message)
+            return True, message
 
     # -- probe runs ------------------------------------------------------------------
 
@@ -218,7 +223,7 @@ class Daemon:
     def dispatch(self, result: ProbeResult) -> None:
         """Hand a result to every sink; a failing sink is logged, never fatal."""
         result = result.redacted(self._scrub)
-        if result.scenario == "asgard":  # only Asgard results are cross-checked
+        if needs_cross_check(result):  # skips copying the history for every other result
             result = cross_check(result, self.config, self.history.last_results())
         for sink in self.sinks:
             try:

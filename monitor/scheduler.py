@@ -84,10 +84,15 @@ class ProbeScheduler:
         so probes of the same interval do not all fire together.
         """
         now = _now()
-        # The spread grows with the number of probes (10 ms each) so that hundreds of first
-        # runs do not start in the same second, but stays under half an interval.
-        window = max(self._first_run_spread, 0.01 * len(self._scheduler.get_jobs()))
-        spread = random.uniform(0, min(window, interval * 0.5 if window > self._first_run_spread else interval * 0.1))
+        # A tenth of the interval at most, up to first_run_spread; with many probes the window
+        # grows by 10 ms a probe (up to half the interval) so hundreds of first runs do not
+        # start in the same second.
+        crowd = 0.01 * len(self._scheduler.get_jobs())
+        if crowd > self._first_run_spread:
+            window = min(crowd, interval * 0.5)
+        else:
+            window = min(self._first_run_spread, interval * 0.1)
+        spread = random.uniform(0, window)
         phase = random.uniform(0, interval)
         self._scheduler.add_job(
             job,

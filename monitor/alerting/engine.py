@@ -263,7 +263,6 @@ class AlertEngine:
 
     def _verdicts(self, result: ProbeResult) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
         t, p = result.target, result.probe
-        reasons = result.reasons
         failed = result.failed_step
         caused_elsewhere = result.root_cause is not None
 
