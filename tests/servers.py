@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -149,8 +150,11 @@ class DaemonProcess:
              "--listen", f"127.0.0.1:{self.port}"],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
-        wait_http(f"{self.url}/healthz", timeout=30, proc=self.proc)
+        self.wait_ready()
         return self
+
+    def wait_ready(self) -> None:
+        wait_http(f"{self.url}/healthz", timeout=30, proc=self.proc)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -167,3 +171,40 @@ class DaemonProcess:
                 self.proc.wait()
             self._log.close()
         return code
+
+
+@dataclass
+class Proc:
+    """A helper process (Prometheus, Alertmanager, ...) in its own group, with its log."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+    def tail(self, chars: int = 1500) -> str:
+        return f"--- {self.name} log ---\n" + self.log_path.read_text(errors="replace")[-chars:]
+
+
+def start_proc(name: str, command: list[str], workdir: Path, ready_url: str, timeout: float = 30) -> Proc:
+    """Start `command` and wait until `ready_url` answers; on failure stop it and show its log."""
+    log_path = workdir / f"{name}.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    child = Proc(name, proc, log, log_path)
+    try:
+        wait_http(ready_url, timeout=timeout, proc=proc)
+    except Exception as exc:
+        child.stop()
+        raise RuntimeError(f"{name} did not start: {exc}\n{child.tail()}") from exc
+    return child

@@ -22,24 +22,21 @@ half of each scenario is skipped with a warning and the daemon's own path still 
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
 import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
 import yaml
 
 from monitor.standin.webhook import WebhookServer, serve_in_thread
-from tests.servers import DaemonProcess, MlflowServer, free_port, wait_http
+from tests.servers import DaemonProcess, MlflowServer, Proc, free_port, start_proc
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
@@ -112,40 +109,6 @@ def shortened_rules(source: Path, target: Path, hold: str = "1s") -> set[str]:
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     assert _rule_exprs(yaml.safe_load(target.read_text())) == original, "the copy must keep every expr verbatim"
     return {name for name, _ in original}
-
-
-@dataclass
-class Proc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: IO[bytes]
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self.log.close()
-
-    def tail(self, chars: int = 1500) -> str:
-        return f"--- {self.name} log ---\n" + self.log_path.read_text(errors="replace")[-chars:]
-
-
-def start_proc(name: str, command: list[str], workdir: Path, ready_url: str) -> Proc:
-    log_path = workdir / f"{name}.log"
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    child = Proc(name, proc, log, log_path)
-    try:
-        wait_http(ready_url, timeout=30, proc=proc)
-    except Exception as exc:
-        child.stop()
-        raise RuntimeError(f"{name} did not start: {exc}\n{child.tail()}") from exc
-    return child
 
 
 class AlertStack:

@@ -394,20 +394,14 @@ class TLSDaemon(DaemonProcess):
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self) -> "TLSDaemon":
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "run", "--config", str(self.config_path),
-             "--listen", f"127.0.0.1:{self.port}"],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+    def wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"daemon exited: {self.log_text()}"
             try:
                 if httpx.get(f"{self.url}/healthz", verify=trusting(self.ca), timeout=2).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)

@@ -45,7 +45,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,13 +54,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 import httpx
 import yaml
 
 from monitor.standin.webhook import WebhookServer, serve_in_thread
-from tests.servers import DaemonProcess, MlflowServer, free_port, wait_http
+from tests.servers import DaemonProcess, MlflowServer, Proc, free_port, start_proc
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
@@ -115,35 +114,6 @@ SETUPS = {
 # -- processes ------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: IO[bytes]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self.log.close()
-
-
-def start_proc(name: str, command: list[str], workdir: Path, ready_url: str) -> Proc:
-    log = open(workdir / f"{name}.log", "ab")
-    proc = Proc(name, subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True), log)
-    try:
-        wait_http(ready_url, timeout=60, proc=proc.proc)
-    except Exception:
-        proc.stop()
-        raise
-    return proc
-
-
 def alertmanager_config(hook: WebhookServer) -> dict[str, Any]:
     """The shipped example with every receiver replaced by webhook B (routing and timings kept)."""
     config = yaml.safe_load(AM_CONFIG.read_text())
@@ -160,7 +130,7 @@ def start_prometheus_path(work: Path, daemon_port: int, hook: WebhookServer) -> 
     procs = [start_proc("alertmanager", [
         str(ALERTMANAGER), f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am-data'}",
         f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
-    ], work, f"http://127.0.0.1:{am_port}/-/ready")]
+    ], work, f"http://127.0.0.1:{am_port}/-/ready", timeout=60)]
     try:
         (work / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": f"{SCRAPE:g}s", "evaluation_interval": f"{SCRAPE:g}s",
@@ -172,7 +142,7 @@ def start_prometheus_path(work: Path, daemon_port: int, hook: WebhookServer) -> 
         procs.append(start_proc("prometheus", [
             str(PROMETHEUS), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
-        ], work, f"http://127.0.0.1:{prom_port}/-/ready"))
+        ], work, f"http://127.0.0.1:{prom_port}/-/ready", timeout=60))
     except Exception:
         for proc in procs:
             proc.stop()
