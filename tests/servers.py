@@ -122,6 +122,15 @@ class MlflowServer:
         self._signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.proc = None
+        # `mlflow server` is only the parent: its uvicorn/gunicorn worker holds the sockets
+        # and may outlive it for a moment. Return once the port refuses, i.e. the group is gone.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            except OSError:
+                break
+            time.sleep(0.05)
         if self._log:
             self._log.close()
             self._log = None
