@@ -8,12 +8,12 @@ monotonic clock around the whole request, body included).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import re
 import ssl
 import zlib
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -21,16 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from monitor.results import Reason, StepFailure
-
-# httpcore runs `import sniffio` four times per request to tell asyncio from trio. With
-# sniffio absent (anyio 4 and httpx 0.28 no longer pull it in) every one of those is a
-# failed import, which Python does not cache: a full sys.path search, ~0.4 ms of CPU per
-# request. A None entry makes the failure instant; httpcore then assumes asyncio, as it
-# would anyway. With sniffio installed nothing changes.
-try:
-    import sniffio  # noqa: F401
-except ImportError:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+from monitor.transport import LeanTransport
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
@@ -122,7 +113,14 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
 
 
 class TargetClient:
-    """One `httpx.AsyncClient` per target, reused by every run (creating one costs ~20 ms)."""
+    """One connection pool per target, reused by every run of every probe on it.
+
+    Requests are httpx `Request`s sent straight to the target's transport: no
+    `AsyncClient` in between, because its per-request work (cookie jar, auth flow, URL and
+    header merging) cost more CPU than the request itself, and a probe must not carry
+    cookies from one run into the next anyway. Default headers, credentials and URLs are
+    built once here instead.
+    """
 
     def __init__(
         self,
@@ -139,31 +137,34 @@ class TargetClient:
         basic_auth = basic_auth or url_auth
         all_headers = {"User-Agent": user_agent, "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         all_headers.update(headers or {})
+        if basic_auth:
+            token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode("ascii")
+            all_headers["Authorization"] = f"Basic {token}"
         if bearer_token:
             all_headers["Authorization"] = f"Bearer {bearer_token}"
         self.base_url = base_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=all_headers,
-            auth=httpx.BasicAuth(*basic_auth) if basic_auth else None,
-            verify=_ssl_context(verify),
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=30.0),
-        )
-        self._urls: dict[str, httpx.URL] = {}
+        self._base = httpx.URL(self.base_url + "/")
+        self._headers = httpx.Headers(all_headers)
+        self._json_headers = httpx.Headers({**all_headers, "Content-Type": "application/json"})
+        self._transport = LeanTransport(_ssl_context(verify), max_connections=4, keepalive_expiry=30.0)
+        self._urls: dict[Any, httpx.URL] = {}
 
-    def _url(self, path: str) -> httpx.URL:
-        """`path` joined to the base URL as httpx does it, parsed once per distinct path."""
-        url = self._urls.get(path)
+    def _url(self, path: str, params: dict[str, Any] | None) -> httpx.URL:
+        """`path` under the base URL (its path is a prefix), with `params`; parsed once per distinct pair."""
+        key: Any = (path, tuple(params.items())) if params else path
+        try:
+            url = self._urls.get(key)
+        except TypeError:  # unhashable parameter values: build it every time
+            key, url = None, None
         if url is None:
             url = httpx.URL(path)
-            if url.is_relative_url:  # httpx's own base_url merge: the base path is a prefix
-                base = self._client.base_url
-                url = base.copy_with(raw_path=base.raw_path + url.raw_path.lstrip(b"/"))
-            if len(self._urls) < _URL_CACHE_SIZE:
-                self._urls[path] = url
+            if url.is_relative_url:
+                url = self._base.copy_with(raw_path=self._base.raw_path + url.raw_path.lstrip(b"/"))
+            if params:
+                url = url.copy_merge_params(params)
+            if key is not None and len(self._urls) < _URL_CACHE_SIZE:
+                self._urls[key] = url
         return url
 
     async def request(
@@ -184,19 +185,28 @@ class TargetClient:
         """
         if timeout <= 0:
             raise StepFailure(Reason.TIMEOUT, f"{method} {path}: probe deadline exhausted before the request")
+        request_headers = self._headers
+        if json_body is not None:
+            content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            request_headers = self._json_headers
+        if headers:
+            request_headers = request_headers.copy()
+            request_headers.update(headers)
         try:
             async with asyncio.timeout(timeout):
-                async with self._client.stream(
+                request = httpx.Request(
                     method,
-                    self._url(path),
-                    json=json_body,
-                    params=params,
+                    self._url(path, params),
+                    headers=request_headers,
                     content=content,
-                    headers=headers,
-                    timeout=httpx.Timeout(timeout),
-                ) as response:
+                    extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+                )
+                response = await self._transport.handle_async_request(request)
+                try:
                     body = await self._read_capped(response, method, path)
-                    return HttpResponse(response.status_code, response.headers, body, method, path)
+                finally:
+                    await response.aclose()
+                return HttpResponse(response.status_code, response.headers, body, method, path)
         except StepFailure:
             raise
         except (TimeoutError, httpx.TimeoutException):
@@ -242,7 +252,7 @@ class TargetClient:
         return b"".join(chunks)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
 
 def classify_exception(exc: BaseException) -> tuple[Reason, str]:

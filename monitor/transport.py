@@ -1,0 +1,421 @@
+"""A lean HTTP/1.1 transport for httpx: keep-alive connections on plain asyncio protocols.
+
+httpx's default transport (httpcore on anyio) spends ~1.2 ms of CPU per request here, ten
+times the wire work, and the daemon makes hundreds of requests a second. This plugs into
+httpx's documented extension point (`AsyncBaseTransport`), so the client, auth, headers
+and exception types stay httpx's; only the wire work is done here, and only what a probe
+needs: one request at a time per connection, HTTP/1.1, no proxies, no HTTP/2.
+
+Errors are raised as the httpx exceptions httpcore would raise for the same fault, so the
+classification in `monitor.http` does not know which transport ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import ssl
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+import httpx
+
+MAX_HEADER_BYTES = 64 * 1024
+# Above this much unread data the socket stops being read: memory stays bounded even when
+# a server sends far more than the caller will accept.
+_READ_HIGH_WATER = 256 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+_Origin = tuple[str, str, int]
+
+
+class _Connection(asyncio.Protocol):
+    """One socket and its unread bytes; the transport reads it through `wait`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[bool] | None = None
+        self._paused = False
+        self._poll: Any = None
+
+    # asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _READ_HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake(True)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake(True)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self.transport = None
+        self._wake(True)
+
+    # ----------------------------------------------------------------------------------
+    def _wake(self, value: bool) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(value)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until more bytes or EOF arrive; httpx.ReadTimeout after `timeout` seconds."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        waiter: asyncio.Future[bool] = self.loop.create_future()
+        self._waiter = waiter
+        timer = self.loop.call_later(timeout, self._wake, False) if timeout is not None else None
+        try:
+            arrived = await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        if not arrived:
+            raise httpx.ReadTimeout("timed out waiting for the server")
+
+    def take(self, size: int) -> bytes:
+        chunk = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return chunk
+
+    @property
+    def usable(self) -> bool:
+        """Idle and still open: no EOF, and no stray bytes a server sent unasked.
+
+        The socket itself is asked too, as httpcore does: a server that closed the
+        connection while the event loop was busy has not been seen by `eof_received` yet,
+        and reusing it would report a dropped connection instead of a dead server.
+        """
+        if self.transport is None or self.eof or self.buffer or self.transport.is_closing():
+            return False
+        return self._poll is None or not self._poll.poll(0)
+
+    def close(self) -> None:
+        self._poll = None
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def broken(self, what: str) -> httpx.TransportError:
+        """The exception for an EOF where more was due: a reset is a ReadError, a close a protocol error."""
+        if isinstance(self.error, OSError):
+            exc: httpx.TransportError = httpx.ReadError(f"{what}: {self.error}")
+            exc.__cause__ = self.error
+            return exc
+        return httpx.RemoteProtocolError(f"{what}: peer closed the connection")
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """A small connection pool: at most `max_connections` requests in flight, the rest wait."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        max_connections: int = 4,
+        keepalive_expiry: float = 30.0,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._slots = asyncio.Semaphore(max_connections)
+        self._keepalive_expiry = keepalive_expiry
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scheme = url.scheme
+        if scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+        if self._closed:
+            raise httpx.ConnectError("the client is closed")
+        origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        read_timeout = timeouts.get("read")
+        body = await request.aread()
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection in time") from None
+        else:
+            await self._slots.acquire()
+        conn: _Connection | None = None
+        try:
+            conn = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"))
+            conn.transport.write(_serialize(request, body))  # type: ignore[union-attr]
+            status, reason, version, headers = await _read_head(conn, read_timeout)
+            framing, length, keep_alive = _framing(request.method, status, version, headers)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            self._slots.release()
+            raise
+        stream = _ResponseBody(self, origin, conn, framing, length, keep_alive, read_timeout)
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": version, "reason_phrase": reason},
+        )
+
+    def _checkout(self, origin: _Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.usable and now - conn.idle_since < self._keepalive_expiry:
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = self._ssl_context if scheme == "https" else None
+        if scheme == "https" and tls is None:
+            tls = ssl.create_default_context()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time") from None
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        return conn
+
+    def _release(self, origin: _Origin, conn: _Connection, reusable: bool) -> None:
+        self._slots.release()
+        if reusable and not self._closed and conn.usable:
+            conn.idle_since = time.monotonic()
+            self._idle.setdefault(origin, []).append(conn)
+        else:
+            conn.close()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """The body as it arrives; the connection goes back to the pool once it was read whole."""
+
+    def __init__(
+        self,
+        pool: LeanTransport,
+        origin: _Origin,
+        conn: _Connection,
+        framing: str,
+        length: int,
+        keep_alive: bool,
+        read_timeout: float | None,
+    ) -> None:
+        self._pool = pool
+        self._origin = origin
+        self._conn: _Connection | None = conn
+        self._framing = framing
+        self._length = length
+        self._keep_alive = keep_alive
+        self._timeout = read_timeout
+        self._complete = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            raise httpx.StreamClosed()
+        if self._framing == "length":
+            async for chunk in self._read_length(conn):
+                yield chunk
+        elif self._framing == "chunked":
+            async for chunk in self._read_chunked(conn):
+                yield chunk
+        else:
+            while True:
+                if conn.buffer:
+                    yield conn.take(len(conn.buffer))
+                elif conn.eof:
+                    if isinstance(conn.error, OSError):
+                        raise conn.broken("connection broken mid-body")
+                    break
+                else:
+                    await conn.wait(self._timeout)
+        self._complete = True
+
+    async def _read_length(self, conn: _Connection) -> AsyncIterator[bytes]:
+        remaining = self._length
+        while remaining:
+            if conn.buffer:
+                chunk = conn.take(remaining)
+                remaining -= len(chunk)
+                yield chunk
+            elif conn.eof:
+                raise conn.broken(
+                    f"incomplete body: received {self._length - remaining} of {self._length} bytes"
+                )
+            else:
+                await conn.wait(self._timeout)
+
+    async def _read_chunked(self, conn: _Connection) -> AsyncIterator[bytes]:
+        while True:
+            line = await _read_line(conn, self._timeout, "incomplete chunked body")
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise httpx.RemoteProtocolError(f"malformed chunk size {size_text[:20]!r}") from None
+            if size < 0:
+                raise httpx.RemoteProtocolError("malformed chunk size")
+            if size == 0:
+                while await _read_line(conn, self._timeout, "incomplete chunked trailer"):
+                    pass  # trailers are ignored
+                return
+            remaining = size
+            while remaining:
+                if conn.buffer:
+                    chunk = conn.take(remaining)
+                    remaining -= len(chunk)
+                    yield chunk
+                elif conn.eof:
+                    raise conn.broken("incomplete chunked body")
+                else:
+                    await conn.wait(self._timeout)
+            if await _read_line(conn, self._timeout, "incomplete chunked body"):
+                raise httpx.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool._release(self._origin, conn, self._complete and self._keep_alive)
+
+
+def _serialize(request: httpx.Request, body: bytes) -> bytes:
+    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    chunked = False
+    for name, value in request.headers.raw:
+        parts += (name, b": ", value, b"\r\n")
+        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    parts.append(b"\r\n")
+    if chunked:
+        if body:
+            parts += (b"%x\r\n" % len(body), body, b"\r\n")
+        parts.append(b"0\r\n\r\n")
+    elif body:
+        parts.append(body)
+    return b"".join(parts)
+
+
+async def _read_line(conn: _Connection, timeout: float | None, what: str) -> bytes:
+    """One CRLF-terminated line (without the CRLF), bounded in length."""
+    while True:
+        end = conn.buffer.find(b"\r\n")
+        if end >= 0:
+            line = conn.take(end + 2)[:-2]
+            return line
+        if len(conn.buffer) > MAX_HEADER_BYTES:
+            raise httpx.RemoteProtocolError(f"{what}: line longer than {MAX_HEADER_BYTES} bytes")
+        if conn.eof:
+            raise conn.broken(what)
+        await conn.wait(timeout)
+
+
+async def _read_head(
+    conn: _Connection, timeout: float | None
+) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+    """Status line and headers of the final response (1xx interim responses are skipped)."""
+    while True:
+        checked = False
+        while True:
+            buffer = conn.buffer
+            if not checked and (line_end := buffer.find(b"\r\n")) >= 0:
+                _parse_status_line(bytes(buffer[:line_end]))  # garbage fails at once, not at EOF
+                checked = True
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buffer) > MAX_HEADER_BYTES:
+                raise httpx.RemoteProtocolError(f"response header larger than {MAX_HEADER_BYTES} bytes")
+            if conn.eof:
+                if not buffer:
+                    if isinstance(conn.error, OSError):
+                        raise conn.broken("Server disconnected without sending a response")
+                    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+                raise conn.broken("incomplete response header")
+            await conn.wait(timeout)
+        lines = conn.take(end + 4)[:-4].split(b"\r\n")
+        version, status, reason = _parse_status_line(lines[0])
+        if 100 <= status < 200:
+            if status == 101:
+                raise httpx.RemoteProtocolError("unexpected protocol switch (HTTP 101)")
+            continue
+        headers: list[tuple[bytes, bytes]] = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+                raise httpx.RemoteProtocolError(f"malformed response header line {line[:40]!r}")
+            headers.append((name, value.strip()))
+        return status, reason, version, headers
+
+
+def _parse_status_line(line: bytes) -> tuple[bytes, int, bytes]:
+    version, _, rest = line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise httpx.RemoteProtocolError(f"malformed status line {line[:40]!r}")
+    return version, int(code), reason
+
+
+def _framing(method: str, status: int, version: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
+    """How the body ends (RFC 9112 section 6.3) and whether the connection may be reused."""
+    keep_alive = version == b"HTTP/1.1"
+    chunked = other_coding = False
+    lengths: set[bytes] = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+        elif lower == b"transfer-encoding":
+            chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
+            other_coding = not chunked  # the body then ends when the connection does
+        elif lower == b"connection":
+            tokens = {t.strip() for t in value.lower().split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens and version == b"HTTP/1.0":
+                keep_alive = True
+    if method == "HEAD" or status in _NO_BODY_STATUSES:
+        return "length", 0, keep_alive
+    if chunked:
+        return "chunked", 0, keep_alive
+    if other_coding:
+        return "close", 0, False
+    if lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise httpx.RemoteProtocolError(f"invalid Content-Length {b','.join(sorted(lengths))[:40]!r}")
+        return "length", int(next(iter(lengths))), keep_alive
+    return "close", 0, False
