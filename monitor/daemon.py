@@ -252,7 +252,7 @@ class Daemon:
 
     def _endpoints(self) -> Endpoints:
         return Endpoints(
-            registry=self.registry,
+            metrics=self.metrics.render,
             healthy=self._healthy,
             ready=self._ready,
             status=self._status,

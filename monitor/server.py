@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 
 @dataclass(frozen=True)
 class Endpoints:
     """What the server asks the daemon; every callable must be thread-safe."""
 
-    registry: CollectorRegistry
+    metrics: Callable[[], bytes]
     healthy: Callable[[], tuple[bool, str]]
     ready: Callable[[], tuple[bool, str]]
     status: Callable[[], dict[str, Any]]
@@ -41,7 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         ep = self.server.endpoints
         if path == "/metrics":
-            self._send(200, generate_latest(ep.registry), CONTENT_TYPE_LATEST)
+            self._send(200, ep.metrics(), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             self._send_check(*ep.healthy())
         elif path == "/readyz":

@@ -834,30 +834,34 @@ def measure_scale(workdir: Path, target: Target, plan: Plan, size: int, alerting
 
 
 def render_check() -> str:
-    """Does the daemon's /metrics renderer give generate_latest's bytes? (50 probes, random values)"""
+    """Does the daemon's /metrics body equal generate_latest's bytes? (50 probes, random runs)"""
     import random
 
     from prometheus_client import CollectorRegistry, generate_latest
 
     sys.path.insert(0, str(DAEMON_REPO))
     try:
+        from monitor.results import ProbeResult, Reason, StepResult
         from monitor.sinks import metrics as metrics_module
     finally:
         sys.path.pop(0)
-    render = getattr(metrics_module, "render_metrics", None)
-    if render is None:
+    if not hasattr(metrics_module.MetricsSink, "render"):
         return "n/a (this daemon renders with generate_latest)"
     registry = CollectorRegistry(auto_describe=True)
     sink = metrics_module.MetricsSink(registry, (0.005, 0.01, 0.1, 1.0, 10.0))
     rng = random.Random(7)
     for i in range(50):
-        sink.register(metrics_module.ProbeSeries(f"t{i % 5}", f"p{i}", ("a", "b"), 5.0))
+        t, p = f"t{i % 5}", f"p{i}"
+        sink.register(metrics_module.ProbeSeries(t, p, ("a", "b"), 5.0))
         for _ in range(rng.randrange(5)):
-            sink.step_duration.labels(f"t{i % 5}", f"p{i}", "a").observe(rng.random() * 3)
-            sink.runs.labels(f"t{i % 5}", f"p{i}", rng.choice(("success", "failure"))).inc()
-            sink.observe_lag(f"p{i}", rng.random() / 10)
+            ok = rng.random() < 0.7
+            step = StepResult("a", ok=ok, duration_seconds=rng.random() * 3,
+                              reason=None if ok else rng.choice(list(Reason)), error=None if ok else "x")
+            sink.handle(ProbeResult(probe=p, target=t, scenario="s", started_at=time.time(),
+                                    duration_seconds=step.duration_seconds, steps=(step,), timeout_seconds=5.0))
+            sink.observe_lag(p, rng.random() / 10)
     sink.alerts_firing.labels("A", 't"x', "p\\n").set(1)
-    same = render(registry) == generate_latest(registry)
+    same = sink.render() == generate_latest(registry)
     return "identical bytes" if same else "**DIFFERENT**"
 
 
