@@ -105,11 +105,12 @@ def _shared_ssl_context(verify: bool) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=verify, trust_env=False)
 
 
-def _ssl_context(verify: bool | str) -> ssl.SSLContext:
-    """A CA file gets its own context (read when the client is made); booleans share one."""
+def _ssl_context(verify: bool | str) -> ssl.SSLContext | Callable[[], ssl.SSLContext]:
+    """A CA file gets its own context, read when the client is made (a bad file fails
+    early); the shared ones are made on the first https connection."""
     if not isinstance(verify, bool):
         return ssl.create_default_context(cafile=verify)
-    return _shared_ssl_context(verify)
+    return functools.partial(_shared_ssl_context, verify)
 
 
 class TargetClient:
@@ -234,7 +235,7 @@ class TargetClient:
         decoder = _DECODERS[encoding]()
         chunks: list[bytes] = []
         size = 0
-        async for raw in response.aiter_raw():
+        async for raw in response.stream:  # type: ignore[union-attr]  # the transport's stream, no wrapper
             try:
                 chunk = decoder.decompress(raw, cap - size + 1) if decoder else raw
             except zlib.error as exc:

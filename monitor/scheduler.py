@@ -51,6 +51,24 @@ class PhasedIntervalTrigger(IntervalTrigger):
         return dt.datetime.fromtimestamp(start + steps * self.interval_length, tz=self.timezone)
 
 
+class _LoopTimerScheduler(AsyncIOScheduler):
+    """AsyncIOScheduler whose own timer runs the due jobs directly.
+
+    Its timer calls `wakeup`, which is written for calls from any thread and so always
+    goes through call_soon_threadsafe: a self-pipe write and one more loop turn for every
+    run. The timer fires on the loop's thread anyway; `wakeup` from elsewhere is unchanged.
+    """
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        self._stop_timer()
+        if wait_seconds is not None:
+            self._timeout = self._eventloop.call_later(wait_seconds, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._stop_timer()
+        self._start_timer(self._process_jobs())
+
+
 class SchedulerObserver(Protocol):
     """What the scheduler reports; the daemon routes it to metrics and logs."""
 
@@ -64,7 +82,7 @@ class ProbeScheduler:
         self._observer = observer
         self._heartbeat_interval = heartbeat_interval
         self._first_run_spread = first_run_spread
-        self._scheduler = AsyncIOScheduler(timezone=_UTC)
+        self._scheduler = _LoopTimerScheduler(timezone=_UTC)
         self._scheduler.add_listener(
             self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_SUBMITTED
         )

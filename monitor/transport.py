@@ -16,7 +16,7 @@ import asyncio
 import select
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 import httpx
 
@@ -130,11 +130,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         *,
         max_connections: int = 4,
         keepalive_expiry: float = 30.0,
     ) -> None:
+        # A callable is asked on the first https connection: a context with the CA bundle
+        # loaded holds ~1.8 MB, which a daemon probing plain-http targets never needs.
         self._ssl_context = ssl_context
         self._slots = asyncio.Semaphore(max_connections)
         self._keepalive_expiry = keepalive_expiry
@@ -192,9 +194,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        tls = self._ssl_context if scheme == "https" else None
-        if scheme == "https" and tls is None:
-            tls = ssl.create_default_context()
+        tls: ssl.SSLContext | None = None
+        if scheme == "https":
+            if callable(self._ssl_context):
+                self._ssl_context = self._ssl_context()
+            tls = self._ssl_context or ssl.create_default_context()
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
@@ -208,7 +212,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _release(self, origin: _Origin, conn: _Connection, reusable: bool) -> None:
         self._slots.release()
-        if reusable and not self._closed and conn.usable:
+        # Not `usable`: its socket poll is for idle connections and runs at checkout.
+        if reusable and not self._closed and conn.transport is not None and not conn.eof and not conn.buffer:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)
         else:

@@ -19,14 +19,14 @@ class HistorySink:
         self._keep_failures = keep_failures
         self._lock = threading.Lock()
         self._last: dict[str, ProbeResult] = {}
-        self._recent: dict[str, deque[ProbeResult]] = {}
+        self._recent: dict[str, deque[bool]] = {}  # pass/fail only: 20 whole results are ~13 KB a probe
         self._failures: deque[ProbeResult] = deque(maxlen=keep_failures)
         self._runs: dict[str, int] = {}
 
     def handle(self, result: ProbeResult) -> None:
         with self._lock:
             self._last[result.probe] = result
-            self._recent.setdefault(result.probe, deque(maxlen=self._keep)).append(result)
+            self._recent.setdefault(result.probe, deque(maxlen=self._keep)).append(result.ok)
             self._runs[result.probe] = self._runs.get(result.probe, 0) + 1
             if not result.ok:
                 self._failures.append(result)
@@ -55,12 +55,11 @@ class HistorySink:
             entries = []
             for name in probes:
                 last = self._last.get(name)
-                recent = list(self._recent.get(name, ()))
                 entries.append(
                     {
                         "name": name,
                         "runs": self._runs.get(name, 0),
-                        "recent_ok": [r.ok for r in recent],
+                        "recent_ok": list(self._recent.get(name, ())),
                         "last": last.as_dict() if last else None,
                     }
                 )
