@@ -133,7 +133,7 @@ class _Probe:
                 self.failures[(step, reason.value)] = 0
         self.jobs = {event: 0 for event in JOB_EVENTS}
         self.lag = _Histogram(LAG[0], LAG_BUCKETS, {"probe": probe})
-        self.text = [""] * len(FAMILIES)
+        self.text = [b""] * len(FAMILIES)  # encoded here, so a scrape only joins
         self._run_prefixes = [self._prefix(_RUNS, result=r, **self.tp) for r in RESULTS]
         self._scalar_prefixes = {i: self._prefix(i, **self.tp) for i in _SCALARS}
         self._failure_prefixes: dict[tuple[str, str], str] = {}
@@ -167,7 +167,7 @@ class _Probe:
         else:
             value = (self.success, self.consecutive, self.last_success, self.timeout)[_SCALARS.index(index)]
             text = f"{self._scalar_prefixes[index]}{_go(value)}\n"
-        self.text[index] = text
+        self.text[index] = text.encode("utf-8")
 
     @staticmethod
     def _prefix(index: int, **labels: str) -> str:
@@ -181,7 +181,7 @@ class ProbeSeriesStore(Collector):
     def __init__(self, buckets: Iterable[float]) -> None:
         self.buckets = _with_inf(buckets)
         self._probes: dict[str, _Probe] = {}
-        self._headers = [_header(*family) for family in FAMILIES]
+        self._headers = [_header(*family).encode("utf-8") for family in FAMILIES]
         self._lock = threading.Lock()
 
     # -- changes (event loop) -----------------------------------------------------------
@@ -246,7 +246,7 @@ class ProbeSeriesStore(Collector):
         for index, header in enumerate(self._headers):
             out.append(header)
             out.extend(text[index] for text in texts)
-        return "".join(out).encode("utf-8")
+        return b"".join(out)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:

@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import http.client
 import json
 import math
 import os
@@ -241,6 +242,22 @@ class RawClient:
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
         self.reader = self.writer = None
+
+
+def timed_get(port: int, path: str, conn: http.client.HTTPConnection | None = None) -> bytes:
+    """A blocking GET for timing a scrape: C-level reads, so the figure is the daemon's and
+    the transfer's, not this script's event loop (a new connection unless one is given)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(LOCAL, port, timeout=60)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200, response.status
+        return body
+    finally:
+        if own:
+            conn.close()
 
 
 def http_get(port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
@@ -776,17 +793,20 @@ def measure_scale(workdir: Path, target: Target, plan: Plan, size: int, alerting
         # Past the first (spread) runs and one full interval, then a window of whole intervals.
         time.sleep(max(0.0, interval + 1.0 - (time.monotonic() - started)))
         # These two scrapes come after >= 10 s without one: every probe's series changed
-        # since the last render, as for a Prometheus scraping every 15-30 s.
+        # since the last render, and the connection is new, as for a Prometheus scraping
+        # every 15-30 s (the daemon closes idle connections after 10 s).
         cold = []
         t = time.perf_counter()
-        before = daemon.metrics()
+        body = timed_get(daemon.port, "/metrics")
         cold.append(time.perf_counter() - t)
+        before = body.decode()
         cpu0, t0 = daemon.proc.cpu(), time.monotonic()
         time.sleep(plan.scale_window)
         cpu1, t1 = daemon.proc.cpu(), time.monotonic()
         t = time.perf_counter()
-        after = daemon.metrics()
+        body = timed_get(daemon.port, "/metrics")
         cold.append(time.perf_counter() - t)
+        after = body.decode()
         out["rss_mb"] = daemon.proc.rss()
         out["cpu_share"] = (cpu1 - cpu0) / (t1 - t0)
         b0, b1 = lag_buckets(before), lag_buckets(after)
@@ -804,20 +824,16 @@ def measure_scale(workdir: Path, target: Target, plan: Plan, size: int, alerting
         out["errors"] = total(after, "synthetic_monitor_job_events_total", event="error")
         if size >= 1000:
             times, sizes = [], []
-
-            async def scrape_many() -> None:
-                client = RawClient(daemon.port)
-                try:
-                    for _ in range(20):
-                        t = time.perf_counter()
-                        status, body = await client.get("/metrics", timeout=60)
-                        times.append(time.perf_counter() - t)
-                        sizes.append(len(body))
-                        await asyncio.sleep(0.5)
-                finally:
-                    await client.close()
-
-            asyncio.run(scrape_many())
+            conn = http.client.HTTPConnection(LOCAL, daemon.port, timeout=60)
+            try:
+                for _ in range(20):  # one keep-alive connection, a scrape every 0.5 s
+                    t = time.perf_counter()
+                    body = timed_get(daemon.port, "/metrics", conn)
+                    times.append(time.perf_counter() - t)
+                    sizes.append(len(body))
+                    time.sleep(0.5)
+            finally:
+                conn.close()
             out["metrics_cold_ms"] = [c * 1000 for c in cold]
             out["metrics_median_ms"] = statistics.median(times) * 1000
             out["metrics_max_ms"] = max(times) * 1000
@@ -978,12 +994,14 @@ def render(data: dict[str, Any]) -> str:
         ))
         if "metrics_median_ms" in s:
             add((
-                "5", f"/metrics at {s['probes']} probes: median of 20 GETs (max), size"
+                "5", f"/metrics at {s['probes']} probes: GET incl. transfer, median of 20 on one keep-alive "
+                "connection (max); on a new connection after 10+ s without a scrape; size"
                 + (", alert engine disabled" if diagnostic else ""),
-                f"{f(s['metrics_median_ms'], 1)} ms (max {f(s['metrics_max_ms'], 1)}; after 10+ s without a scrape: "
-                f"{' / '.join(f(c, 1) for c in s['metrics_cold_ms'])} ms), {s['metrics_bytes'] / 1e6:.2f} MB, "
+                f"{f(s['metrics_median_ms'], 1)} ms (max {f(s['metrics_max_ms'], 1)}); "
+                f"{' / '.join(f(c, 1) for c in s['metrics_cold_ms'])} ms; {s['metrics_bytes'] / 1e6:.2f} MB, "
                 f"{s['metrics_series']} samples",
-                "n/a", f"<= {GOAL_METRICS_MS:g} ms", verdict(s["metrics_median_ms"] <= GOAL_METRICS_MS),
+                "n/a", f"<= {GOAL_METRICS_MS:g} ms",
+                verdict(s["metrics_median_ms"] <= GOAL_METRICS_MS and max(s["metrics_cold_ms"]) <= GOAL_METRICS_MS),
             ))
     if "render_check" in data:
         add(("5", "/metrics renderer vs prometheus_client generate_latest", data["render_check"], "", "same bytes",
