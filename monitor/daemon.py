@@ -86,8 +86,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
         self._loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
-        # Everything built so far (modules, config models, schedules) lives as long as
-        # the process: out of the collector's sight, full collections stop rescanning it.
+        # What start-up built (modules, config models, schedules) mostly stays: moved out of
+        # the collector's sight, full collections stop rescanning it. Collected first, so
+        # no garbage cycle is frozen with it; a reload's objects are collected as usual.
+        gc.collect()
         gc.freeze()
         self.scheduler.start()
         self._background(self._delete_stale_runs())

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from monitor.results import Reason, StepFailure
-from monitor.transport import LeanTransport
+from monitor.transport import LeanTransport, PeerClosed
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
@@ -153,7 +153,8 @@ class TargetClient:
 
     def _url(self, path: str, params: dict[str, Any] | None) -> httpx.URL:
         """`path` under the base URL (its path is a prefix), with `params`; parsed once per distinct pair."""
-        key: Any = (path, tuple(params.items())) if params else path
+        # The value's type is part of the key: True and 1 hash alike but encode differently.
+        key: Any = (path, tuple((k, type(v), v) for k, v in params.items())) if params else path
         try:
             url = self._urls.get(key)
         except TypeError:  # unhashable parameter values: build it every time
@@ -264,10 +265,9 @@ def classify_exception(exc: BaseException) -> tuple[Reason, str]:
         return Reason.TLS_ERROR, f"TLS error: {_root_message(exc)}"
     if isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return Reason.UNREACHABLE, f"cannot connect: {_root_message(exc)}"
+    if isinstance(exc, PeerClosed):  # by type: the message may quote what the server sent
+        return Reason.WORKER_FAILURE, f"connection closed by the server: {_root_message(exc)}"
     if isinstance(exc, httpx.RemoteProtocolError):
-        text = str(exc).lower()
-        if "without sending" in text or "closed" in text or "disconnect" in text or "incomplete" in text:
-            return Reason.WORKER_FAILURE, f"connection closed by the server: {_root_message(exc)}"
         return Reason.INVALID_RESPONSE, f"malformed HTTP response: {_root_message(exc)}"
     if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.CloseError)):
         return Reason.WORKER_FAILURE, f"connection broken: {_root_message(exc)}"

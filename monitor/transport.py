@@ -13,6 +13,7 @@ classification in `monitor.http` does not know which transport ran.
 from __future__ import annotations
 
 import asyncio
+import re
 import select
 import ssl
 import time
@@ -28,6 +29,16 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 _Origin = tuple[str, str, int]
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class PeerClosed(httpx.RemoteProtocolError):
+    """The server closed the connection before the response was complete.
+
+    A type of its own so classification never depends on message text, which may
+    quote bytes the server sent.
+    """
 
 
 class _Connection(asyncio.Protocol):
@@ -76,11 +87,14 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(value)
 
-    async def wait(self, timeout: float | None) -> None:
-        """Until more bytes or EOF arrive; httpx.ReadTimeout after `timeout` seconds."""
+    def resume(self) -> None:
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until more bytes or EOF arrive; httpx.ReadTimeout after `timeout` seconds."""
+        self.resume()
         waiter: asyncio.Future[bool] = self.loop.create_future()
         self._waiter = waiter
         timer = self.loop.call_later(timeout, self._wake, False) if timeout is not None else None
@@ -122,7 +136,7 @@ class _Connection(asyncio.Protocol):
             exc: httpx.TransportError = httpx.ReadError(f"{what}: {self.error}")
             exc.__cause__ = self.error
             return exc
-        return httpx.RemoteProtocolError(f"{what}: peer closed the connection")
+        return PeerClosed(f"{what}: peer closed the connection")
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -148,8 +162,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-        if self._closed:
-            raise httpx.ConnectError("the client is closed")
         origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
@@ -168,6 +180,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.transport.write(_serialize(request, body))  # type: ignore[union-attr]
             status, reason, version, headers = await _read_head(conn, read_timeout)
             framing, length, keep_alive = _framing(request.method, status, version, headers)
+            if keep_alive and "close" in request.headers.get("connection", "").lower():
+                keep_alive = False  # we asked the server to close it
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -201,25 +215,38 @@ class LeanTransport(httpx.AsyncBaseTransport):
             tls = self._ssl_context or ssl.create_default_context()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None
-                )
+                try:
+                    raw, conn = await loop.create_connection(lambda: _Connection(loop), host, port)
+                except OSError as exc:
+                    raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+                if tls is not None:
+                    # After the TCP connect, any failure is the TLS handshake's, be it an
+                    # alert, a reset or a close (a TLS proxy without a backend).
+                    try:
+                        conn.transport = await loop.start_tls(raw, conn, tls, server_hostname=host)  # type: ignore[assignment]
+                    except BaseException as exc:
+                        raw.close()
+                        if not isinstance(exc, OSError):
+                            raise
+                        cause = exc if isinstance(exc, ssl.SSLError) else ssl.SSLEOFError(f"handshake interrupted: {exc}")
+                        raise httpx.ConnectError(f"TLS handshake failed: {exc}") from cause
         except TimeoutError:
             raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time") from None
-        except OSError as exc:  # ssl.SSLError is an OSError
-            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
         return conn
 
     def _release(self, origin: _Origin, conn: _Connection, reusable: bool) -> None:
         self._slots.release()
         # Not `usable`: its socket poll is for idle connections and runs at checkout.
         if reusable and not self._closed and conn.transport is not None and not conn.eof and not conn.buffer:
+            conn.resume()  # paused by a large body: it must still notice the server closing
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)
         else:
             conn.close()
 
     async def aclose(self) -> None:
+        """Close the idle connections; a run still in flight finishes on its own
+        connection, which is then closed rather than pooled."""
         self._closed = True
         for idle in self._idle.values():
             for conn in idle:
@@ -289,12 +316,9 @@ class _ResponseBody(httpx.AsyncByteStream):
         while True:
             line = await _read_line(conn, self._timeout, "incomplete chunked body")
             size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"malformed chunk size {size_text[:20]!r}") from None
-            if size < 0:
-                raise httpx.RemoteProtocolError("malformed chunk size")
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise httpx.RemoteProtocolError(f"malformed chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:
                 while await _read_line(conn, self._timeout, "incomplete chunked trailer"):
                     pass  # trailers are ignored
@@ -336,14 +360,13 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
 
 
 async def _read_line(conn: _Connection, timeout: float | None, what: str) -> bytes:
-    """One CRLF-terminated line (without the CRLF), bounded in length."""
+    """One line without its CRLF (or lone LF), bounded in length."""
     while True:
-        end = conn.buffer.find(b"\r\n")
+        end = conn.buffer.find(b"\n")
         if end >= 0:
-            line = conn.take(end + 2)[:-2]
-            return line
+            return conn.take(end + 1).rstrip(b"\r\n")
         if len(conn.buffer) > MAX_HEADER_BYTES:
-            raise httpx.RemoteProtocolError(f"{what}: line longer than {MAX_HEADER_BYTES} bytes")
+            raise httpx.RemoteProtocolError(f"chunked body line longer than {MAX_HEADER_BYTES} bytes")
         if conn.eof:
             raise conn.broken(what)
         await conn.wait(timeout)
@@ -352,16 +375,20 @@ async def _read_line(conn: _Connection, timeout: float | None, what: str) -> byt
 async def _read_head(
     conn: _Connection, timeout: float | None
 ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
-    """Status line and headers of the final response (1xx interim responses are skipped)."""
+    """Status line and headers of the final response (1xx interim responses are skipped).
+
+    Lines may end in a lone LF and folded header lines are unfolded, as RFC 9112 lets a
+    client accept; anything else malformed is a protocol error, as h11 would have it.
+    """
     while True:
         checked = False
         while True:
             buffer = conn.buffer
-            if not checked and (line_end := buffer.find(b"\r\n")) >= 0:
-                _parse_status_line(bytes(buffer[:line_end]))  # garbage fails at once, not at EOF
+            if not checked and (line_end := buffer.find(b"\n")) >= 0:
+                _parse_status_line(bytes(buffer[:line_end]).rstrip(b"\r"))  # garbage fails at once, not at EOF
                 checked = True
-            end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
+            head_end = _blank_line(buffer)
+            if head_end is not None:
                 break
             if len(buffer) > MAX_HEADER_BYTES:
                 raise httpx.RemoteProtocolError(f"response header larger than {MAX_HEADER_BYTES} bytes")
@@ -369,28 +396,46 @@ async def _read_head(
                 if not buffer:
                     if isinstance(conn.error, OSError):
                         raise conn.broken("Server disconnected without sending a response")
-                    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+                    raise PeerClosed("Server disconnected without sending a response.")
                 raise conn.broken("incomplete response header")
             await conn.wait(timeout)
-        lines = conn.take(end + 4)[:-4].split(b"\r\n")
+        head_length, consumed = head_end
+        lines = [line.rstrip(b"\r") for line in conn.take(consumed)[:head_length].split(b"\n")]
         version, status, reason = _parse_status_line(lines[0])
-        if 100 <= status < 200:
+        if status < 200:
             if status == 101:
                 raise httpx.RemoteProtocolError("unexpected protocol switch (HTTP 101)")
             continue
-        headers: list[tuple[bytes, bytes]] = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+        return status, reason, version, _parse_headers(lines[1:])
+
+
+def _blank_line(buffer: bytearray) -> tuple[int, int] | None:
+    """(length of the head without its final line break, bytes up to the body) once the
+    blank line that ends the head has arrived."""
+    found = [(i, i + len(sep)) for sep in (b"\n\r\n", b"\n\n") if (i := buffer.find(sep)) >= 0]
+    return min(found) if found else None
+
+
+def _parse_headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):  # obs-fold: continues the previous value
+            if not headers:
                 raise httpx.RemoteProtocolError(f"malformed response header line {line[:40]!r}")
-            headers.append((name, value.strip()))
-        return status, reason, version, headers
+            name, value = headers[-1]
+            headers[-1] = (name, (value + b" " + line.strip()).strip())
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name) or b"\0" in value or b"\r" in value:
+            raise httpx.RemoteProtocolError(f"malformed response header line {line[:40]!r}")
+        headers.append((name, value.strip(b" \t")))
+    return headers
 
 
 def _parse_status_line(line: bytes) -> tuple[bytes, int, bytes]:
     version, _, rest = line.partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit() or code[:1] == b"0":
         raise httpx.RemoteProtocolError(f"malformed status line {line[:40]!r}")
     return version, int(code), reason
 
@@ -398,15 +443,16 @@ def _parse_status_line(line: bytes) -> tuple[bytes, int, bytes]:
 def _framing(method: str, status: int, version: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
     """How the body ends (RFC 9112 section 6.3) and whether the connection may be reused."""
     keep_alive = version == b"HTTP/1.1"
-    chunked = other_coding = False
+    chunked = False
     lengths: set[bytes] = set()
     for name, value in headers:
         lower = name.lower()
         if lower == b"content-length":
             lengths.update(v.strip() for v in value.split(b","))
         elif lower == b"transfer-encoding":
-            chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-            other_coding = not chunked  # the body then ends when the connection does
+            if value.strip().lower() != b"chunked":  # what h11 supported; any other coding is refused
+                raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {value[:40]!r}")
+            chunked = True
         elif lower == b"connection":
             tokens = {t.strip() for t in value.lower().split(b",")}
             if b"close" in tokens:
@@ -417,8 +463,6 @@ def _framing(method: str, status: int, version: bytes, headers: list[tuple[bytes
         return "length", 0, keep_alive
     if chunked:
         return "chunked", 0, keep_alive
-    if other_coding:
-        return "close", 0, False
     if lengths:
         if len(lengths) != 1 or not next(iter(lengths)).isdigit():
             raise httpx.RemoteProtocolError(f"invalid Content-Length {b','.join(sorted(lengths))[:40]!r}")

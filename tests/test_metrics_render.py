@@ -122,6 +122,8 @@ def test_series_match_prometheus_client_metrics_fed_the_same_runs(seed: int) -> 
         reference.lag.labels(p).observe(lag)
     rendered = sink.render()
     assert rendered == generate_latest(registry)  # the fast text is the library's text
+    # ... and byte for byte what prometheus-client's own metrics, fed the same, expose.
+    assert sink.series.render() == generate_latest(reference.registry)
     assert probe_families(rendered.decode()) == probe_families(generate_latest(reference.registry).decode())
 
 

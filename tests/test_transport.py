@@ -18,6 +18,7 @@ import time
 import httpx
 import pytest
 
+from monitor.http import TargetClient
 from monitor.results import Reason, StepFailure
 from monitor.transport import MAX_HEADER_BYTES, LeanTransport
 from tests.scripted import Conn, answer, client_for, failure_of, serve
@@ -258,10 +259,125 @@ async def test_a_timed_out_request_frees_its_slot_and_its_connection() -> None:
     assert server.connections == 6  # no connection with a half-read answer was reused
 
 
-async def test_transport_rejects_other_schemes_and_use_after_close() -> None:
+async def test_transport_rejects_other_schemes() -> None:
     transport = LeanTransport()
     with pytest.raises(httpx.UnsupportedProtocol):
         await transport.handle_async_request(httpx.Request("GET", "ftp://127.0.0.1/x"))
     await transport.aclose()
-    with pytest.raises(httpx.ConnectError):
-        await transport.handle_async_request(httpx.Request("GET", "http://127.0.0.1:9/x"))
+
+
+async def test_a_run_in_flight_when_its_client_is_closed_still_completes_unpooled() -> None:
+    """A reload closes a replaced target's client while a long run may still be going."""
+    async with serve(answer(200)) as server:
+        client = TargetClient(server.url)
+        await client.request("GET", "/x", timeout=2)
+        await client.aclose()
+        for _ in range(2):
+            assert (await client.request("GET", "/x", timeout=2)).status_code == 200
+        await asyncio.sleep(0.1)
+    assert server.connections == 3  # none kept after the close
+
+
+async def test_request_connection_close_is_honoured() -> None:
+    async def handler(conn: Conn) -> None:
+        request = await conn.read_request()
+        await conn.respond(200)
+        if request.headers.get("connection") == "close":
+            await asyncio.sleep(0.05)  # the close lands after the client's next request went out
+            conn.writer.close()
+            return
+        await conn.hang()
+
+    async with serve(handler) as server:
+        async with client_for(server.url, headers={"Connection": "close"}) as client:
+            for _ in range(5):
+                assert (await client.request("GET", "/x", timeout=2)).status_code == 200
+    assert server.connections == 5
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_handshake_cut_by_the_server_is_a_tls_error(how: str) -> None:
+    """A TLS proxy without a backend: the TCP connect works, the handshake does not."""
+
+    async def handler(conn: Conn) -> None:
+        await conn.reader.read(1)  # the ClientHello arrives
+        if how == "reset":
+            conn.reset()
+        else:
+            conn.writer.close()
+
+    async with serve(handler) as server:
+        failure = await failure_of(server.url.replace("http://", "https://"))
+    assert failure.reason is Reason.TLS_ERROR, failure.message
+    assert "TLS" in failure.message
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_bodies_beyond_the_read_pause_threshold_are_read_whole(framing: str) -> None:
+    body = json.dumps({"blob": "x" * 3_000_000}).encode()
+
+    async def handler(conn: Conn) -> None:
+        while True:
+            await conn.read_request()
+            if framing == "length":
+                await conn.respond(200, body)
+            elif framing == "chunked":
+                await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for i in range(0, len(body), 700_000):
+                    piece = body[i:i + 700_000]
+                    await conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await conn.send(b"0\r\n\r\n")
+            else:
+                await conn.send(b"HTTP/1.1 200 OK\r\n\r\n" + body)
+                conn.writer.close()
+                return
+
+    async with serve(handler) as server:
+        async with client_for(server.url) as client:
+            for _ in range(2):
+                response = await client.request("GET", "/big", timeout=10)
+                assert len(response.json_object()["blob"]) == 3_000_000
+    assert server.connections == (2 if framing == "close" else 1)
+
+
+async def test_lone_lf_line_endings_and_folded_headers_are_accepted() -> None:
+    async def handler(conn: Conn) -> None:
+        while True:
+            await conn.read_request()
+            await conn.send(b"HTTP/1.1 200 OK\nX-Folded: one\r\n  two\nTransfer-Encoding: chunked\n\n"
+                            b"2\n{}\n0\n\n")
+
+    async with serve(handler) as server:
+        async with client_for(server.url) as client:
+            for _ in range(2):
+                response = await client.request("GET", "/x", timeout=2)
+                assert response.json_object() == {}
+                assert response.headers["x-folded"] == "one two"
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\n{}\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 70_000,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\n{}",
+        b"ERR connection closed by peer\r\n\r\n",  # quotes words that once meant worker_failure
+    ],
+)
+async def test_responses_h11_refused_stay_invalid(response: bytes) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        await conn.send(response)
+        await conn.hang()
+
+    async with serve(handler) as server:
+        failure = await failure_of(server.url)
+    assert failure.reason is Reason.INVALID_RESPONSE, failure.message
+    assert "malformed HTTP response" in failure.message
