@@ -120,9 +120,12 @@ class _Connection(asyncio.Protocol):
         connection while the event loop was busy has not been seen by `eof_received` yet,
         and reusing it would report a dropped connection instead of a dead server.
         """
-        if self.transport is None or self.eof or self.buffer or self.transport.is_closing():
-            return False
-        return self._poll is None or not self._poll.poll(0)
+        return self.quiet and (self._poll is None or not self._poll.poll(0))
+
+    @property
+    def quiet(self) -> bool:
+        """Open, no EOF seen, nothing unread: what the event loop alone can tell."""
+        return self.transport is not None and not self.eof and not self.buffer and not self.transport.is_closing()
 
     def close(self) -> None:
         self._poll = None
@@ -237,7 +240,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def _release(self, origin: _Origin, conn: _Connection, reusable: bool) -> None:
         self._slots.release()
         # Not `usable`: its socket poll is for idle connections and runs at checkout.
-        if reusable and not self._closed and conn.transport is not None and not conn.eof and not conn.buffer:
+        if reusable and not self._closed and conn.quiet:
             conn.resume()  # paused by a large body: it must still notice the server closing
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)
@@ -299,16 +302,19 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._complete = True
 
     async def _read_length(self, conn: _Connection) -> AsyncIterator[bytes]:
-        remaining = self._length
+        async for chunk in self._read_exactly(conn, self._length, "incomplete body"):
+            yield chunk
+
+    async def _read_exactly(self, conn: _Connection, size: int, what: str) -> AsyncIterator[bytes]:
+        """`size` bytes as they arrive; an EOF before them is the server giving up."""
+        remaining = size
         while remaining:
             if conn.buffer:
                 chunk = conn.take(remaining)
                 remaining -= len(chunk)
                 yield chunk
             elif conn.eof:
-                raise conn.broken(
-                    f"incomplete body: received {self._length - remaining} of {self._length} bytes"
-                )
+                raise conn.broken(f"{what}: received {size - remaining} of {size} bytes")
             else:
                 await conn.wait(self._timeout)
 
@@ -323,16 +329,8 @@ class _ResponseBody(httpx.AsyncByteStream):
                 while await _read_line(conn, self._timeout, "incomplete chunked trailer"):
                     pass  # trailers are ignored
                 return
-            remaining = size
-            while remaining:
-                if conn.buffer:
-                    chunk = conn.take(remaining)
-                    remaining -= len(chunk)
-                    yield chunk
-                elif conn.eof:
-                    raise conn.broken("incomplete chunked body")
-                else:
-                    await conn.wait(self._timeout)
+            async for chunk in self._read_exactly(conn, size, "incomplete chunked body"):
+                yield chunk
             if await _read_line(conn, self._timeout, "incomplete chunked body"):
                 raise httpx.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
 

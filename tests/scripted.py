@@ -159,6 +159,17 @@ def answer(status: int, body: bytes = b"{}", **kwargs: Any) -> Handler:
     return handler
 
 
+def replay(raw: bytes) -> Handler:
+    """A server that answers every request on a connection with the same raw bytes."""
+
+    async def handler(conn: Conn) -> None:
+        while True:
+            await conn.read_request()
+            await conn.send(raw)
+
+    return handler
+
+
 async def failure_of(url: str, path: str = "/probe", *, timeout: float = 2.0, **kwargs: Any) -> StepFailure:
     """The StepFailure raised by request() (or by check_status on what it returned)."""
     async with client_for(url, **kwargs) as client:

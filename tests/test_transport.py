@@ -21,7 +21,7 @@ import pytest
 from monitor.http import TargetClient
 from monitor.results import Reason, StepFailure
 from monitor.transport import MAX_HEADER_BYTES, LeanTransport
-from tests.scripted import Conn, answer, client_for, failure_of, serve
+from tests.scripted import Conn, answer, client_for, failure_of, replay, serve
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -49,18 +49,13 @@ async def test_request_line_headers_and_json_body_reach_the_server() -> None:
 
 
 async def test_chunked_body_with_extensions_and_trailers() -> None:
-    async def handler(conn: Conn) -> None:
-        while True:
-            await conn.read_request()
-            await conn.send(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"5;ext=1\r\n{\"a\":\r\n"
-                b"3\r\n 12\r\n"
-                b"1\r\n}\r\n"
-                b"0\r\nX-Trailer: t\r\n\r\n"
-            )
-
-    async with serve(handler) as server:
+    async with serve(replay(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\n{\"a\":\r\n"
+        b"3\r\n 12\r\n"
+        b"1\r\n}\r\n"
+        b"0\r\nX-Trailer: t\r\n\r\n"
+    )) as server:
         async with client_for(server.url) as client:
             for _ in range(2):
                 assert (await client.request("GET", "/c", timeout=2)).json_object() == {"a": 12}
@@ -91,12 +86,7 @@ async def test_connection_close_header_opens_a_new_connection() -> None:
 
 
 async def test_http_1_0_response_is_not_reused() -> None:
-    async def handler(conn: Conn) -> None:
-        while True:
-            await conn.read_request()
-            await conn.send(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-
-    async with serve(handler) as server:
+    async with serve(replay(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")) as server:
         async with client_for(server.url) as client:
             for _ in range(2):
                 assert (await client.request("GET", "/x", timeout=2)).status_code == 200
@@ -105,13 +95,8 @@ async def test_http_1_0_response_is_not_reused() -> None:
 
 @pytest.mark.parametrize("method, status", [("HEAD", 200), ("GET", 204), ("GET", 304)])
 async def test_responses_without_a_body_do_not_wait_for_one(method: str, status: int) -> None:
-    async def handler(conn: Conn) -> None:
-        while True:
-            await conn.read_request()
-            # A HEAD answer declares the length the GET would have: none of it follows.
-            await conn.send(b"HTTP/1.1 %d X\r\nContent-Length: 1234\r\n\r\n" % status)
-
-    async with serve(handler) as server:
+    # A HEAD answer declares the length the GET would have: none of it follows.
+    async with serve(replay(b"HTTP/1.1 %d X\r\nContent-Length: 1234\r\n\r\n" % status)) as server:
         async with client_for(server.url) as client:
             for _ in range(2):
                 response = await client.request(method, "/x", timeout=1)
@@ -174,12 +159,7 @@ async def test_a_close_the_event_loop_has_not_seen_yet_is_still_noticed() -> Non
 
 
 async def test_stray_bytes_after_a_response_retire_the_connection() -> None:
-    async def handler(conn: Conn) -> None:
-        while True:
-            await conn.read_request()
-            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}garbage")
-
-    async with serve(handler) as server:
+    async with serve(replay(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}garbage")) as server:
         async with client_for(server.url) as client:
             for _ in range(3):
                 assert (await client.request("GET", "/x", timeout=2)).json_object() == {}
@@ -352,13 +332,7 @@ async def test_bodies_beyond_the_read_pause_threshold_are_read_whole(framing: st
 
 
 async def test_lone_lf_line_endings_and_folded_headers_are_accepted() -> None:
-    async def handler(conn: Conn) -> None:
-        while True:
-            await conn.read_request()
-            await conn.send(b"HTTP/1.1 200 OK\nX-Folded: one\r\n  two\nTransfer-Encoding: chunked\n\n"
-                            b"2\n{}\n0\n\n")
-
-    async with serve(handler) as server:
+    async with serve(replay(b"HTTP/1.1 200 OK\nX-Folded: one\r\n  two\nTransfer-Encoding: chunked\n\n2\n{}\n0\n\n")) as server:
         async with client_for(server.url) as client:
             for _ in range(2):
                 response = await client.request("GET", "/x", timeout=2)
