@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon: scheduled probes, /metrics, alerts")
     run.add_argument("--config", help="YAML config file (default: $SYNTHETIC_MONITOR_CONFIG, else built-in defaults)")
     run.add_argument("--listen", help="HOST:PORT for /metrics and friends (default: config, 0.0.0.0:9356)")
+    run.add_argument(
+        "--web.config.file", dest="web_config_file", metavar="FILE",
+        help="exporter-toolkit web configuration: TLS (tls_server_config) and basic auth (basic_auth_users)",
+    )
+    run.add_argument(
+        "--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
+        help="allow POST /-/reload (as Prometheus; SIGHUP always reloads)",
+    )
 
     check = sub.add_parser("check", help="run the probes once (or N times) and print a report")
     check.add_argument("--config", help="YAML config file")
@@ -89,8 +97,18 @@ def _run(args: argparse.Namespace) -> int:
             parse_listen(args.listen)
         except ValueError as exc:
             raise ConfigError(f"--listen {exc}") from None
+    web_config = None
+    if args.web_config_file:
+        from monitor.webconfig import load_web_config
+
+        web_config = load_web_config(args.web_config_file)
+        if web_config.tls is not None and config.tls is not None:
+            raise ConfigError(
+                "tls: set both in the config file and in --web.config.file (tls_server_config); keep only the latter"
+            )
     configure_logging(config.log.level, config.log.format, config.secret_values())
-    return asyncio.run(Daemon(config, args.config, args.listen).run())
+    daemon = Daemon(config, args.config, args.listen, web_config=web_config, enable_lifecycle=args.web_enable_lifecycle)
+    return asyncio.run(daemon.run())
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import base64
 import math
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import unquote, urlsplit
@@ -139,6 +140,13 @@ class TLSClientConfig(Model):
     def _readable(cls, value: Path | None) -> Path | None:
         if value is not None and not os.access(value, os.R_OK):
             raise ValueError(f"cannot read {value}")
+        if value is not None:
+            # Loaded here, as the client will load it: a file that is not a PEM certificate
+            # is a config error naming the field, not a traceback at start or on reload.
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ValueError(f"{value} is not a PEM CA certificate file ({_ssl_reason(exc)})") from None
         return value
 
 
@@ -299,8 +307,28 @@ class MetricsConfig(Model):
 
 
 class ServerTLSConfig(Model):
+    """The endpoints' own certificate. Kept working for existing configs; the exporter
+    convention is `--web.config.file` (tls_server_config), which also re-reads files."""
+
     cert_file: Path
     key_file: Path
+
+    @model_validator(mode="after")
+    def _loads(self) -> "ServerTLSConfig":
+        for key in ("cert_file", "key_file"):
+            if not os.access(getattr(self, key), os.R_OK):
+                raise FieldError(key, f"cannot read {getattr(self, key)}")
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise FieldError("cert_file", f"the certificate and key do not load: {_ssl_reason(exc)}") from None
+        return self
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The short reason of an ssl error ("NO_CERTIFICATE_OR_CRL_FOUND"), not its repr."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(reason).split())[:200]
 
 
 class Config(Model):
@@ -363,7 +391,13 @@ class Config(Model):
             if parts.password:
                 found.update({parts.password, unquote(parts.password)})
                 found.add(_basic_token(unquote(parts.username or ""), unquote(parts.password)))
-            found.update(v for v in endpoint.headers.values() if v)
+            for name, value in endpoint.headers.items():
+                if value and is_secret_header(name):
+                    found.add(value)
+                    # "Bearer xyz" / "Basic xyz": the credential alone may be quoted back too.
+                    scheme, _, credential = value.partition(" ")
+                    if credential.strip() and scheme.lower() in ("bearer", "basic", "token", "apikey"):
+                        found.add(credential.strip())
         return found
 
     def redacted(self) -> dict[str, Any]:
@@ -371,7 +405,9 @@ class Config(Model):
         data = self.model_dump(mode="json", exclude_none=True)
         for endpoint in [*data["targets"], *data["alerting"]["receivers"]]:
             endpoint["url"] = _safe_url(endpoint["url"])
-            endpoint["headers"] = {k: "**********" for k in endpoint.get("headers", {})}
+            endpoint["headers"] = {
+                k: "**********" if is_secret_header(k) else v for k, v in endpoint.get("headers", {}).items()
+            }
         for probe, model in zip(data["probes"], self.probes):
             for key in ("interval", "timeout", "step_timeout"):
                 if key in probe:
@@ -379,6 +415,16 @@ class Config(Model):
         for key in ("startup_grace", "resend_interval", "latency_threshold"):
             data["alerting"][key] = format_duration(getattr(self.alerting, key)) if getattr(self.alerting, key) else 0
         return data
+
+
+# Header names whose values are credentials; any other header (X-Env: prod) is not a
+# secret, and redacting its value would blank that word in every log line and alert.
+_SECRET_HEADER = re.compile(r"(?i)(auth|token|secret|passw|api[-_]?key|cookie|session|credential|signature)")
+
+
+def is_secret_header(name: str) -> bool:
+    """True for a header whose value is a credential (Authorization, X-Api-Key, Cookie, ...)."""
+    return bool(_SECRET_HEADER.search(name))
 
 
 def parse_listen(value: str) -> tuple[str, int]:

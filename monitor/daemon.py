@@ -12,6 +12,7 @@ import asyncio
 import gc
 import os
 import signal
+import ssl
 import time
 from typing import Any, Coroutine
 
@@ -30,11 +31,12 @@ from monitor.probes.mlflow import delete_stale_runs
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult
 from monitor.scheduler import ProbeScheduler
-from monitor.server import Endpoints, MonitorHTTPServer, tls_context
+from monitor.server import Endpoints, MonitorHTTPServer
 from monitor.sinks import Sink
 from monitor.sinks.history import HistorySink
 from monitor.sinks.logging import LogSink
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
+from monitor.webconfig import ServerSecurity, ServerTLS, WebConfig
 
 STOP_GRACE_SECONDS = 6.0
 ALERT_FLUSH_SECONDS = 2.0
@@ -43,8 +45,18 @@ HEARTBEAT_STALE_AFTER = 15.0
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: str | None = None, listen: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        listen: str | None = None,
+        *,
+        web_config: WebConfig | None = None,
+        enable_lifecycle: bool = False,
+    ) -> None:
         self.config = config
+        self.web_config = web_config
+        self.enable_lifecycle = enable_lifecycle
         self.config_path = config_path
         self.listen = listen or config.listen
         self.registry = CollectorRegistry(auto_describe=True)
@@ -74,9 +86,20 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         host, port = parse_listen(self.listen)
-        tls = tls_context(str(self.config.tls.cert_file), str(self.config.tls.key_file)) if self.config.tls else None
+        legacy = self.config.tls
         try:
-            self._server = MonitorHTTPServer((host, port), self._endpoints(), tls)
+            security = (
+                ServerSecurity(self.web_config, ServerTLS(legacy.cert_file, legacy.key_file) if legacy else None)
+                if self.web_config is not None or legacy is not None
+                else None
+            )
+        except (ssl.SSLError, OSError, ValueError) as exc:  # the files changed since validation
+            self.log.error("tls_setup_failed", error=str(exc))
+            return 2
+        try:
+            self._server = MonitorHTTPServer(
+                (host, port), self._endpoints(), security=security, lifecycle=self.enable_lifecycle
+            )
         except OSError as exc:
             self.log.error("listen_failed", listen=self.listen, error=str(exc))
             return 2
@@ -197,7 +220,15 @@ class Daemon:
                 self.metrics.config_reload.set(0)
                 self.log.error("config_reload_failed", error=str(exc))
                 return False, str(exc)
-            self._apply(config)
+            try:
+                self._apply(config)
+            except Exception as exc:
+                # Whatever validation missed (a file that changed in between): the old
+                # config keeps running, and the gauge says the reload failed.
+                self.metrics.config_reload.set(0)
+                message = f"the new configuration does not apply: {type(exc).__name__}: {exc}"
+                self.log.error("config_reload_failed", error=self._scrub(message))
+                return False, self._scrub(message)
             self._scrub = Redactor(config.secret_values()).scrub
             self.alerts.reconfigure(config.alerting, self._probe_targets())
             configure_logging(config.log.level, config.log.format, config.secret_values())

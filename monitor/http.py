@@ -46,6 +46,12 @@ class HttpResponse:
         """The decoded JSON body; anything else is an `invalid_response`."""
         try:
             return json.loads(self.body)
+        except RecursionError:
+            # Nesting deeper than the interpreter's recursion limit: the server's answer is
+            # at fault, not the probe (never `internal_error`).
+            raise StepFailure(
+                Reason.INVALID_RESPONSE, f"{self.method} {self.path}: JSON nested too deeply to parse", self.status_code
+            ) from None
         except (ValueError, UnicodeDecodeError):
             kind = "HTML" if _looks_like_html(self.body) else "malformed JSON"
             raise StepFailure(
@@ -68,7 +74,10 @@ class HttpResponse:
 
 def redact_url(url: str) -> str:
     """The URL without userinfo: safe for logs, labels and /status."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a malformed IPv6 host in a server-provided value
+        return re.sub(r"//[^/\s@]*@", "//", url)
     if parts.username is None and parts.password is None:
         return url
     host = parts.netloc.rpartition("@")[2]
@@ -195,10 +204,18 @@ class TargetClient:
             request_headers = request_headers.copy()
             request_headers.update(headers)
         try:
+            url = self._url(path, params)
+        except httpx.InvalidURL as exc:
+            # The base URL was validated with the config, so a path that makes no valid URL
+            # holds a value the server gave us (a run id, a model name, an artifact URI).
+            raise StepFailure(
+                Reason.INVALID_RESPONSE, f"{method} {_truncate(path)}: the server's answer makes no valid URL: {exc}"
+            ) from None
+        try:
             async with asyncio.timeout(timeout):
                 request = httpx.Request(
                     method,
-                    self._url(path, params),
+                    url,
                     headers=request_headers,
                     content=content,
                     extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
@@ -312,7 +329,7 @@ def describe_http_error(response: HttpResponse) -> str:
 def _error_detail(body: bytes) -> str:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _snippet(body)
     if isinstance(data, dict):
         code = data.get("error_code")

@@ -99,16 +99,19 @@ class ProbeResult:
         return frozenset(s.reason for s in self.steps if s.reason is not None)
 
     def redacted(self, scrub: Callable[[str], str]) -> "ProbeResult":
-        """A copy whose free texts have secrets scrubbed (a server may quote credentials back)."""
+        """A copy whose free texts and facts have secrets scrubbed: a server may quote
+        credentials back, and facts (Asgard's mlflow_tracking_uri) are server-provided
+        values that reach /status, logs and alerts like any error text."""
         steps = tuple(
             dataclasses.replace(s, error=clean) if s.error and (clean := scrub(s.error)) != s.error else s
             for s in self.steps
         )
         notes = tuple(scrub(n) for n in self.notes)
         traceback = scrub(self.traceback) if self.traceback else None
-        if steps == self.steps and notes == self.notes and traceback == self.traceback:
+        facts = _scrub_value(self.facts, scrub) if self.facts else self.facts
+        if steps == self.steps and notes == self.notes and traceback == self.traceback and facts == self.facts:
             return self
-        return dataclasses.replace(self, steps=steps, notes=notes, traceback=traceback)
+        return dataclasses.replace(self, steps=steps, notes=notes, traceback=traceback, facts=facts)
 
     def as_dict(self) -> dict[str, Any]:
         failed = self.failed_step
@@ -127,6 +130,17 @@ class ProbeResult:
             "notes": list(self.notes),
             "steps": [step.as_dict() for step in self.steps],
         }
+
+
+def _scrub_value(value: Any, scrub: Callable[[str], str]) -> Any:
+    """`value` with every string in it (keys included) passed through `scrub`."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {(scrub(k) if isinstance(k, str) else k): _scrub_value(v, scrub) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_value(v, scrub) for v in value]
+    return value
 
 
 class StepFailure(Exception):

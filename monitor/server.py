@@ -8,13 +8,18 @@ hanging; and /metrics stays scrapable.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from monitor.webconfig import ServerSecurity
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,10 @@ class Endpoints:
     reload: Callable[[], tuple[bool, str]]
 
 
+MAX_BODY_BYTES = 64 * 1024  # no endpoint takes a body; a reload request needs none
+LIFECYCLE_DISABLED = b"Lifecycle API is not enabled.\n"  # Prometheus' own answer
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "MonitorHTTPServer"
     protocol_version = "HTTP/1.1"
@@ -38,6 +47,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
+        if not self._body_consumed() or not self._authorized():
+            return
         path = self.path.split("?", 1)[0]
         ep = self.server.endpoints
         if path == "/metrics":
@@ -56,14 +67,72 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET  # _send leaves the body out for HEAD
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, 65536))
+        if not self._body_consumed() or not self._authorized():
+            return
         if self.path.split("?", 1)[0] == "/-/reload":
+            if not self.server.lifecycle:
+                # As Prometheus: reloading over HTTP is opt-in (--web.enable-lifecycle);
+                # SIGHUP needs access to the process, this needs only the port.
+                self._send(403, LIFECYCLE_DISABLED, "text/plain; charset=utf-8")
+                return
             ok, message = self.server.endpoints.reload()
             self._send_json(200 if ok else 500, {"ok": ok, "message": message})
         else:
             self._send(405 if self.path in ("/metrics", "/status") else 404, b"not found\n", "text/plain")
+
+    do_PUT = do_POST  # Prometheus takes PUT /-/reload too
+
+    def _body_consumed(self) -> bool:
+        """Read (and drop) the request body so the next request on the connection starts
+        where this one ends; anything we cannot frame exactly is refused and the
+        connection closed, never half-read and parsed as a request."""
+        if self.headers.get("Transfer-Encoding"):
+            return self._refuse(411, "a chunked body is not accepted: send Content-Length")
+        raw = self.headers.get_all("Content-Length") or []
+        if not raw:
+            return True
+        values = {v.strip() for v in raw}
+        value = values.pop()
+        if values or not value.isdigit() or not value.isascii():
+            return self._refuse(400, "bad Content-Length")
+        length = int(value)
+        if length > MAX_BODY_BYTES:
+            return self._refuse(413, f"request body over {MAX_BODY_BYTES} bytes")
+        while length > 0:
+            chunk = self.rfile.read(min(length, 16384))
+            if not chunk:
+                self.close_connection = True
+                return False  # the client went away mid-body: nothing to answer
+            length -= len(chunk)
+        return True
+
+    def _refuse(self, status: int, message: str) -> bool:
+        self.close_connection = True
+        self._send(status, (message + "\n").encode(), "text/plain; charset=utf-8", close=True)
+        # Drain a little of what the client is still sending: closing a socket with unread
+        # data makes the kernel reset it, and the client might never see our answer.
+        try:
+            self.connection.settimeout(0.5)
+            for _ in range(16):
+                if not self.rfile.read1(16384):
+                    break
+        except (OSError, ValueError):
+            pass
+        return False
+
+    def _authorized(self) -> bool:
+        auth = self.server.security.auth if self.server.security else None
+        if auth is None or auth.check(self.headers.get("Authorization")):
+            return True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="synthetic-monitor"')
+        body = b"Unauthorized\n"
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return False
 
     def _send_check(self, ok: bool, message: str) -> None:
         self._send(200 if ok else 503, (message + "\n").encode(), "text/plain; charset=utf-8")
@@ -71,10 +140,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, default=str).encode(), "application/json")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, close: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -87,14 +158,45 @@ class MonitorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], endpoints: Endpoints, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        endpoints: Endpoints,
+        tls: ssl.SSLContext | None = None,
+        *,
+        security: ServerSecurity | None = None,
+        lifecycle: bool = False,
+    ) -> None:
         super().__init__(address, _Handler)
         self.endpoints = endpoints
-        if tls is not None:
-            # The handshake happens in the handler's thread on first read, not inside
-            # accept(): a client that never sends a ClientHello must not block the server.
-            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self.lifecycle = lifecycle
+        self.security = security
+        self._fixed_tls = tls
+        self.log = structlog.get_logger("monitor.server")
         self._thread: threading.Thread | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept, then wrap in the TLS context current now: a renewed certificate is
+        served from the next connection on. The handshake happens in the handler's
+        thread on first read, so a client that never sends a ClientHello blocks nobody."""
+        sock, address = self.socket.accept()
+        context = self.security.ssl_context() if self.security else self._fixed_tls
+        if context is not None:
+            try:
+                sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except (OSError, ValueError):
+                sock.close()
+                raise
+        return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed connection (TLS handshake, reset, a bug) goes to the structured log,
+        scrubbed like every line, never as a bare traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (OSError, TimeoutError)):  # ssl.SSLError is an OSError
+            self.log.debug("http_connection_failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            self.log.error("http_request_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="http-server", daemon=True)

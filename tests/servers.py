@@ -139,8 +139,12 @@ class MlflowServer:
 class DaemonProcess:
     """`synthetic-monitor run` as a subprocess, with its JSON log captured to a file."""
 
-    def __init__(self, config_path: Path, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, workdir: Path, env: dict[str, str] | None = None,
+        args: tuple[str, ...] = ("--web.enable-lifecycle",),
+    ) -> None:
         self.config_path = config_path
+        self.args = args
         self.port = free_port()
         self.workdir = workdir
         self.env = env or {}
@@ -156,7 +160,7 @@ class DaemonProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor", "run", "--config", str(self.config_path),
-             "--listen", f"127.0.0.1:{self.port}"],
+             "--listen", f"127.0.0.1:{self.port}", *self.args],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         self.wait_ready()

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from pydantic import Field
 
+from monitor.http import redact_url
 from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun, Step
 from monitor.results import Reason
 
@@ -109,7 +110,8 @@ def _read_status(run: ScenarioRun, step: Step, status: dict[str, Any], fields: S
     run.facts["inventory"] = inventory
     uri = status.get(fields.mlflow_tracking_uri)
     if isinstance(uri, str):
-        run.facts["mlflow_tracking_uri"] = uri
+        # Kept for the cross-check (host and port) and /status: never with its credentials.
+        run.facts["mlflow_tracking_uri"] = redact_url(uri)
     down = [d for d, up in dependencies.items() if not up]
     if down:
         run.facts["unavailable"] = down

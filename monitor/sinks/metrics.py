@@ -112,11 +112,28 @@ class MetricsSink:
             result.started_at + result.duration_seconds,
             [(s.name, s.duration_seconds, s.reason.value if s.reason else None) for s in result.steps if not s.skipped],
         )
-        for dependency, up in (result.facts.get("dependencies") or {}).items():
-            self.dependency_up.labels(t, dependency).set(1 if up else 0)
-        for kind, value in (result.facts.get("inventory") or {}).items():
+        series = self._probes.get(result.probe)
+        if series is not None and series.asgard:
+            self._asgard_facts(t, result)
+
+    def _asgard_facts(self, target: str, result: ProbeResult) -> None:
+        """What this run learnt from Asgard's status; what it did not learn (Asgard
+        unreachable, a field missing) is absent, never the last value seen: a stale 1
+        would say "mlflow up" through a whole outage."""
+        reported = result.facts.get("dependencies") or {}
+        for dependency in ASGARD_DEPENDENCIES:
+            up = reported.get(dependency)
+            if isinstance(up, bool):
+                self.dependency_up.labels(target, dependency).set(1 if up else 0)
+            else:
+                _remove(self.dependency_up, target, dependency)
+        counts = result.facts.get("inventory") or {}
+        for kind in ASGARD_INVENTORY:
+            value = counts.get(kind)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.inventory.labels(t, kind).set(value)
+                self.inventory.labels(target, kind).set(value)
+            else:
+                _remove(self.inventory, target, kind)
 
     def job_event(self, probe: str, event: str) -> None:
         self.series.job_event(probe, event)

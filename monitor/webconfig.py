@@ -1,0 +1,271 @@
+"""The exporter-toolkit web configuration (`--web.config.file`): TLS and basic auth.
+
+Every Prometheus exporter reads the same file (tls_server_config, basic_auth_users with
+bcrypt hashes), so operators and `promtool check web-config` already know it. Like
+exporter-toolkit, the files are re-read when they change: a rotated certificate (cert-
+manager renewing a Secret) is served on the next handshake without a restart. A change
+that does not load keeps the last good settings and is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import structlog
+import yaml
+
+from monitor.config import ConfigError, _ssl_reason
+
+# exporter-toolkit's names for client certificate policies, as far as Python's ssl can
+# honour them (it cannot ask for a client certificate without verifying it).
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version"}
+# Keys of the format this daemon does not implement: named, rather than "unknown key".
+TLS_UNSUPPORTED = {"cert", "key", "client_ca", "cipher_suites", "curve_preferences",
+                   "prefer_server_cipher_suites", "client_allowed_sans"}
+TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
+TOP_UNSUPPORTED = {"rate_limit"}
+# A failed bcrypt check still costs one comparison, so an unknown user is not told apart by timing.
+_DUMMY_HASH = bcrypt.hashpw(b"synthetic-monitor", bcrypt.gensalt(rounds=10))
+_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_auth: ssl.VerifyMode = ssl.CERT_NONE
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    max_version: ssl.TLSVersion | None = None
+
+    def files(self) -> tuple[Path, ...]:
+        return (self.cert_file, self.key_file) + ((self.client_ca_file,) if self.client_ca_file else ())
+
+    def context(self) -> ssl.SSLContext:
+        """A server context from the files as they are now; ssl.SSLError/OSError if they do not load."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = self.min_version
+        if self.max_version is not None:
+            context.maximum_version = self.max_version
+        context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        if self.client_ca_file is not None:
+            context.load_verify_locations(cafile=str(self.client_ca_file))
+        context.verify_mode = self.client_auth
+        return context
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    tls: ServerTLS | None = None
+    users: dict[str, bytes] = field(default_factory=dict)
+    source: Path | None = None
+
+
+def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
+    """Read and check the file, certificates included; ConfigError naming the field."""
+    path = Path(path)
+    where = str(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the web config file: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise ConfigError(f"{where}: the web config file is not valid YAML") from None
+    if document is None:
+        return WebConfig(source=path)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping (tls_server_config, basic_auth_users)")
+    for key in document:
+        if key in TOP_UNSUPPORTED:
+            raise ConfigError(f"{where}: {key}: not supported by synthetic-monitor")
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{where}: {key}: unknown key")
+    tls = _tls(where, path.parent, document.get("tls_server_config"))
+    users = _users(where, document.get("basic_auth_users"))
+    http = document.get("http_server_config")
+    if http not in (None, {}) and (not isinstance(http, dict) or set(http) - {"http2"}):
+        raise ConfigError(f"{where}: http_server_config: only http2 is accepted (and ignored: HTTP/1.1 is served)")
+    return WebConfig(tls, users, path)
+
+
+def _tls(where: str, base: Path, raw: Any) -> ServerTLS | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: tls_server_config: must be a mapping")
+    for key in raw:
+        if key in TLS_UNSUPPORTED:
+            raise ConfigError(f"{where}: tls_server_config.{key}: not supported by synthetic-monitor (use the *_file keys)")
+        if key not in TLS_KEYS:
+            raise ConfigError(f"{where}: tls_server_config.{key}: unknown key")
+    for key in ("cert_file", "key_file"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(f"{where}: tls_server_config.{key}: required (a PEM file)")
+    auth_type = raw.get("client_auth_type", "NoClientCert")
+    if auth_type not in CLIENT_AUTH:
+        raise ConfigError(
+            f"{where}: tls_server_config.client_auth_type: {auth_type!r} is not supported; use one of {', '.join(CLIENT_AUTH)}"
+        )
+    ca = raw.get("client_ca_file")
+    if CLIENT_AUTH[auth_type] != ssl.CERT_NONE and not ca:
+        raise ConfigError(f"{where}: tls_server_config.client_ca_file: required with client_auth_type {auth_type}")
+    versions = {}
+    for key in ("min_version", "max_version"):
+        if key in raw:
+            if raw[key] not in TLS_VERSIONS:
+                raise ConfigError(f"{where}: tls_server_config.{key}: must be one of {', '.join(TLS_VERSIONS)}")
+            versions[key] = TLS_VERSIONS[raw[key]]
+    # exporter-toolkit resolves relative file names against the web config file's folder.
+    tls = ServerTLS(
+        cert_file=base / raw["cert_file"],
+        key_file=base / raw["key_file"],
+        client_ca_file=base / ca if ca else None,
+        client_auth=CLIENT_AUTH[auth_type],
+        min_version=versions.get("min_version", ssl.TLSVersion.TLSv1_2),
+        max_version=versions.get("max_version"),
+    )
+    check_server_tls(tls, f"{where}: tls_server_config")
+    return tls
+
+
+def check_server_tls(tls: ServerTLS, where: str) -> None:
+    """Load the files once now, so a bad file is a start-up error naming it, not a traceback."""
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        value = getattr(tls, key)
+        if value is not None and not os.access(value, os.R_OK):
+            raise ConfigError(f"{where}.{key}: cannot read {value}")
+    try:
+        tls.context()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: the certificate and key do not load: {_ssl_reason(exc)}") from None
+
+
+def _users(where: str, raw: Any) -> dict[str, bytes]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: basic_auth_users: must map user names to bcrypt hashes")
+    users: dict[str, bytes] = {}
+    for user, hashed in raw.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ConfigError(f"{where}: basic_auth_users.{user}: must be a bcrypt hash ($2y$...), not a password")
+        try:
+            bcrypt.checkpw(b"", hashed.encode())
+        except ValueError:
+            raise ConfigError(f"{where}: basic_auth_users.{user}: not a valid bcrypt hash") from None
+        users[str(user)] = hashed.encode()
+    return users
+
+
+class BasicAuth:
+    """Checks an Authorization header against bcrypt hashes; good answers are cached
+    (keyed by a hash of the password), so a scrape every 15 s does not cost a bcrypt
+    round each time, as exporter-toolkit does."""
+
+    def __init__(self, users: dict[str, bytes]) -> None:
+        self.users = users
+        self._good: dict[tuple[str, bytes], None] = {}
+        self._lock = threading.Lock()
+
+    def check(self, header: str | None) -> bool:
+        import base64
+        import binascii
+
+        if not header or not header[:6].lower() == "basic ":
+            return False
+        try:
+            user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return False
+        if not sep:
+            return False
+        hashed = self.users.get(user)
+        key = (user, hmac.new(hashed or b"", password.encode(), hashlib.sha256).digest())
+        with self._lock:
+            if hashed is not None and key in self._good:
+                return True
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+        except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
+            ok = False
+        if ok:
+            with self._lock:
+                if len(self._good) >= _CACHE_SIZE:
+                    self._good.pop(next(iter(self._good)))
+                self._good[key] = None
+        return ok
+
+
+class ServerSecurity:
+    """What the HTTP server asks per connection: the TLS context to wrap it with and the
+    basic-auth users, both re-read when their files change (checked by stat, cheap)."""
+
+    def __init__(self, web_config: WebConfig | None = None, legacy_tls: ServerTLS | None = None) -> None:
+        self.log = structlog.get_logger("monitor.server")
+        self._path = web_config.source if web_config else None
+        self._legacy = legacy_tls
+        self._lock = threading.Lock()
+        self._apply(web_config or WebConfig())
+
+    def _apply(self, web: WebConfig) -> None:
+        self._tls = web.tls or self._legacy
+        self._context = self._tls.context() if self._tls else None
+        self.auth = BasicAuth(web.users) if web.users else None
+        self._signature = self._stat()
+
+    def _stat(self) -> tuple[Any, ...]:
+        paths = ([self._path] if self._path else []) + (list(self._tls.files()) if self._tls else [])
+        out = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+                out.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append((str(path), None))
+        return tuple(out)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self._context is not None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context for the next connection, rebuilt first if a file changed."""
+        self.refresh()
+        return self._context
+
+    def refresh(self) -> None:
+        with self._lock:
+            signature = self._stat()
+            if signature == self._signature:
+                return
+            self._signature = signature  # a bad change is reported once, not per connection
+            try:
+                web = load_web_config(self._path) if self._path else WebConfig()
+                tls = web.tls or self._legacy
+                context = tls.context() if tls else None
+            except (ConfigError, ssl.SSLError, OSError, ValueError) as exc:
+                self.log.error("web_config_reload_failed", error=str(exc) if isinstance(exc, ConfigError) else _ssl_reason(exc))
+                return
+            self._tls, self._context = tls, context
+            self.auth = BasicAuth(web.users) if web.users else None
+            self._signature = self._stat()
+            self.log.info("web_config_reloaded", tls=context is not None, basic_auth=self.auth is not None)
