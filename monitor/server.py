@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import sys
 import threading
 from dataclasses import dataclass
@@ -162,7 +161,6 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         endpoints: Endpoints,
-        tls: ssl.SSLContext | None = None,
         *,
         security: ServerSecurity | None = None,
         lifecycle: bool = False,
@@ -171,7 +169,6 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         self.endpoints = endpoints
         self.lifecycle = lifecycle
         self.security = security
-        self._fixed_tls = tls
         self.log = structlog.get_logger("monitor.server")
         self._thread: threading.Thread | None = None
 
@@ -180,7 +177,7 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         served from the next connection on. The handshake happens in the handler's
         thread on first read, so a client that never sends a ClientHello blocks nobody."""
         sock, address = self.socket.accept()
-        context = self.security.ssl_context() if self.security else self._fixed_tls
+        context = self.security.ssl_context() if self.security else None
         if context is not None:
             try:
                 sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -205,9 +202,3 @@ class MonitorHTTPServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
-
-
-def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return context

@@ -234,7 +234,7 @@ class ServerSecurity:
 
     def _stat(self) -> tuple[Any, ...]:
         paths = ([self._path] if self._path else []) + (list(self._tls.files()) if self._tls else [])
-        out = []
+        out: list[tuple[Any, ...]] = []
         for path in paths:
             try:
                 st = os.stat(path)
