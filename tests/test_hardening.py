@@ -584,3 +584,22 @@ def _wait(check: Any, timeout: float, what: str) -> None:
             last = exc
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+def test_client_certificates_when_the_web_config_requires_them(tmp_path: Path) -> None:
+    folder = _web_dir(tmp_path)
+    client_cert, client_key = make_self_signed(tmp_path / "client", "scraper")  # its own CA
+    (folder / "mtls.yml").write_text(yaml.safe_dump({"tls_server_config": {
+        "cert_file": "tls.crt", "key_file": "tls.key",
+        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": str(client_cert)}}))
+    endpoint = Endpoint(security=ServerSecurity(load_web_config(folder / "mtls.yml")))
+    url = f"https://127.0.0.1:{endpoint.port}/metrics"
+    try:
+        anonymous = ssl.create_default_context(cafile=str(folder / "tls.crt"))
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, verify=anonymous, timeout=5)
+        identified = ssl.create_default_context(cafile=str(folder / "tls.crt"))
+        identified.load_cert_chain(str(client_cert), str(client_key))
+        assert httpx.get(url, verify=identified, timeout=5).status_code == 200
+    finally:
+        endpoint.stop()
