@@ -9,6 +9,8 @@ that does not load keeps the last good settings and is logged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -187,9 +189,6 @@ class BasicAuth:
         self._lock = threading.Lock()
 
     def check(self, header: str | None) -> bool:
-        import base64
-        import binascii
-
         if not header or not header[:6].lower() == "basic ":
             return False
         try:

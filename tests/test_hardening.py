@@ -219,6 +219,33 @@ async def test_a_server_value_that_makes_no_valid_url_is_an_invalid_response() -
     assert len(step.error or "") < 1000
 
 
+async def test_an_mlflow_run_id_that_makes_no_valid_url_is_an_invalid_response() -> None:
+    """MLflow's run id goes into the runs/get query: a 70,000-character one must not be a probe bug."""
+    from monitor.probes.mlflow import WriteOptions
+
+    run_id = "r" * 70_000
+
+    async def handler(conn: Conn) -> None:
+        while True:
+            request = await conn.read_request()
+            if "get-by-name" in request.path:
+                body = {"experiment": {"experiment_id": "1", "lifecycle_stage": "active"}}
+            elif request.path.endswith("/runs/create"):
+                body = {"run": {"info": {"run_id": run_id, "artifact_uri": "mlflow-artifacts:/1/x/artifacts"}}}
+            else:
+                body = {}
+            await conn.respond(200, json.dumps(body).encode())
+
+    async with serve(handler) as server:
+        async with client_for(server.url) as client:
+            result = await run_probe(SCENARIOS["mlflow_write"], client, WriteOptions(), probe="write",
+                                     target="mlflow", timeout=5)
+    step = result.failed_step
+    assert step is not None and step.name == "runs_get", result.steps
+    assert step.reason is Reason.INVALID_RESPONSE and "no valid URL" in (step.error or "")
+    assert [s.name for s in result.steps][-1] == "runs_delete" and result.steps[-1].ok  # cleanup still ran
+
+
 # --------------------------------------------------------------------------- 3 + 6. the endpoints' HTTP
 
 
