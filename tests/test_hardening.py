@@ -16,14 +16,12 @@ conventions": each test here failed on the code before its fix.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,7 +32,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from monitor.cli import main as cli_main
-from monitor.config import ConfigError, load_config
+from monitor.config import load_config
 from monitor.logsetup import Redactor
 from monitor.probes import SCENARIOS
 from monitor.probes.asgard import AsgardOptions
@@ -460,15 +458,16 @@ def test_promtool_accepts_the_shipped_web_config(tmp_path: Path) -> None:
     ({"tls_sever_config": {}}, "tls_sever_config: unknown key"),
 ])
 def test_a_bad_web_config_is_exit_2_naming_the_field(
-    tmp_path: Path, document: dict[str, Any], field: str
+    tmp_path: Path, document: dict[str, Any], field: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = _web_dir(tmp_path)
     (folder / "bad.yml").write_text(yaml.safe_dump(document))
     config = write_config(tmp_path / "c.yaml")
-    done = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(config), "--listen",
-                           "127.0.0.1:0", "--web.config.file", str(folder / "bad.yml")],
-                          capture_output=True, text=True, timeout=30, cwd=REPO)
-    assert done.returncode == 2 and field in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    # In process: `run` checks the web config before it starts anything.
+    code = cli_main(["run", "--config", str(config), "--listen", "127.0.0.1:0",
+                     "--web.config.file", str(folder / "bad.yml")])
+    err = capsys.readouterr().err
+    assert code == 2 and field in err and err.count("\n") == 1, err
 
 
 def test_legacy_tls_together_with_the_web_config_points_to_the_flag(tmp_path: Path) -> None:
