@@ -119,6 +119,9 @@ class Daemon:
         self.log.info(
             "monitor_started", version=__version__, listen=self.listen, pid=os.getpid(),
             probes=sorted(self._probes), targets={n: redact_url(c.url) for n, (c, _) in self._clients.items()},
+            tls=security is not None and security.tls_enabled,
+            basic_auth=security is not None and security.auth is not None,
+            lifecycle=self.enable_lifecycle,
         )
         await self._stop.wait()
         await self._shutdown()
