@@ -152,6 +152,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
         pass
 
+    def log_error(self, format: str, *args: Any) -> None:
+        """A malformed request line or header: structlog (scrubbed), never raw stderr."""
+        self.server.log.debug("http_bad_request", error=format % args if args else format)
+
 
 class MonitorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True

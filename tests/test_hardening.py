@@ -585,6 +585,10 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
                          params={"query": 'synthetic_probe_runs_total{job="good",probe="api",result="success"}'},
                          timeout=2).json()["data"]["result"]
         assert runs, "Prometheus holds the daemon's series through TLS + basic auth"
+        # This daemon runs without --web.enable-lifecycle: even an authenticated reload is refused.
+        refused = httpx.post(f"https://127.0.0.1:{port}/-/reload", verify=verify, timeout=5,
+                             auth=("prometheus", EXAMPLE_PASSWORD))
+        assert refused.status_code == 403 and "Lifecycle API is not enabled" in refused.text
     finally:
         for proc in procs:
             proc.stop()
