@@ -36,7 +36,12 @@ def cfg(**kw: Any) -> AlertingConfig:
     return AlertingConfig.model_validate(base)
 
 
+# The engine decides per receiver: re-sends (endsAt) go to Alertmanager receivers only.
+ALERTMANAGER = {"kind": "alertmanager", "url": "http://127.0.0.1:9093"}
+
+
 def engine(now: float = T0, probes: list[tuple[str, str]] | None = PROBES, **kw: Any) -> AlertEngine:
+    kw.setdefault("receivers", [ALERTMANAGER])
     return AlertEngine(cfg(**kw), now=now, probes=probes)
 
 
@@ -395,6 +400,7 @@ async def test_sink_state_file_survives_a_restart(tmp_path: Path) -> None:
     clock.now += 30
     sink.handle(fail())
     assert firing_gauge(registry, PROBE_FAILING, "mlflow_read") == 1
+    await sink.flush_state()  # written off the loop, coalesced: wait for it
     saved = json.loads(state.read_text())
     assert [s["alertname"] for s in saved["states"] if s["starts_at"]] == [PROBE_FAILING]
     assert not list(state.parent.glob(".*.tmp"))  # written atomically, no temp left behind
