@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from prometheus_client import CollectorRegistry
 
 from monitor.alerting.alerts import (
@@ -458,5 +459,12 @@ async def test_disabled_sink_is_a_no_op() -> None:
 
 
 def test_handle_never_raises() -> None:
-    sink = AlertSink(cfg(), MetricsSink(CollectorRegistry(), [1.0]), clock=Clock())
-    sink.handle(None)  # type: ignore[arg-type]  # a bug upstream is logged, not raised
+    registry = CollectorRegistry()
+    sink = AlertSink(cfg(), MetricsSink(registry, [1.0]), clock=Clock())
+    with structlog.testing.capture_logs() as logs:
+        sink.handle(None)  # type: ignore[arg-type]  # a bug upstream is logged, not raised
+    (entry,) = logs
+    assert entry["event"] == "alert_sink_failed" and entry["log_level"] == "error"
+    assert entry["probe"] is None and entry["exc_info"] is True  # logged with its traceback
+    # ... and counted, so broken alerting is visible on /metrics, not only in a log line.
+    assert registry.get_sample_value("synthetic_monitor_sink_errors_total", {"sink": "alerting"}) == 1

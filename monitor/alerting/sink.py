@@ -63,8 +63,7 @@ class AlertSink:
         self._log = logger if logger is not None else structlog.get_logger("monitor.alerting")
         self._engine = AlertEngine(config, now=clock())
         self._dispatcher = self._make_dispatcher(config) if config.enabled else None
-        self._gauged: set[GaugeKey] = set()
-        self._gauged_version = -1
+        self._gauged: collections.Counter[GaugeKey] = collections.Counter()
         self._saved_version = -1
         self._snapshot_version = -1
         self._save_error: str | None = None
@@ -104,6 +103,10 @@ class AlertSink:
 
     def firing(self) -> list[Alert]:
         return self._engine.firing() if self.enabled else []
+
+    def undelivered(self) -> dict[str, list[Alert]]:
+        """Receiver -> resolved notices it has not taken yet (kept and retried)."""
+        return self._engine.undelivered()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -184,6 +187,7 @@ class AlertSink:
         self._emit(resolved)
         if self._dispatcher is None or _delivery(old) != _delivery(config) or not old.enabled:
             self._swap_dispatcher(config, now)
+        self._sync_gauge()
         self._save()
 
     def _swap_dispatcher(self, config: AlertingConfig, now: float) -> None:
@@ -286,23 +290,35 @@ class AlertSink:
                                   description=alert.annotations.get("description"))
         if alerts and self._dispatcher is not None:
             self._dispatcher.submit(alerts)
-        if alerts:  # the firing set only changes with a notification: skip the common case
-            self._sync_gauge()
+        if not resend:
+            for alert in alerts:  # O(1) per fire or resolve: a wide outage fires thousands
+                self._gauge_step(alert)
         self._save()
 
+    def _gauge_step(self, alert: Alert) -> None:
+        key = (alert.labels["alertname"], alert.labels["target"], alert.labels["probe"])
+        if not alert.resolved:
+            self._gauged[key] += 1
+        elif self._gauged[key] > 1:
+            self._gauged[key] -= 1
+        else:
+            self._gauged.pop(key, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.alerts_firing.remove(*key)
+            return
+        self.metrics.alerts_firing.labels(*key).set(self._gauged[key])
+
     def _sync_gauge(self) -> None:
-        if self._engine.version == self._gauged_version:
-            return  # nothing fired or resolved since the last sync: the common case per result
-        self._gauged_version = self._engine.version
+        """Recount from the engine (start, reload): O(firing), not for the probe path."""
         counts = collections.Counter(
             (a.labels["alertname"], a.labels["target"], a.labels["probe"]) for a in self._engine.firing()
         )
-        for key in self._gauged - set(counts):
+        for key in set(self._gauged) - set(counts):
             with contextlib.suppress(KeyError):
                 self.metrics.alerts_firing.remove(*key)
         for key, value in counts.items():
             self.metrics.alerts_firing.labels(*key).set(value)
-        self._gauged = set(counts)
+        self._gauged = counts
 
     def _load_state(self, now: float) -> list[Alert]:
         path = self.config.state_file
