@@ -138,6 +138,38 @@ def test_an_undelivered_resolve_is_dropped_when_the_alert_fires_again() -> None:
     assert engine.undelivered() == {} and engine.due_retries(now + 100) == ([], [])
 
 
+WEBHOOK_AND_AM = [
+    {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "name": "hook", "repeat_interval": "1h"},
+    {"kind": "alertmanager", "url": "http://127.0.0.1:9/am", "name": "am"},
+]
+
+
+def test_resends_go_to_alertmanager_and_repeats_to_webhooks_even_after_a_restart() -> None:
+    now = 1_700_000_000.0
+    probes = [("mlflow_read", "mlflow")]
+    engine = AlertEngine(_config(receivers=WEBHOOK_AND_AM), now=now, probes=probes)
+    (fired,) = engine.observe(failing_result(), now)
+    assert fired.receivers is None  # a new alert: every receiver
+    (resend,) = engine.due_resends(now + 60)
+    assert resend.receivers == ("am",)
+    saved = json.loads(json.dumps(engine.snapshot(now + 70)))
+    restarted = AlertEngine(_config(receivers=WEBHOOK_AND_AM), now=now + 80, probes=probes)
+    assert restarted.restore(saved, now + 80) == []
+    (again,) = restarted.due_resends(now + 80)
+    assert again.receivers == ("am",), "a restart must not repeat the alert to a webhook early"
+    assert [a.receivers for a in restarted.due_resends(now + 3600)] == [("am", "hook")]
+
+
+def test_a_lost_firing_notice_to_a_webhook_is_retried_at_the_next_resend_interval() -> None:
+    now = 1_700_000_000.0
+    engine = AlertEngine(_config(receivers=WEBHOOK_AND_AM), now=now, probes=[("mlflow_read", "mlflow")])
+    (fired,) = engine.observe(failing_result(), now)
+    engine.delivery_failed("hook", [fired], now + 5)
+    assert engine.undelivered() == {}  # only resolves are kept: a firing one is re-sent
+    assert [a.receivers for a in engine.due_resends(now + 30)] == []
+    assert [a.receivers for a in engine.due_resends(now + 65)] == [("am", "hook")]
+
+
 # -- a wide outage ------------------------------------------------------------------------------
 
 
@@ -269,3 +301,14 @@ def test_sink_failures_are_counted_per_sink_from_zero(monkeypatch: pytest.Monkey
     daemon.alerts.handle(None)  # type: ignore[arg-type]
     assert errors("alerting") == 1
     assert b'synthetic_monitor_sink_errors_total{sink="history"} 2.0' in daemon.metrics.render()
+
+
+async def test_a_lone_alert_is_not_held_back_by_the_batch_window() -> None:
+    sink, _ = metrics()
+    async with recorder() as hook:
+        alerts = AlertSink(alerting([receiver("webhook", hook.url)], batch_wait="30s"), sink)
+        await alerts.start([("mlflow_read", "mlflow")])
+        alerts.handle(failing_result())
+        (fired,) = await hook.wait_for(1, timeout=10)  # well before the 30 s window ends
+        assert fired.json()["status"] == "firing"
+        await alerts.stop(flush_timeout=0.1)

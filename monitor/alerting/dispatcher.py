@@ -9,9 +9,11 @@ as result="failure"). Every outcome is reported to `outcome(receiver, alerts, ok
 the engine can keep a resolved notice that did not get through and retry it later.
 Queues are per receiver so a slow receiver does not hold back a healthy one.
 
-Batching: a worker waits `batch_wait` after the first notification, then sends
-everything queued meanwhile as one request (one alert per fingerprint, the newest):
-in a wide outage a receiver gets a few requests, not one per alert.
+Batching: a worker sends at most one request per `batch_wait` (retries aside). An
+alert after a quiet spell goes out at once; what arrives while a request is in flight
+or within `batch_wait` of the last one is sent together as the next request (one
+notice per alert, the newest): in a wide outage a receiver gets a few requests, not
+one per alert, and a lone alert is not delayed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class _Lane:
     task: asyncio.Task[None] | None = None
     busy: bool = False
     inflight: list[Alert] | None = None
+    last_send: float = float("-inf")  # time.monotonic() of the last request started
 
 
 class Dispatcher:
@@ -147,12 +150,14 @@ class Dispatcher:
             lane.busy = True
             lane.inflight = batch
             try:
-                if self._batch_wait > 0:
-                    await asyncio.sleep(self._batch_wait)
+                wait = lane.last_send + self._batch_wait - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 while not lane.queue.empty():
                     batch.extend(lane.queue.get_nowait())
                     taken += 1
                 batch[:] = _newest_per_alert(batch)
+                lane.last_send = time.monotonic()
                 ok = await self._deliver(lane.notifier, batch)
                 self._report(lane.notifier.name, batch, ok)
             finally:
