@@ -219,6 +219,16 @@ class ReceiverConfig(Model):
 
     _check_url = field_validator("url")(classmethod(lambda cls, v: _check_url(v)))
 
+    @model_validator(mode="after")
+    def _webhooks_repeat(self) -> "ReceiverConfig":
+        if self.kind == "alertmanager" and "repeat_interval" in self.model_fields_set:
+            raise FieldError(
+                "repeat_interval",
+                "applies to webhook receivers only (Alertmanager gets the resend_interval re-sends and"
+                " repeats by its own route's repeat_interval)",
+            )
+        return self
+
     @property
     def label(self) -> str:
         return self.name or self.kind
