@@ -221,8 +221,21 @@ class ReceiverConfig(Model):
     # Webhook consumers that only want problems can turn resolved notices off;
     # Alertmanager always gets them (it needs endsAt to close the alert early).
     send_resolved: bool = True
+    # Webhooks only: a still-firing alert is notified again after this long (Alertmanager's
+    # default). Alertmanager receivers get the resend_interval re-sends instead.
+    repeat_interval: Duration = 4 * 3600.0
 
     _check_url = field_validator("url")(classmethod(lambda cls, v: _check_url(v)))
+
+    @model_validator(mode="after")
+    def _webhooks_repeat(self) -> "ReceiverConfig":
+        if self.kind == "alertmanager" and "repeat_interval" in self.model_fields_set:
+            raise FieldError(
+                "repeat_interval",
+                "applies to webhook receivers only (Alertmanager gets the resend_interval re-sends and"
+                " repeats by its own route's repeat_interval)",
+            )
+        return self
 
     @property
     def label(self) -> str:
@@ -254,6 +267,9 @@ class AlertingConfig(Model):
     retry_backoff: Duration = 0.5
     retry_backoff_max: Duration = 30.0
     retry_attempts: int = Field(default=5, ge=1, le=20)
+    # How long a receiver's worker gathers notifications into one request: in a wide
+    # outage each receiver gets a few requests, not one per alert.
+    batch_wait: Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=60)] = 1.0
     receivers: list[ReceiverConfig] = []
 
     @field_validator("labels")

@@ -65,6 +65,8 @@ class Daemon:
         self.alerts = AlertSink(config.alerting, self.metrics)
         # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
         self.sinks: list[Sink] = [self.metrics, self.history, LogSink(), self.alerts]
+        for sink in self.sinks:  # zero from start: increase() sees the first error
+            self.metrics.sink_errors.labels(sink.name)
         self.log = structlog.get_logger("monitor.daemon")
         self.scheduler = ProbeScheduler(self, heartbeat_interval=HEARTBEAT_INTERVAL)
         self._clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
@@ -269,7 +271,8 @@ class Daemon:
             try:
                 sink.handle(result)
             except Exception:
-                self.log.exception("sink_failed", sink=type(sink).__name__, probe=result.probe)
+                self.metrics.sink_errors.labels(sink.name).inc()
+                self.log.exception("sink_failed", sink=sink.name, probe=result.probe)
 
     # -- scheduler observer ----------------------------------------------------------
 

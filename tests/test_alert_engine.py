@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from prometheus_client import CollectorRegistry
 
 from monitor.alerting.alerts import (
@@ -36,7 +37,12 @@ def cfg(**kw: Any) -> AlertingConfig:
     return AlertingConfig.model_validate(base)
 
 
+# The engine decides per receiver: re-sends (endsAt) go to Alertmanager receivers only.
+ALERTMANAGER = {"kind": "alertmanager", "url": "http://127.0.0.1:9093"}
+
+
 def engine(now: float = T0, probes: list[tuple[str, str]] | None = PROBES, **kw: Any) -> AlertEngine:
+    kw.setdefault("receivers", [ALERTMANAGER])
     return AlertEngine(cfg(**kw), now=now, probes=probes)
 
 
@@ -395,6 +401,7 @@ async def test_sink_state_file_survives_a_restart(tmp_path: Path) -> None:
     clock.now += 30
     sink.handle(fail())
     assert firing_gauge(registry, PROBE_FAILING, "mlflow_read") == 1
+    await sink.flush_state()  # written off the loop, coalesced: wait for it
     saved = json.loads(state.read_text())
     assert [s["alertname"] for s in saved["states"] if s["starts_at"]] == [PROBE_FAILING]
     assert not list(state.parent.glob(".*.tmp"))  # written atomically, no temp left behind
@@ -452,5 +459,12 @@ async def test_disabled_sink_is_a_no_op() -> None:
 
 
 def test_handle_never_raises() -> None:
-    sink = AlertSink(cfg(), MetricsSink(CollectorRegistry(), [1.0]), clock=Clock())
-    sink.handle(None)  # type: ignore[arg-type]  # a bug upstream is logged, not raised
+    registry = CollectorRegistry()
+    sink = AlertSink(cfg(), MetricsSink(registry, [1.0]), clock=Clock())
+    with structlog.testing.capture_logs() as logs:
+        sink.handle(None)  # type: ignore[arg-type]  # a bug upstream is logged, not raised
+    (entry,) = logs
+    assert entry["event"] == "alert_sink_failed" and entry["log_level"] == "error"
+    assert entry["probe"] is None and entry["exc_info"] is True  # logged with its traceback
+    # ... and counted, so broken alerting is visible on /metrics, not only in a log line.
+    assert registry.get_sample_value("synthetic_monitor_sink_errors_total", {"sink": "alerting"}) == 1

@@ -33,6 +33,7 @@ EXPECTED_FAMILIES = {
     "synthetic_monitor_config_last_reload_successful": "gauge",
     "synthetic_monitor_alerts_firing": "gauge",
     "synthetic_monitor_notifications": "counter",
+    "synthetic_monitor_sink_errors": "counter",
 }
 
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.alerting.alerts import Alert
+from monitor.alerting.alerts import Alert, rfc3339
 from monitor.alerting.dispatcher import Dispatcher
 from monitor.alerting.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitor.alerting.sink import AlertSink
@@ -169,6 +169,7 @@ def alerting(receivers: list[ReceiverConfig], **kw: Any) -> AlertingConfig:
     base: dict[str, Any] = {
         "failure_threshold": 1, "success_threshold": 1, "startup_grace": 0,
         "retry_backoff": 0.05, "retry_backoff_max": 0.2, "receivers": [r.model_dump() for r in receivers],
+        "batch_wait": 0,  # tests of batching set it
     }
     base.update(kw)
     return AlertingConfig.model_validate(base)
@@ -267,10 +268,15 @@ async def test_gives_up_after_max_attempts_and_counts_failure() -> None:
         )
         dispatcher.start()
         dispatcher.submit([alert()])
-        dispatcher.submit([alert(resolved=True)])
+        dispatcher.submit([alert("SyntheticProbeTimeout", resolved=True)])
+        assert await dispatcher.flush(5)
+        first = len(server.requests)
+        dispatcher.submit([alert("MLflowWorkerFailure")])  # queued after the first gave up
         assert await dispatcher.flush(5)
         await dispatcher.close()
-        assert len(server.requests) == 6  # 3 attempts per batch, then the next batch
+        # Queued together, the first two went as one request: 3 attempts; then 3 for the third.
+        assert (first, len(server.requests)) == (3, 6)
+        assert [len(r.json()) for r in server.requests] == [2, 2, 2, 1, 1, 1]
     assert counted(registry, "alertmanager", "failure") == 2
     assert counted(registry, "alertmanager", "retry") == 4
 
@@ -348,35 +354,49 @@ async def test_stop_flushes_pending_notifications() -> None:
             alerts.handle(failing_result(probe, target))
         assert len(server.requests) == 0
         await alerts.stop(flush_timeout=5)
-        assert len(server.requests) == 3
-    assert counted(registry, "slow", "success") == 3
+        # Queued while the worker had not sent yet: one request carrying all three.
+        assert [len(r.json()["alerts"]) for r in server.requests] == [3]
+    assert counted(registry, "slow", "success") == 1
     assert counted(registry, "slow", "dropped") == 0
 
 
-async def test_sink_fires_resends_and_resolves_through_a_webhook() -> None:
+async def test_webhook_gets_fire_repeat_and_resolve_while_alertmanager_gets_the_resends() -> None:
+    """A person reads a webhook: no message per resend_interval, only fire, repeat_interval, resolve."""
     sink, registry = metrics()
     clock = [time.time()]
-    async with recorder() as server:
+    async with recorder() as hook, recorder() as am:
         alerts = AlertSink(
-            alerting([receiver("webhook", server.url)], resend_interval="10s", success_threshold=2,
-                     labels={"namespace": "mlops"}),
+            alerting([receiver("webhook", hook.url, repeat_interval="1h"), receiver("alertmanager", am.url)],
+                     resend_interval="10s", success_threshold=2, labels={"namespace": "mlops"}),
             sink, clock=lambda: clock[0],
         )
         alerts.tick_seconds = 0.02
         await alerts.start([("mlflow_read", "mlflow")])
         alerts.handle(failing_result())
-        (fired,) = await server.wait_for(1)
+        (fired,) = await hook.wait_for(1)
+        await am.wait_for(1)
         assert fired.json()["status"] == "firing"
         assert fired.json()["commonLabels"]["namespace"] == "mlops"
+        for resends in range(1, 6):  # five resend intervals: Alertmanager's endsAt kept fresh
+            clock[0] += 10
+            await am.wait_for(1 + resends)
+        ends = [r.json()[0]["endsAt"] for r in am.requests]
+        assert ends == sorted(ends) and len(set(ends)) == 6
         await asyncio.sleep(0.1)
-        assert len(server.requests) == 1  # not due yet
-        clock[0] += 10
-        requests = await server.wait_for(2)
-        assert requests[1].json()["alerts"][0]["startsAt"] == fired.json()["alerts"][0]["startsAt"]
+        assert len(hook.requests) == 1, "the webhook got the Alertmanager re-sends"
+        clock[0] += 3600 - 50  # repeat_interval after the fire
+        (_, repeat) = await hook.wait_for(2)
+        assert repeat.json()["status"] == "firing"
+        assert repeat.json()["alerts"][0]["startsAt"] == fired.json()["alerts"][0]["startsAt"]
+        pushed = len(am.requests)
         alerts.handle(passing_result())
         alerts.handle(passing_result())
-        requests = await server.wait_for(3)
+        requests = await hook.wait_for(3)
         assert requests[2].json()["status"] == "resolved"
+        resolved = (await am.wait_for(pushed + 1))[-1].json()[0]
+        assert resolved["endsAt"] == rfc3339(clock[0])  # closed now, not left to expire
+        await asyncio.sleep(0.1)
+        assert len(hook.requests) == 3
         await alerts.stop()
     assert counted(registry, "webhook", "success") == 3
 

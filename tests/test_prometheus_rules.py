@@ -45,6 +45,7 @@ EXPECTED_ALERTS = {
     "SyntheticProbeLatencyHigh",
     "SyntheticMonitorStalled",
     "SyntheticMonitorDown",
+    "SyntheticMonitorSinkFailing",
 }
 SEVERITIES = {"critical", "warning"}
 RUNBOOK_BASE = "https://runbooks.example.internal/synthetic-monitor#"

@@ -46,6 +46,9 @@ class Alert:
     ends_at: float | None = None
     generator_url: str = ""
     resolved: bool = False
+    # None: every receiver. Otherwise only these receiver names: a re-send for
+    # Alertmanager's endsAt, a webhook's repeat, or the retry of an undelivered resolve.
+    receivers: tuple[str, ...] | None = None
 
     @property
     def status(self) -> str:
@@ -54,6 +57,9 @@ class Alert:
     @property
     def name(self) -> str:
         return self.labels["alertname"]
+
+    def for_receiver(self, name: str) -> bool:
+        return self.receivers is None or name in self.receivers
 
     @property
     def fingerprint(self) -> str:

@@ -1,12 +1,19 @@
 """Delivery off the probe path: a bounded queue and one worker per receiver.
 
-`submit` is synchronous and O(1): it only appends to each receiver's queue, so a
+`submit` is synchronous and O(receivers): it only appends to each receiver's queue, so a
 receiver that hangs or refuses connections can never delay or break a probe run. When
 a queue is full the oldest batch is dropped (counted as result="dropped"): newer
 notifications describe the current state better, and a firing alert is re-sent
 anyway. A failed batch is retried with exponential backoff, then given up (counted
-as result="failure"); the engine's periodic re-send covers a lost firing notice.
+as result="failure"). Every outcome is reported to `outcome(receiver, alerts, ok)`, so
+the engine can keep a resolved notice that did not get through and retry it later.
 Queues are per receiver so a slow receiver does not hold back a healthy one.
+
+Batching: a worker sends at most one request per `batch_wait` (retries aside). An
+alert after a quiet spell goes out at once; what arrives while a request is in flight
+or within `batch_wait` of the last one is sent together as the next request (one
+notice per alert, the newest): in a wide outage a receiver gets a few requests, not
+one per alert, and a lone alert is not delayed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from monitor.config import ReceiverConfig
 RESULTS = ("success", "failure", "retry", "dropped")
 
 Count = Callable[[str, str], None]
+# (receiver, alerts, delivered): called once per batch given up, dropped or delivered.
+Outcome = Callable[[str, list[Alert], bool], None]
 
 
 @dataclass(eq=False)
@@ -31,6 +40,8 @@ class _Lane:
     queue: asyncio.Queue[list[Alert]]
     task: asyncio.Task[None] | None = None
     busy: bool = False
+    inflight: list[Alert] | None = None
+    last_send: float = float("-inf")  # time.monotonic() of the last request started
 
 
 class Dispatcher:
@@ -45,8 +56,12 @@ class Dispatcher:
         attempts: int = 5,
         logger: Any = None,
         notifiers: Iterable[Notifier] | None = None,
+        batch_wait: float = 0.0,
+        outcome: Outcome | None = None,
     ) -> None:
         self._count = count
+        self._batch_wait = batch_wait
+        self._outcome = outcome
         self._queue_size = queue_size
         self._backoff = backoff
         self._backoff_max = backoff_max
@@ -69,18 +84,23 @@ class Dispatcher:
                 )
 
     def submit(self, alerts: list[Alert]) -> None:
-        """Queue one batch for every receiver; never blocks, never raises."""
+        """Queue one batch for every receiver it is addressed to; never blocks, never raises."""
         if not alerts or self._closed:
             return
         for lane in self._lanes:
+            name = lane.notifier.name
+            batch = [a for a in alerts if a.for_receiver(name)]
+            if not batch:
+                continue
             if lane.queue.qsize() >= self._queue_size:
                 try:
-                    lane.queue.get_nowait()
+                    dropped = lane.queue.get_nowait()
                     lane.queue.task_done()
-                    self._count(lane.notifier.name, "dropped")
+                    self._count(name, "dropped")
+                    self._report(name, dropped, False)
                 except asyncio.QueueEmpty:
                     pass
-            lane.queue.put_nowait(list(alerts))
+            lane.queue.put_nowait(batch)
 
     def pending(self) -> int:
         return sum(lane.queue.qsize() + (1 if lane.busy else 0) for lane in self._lanes)
@@ -101,16 +121,23 @@ class Dispatcher:
             return
         await self.flush(flush_timeout)
         self._closed = True
-        left = {id(lane): lane.queue.qsize() + (1 if lane.busy else 0) for lane in self._lanes}
+        left: dict[int, list[list[Alert]]] = {}
+        for lane in self._lanes:
+            batches = [lane.inflight] if lane.busy and lane.inflight is not None else []
+            while not lane.queue.empty():
+                batches.append(lane.queue.get_nowait())
+                lane.queue.task_done()
+            left[id(lane)] = batches
         for lane in self._lanes:
             if lane.task is not None:
                 lane.task.cancel()
         for lane in self._lanes:
             if lane.task is not None:
                 await asyncio.wait([lane.task])  # cancelled (or crashed): done either way
-            dropped = left[id(lane)]
-            for _ in range(dropped):
+            dropped = len(left[id(lane)])
+            for batch in left[id(lane)]:
                 self._count(lane.notifier.name, "dropped")
+                self._report(lane.notifier.name, batch, False)
             if dropped and self._log is not None:
                 self._log.warning("alert_notifications_dropped", receiver=lane.notifier.name, batches=dropped,
                                   why="not delivered before shutdown")
@@ -118,15 +145,37 @@ class Dispatcher:
 
     async def _work(self, lane: _Lane) -> None:
         while True:
-            batch = await lane.queue.get()
+            batch = list(await lane.queue.get())
+            taken = 1
             lane.busy = True
+            lane.inflight = batch
             try:
-                await self._deliver(lane.notifier, batch)
+                wait = lane.last_send + self._batch_wait - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                while not lane.queue.empty():
+                    batch.extend(lane.queue.get_nowait())
+                    taken += 1
+                batch[:] = _newest_per_alert(batch)
+                lane.last_send = time.monotonic()
+                ok = await self._deliver(lane.notifier, batch)
+                self._report(lane.notifier.name, batch, ok)
             finally:
                 lane.busy = False
-                lane.queue.task_done()
+                lane.inflight = None
+                for _ in range(taken):
+                    lane.queue.task_done()
 
-    async def _deliver(self, notifier: Notifier, batch: list[Alert]) -> None:
+    def _report(self, receiver: str, batch: list[Alert], ok: bool) -> None:
+        if self._outcome is None:
+            return
+        try:
+            self._outcome(receiver, batch, ok)
+        except Exception:  # noqa: BLE001 - bookkeeping must not stop a receiver's worker
+            if self._log is not None:
+                self._log.exception("alert_outcome_failed", receiver=receiver)
+
+    async def _deliver(self, notifier: Notifier, batch: list[Alert]) -> bool:
         delay = self._backoff
         for attempt in range(1, self._attempts + 1):
             started = time.monotonic()
@@ -143,7 +192,7 @@ class Dispatcher:
                             "alert_notification_failed", receiver=notifier.name, url=notifier.safe_url,
                             attempts=attempt, alerts=len(batch), error=error,
                         )
-                    return
+                    return False
                 self._count(notifier.name, "retry")
                 if self._log is not None:
                     self._log.warning(
@@ -159,7 +208,18 @@ class Dispatcher:
                     "alert_notification_sent", receiver=notifier.name, alerts=len(batch), attempt=attempt,
                     seconds=round(time.monotonic() - started, 4),
                 )
-            return
+            return True
+        return False
+
+
+def _newest_per_alert(batch: list[Alert]) -> list[Alert]:
+    """One notice per alert, the newest, in the order of their last occurrence."""
+    newest: dict[str, Alert] = {}
+    for alert in batch:
+        fingerprint = alert.fingerprint
+        newest.pop(fingerprint, None)
+        newest[fingerprint] = alert
+    return list(newest.values())
 
 
 def _describe(exc: BaseException) -> str:

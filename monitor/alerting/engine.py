@@ -19,6 +19,7 @@ settles into a streak.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import re
@@ -66,11 +67,21 @@ class _State:
     starts_at: float | None = None  # set while firing
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    last_sent: float | None = None
+    last_sent: float | None = None  # the last Alertmanager (re-)send
+    # Webhook receiver name -> when it was last told this alert fires (fire or repeat).
+    notified: dict[str, float] = field(default_factory=dict)
 
     @property
     def firing(self) -> bool:
         return self.starts_at is not None
+
+
+@dataclass(slots=True)
+class _Undelivered:
+    """A resolved notice one receiver has not taken yet: retried until it does or ages out."""
+
+    alert: Alert
+    next_try: float
 
 
 Describe = Callable[[int], str]
@@ -90,6 +101,8 @@ class AlertEngine:
         self.started_at = now
         self._probes: dict[str, str] | None = dict(probes) if probes is not None else None
         self._states: dict[AlertKey, _State] = {}
+        # fingerprint -> receiver -> the resolved notice that receiver still has to get.
+        self._undelivered: dict[str, dict[str, _Undelivered]] = {}
         self.version = 0
 
     # -- inputs ----------------------------------------------------------------------
@@ -132,6 +145,13 @@ class AlertEngine:
                 self.version += 1
                 if state.firing:
                     out.append(self._resolved(state, now))
+        names = {r.label for r in config.receivers}
+        for fingerprint, lanes in list(self._undelivered.items()):
+            for receiver in set(lanes) - names:
+                del lanes[receiver]
+                self.version += 1
+            if not lanes:
+                del self._undelivered[fingerprint]
         return out
 
     def resolve_all(self, now: float) -> list[Alert]:
@@ -149,20 +169,107 @@ class AlertEngine:
         return [self._firing_alert(s, s.last_sent) for _, s in sorted(firing)]
 
     def due_resends(self, now: float) -> list[Alert]:
-        """Firing alerts not sent for resend_interval: re-sent so Alertmanager keeps them."""
+        """Firing alerts due again: every resend_interval for Alertmanager receivers (to keep
+        endsAt ahead), every receiver's repeat_interval for webhooks (a person reads those)."""
+        pushers = tuple(r.label for r in self.config.receivers if r.kind == "alertmanager")
+        hooks = [(r.label, r.repeat_interval) for r in self.config.receivers if r.kind == "webhook"]
         out: list[Alert] = []
         for _, state in sorted(self._states.items()):
-            if state.firing and (state.last_sent is None or now - state.last_sent >= self.config.resend_interval):
+            if not state.firing:
+                continue
+            receivers: list[str] = []
+            if state.last_sent is None or now - state.last_sent >= self.config.resend_interval:
                 state.last_sent = now
-                out.append(self._firing_alert(state, now))
+                receivers.extend(pushers)
+            for name, repeat in hooks:
+                last = state.notified.get(name)
+                if last is None or now - last >= repeat:
+                    state.notified[name] = now
+                    receivers.append(name)
+                    self.version += 1  # persisted: a restart must not repeat it early
+            if receivers:
+                alert = self._firing_alert(state, state.last_sent)
+                out.append(dataclasses.replace(alert, receivers=tuple(receivers)))
         return out
 
     def resend_all(self, now: float) -> list[Alert]:
-        """Every firing alert, marked sent now (new receivers have not seen them)."""
+        """Every firing alert to every Alertmanager receiver now; webhooks only get what
+        they have not seen (a new receiver), not a repeat."""
         for state in self._states.values():
             if state.firing:
                 state.last_sent = None
         return self.due_resends(now)
+
+    # -- delivery outcomes (the dispatcher reports them through the sink) ---------------
+
+    def delivery_failed(self, receiver: str, alerts: Iterable[Alert], now: float) -> None:
+        """A receiver did not take these after all retries (or they were dropped).
+
+        A resolved notice is kept and retried every resend_interval until it is taken or
+        ages out (state_ttl): a consumer must never see an alert firing for ever. A lost
+        firing notice to a webhook is retried at the next resend_interval instead of the
+        next repeat_interval (Alertmanager gets a re-send anyway).
+        """
+        if receiver not in {r.label for r in self.config.receivers}:
+            return  # a retired receiver (reload): nobody to retry to
+        for alert in alerts:
+            state = self._states.get(_key_of(alert))
+            if alert.resolved:
+                if state is not None and state.firing:
+                    continue  # fired again since: the new firing notice supersedes it
+                lanes = self._undelivered.setdefault(alert.fingerprint, {})
+                plain = dataclasses.replace(alert, receivers=None)
+                lanes[receiver] = _Undelivered(plain, now + self.config.resend_interval)
+                self.version += 1
+            elif state is not None and state.firing and state.starts_at == alert.starts_at and receiver in state.notified:
+                repeat = next((r.repeat_interval for r in self.config.receivers if r.label == receiver), 0.0)
+                state.notified[receiver] = now - repeat + self.config.resend_interval
+                self.version += 1
+
+    def delivered(self, receiver: str, alerts: Iterable[Alert]) -> None:
+        """A receiver took these: a resolved notice it owed is settled."""
+        if not self._undelivered:
+            return
+        for alert in alerts:
+            if not alert.resolved:
+                continue
+            lanes = self._undelivered.get(alert.fingerprint)
+            entry = lanes.get(receiver) if lanes else None
+            if lanes is None or entry is None or entry.alert.ends_at != alert.ends_at:
+                continue
+            del lanes[receiver]
+            if not lanes:
+                del self._undelivered[alert.fingerprint]
+            self.version += 1
+
+    def due_retries(self, now: float) -> tuple[list[Alert], list[tuple[str, Alert]]]:
+        """Undelivered resolved notices to try again now (each addressed to the receivers
+        that still owe it), and those given up because they aged out (receiver, alert)."""
+        retry: list[Alert] = []
+        expired: list[tuple[str, Alert]] = []
+        for fingerprint, lanes in list(self._undelivered.items()):
+            due: list[str] = []
+            for receiver, entry in list(lanes.items()):
+                if now - (entry.alert.ends_at or now) > self.config.state_ttl:
+                    del lanes[receiver]
+                    expired.append((receiver, entry.alert))
+                    self.version += 1
+                elif entry.next_try <= now:
+                    entry.next_try = now + self.config.resend_interval
+                    due.append(receiver)
+            if due:
+                retry.append(dataclasses.replace(next(iter(lanes.values())).alert, receivers=tuple(sorted(due))))
+            if not lanes:
+                del self._undelivered[fingerprint]
+        return retry, expired
+
+    def undelivered(self) -> dict[str, list[Alert]]:
+        """Receiver -> resolved notices it still owes (for tests and /status-like views)."""
+        out: dict[str, list[Alert]] = {}
+        for lanes in self._undelivered.values():
+            for receiver, entry in lanes.items():
+                out.setdefault(receiver, []).append(entry.alert)
+        return out
 
     @property
     def grace_until(self) -> float:
@@ -185,8 +292,20 @@ class AlertEngine:
                     "starts_at": state.starts_at,
                     "labels": state.labels,
                     "annotations": state.annotations,
+                    "notified": state.notified,
                 }
                 for key, state in sorted(self._states.items())
+            ],
+            "undelivered": [
+                {
+                    "receiver": receiver,
+                    "labels": entry.alert.labels,
+                    "annotations": entry.alert.annotations,
+                    "starts_at": entry.alert.starts_at,
+                    "ends_at": entry.alert.ends_at,
+                }
+                for _, lanes in sorted(self._undelivered.items())
+                for receiver, entry in sorted(lanes.items())
             ],
         }
 
@@ -213,6 +332,7 @@ class AlertEngine:
                 starts_at=float(starts_at) if starts_at is not None else None,
                 labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
                 annotations={str(k): str(v) for k, v in (item.get("annotations") or {}).items()},
+                notified={str(k): float(v) for k, v in (item.get("notified") or {}).items()},
             )
             if state.firing and not state.labels:
                 raise ValueError(f"firing alert {key.alertname} without labels")
@@ -223,6 +343,23 @@ class AlertEngine:
                 continue
             states[key] = state
         self._states = states
+        self._undelivered = {}
+        names = {r.label for r in self.config.receivers}
+        for item in data.get("undelivered") or []:
+            ends_at = float(item["ends_at"])
+            if str(item["receiver"]) not in names or not math.isfinite(ends_at) or now - ends_at > self.config.state_ttl:
+                continue  # aged out or the receiver is gone: nothing left to retry
+            alert = Alert(
+                labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
+                annotations={str(k): str(v) for k, v in (item.get("annotations") or {}).items()},
+                starts_at=float(item["starts_at"]),
+                ends_at=ends_at,
+                generator_url=self.config.generator_url or "",
+                resolved=True,
+            )
+            if not alert.labels.get("alertname"):
+                raise ValueError("undelivered resolved notice without labels")
+            self._undelivered.setdefault(alert.fingerprint, {})[str(item["receiver"])] = _Undelivered(alert, now)
         self.version += 1
         return out
 
@@ -259,7 +396,10 @@ class AlertEngine:
         state.starts_at = now
         state.labels = self._labels(key)
         state.last_sent = now
-        return self._firing_alert(state, now)
+        state.notified = {r.label: now for r in self.config.receivers if r.kind == "webhook"}
+        alert = self._firing_alert(state, now)
+        self._undelivered.pop(alert.fingerprint, None)  # the new firing notice supersedes it
+        return alert
 
     def _verdicts(self, result: ProbeResult) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
         t, p = result.target, result.probe
@@ -394,6 +534,11 @@ class AlertEngine:
             generator_url=self.config.generator_url or "",
             resolved=True,
         )
+
+
+def _key_of(alert: Alert) -> AlertKey:
+    labels = alert.labels
+    return AlertKey(labels.get("alertname", ""), labels.get("target", ""), labels.get("probe", ""), labels.get("dependency", ""))
 
 
 def _summary(key: AlertKey) -> str:

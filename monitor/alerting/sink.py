@@ -3,8 +3,11 @@
 It feeds results and scheduler events to the pure `AlertEngine`, hands the
 notifications it returns to the `Dispatcher` (queued, never awaited on the probe
 path), mirrors the engine's state in `synthetic_monitor_alerts_firing`, logs every
-fire and resolve, and keeps the state file current. A 1 s tick re-sends firing alerts
-before Alertmanager's resolve_timeout could expire them.
+fire and resolve, and keeps the state file current (written off the loop, at most about
+once a second). A 1 s tick re-sends firing alerts before Alertmanager's resolve_timeout
+could expire them, repeats them to webhooks every repeat_interval, and retries resolved
+notices a receiver did not take. Its own failures are counted in
+synthetic_monitor_sink_errors_total{sink="alerting"}: broken alerting must be visible.
 
 Usage (the daemon wires it):
 
@@ -31,7 +34,7 @@ import structlog
 from monitor.alerting.alerts import Alert
 from monitor.alerting.dispatcher import RESULTS, Dispatcher
 from monitor.alerting.engine import AlertEngine
-from monitor.alerting.state import StateFileError, load_state, save_state
+from monitor.alerting.state import StateFileError, StateWriter, load_state
 from monitor.config import AlertingConfig
 from monitor.results import ProbeResult
 from monitor.sinks.metrics import MetricsSink
@@ -42,7 +45,9 @@ GaugeKey = tuple[str, str, str]
 class AlertSink:
     """Alerting as a sink: `handle` is synchronous, never raises and never waits on a receiver."""
 
+    name = "alerting"
     tick_seconds = 1.0
+    state_write_interval = 1.0
 
     def __init__(
         self,
@@ -58,10 +63,11 @@ class AlertSink:
         self._log = logger if logger is not None else structlog.get_logger("monitor.alerting")
         self._engine = AlertEngine(config, now=clock())
         self._dispatcher = self._make_dispatcher(config) if config.enabled else None
-        self._gauged: set[GaugeKey] = set()
-        self._gauged_version = -1
+        self._gauged: collections.Counter[GaugeKey] = collections.Counter()
         self._saved_version = -1
+        self._snapshot_version = -1
         self._save_error: str | None = None
+        self._writer: StateWriter | None = None
         self._tick: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -80,6 +86,7 @@ class AlertSink:
         try:
             self._emit(self._engine.observe(result, self._clock()))
         except Exception:  # noqa: BLE001 - alerting must never break a probe run
+            self._failed()
             self._log.exception("alert_sink_failed", probe=getattr(result, "probe", None))
 
     def job_event(self, probe: str, event: str) -> None:
@@ -91,10 +98,15 @@ class AlertSink:
         try:
             self._emit(self._engine.job_event(probe, event, self._clock()))
         except Exception:  # noqa: BLE001
+            self._failed()
             self._log.exception("alert_sink_failed", probe=probe, event=event)
 
     def firing(self) -> list[Alert]:
         return self._engine.firing() if self.enabled else []
+
+    def undelivered(self) -> dict[str, list[Alert]]:
+        """Receiver -> resolved notices it has not taken yet (kept and retried)."""
+        return self._engine.undelivered()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -115,6 +127,7 @@ class AlertSink:
         self._dispatcher.start()
         self._emit(resolved)
         self._emit(self._engine.due_resends(now), resend=True)
+        self._sync_gauge()  # restored alerts fire again without a notification to a webhook
         self._save(force=True)
         self._ensure_tick()
         self._log.info(
@@ -127,6 +140,7 @@ class AlertSink:
         try:
             self._reconfigure(config, list(probes))
         except Exception:  # noqa: BLE001 - a reload must not crash the daemon
+            self._failed()
             self._log.exception("alerting_reconfigure_failed")
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
@@ -141,8 +155,18 @@ class AlertSink:
         if self._retiring:
             await asyncio.wait(set(self._retiring), timeout=flush_timeout)
         if self.enabled:
-            self._save(force=True)
+            self._save(force=True)  # holds what could not be delivered, to retry after a restart
+        await self.flush_state()
         self._started = False
+
+    async def flush_state(self) -> None:
+        """Write the state file now if a write is pending (shutdown, tests)."""
+        if self._writer is not None:
+            await self._writer.flush()
+
+    @property
+    def state_writes(self) -> int:
+        return self._writer.writes if self._writer is not None else 0
 
     # -- internals -----------------------------------------------------------------------
 
@@ -163,6 +187,7 @@ class AlertSink:
         self._emit(resolved)
         if self._dispatcher is None or _delivery(old) != _delivery(config) or not old.enabled:
             self._swap_dispatcher(config, now)
+        self._sync_gauge()
         self._save()
 
     def _swap_dispatcher(self, config: AlertingConfig, now: float) -> None:
@@ -195,10 +220,28 @@ class AlertSink:
             backoff_max=config.retry_backoff_max,
             attempts=config.retry_attempts,
             logger=self._log,
+            batch_wait=config.batch_wait,
+            outcome=self._outcome,
         )
 
     def _count(self, receiver: str, result: str) -> None:
         self.metrics.notifications.labels(receiver, result).inc()
+
+    def _failed(self) -> None:
+        with contextlib.suppress(Exception):
+            self.metrics.sink_errors.labels(self.name).inc()
+
+    def _outcome(self, receiver: str, alerts: list[Alert], delivered: bool) -> None:
+        """The dispatcher's report: settle or keep what a receiver owes (resolves above all)."""
+        if delivered:
+            self._engine.delivered(receiver, alerts)
+        else:
+            self._engine.delivery_failed(receiver, alerts, self._clock())
+            kept = sum(1 for a in alerts if a.resolved)
+            if kept:
+                self._log.warning("alert_resolve_kept", receiver=receiver, alerts=kept,
+                                  retry_in=self.config.resend_interval)
+        self._save()
 
     def _count_series(self, receivers: list[str]) -> None:
         for name in receivers:
@@ -214,8 +257,21 @@ class AlertSink:
         while True:
             await asyncio.sleep(self.tick_seconds)
             try:
-                self._emit(self._engine.due_resends(self._clock()), resend=True)
+                now = self._clock()
+                self._emit(self._engine.due_resends(now), resend=True)
+                retry, expired = self._engine.due_retries(now)
+                if retry and self._dispatcher is not None:
+                    self._log.info("alert_resolve_retry", alerts=len(retry))
+                    self._dispatcher.submit(retry)
+                for receiver, alert in expired:
+                    self._count(receiver, "dropped")
+                    self._log.error("alert_resolve_given_up", receiver=receiver, alertname=alert.name,
+                                    target=alert.labels.get("target"), probe=alert.labels.get("probe"),
+                                    why="not delivered before the state aged out (state_max_age)")
+                if retry or expired:
+                    self._save()
             except Exception:  # noqa: BLE001 - keep ticking
+                self._failed()
                 self._log.exception("alert_resend_failed")
 
     def _emit(self, alerts: list[Alert], resend: bool = False) -> None:
@@ -234,23 +290,35 @@ class AlertSink:
                                   description=alert.annotations.get("description"))
         if alerts and self._dispatcher is not None:
             self._dispatcher.submit(alerts)
-        if alerts:  # the firing set only changes with a notification: skip the common case
-            self._sync_gauge()
+        if not resend:
+            for alert in alerts:  # O(1) per fire or resolve: a wide outage fires thousands
+                self._gauge_step(alert)
         self._save()
 
+    def _gauge_step(self, alert: Alert) -> None:
+        key = (alert.labels["alertname"], alert.labels["target"], alert.labels["probe"])
+        if not alert.resolved:
+            self._gauged[key] += 1
+        elif self._gauged[key] > 1:
+            self._gauged[key] -= 1
+        else:
+            self._gauged.pop(key, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.alerts_firing.remove(*key)
+            return
+        self.metrics.alerts_firing.labels(*key).set(self._gauged[key])
+
     def _sync_gauge(self) -> None:
-        if self._engine.version == self._gauged_version:
-            return  # nothing fired or resolved since the last sync: the common case per result
-        self._gauged_version = self._engine.version
+        """Recount from the engine (start, reload): O(firing), not for the probe path."""
         counts = collections.Counter(
             (a.labels["alertname"], a.labels["target"], a.labels["probe"]) for a in self._engine.firing()
         )
-        for key in self._gauged - set(counts):
+        for key in set(self._gauged) - set(counts):
             with contextlib.suppress(KeyError):
                 self.metrics.alerts_firing.remove(*key)
         for key, value in counts.items():
             self.metrics.alerts_firing.labels(*key).set(value)
-        self._gauged = set(counts)
+        self._gauged = counts
 
     def _load_state(self, now: float) -> list[Alert]:
         path = self.config.state_file
@@ -271,20 +339,31 @@ class AlertSink:
         return resolved
 
     def _save(self, force: bool = False) -> None:
+        """Ask for a state file write: O(1) here, done off the loop and coalesced."""
         path = self.config.state_file
         if path is None or (not force and self._engine.version == self._saved_version):
             return
-        version = self._engine.version
-        try:
-            save_state(Path(path), self._engine.snapshot(self._clock()))
-        except OSError as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            if message != self._save_error:  # once per distinct problem, not once per run
-                self._log.error("alert_state_save_failed", path=str(path), error=message)
-            self._save_error = message
-            return
-        self._saved_version = version
+        if self._writer is None or self._writer.path != Path(path):
+            self._writer = StateWriter(
+                Path(path), self._snapshot, min_interval=self.state_write_interval,
+                on_written=self._written, on_error=self._save_failed,
+            )
+        self._writer.mark()
+
+    def _snapshot(self) -> dict[str, Any]:
+        self._snapshot_version = self._engine.version
+        return self._engine.snapshot(self._clock())
+
+    def _written(self) -> None:
+        self._saved_version = self._snapshot_version
         self._save_error = None
+
+    def _save_failed(self, exc: OSError) -> None:
+        self._failed()
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._save_error:  # once per distinct problem, not once per run
+            self._log.error("alert_state_save_failed", path=str(self.config.state_file), error=message)
+        self._save_error = message
 
 
 def _delivery(config: AlertingConfig) -> tuple[Any, ...]:
@@ -295,4 +374,5 @@ def _delivery(config: AlertingConfig) -> tuple[Any, ...]:
         config.retry_backoff,
         config.retry_backoff_max,
         config.retry_attempts,
+        config.batch_wait,
     )

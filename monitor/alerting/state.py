@@ -7,17 +7,22 @@ counters, so a restart neither re-pages an alert that is already firing (it come
 firing with its original startsAt and is simply re-sent) nor forgets one (a state too
 old to trust, or a probe removed while the daemon was down, gets a resolved notice).
 
-Writes are atomic (temp file in the same directory + os.replace), so a crash leaves the
-old file or the new one, never half of one. No fsync: the file protects against a
-process restart, and after a machine crash a stale file is resolved by age anyway.
+Writes are atomic (temp file in the same directory, fsync, os.replace), so a crash leaves
+the old file or the new one, never half of one. They happen off the event loop and
+coalesced (`StateWriter`): in a wide outage every failing run changes the state, and
+serialising every state after every result on the loop would be O(states) per result.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class StateFileError(Exception):
@@ -26,14 +31,101 @@ class StateFileError(Exception):
 
 def save_state(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = Path(name)
     try:
-        with temp.open("w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, separators=(",", ":"), sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())  # off the loop now, so a power loss costs nothing to cover
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+class StateWriter:
+    """Writes the state file in a worker thread, at most once per `min_interval`.
+
+    `mark()` is O(1) and is all the probe path does. The snapshot is taken on the loop
+    when a write is due (one O(states) pass per interval instead of one per result) and
+    serialised and written in a thread. One write at a time, so an older snapshot can
+    never replace a newer one.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        snapshot: Callable[[], dict[str, Any]],
+        *,
+        min_interval: float = 1.0,
+        on_written: Callable[[], None] = lambda: None,
+        on_error: Callable[[OSError], None] = lambda exc: None,
+    ) -> None:
+        self.path = path
+        self.min_interval = min_interval
+        self.writes = 0
+        self._snapshot = snapshot
+        self._on_written = on_written
+        self._on_error = on_error
+        self._dirty = False
+        self._last = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        self._hurry: asyncio.Event | None = None
+
+    def mark(self) -> None:
+        """The state changed: write it soon (now if no write happened for min_interval)."""
+        self._dirty = True
+        if self._task is not None and not self._task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): write in place
+            self._write_sync()
+            return
+        self._hurry = asyncio.Event()
+        self._task = loop.create_task(self._run(), name="alert-state-writer")
+
+    async def flush(self) -> None:
+        """Write what is pending now and wait for it (at shutdown)."""
+        if self._task is not None and not self._task.done():
+            if self._hurry is not None:
+                self._hurry.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        if self._dirty:
+            self._dirty = False
+            await self._write(self._snapshot())
+
+    async def _run(self) -> None:
+        while self._dirty:
+            wait = self._last + self.min_interval - time.monotonic()
+            if wait > 0 and self._hurry is not None and not self._hurry.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), wait)
+            self._dirty = False
+            await self._write(self._snapshot())
+
+    async def _write(self, data: dict[str, Any]) -> None:
+        self._last = time.monotonic()
+        try:
+            await asyncio.to_thread(save_state, self.path, data)
+        except OSError as exc:
+            self._on_error(exc)
+            return
+        self.writes += 1
+        self._on_written()
+
+    def _write_sync(self) -> None:
+        self._dirty = False
+        self._last = time.monotonic()
+        try:
+            save_state(self.path, self._snapshot())
+        except OSError as exc:
+            self._on_error(exc)
+            return
+        self.writes += 1
+        self._on_written()
 
 
 def load_state(path: Path) -> dict[str, Any] | None:

@@ -8,4 +8,7 @@ from monitor.results import ProbeResult
 
 
 class Sink(Protocol):
+    # The `sink` label of synthetic_monitor_sink_errors_total.
+    name: str
+
     def handle(self, result: ProbeResult) -> None: ...

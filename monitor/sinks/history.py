@@ -14,6 +14,8 @@ from monitor.results import ProbeResult
 
 
 class HistorySink:
+    name = "history"
+
     def __init__(self, keep: int = 20, keep_failures: int = 50) -> None:
         self._keep = keep
         self._keep_failures = keep_failures

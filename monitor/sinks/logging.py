@@ -10,6 +10,8 @@ from monitor.results import ProbeResult
 
 
 class LogSink:
+    name = "log"
+
     def __init__(self, logger: Any = None) -> None:
         self.log = logger or structlog.get_logger("monitor.probe")
 

@@ -36,6 +36,8 @@ class MetricsSink:
     """The monitor's metrics: the per-probe series in a `ProbeSeriesStore` (cheap to
     scrape at any probe count), the rest as ordinary prometheus-client metrics."""
 
+    name = "metrics"
+
     def __init__(self, registry: CollectorRegistry, buckets: Iterable[float]) -> None:
         # The *_created series double the exposition for no use in Prometheus queries.
         disable_created_metrics()
@@ -64,6 +66,10 @@ class MetricsSink:
         )
         self.notifications = Counter(
             "synthetic_monitor_notifications", "Alert notifications sent, by receiver and result.", ["receiver", "result"],
+            registry=core,
+        )
+        self.sink_errors = Counter(
+            "synthetic_monitor_sink_errors", "Results (or alerting work) a sink failed to handle, by sink.", ["sink"],
             registry=core,
         )
         registry.register(core)
