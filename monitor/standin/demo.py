@@ -24,7 +24,7 @@ from typing import IO
 import httpx
 import yaml
 
-REPO_DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO_DEPLOY = Path(__file__).resolve().parents[2] / "deploy"  # the clone: monitor/standin/demo.py
 
 
 @dataclass
