@@ -8,8 +8,9 @@
 #     --tmpfs /var/lib/synthetic-monitor:uid=10001,gid=10001 synthetic-monitor:0.1.0
 #
 # Stage 1 builds the project's wheel; stage 2 installs that wheel (and its runtime
-# dependencies) into a clean slim image and then removes pip/setuptools/wheel, so
-# no build tooling ships. The image runs as the fixed non-root UID/GID 10001 and
+# dependencies, pinned by deploy/constraints.txt) into a clean slim image and then
+# removes pip/setuptools/wheel, so no build tooling ships. The wheel holds no test
+# stand-ins (pyproject.toml excludes monitor/standin; .dockerignore keeps it out too). The image runs as the fixed non-root UID/GID 10001 and
 # works with a read-only root filesystem: no bytecode is written, and anything the
 # daemon writes (e.g. alerting.state_file) goes to /var/lib/synthetic-monitor,
 # which Kubernetes mounts as an emptyDir (deploy/kubernetes).
@@ -23,8 +24,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md* ./
+COPY deploy/constraints.txt ./constraints.txt
 COPY monitor ./monitor
-RUN pip wheel --no-deps --wheel-dir /wheels .
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+    && cp constraints.txt /wheels/constraints.txt
 
 FROM ${PYTHON_IMAGE}
 ARG UID=10001
@@ -48,7 +51,7 @@ RUN groupadd --system --gid "${GID}" synthetic-monitor \
 # The wheel comes in through a bind mount of the build stage, so it never lands in a
 # layer; pip itself is removed once the project is installed.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir /wheels/*.whl \
+    pip install --no-cache-dir -c /wheels/constraints.txt /wheels/*.whl \
     && pip uninstall --yes setuptools wheel pip \
     && synthetic-monitor --version
 

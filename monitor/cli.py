@@ -69,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
-        from monitor.demo import run_demo
-
+        try:
+            from monitor.standin.demo import run_demo
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("monitor.standin"):
+                raise
+            # The wheel and the image ship no stand-ins (monitor/standin is excluded).
+            print("synthetic-monitor demo: the demo runs from a clone of the repository"
+                  " (./deploy/local/demo.sh); the installed package carries no stand-ins", file=sys.stderr)
+            return 2
         return run_demo(argv[1:])
     args = build_parser().parse_args(argv)
     try:

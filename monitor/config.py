@@ -37,6 +37,10 @@ DEFAULT_MLFLOW_URL = "http://localhost:5000"
 DEFAULT_ASGARD_URL = "http://localhost:8000"
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DEFAULT_TIMEOUT_SHARE = 0.8
+# A run may last its deadline plus its cleanup reserve (probes/base.py); that must end
+# within this share of the interval, so the next run is never skipped for an overrun
+# (a skipped run during an outage would look like SyntheticMonitorStalled).
+RUN_SHARE_LIMIT = 0.9
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
 
 
@@ -180,28 +184,60 @@ class ProbeConfig(Model):
 
     @model_validator(mode="after")
     def _deadline_and_options(self) -> "ProbeConfig":
+        options_model = SCENARIOS[self.scenario].options_model
+        raw = self.options if self.options is not None else {}
+        if not isinstance(raw, BaseModel):
+            if not isinstance(raw, dict):
+                raise FieldError("options", f"must be a mapping, got {type(raw).__name__}")
+            try:
+                self.options = options_model.model_validate(raw)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise FieldError("options." + _loc(first["loc"]), _message(first)) from None
+        self._check_deadline()
+        return self
+
+    def _cleanup_reserve(self, timeout: float) -> float:
+        step_timeout = min(self.step_timeout or timeout, timeout)
+        return SCENARIOS[self.scenario].cleanup_reserve(self.options, step_timeout)
+
+    def _check_deadline(self) -> None:
+        """Deadline + cleanup reserve <= 90 % of the interval; the default deadline is fitted to it."""
+        limit = self.interval * RUN_SHARE_LIMIT
         if self.timeout is None:
-            self.timeout = self.interval * DEFAULT_TIMEOUT_SHARE
+            self.timeout = self._default_timeout(limit)
         elif self.timeout > self.interval:
             raise FieldError(
                 "timeout",
                 f"{format_duration(self.timeout)} exceeds the interval {format_duration(self.interval)}"
                 " (a run must end before the next one starts)",
             )
+        else:
+            reserve = self._cleanup_reserve(self.timeout)
+            if self.timeout + reserve > limit + 1e-9:
+                cleanup = f" plus its cleanup budget {format_duration(reserve)}" if reserve else ""
+                raise FieldError(
+                    "timeout",
+                    f"{format_duration(self.timeout)}{cleanup} exceeds 90% of the interval"
+                    f" {format_duration(self.interval)} ({format_duration(limit)}): the run, cleanup included,"
+                    " must end before the next one starts",
+                )
         if self.step_timeout is not None and self.step_timeout > self.timeout:
             self.step_timeout = self.timeout
-        options_model = SCENARIOS[self.scenario].options_model
-        raw = self.options if self.options is not None else {}
-        if isinstance(raw, BaseModel):
-            return self
-        if not isinstance(raw, dict):
-            raise FieldError("options", f"must be a mapping, got {type(raw).__name__}")
-        try:
-            self.options = options_model.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise FieldError("options." + _loc(first["loc"]), _message(first)) from None
-        return self
+
+    def _default_timeout(self, limit: float) -> float:
+        """80 % of the interval, or less so that the cleanup reserve still fits (reserve grows with it)."""
+        timeout = self.interval * DEFAULT_TIMEOUT_SHARE
+        if timeout + self._cleanup_reserve(timeout) <= limit:
+            return timeout
+        low, high = 0.0, timeout
+        for _ in range(40):  # bisection: the reserve is a non-decreasing step function of the deadline
+            middle = (low + high) / 2
+            if middle + self._cleanup_reserve(middle) <= limit:
+                low = middle
+            else:
+                high = middle
+        return low
 
     @property
     def deadline(self) -> float:

@@ -25,7 +25,8 @@ Faults (`Fault.kind`):
     rewrite         forward, then edit the upstream's JSON answer (`edits`, see `apply_edit`)
 
 Each fault can be scoped to requests whose path contains `path` (e.g. "/runs/get"), so it
-hits the intended step; requests that match no fault pass through. Besides faults,
+hits the intended step; requests that match no fault pass through. Any fault can first
+wait `delay` seconds (`Fault("pass", delay=2)`: a slow upstream that still answers). Besides faults,
 `refuse()` closes the listening socket (connection refused on the same port, open
 connections dropped) and `accept()` opens it again.
 
@@ -105,6 +106,7 @@ class Fault:
     gzip: bool = False               # for `big`
     edits: tuple[dict[str, Any], ...] = ()  # for `rewrite`
     echo: bool = False               # for `status`: quote the request's credentials in the error body
+    delay: float = 0.0               # seconds to wait before serving (any kind; `pass` = a slow upstream)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -336,6 +338,8 @@ class FaultProxy:
                      writer: asyncio.StreamWriter) -> tuple[bool, bool]:
         """Answer one request; returns (keep the connection, connection was aborted)."""
         kind = fault.kind
+        if fault.delay > 0:
+            await asyncio.sleep(fault.delay)
         if kind in ("pass", "rewrite"):
             status, headers, body = await self._forward(request)
             if kind == "rewrite" and status == 200:

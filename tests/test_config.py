@@ -207,11 +207,11 @@ def test_timeout_defaults_to_80_percent_of_interval(tmp_path: Path, interval: ob
     assert probe.deadline == pytest.approx(timeout)
 
 
-def test_timeout_equal_to_interval_is_allowed_and_step_timeout_is_capped(tmp_path: Path) -> None:
+def test_step_timeout_is_capped_at_the_timeout(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(doc(lambda d: d["probes"][0].update(interval="10s", timeout="10s", step_timeout="1m")))
+    path.write_text(doc(lambda d: d["probes"][0].update(interval="10s", timeout="9s", step_timeout="1m")))
     probe = load_config(path, env={}).probes[0]
-    assert (probe.timeout, probe.step_timeout) == (10.0, 10.0)
+    assert (probe.timeout, probe.step_timeout) == (9.0, 9.0)
 
 
 def test_targets_without_probes_get_default_probes(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ EXPECTED_FAMILIES = {
 }
 
 
-def write_config(path: Path, mlflow_url: str, read_interval: str = "2s", write_interval: str = "3s") -> Path:
+def write_config(path: Path, mlflow_url: str, read_interval: str = "2s", write_interval: str = "5s") -> Path:
     path.write_text(yaml.safe_dump({
         "log": {"format": "json", "level": "info"},
         "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_url}],
@@ -45,7 +45,9 @@ def write_config(path: Path, mlflow_url: str, read_interval: str = "2s", write_i
             {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": read_interval,
              "timeout": "1500ms"},
             {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": write_interval,
-             "timeout": "2500ms", "options": {"experiment_name": "daemon-test", "artifacts": True}},
+             # deadline + 2 cleanup steps x step_timeout must fit in 90% of the interval
+             "timeout": "2500ms", "step_timeout": "1s",
+             "options": {"experiment_name": "daemon-test", "artifacts": True}},
         ],
     }))
     return path
@@ -134,7 +136,7 @@ def test_metrics_health_ready_status(mlflow_server: MlflowServer, daemon_for) ->
 
 
 def test_killed_mlflow_shows_unreachable_within_one_interval(own_mlflow: MlflowServer, daemon_for) -> None:
-    daemon = daemon_for(own_mlflow.url, read_interval="2s", write_interval="4s")
+    daemon = daemon_for(own_mlflow.url, read_interval="2s", write_interval="5s")
     wait_for(lambda: httpx.get(f"{daemon.url}/readyz").status_code == 200, 20, "ready")
     own_mlflow.kill()
     killed_at = time.monotonic()

@@ -289,10 +289,13 @@ def test_monitor_container_is_locked_down(overlay: str) -> None:
     assert "configMap" in next(v for v in pod["volumes"] if v["name"] == config_mount["name"])
     assert container["args"][:3] == ["run", "--config", f"{CONFIG_DIR}/config.yaml"]
 
-    # probes
+    # probes (the sidecar has no readiness gate: test_sidecar_never_gates_mlflow_readiness)
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("livenessProbe", "readinessProbe"):
+    probes = ["livenessProbe"]
+    if overlay == "standalone":
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        probes.append("readinessProbe")
+    for probe in probes:
         assert container[probe]["httpGet"]["port"] in ("metrics", METRICS_PORT)
 
     # resources: requests and limits for both
@@ -309,10 +312,31 @@ def test_monitor_container_is_locked_down(overlay: str) -> None:
 
 
 def test_monitor_container_same_in_both_overlays() -> None:
-    """The sidecar patch and the standalone Deployment must not drift apart."""
+    """The sidecar patch and the standalone Deployment must not drift apart.
+
+    Except readiness: the standalone pod is the monitor's own, the sidecar's is MLflow's.
+    """
     containers = [monitor_pod(o)[2] for o in OVERLAYS]
-    for key in ("image", "args", "env", "ports", "livenessProbe", "readinessProbe", "resources", "securityContext"):
+    for key in ("image", "args", "env", "ports", "livenessProbe", "resources", "securityContext"):
         assert containers[0].get(key) == containers[1].get(key), f"{key} differs between {OVERLAYS}"
+
+
+def test_sidecar_never_gates_mlflow_readiness() -> None:
+    """A pod is Ready only when every container is: the monitor must not take MLflow out of its Service.
+
+    A readinessProbe (or a startupProbe, which holds readiness until it passes) on the
+    monitor container, or a pod readinessGate, would make a restarting, reloading or
+    just-started monitor remove MLflow from its endpoints.
+    """
+    _, pod, container = monitor_pod("sidecar")
+    for gate in ("readinessProbe", "startupProbe"):
+        assert gate not in container, f"sidecar monitor container has a {gate}: it would gate MLflow's readiness"
+    for init in pod.get("initContainers", []):  # a native sidecar (restartPolicy: Always) counts too
+        if init.get("name") == MONITOR_CONTAINER:
+            assert "readinessProbe" not in init and "startupProbe" not in init
+    assert not pod.get("readinessGates"), "the MLflow pod must not carry readinessGates for the monitor"
+    mlflow = [c for c in pod["containers"] if c["name"] != MONITOR_CONTAINER]
+    assert mlflow and all("readinessProbe" in c for c in mlflow), "MLflow keeps its own readiness probe"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -16,6 +16,7 @@ untrusted TLS certificate), then checks, through the daemon's own HTTP interface
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,14 @@ import pytest
 import yaml
 
 from tests.faultproxy import FaultProxy, make_self_signed, server_tls_context
-from tests.servers import DaemonProcess, MlflowServer
+from tests.servers import REPO, DaemonProcess, MlflowServer
 from tests.test_daemon import sample, scrape, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 INTERVAL = "1s"
-TIMEOUT = "1s"
+TIMEOUT = "900ms"  # a run must end within 90% of its interval
+WRITE_INTERVAL = "2s"  # the write probe's deadline plus its runs_delete budget (900ms each)
 EXPERIMENT = "fault-matrix"
 UNRESOLVABLE_HOST = "synthetic-monitor-fault.invalid"
 METRIC = "synthetic_probe_value"
@@ -84,7 +86,7 @@ class Matrix:
             "probes": [
                 {"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": INTERVAL,
                  "timeout": TIMEOUT},
-                {"name": "write", "target": "mlflow", "scenario": "mlflow_write", "interval": INTERVAL,
+                {"name": "write", "target": "mlflow", "scenario": "mlflow_write", "interval": WRITE_INTERVAL,
                  "timeout": TIMEOUT, "options": {"experiment_name": EXPERIMENT}},
             ],
         }
@@ -332,10 +334,69 @@ def test_fault(matrix: Matrix, case: Case) -> None:
     m.clean = True
 
 
+# Which README row ("### What each fault becomes") documents each case: a phrase of its
+# fault cell. Rows may group cases (502/503/504); every case needs its row.
+README_ROWS = {
+    "connection_refused": "connection refused", "unresolvable_name": "does not resolve",
+    "accept_never_answer": "request never answered", "body_trickles": "trickles slower",
+    "closed_without_response": "connection closed with no response", "reset_mid_body": "TCP reset",
+    "http_500": "HTTP 500", "http_502": "HTTP 502", "http_503": "HTTP 502 / 503", "http_504": "HTTP 502 / 503 / 504",
+    "http_401": "HTTP 401", "http_403_invalid_host": "Invalid Host header",
+    "http_403_permission_denied": "Permission denied", "html_200": "HTML page",
+    "malformed_json_200": "malformed JSON", "wrong_shape_list": "wrong shape (a list",
+    "wrong_shape_object": "wrong shape (a list; `{\"unexpected\": 1}`)",
+    "wrong_shape_field": "field of the wrong type", "body_50mb": "a 50 MB body, chunked",
+    "body_50mb_declared": "a 50 MB body, chunked or with Content-Length", "body_50mb_gzip": "gzip-compressed",
+    "redirect_loop": "redirect loop", "tls_untrusted": "untrusted (self-signed) certificate",
+    "read_back_mismatch": "different metric value",
+}
+# README rows proven by a test elsewhere (not a proxy fault): phrase -> file and test name.
+OTHER_ROWS = {
+    "gunicorn `WORKER TIMEOUT`": ("test_alert_e2e.py", "test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure"),
+    "Asgard stand-in switches": ("test_asgard_probe.py", "test_each_switch_gives_its_reason_then_recovers"),
+}
+SCENARIO_NAMES = {"mlflow_read", "mlflow_write", "asgard_api"}
+
+
+def readme_fault_rows() -> list[tuple[str, list[str], list[str]]]:
+    """The README's fault table as (fault cell, step names, reason names), names from `backticks`."""
+    text = (REPO / "README.md").read_text()
+    head = "### What each fault becomes"
+    assert head in text, f"README lacks the section {head!r}"
+    rows = []
+    for line in text.split(head, 1)[1].split("\n## ", 1)[0].splitlines():
+        if not line.startswith("|") or line.startswith("|---") or line.startswith("| fault |"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        assert len(cells) == 3, f"README fault row without 3 cells: {line}"
+        rows.append((cells[0], re.findall(r"`([a-z_]+)`", cells[1]), re.findall(r"`([a-z_]+)`", cells[2])))
+    assert rows, "README fault table is empty"
+    return rows
+
+
 def test_fault_table_covers_the_matrix() -> None:
-    table = fault_table()
-    assert table.count("\n") == len(CASES) + 1
+    """Each case is in the README's table at its scenario, step and reason, and each row is tested."""
     assert len({c.id for c in CASES}) == len(CASES)
+    assert set(README_ROWS) == {c.id for c in CASES}, "README_ROWS must name every case"
+    rows = readme_fault_rows()
+    used: set[int] = set()
+    for case in CASES:
+        matches = [i for i, (fault_cell, _, _) in enumerate(rows) if README_ROWS[case.id] in fault_cell]
+        assert len(matches) == 1, f"{case.id}: {len(matches)} README rows contain {README_ROWS[case.id]!r}"
+        fault_cell, names, reasons = rows[matches[0]]
+        used.add(matches[0])
+        scenario = "mlflow_read" if case.probe == "read" else "mlflow_write"
+        named = [n for n in names if n in SCENARIO_NAMES]
+        assert not named or scenario in named, f"{case.id}: README row {fault_cell!r} names {named}, test runs {scenario}"
+        assert case.step in names, f"{case.id}: README row {fault_cell!r} gives steps {names}, test: {case.step}"
+        assert case.reason in reasons, f"{case.id}: README row {fault_cell!r} gives {reasons}, test: {case.reason}"
+    for i, (fault_cell, _, _) in enumerate(rows):
+        if i in used:
+            continue
+        other = [v for k, v in OTHER_ROWS.items() if k in fault_cell]
+        assert other, f"README row {fault_cell!r} is backed by no fault case and no other test"
+        (file, test), = other
+        assert f"def {test}(" in (REPO / "tests" / file).read_text(), f"README row {fault_cell!r}: {file}::{test} is gone"
 
 
 def test_daemon_log_has_one_line_per_failed_run(matrix: Matrix) -> None:

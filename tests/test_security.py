@@ -107,7 +107,7 @@ class Captured:
 
 
 def probe(name: str, target: str, scenario: str = "mlflow_read", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "target": target, "scenario": scenario, "interval": "1s", "timeout": "1s", **extra}
+    return {"name": name, "target": target, "scenario": scenario, "interval": "1s", "timeout": "900ms", **extra}
 
 
 def _run_daemon(captured: Captured, workdir: Path, bad_reload: str | None) -> Captured:

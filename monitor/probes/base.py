@@ -20,9 +20,16 @@ from pydantic import BaseModel, ConfigDict
 from monitor.http import HttpResponse, TargetClient, check_status
 from monitor.results import Reason, StepFailure, StepResult
 
-# Cleanup steps (deleting the probe's run) get at least this long even when the deadline
-# is spent, so a timed-out run does not leave litter behind.
+# Cleanup steps (deleting the probe's run) get at least this long each (capped by the step
+# timeout) even when the deadline is spent, so a timed-out run does not leave litter behind.
+# A run can therefore last its deadline plus one budget per cleanup step: the runner's
+# outer bound and the config's deadline rule (config.py) both count that reserve.
 CLEANUP_BUDGET_SECONDS = 5.0
+
+
+def cleanup_budget(step_timeout: float) -> float:
+    """What one cleanup step gets once the deadline is spent."""
+    return min(CLEANUP_BUDGET_SECONDS, step_timeout)
 
 
 class ScenarioOptions(BaseModel):
@@ -42,6 +49,8 @@ class Scenario:
     run: Callable[["ScenarioRun", Any], Awaitable[None]]
     description: str = ""
     optional_steps: Callable[[Any], tuple[str, ...]] | None = None
+    # Steps opened with `run.step(name, cleanup=True)`: each may run past the deadline.
+    cleanup_steps: tuple[str, ...] = ()
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
@@ -49,6 +58,12 @@ class Scenario:
             return self.steps
         skipped = set(self.optional_steps(options))
         return tuple(step for step in self.steps if step not in skipped)
+
+    def cleanup_reserve(self, options: Any, step_timeout: float) -> float:
+        """How long this probe's cleanup may run after its deadline (one budget per cleanup step)."""
+        active = set(self.steps_for(options))
+        count = sum(1 for step in self.cleanup_steps if step in active)
+        return count * cleanup_budget(step_timeout)
 
 
 class ScenarioAborted(Exception):
@@ -69,6 +84,8 @@ class ScenarioRun:
     notes: list[str] = field(default_factory=list)
     root_cause: str | None = None
     traceback: str | None = None
+    # The step that was in progress when the run was cancelled (the runner's outer bound).
+    cancelled_step: str | None = None
 
     def step(self, name: str, *, cleanup: bool = False) -> "Step":
         return Step(self, name, cleanup=cleanup)
@@ -76,7 +93,7 @@ class ScenarioRun:
     def time_left(self, *, cleanup: bool = False) -> float:
         left = self.deadline - self.clock()
         if cleanup:
-            left = max(left, min(CLEANUP_BUDGET_SECONDS, self.step_timeout))
+            left = max(left, cleanup_budget(self.step_timeout))
         return min(left, self.step_timeout)
 
 
@@ -131,6 +148,8 @@ class Step:
                 StepResult(ok=False, reason=Reason.INTERNAL_ERROR, error=f"{type(exc).__name__}: {exc}", **common)
             )
         else:
+            if self.run.cancelled_step is None:
+                self.run.cancelled_step = self.name  # the runner names it if its outer bound fired
             return False  # CancelledError, KeyboardInterrupt: not ours to swallow
         if self.cleanup:
             return True  # a failed cleanup is recorded; there is nothing left to abort

@@ -212,6 +212,7 @@ WRITE = Scenario(
     run=run_write,
     description="MLflow write path with read-back and cleanup",
     optional_steps=lambda options: () if options.artifacts else ("artifact_put", "artifact_get", "artifact_delete"),
+    cleanup_steps=("artifact_delete", "runs_delete"),
 )
 
 

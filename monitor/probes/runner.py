@@ -12,7 +12,11 @@ import traceback
 from typing import Any, Callable
 
 from monitor.http import TargetClient
-from monitor.probes.base import CLEANUP_BUDGET_SECONDS, Scenario, ScenarioAborted, ScenarioRun
+from monitor.probes.base import Scenario, ScenarioAborted, ScenarioRun
+
+# Past the deadline and the cleanup reserve, this much more for code between steps before
+# the outer bound cancels the run (steps bound themselves; this only catches a hang).
+OUTER_GRACE_SECONDS = 1.0
 from monitor.results import ProbeResult, Reason, StepResult
 
 
@@ -36,16 +40,21 @@ async def run_probe(
         probe_name=probe,
         clock=clock,
     )
+    # Steps bound themselves; this outer bound only catches code between steps that hangs.
+    # It covers every cleanup step's budget, so it never cancels the cleanup it promises.
+    outer = timeout + scenario.cleanup_reserve(options, run.step_timeout) + OUTER_GRACE_SECONDS
     try:
-        # Steps bound themselves; this outer bound only catches code between steps that hangs.
-        async with asyncio.timeout(timeout + CLEANUP_BUDGET_SECONDS + 1.0):
+        async with asyncio.timeout(outer):
             await scenario.run(run, options)
     except ScenarioAborted:
         pass
     except TimeoutError:
+        # Blame the step that was running when the bound fired; `scenario` only for a hang between steps.
+        name = run.cancelled_step or "scenario"
+        where = f"in step {name}" if run.cancelled_step else "outside any step"
         run.steps.append(
-            StepResult("scenario", ok=False, duration_seconds=clock() - start, reason=Reason.TIMEOUT,
-                       error="the run overran its deadline outside any step")
+            StepResult(name, ok=False, duration_seconds=clock() - start, reason=Reason.TIMEOUT,
+                       error=f"the run overran its deadline and cleanup budget ({outer:g}s) {where}")
         )
     except Exception as exc:  # a bug in the scenario: counted, never fatal
         run.traceback = traceback.format_exc()

@@ -546,7 +546,7 @@ def fidelity_daemon(workdir: Path, target: Target, delay_ms: int, samples_wanted
     daemon = Daemon(
         workdir, f"daemon-fidelity-{delay_ms}ms",
         probes=[{"name": "fidelity", "target": "t", "scenario": "mlflow_read", "interval": interval,
-                 "timeout": round(interval * 0.95, 3)}],
+                 "timeout": round(interval * 0.9, 3)}],
         targets=[mlflow_target("t", target.url(label))],
     )
     try:
@@ -672,7 +672,7 @@ def measure_daemon_load(workdir: Path, target: Target, plan: Plan) -> dict[str, 
     probes_n, per_target, interval = 100, 10, 1.0
     targets = [mlflow_target(f"t{i}", target.url("fast_daemon")) for i in range(probes_n // per_target)]
     probes = [{"name": f"p{i}", "target": f"t{i // per_target}", "scenario": "mlflow_read", "interval": interval,
-               "timeout": round(interval * 0.95, 3)} for i in range(probes_n)]
+               "timeout": round(interval * 0.9, 3)} for i in range(probes_n)]
     daemon = Daemon(workdir, "daemon-load", probes, targets)
     out: dict[str, Any] = {"probes": probes_n, "interval_s": interval, "trajectory": []}
     try:

@@ -24,7 +24,7 @@ from typing import IO
 import httpx
 import yaml
 
-REPO_DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO_DEPLOY = Path(__file__).resolve().parents[2] / "deploy"  # the clone: monitor/standin/demo.py
 
 
 @dataclass
@@ -123,7 +123,8 @@ def demo_config(mlflow_url: str, asgard_url: str, listen: str, alertmanager_url:
         "probes": [
             {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "5s", "timeout": "4s"},
             {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "15s",
-             "timeout": "10s", "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
+             "timeout": "6s", "step_timeout": "3s",  # + 2 cleanup steps x 3s <= 90% of 15s
+             "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
             {"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "5s", "timeout": "4s"},
         ],
         "alerting": {"failure_threshold": 2, "success_threshold": 2, "startup_grace": "10s",
