@@ -1141,6 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = set(args.only or ("fidelity", "cpu", "load", "scale"))
     started = time.monotonic()
     command = "python -m tests.perf.bench" + (" --quick" if args.quick else "")
+    command += "".join(f" --only {part}" for part in args.only or ())
     if args.daemon_repo:
         command += f" --daemon-repo {args.daemon_repo}"
 
