@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from monitor.results import Reason, StepFailure
-from monitor.transport import LeanTransport, PeerClosed
+from monitor.transport import LeanTransport, PeerClosed, UnsafeRequestHeader
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
@@ -265,6 +265,8 @@ def classify_exception(exc: BaseException) -> tuple[Reason, str]:
         return Reason.TLS_ERROR, f"TLS error: {_root_message(exc)}"
     if isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return Reason.UNREACHABLE, f"cannot connect: {_root_message(exc)}"
+    if isinstance(exc, UnsafeRequestHeader):  # the monitor's own request (its configuration), never the target's fault
+        return Reason.INTERNAL_ERROR, f"request not sent, the monitor's configuration is wrong: {exc}"
     if isinstance(exc, PeerClosed):  # by type: the message may quote what the server sent
         return Reason.WORKER_FAILURE, f"connection closed by the server: {_root_message(exc)}"
     if isinstance(exc, httpx.RemoteProtocolError):
