@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from monitor.results import Reason, StepFailure
-from monitor.transport import LeanTransport, PeerClosed, UnsafeRequestHeader
+from monitor.results import PhaseTimings, Reason, StepFailure
+from monitor.transport import LeanTransport, PeerClosed, Phases, UnsafeRequestHeader
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
@@ -37,6 +37,7 @@ class HttpResponse:
     body: bytes
     method: str
     path: str
+    phases: PhaseTimings | None = None
 
     @property
     def text(self) -> str:
@@ -194,6 +195,7 @@ class TargetClient:
         if headers:
             request_headers = request_headers.copy()
             request_headers.update(headers)
+        phases = Phases()  # filled by the transport, also as far as a failed request got
         try:
             async with asyncio.timeout(timeout):
                 request = httpx.Request(
@@ -201,21 +203,28 @@ class TargetClient:
                     self._url(path, params),
                     headers=request_headers,
                     content=content,
-                    extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+                    extensions={
+                        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+                        "phases": phases,
+                    },
                 )
                 response = await self._transport.handle_async_request(request)
                 try:
                     body = await self._read_capped(response, method, path)
                 finally:
                     await response.aclose()
-                return HttpResponse(response.status_code, response.headers, body, method, path)
-        except StepFailure:
+                return HttpResponse(response.status_code, response.headers, body, method, path, _timings(phases))
+        except StepFailure as failure:
+            if failure.phases is None:
+                failure.phases = _timings(phases)
             raise
         except (TimeoutError, httpx.TimeoutException):
-            raise StepFailure(Reason.TIMEOUT, f"{method} {path}: no complete response within {timeout:.3g}s") from None
+            raise StepFailure(
+                Reason.TIMEOUT, f"{method} {path}: no complete response within {timeout:.3g}s", phases=_timings(phases)
+            ) from None
         except httpx.HTTPError as exc:
             reason, message = classify_exception(exc)
-            raise StepFailure(reason, f"{method} {path}: {message}") from None
+            raise StepFailure(reason, f"{method} {path}: {message}", phases=_timings(phases)) from None
 
     async def _read_capped(self, response: httpx.Response, method: str, path: str) -> bytes:
         declared = response.headers.get("content-length")
@@ -255,6 +264,10 @@ class TargetClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def _timings(phases: Phases) -> PhaseTimings:
+    return PhaseTimings(phases.connect, phases.tls, phases.first_byte, phases.body)
 
 
 def classify_exception(exc: BaseException) -> tuple[Reason, str]:

@@ -320,7 +320,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         else:
             await self._slots.acquire()
         conn: _Connection | None = None
-        phases = Phases()
+        phases: Phases = request.extensions.get("phases") or Phases()
         try:
             conn = self._checkout(origin)
             if conn is None:
@@ -338,6 +338,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         raise
                     conn.close()
                     conn = None
+                    phases.first_byte = 0.0  # the new attempt's own phases from here
                     conn = await self._connect(origin, timeouts.get("connect"), phases)
                     response = await _exchange(conn, request.method, wire, read_timeout, phases)
             keep_alive = response.keep_alive
@@ -426,16 +427,23 @@ async def _exchange(conn: _Connection, method: str, wire: bytes, timeout: float 
     conn.response = response
     conn.transport.write(wire)  # type: ignore[union-attr]
     sent = time.monotonic()
-    while not response.head_done:
-        if response.error is not None:
-            raise response.error
-        if conn.eof:
-            if not response.first_byte_at:
-                if isinstance(conn.error, OSError):
-                    raise conn.broken("Server disconnected without sending a response")
-                raise PeerClosed("Server disconnected without sending a response.")
-            raise conn.broken("incomplete response header")
-        await conn.wait(timeout)
+    try:
+        while not response.head_done:
+            if response.error is not None:
+                raise response.error
+            if conn.eof:
+                if not response.first_byte_at:
+                    if isinstance(conn.error, OSError):
+                        raise conn.broken("Server disconnected without sending a response")
+                    raise PeerClosed("Server disconnected without sending a response.")
+                raise conn.broken("incomplete response header")
+            await conn.wait(timeout)
+    except BaseException:
+        # As far as it got: a timeout waiting for the answer shows up as a long first_byte.
+        phases.first_byte = (response.first_byte_at or time.monotonic()) - sent
+        if response.first_byte_at:
+            phases.body = time.monotonic() - response.first_byte_at
+        raise
     phases.first_byte = response.first_byte_at - sent
     return response
 
@@ -468,23 +476,26 @@ class _ResponseBody(httpx.AsyncByteStream):
             raise httpx.StreamClosed()
         response = self._response
         received = 0
-        while True:
-            if response.body:
-                chunk = bytes(response.body)
-                response.body.clear()
-                received += len(chunk)
-                yield chunk
-            elif response.error is not None:
-                raise response.error
-            elif response.complete:
-                break
-            elif conn.eof:
-                if response.to_eof and not isinstance(conn.error, OSError):
-                    break  # a body without a length ends with the connection
-                raise conn.broken(f"incomplete body: received {received} bytes")
-            else:
-                await conn.wait(self._timeout)
-        self._phases.body = time.monotonic() - response.first_byte_at
+        try:
+            while True:
+                if response.body:
+                    chunk = bytes(response.body)
+                    response.body.clear()
+                    received += len(chunk)
+                    yield chunk
+                elif response.error is not None:
+                    raise response.error
+                elif response.complete:
+                    break
+                elif conn.eof:
+                    if response.to_eof and not isinstance(conn.error, OSError):
+                        break  # a body without a length ends with the connection
+                    raise conn.broken(f"incomplete body: received {received} bytes")
+                else:
+                    await conn.wait(self._timeout)
+        finally:
+            # Also when the reader stops early (a body over the cap) or times out.
+            self._phases.body = time.monotonic() - response.first_byte_at
         self._complete = not response.to_eof
 
     async def aclose(self) -> None:

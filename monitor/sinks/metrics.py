@@ -110,7 +110,11 @@ class MetricsSink:
             result.ok,
             result.duration_seconds,
             result.started_at + result.duration_seconds,
-            [(s.name, s.duration_seconds, s.reason.value if s.reason else None) for s in result.steps if not s.skipped],
+            [
+                (s.name, s.duration_seconds, s.reason.value if s.reason else None, s.phases.values() if s.phases else None)
+                for s in result.steps
+                if not s.skipped
+            ],
         )
         for dependency, up in (result.facts.get("dependencies") or {}).items():
             self.dependency_up.labels(t, dependency).set(1 if up else 0)
