@@ -105,7 +105,7 @@ class Step:
     ) -> bool:
         duration = self.run.clock() - self._started
         last = self._last
-        common = {
+        common: dict[str, Any] = {
             "name": self.name,
             "duration_seconds": duration,
             "method": self._attempt[0] if self._attempt else None,

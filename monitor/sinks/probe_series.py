@@ -173,9 +173,11 @@ class _Probe:
         elif index == _LAG:
             text = self.lag.lines()
         elif index == _STEP_PHASE:
-            prefixes = self._phase_prefixes
+            phase_prefixes = self._phase_prefixes
             text = "".join(
-                f"{prefix}{_go(value)}\n" for step, values in self.phases.items() for prefix, value in zip(prefixes[step], values)
+                f"{prefix}{_go(value)}\n"
+                for step, values in self.phases.items()
+                for prefix, value in zip(phase_prefixes[step], values)
             )
         else:
             value = (self.success, self.consecutive, self.last_success, self.timeout)[_SCALARS.index(index)]
