@@ -102,10 +102,9 @@ class _Response:
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except _Stop:
-            pass
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Stop) and not isinstance(exc.__cause__, _Stop) and self.error is None:
+            # httptools wraps what a callback raised; a _Stop has already said why.
+            if not isinstance(exc.__context__, _Stop) and self.error is None:
                 self.error = httpx.RemoteProtocolError(f"response parser callback failed: {exc}")
         except httptools.HttpParserUpgrade:
             self.error = httpx.RemoteProtocolError("unexpected protocol switch (HTTP 101)")
