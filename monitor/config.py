@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -79,6 +80,27 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError(f"not a valid HTTP header name: {value[:40]!r}")
+    return value
+
+
+def _header_value(value: str) -> str:
+    """CR or LF in a value would end the header on the wire and let the rest of the value
+    pass for headers (or a body) of its own: refused here, before anything is sent."""
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError("header value holds a CR, LF or NUL character (one line of text only)")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+
+
 def _basic_token(username: str, password: str) -> str:
     """The base64 `user:password` of a basic-auth header: a server may quote it back."""
     return base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -111,6 +133,10 @@ class AuthConfig(Model):
             if self.token is not None:
                 raise FieldError("token_file", "set token or token_file, not both")
             self.token = SecretStr(_read_secret("token_file", self.token_file))
+        if self.token is not None and any(c in self.token.get_secret_value() for c in "\r\n\0"):
+            # It is sent raw in `Authorization: Bearer ...`; the value itself is never shown.
+            raise FieldError("token_file" if self.token_file is not None else "token",
+                             "the token holds a CR, LF or NUL character (one line of text only)")
         if self.token is not None and self.username is not None:
             raise FieldError("token", "set either username/password or token, not both")
         if self.password is not None and self.username is None:
@@ -160,7 +186,7 @@ class TargetConfig(Model):
     url: Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
     auth: AuthConfig | None = None
     tls: TLSClientConfig = TLSClientConfig()
-    headers: dict[str, str] = {}
+    headers: dict[HeaderName, HeaderValue] = {}
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
 
     _check_url = field_validator("url")(classmethod(lambda cls, v: _check_url(v)))
@@ -252,7 +278,7 @@ class ReceiverConfig(Model):
     url: str
     name: Name | None = None
     timeout: Duration = 5.0
-    headers: dict[str, str] = {}
+    headers: dict[HeaderName, HeaderValue] = {}
     auth: AuthConfig | None = None
     # Webhook consumers that only want problems can turn resolved notices off;
     # Alertmanager always gets them (it needs endsAt to close the alert early).
@@ -597,7 +623,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif str(part).startswith(("function-after", "function-before", "function-wrap")):
+        elif str(part).startswith(("function-after", "function-before", "function-wrap")) or part == "[key]":
             continue
         else:
             text += f".{part}" if text else str(part)

@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from monitor.results import Reason, StepFailure
-from monitor.transport import LeanTransport, PeerClosed
+from monitor.results import PhaseTimings, Reason, StepFailure
+from monitor.transport import LeanTransport, PeerClosed, Phases, UnsafeRequestHeader
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
@@ -37,6 +37,7 @@ class HttpResponse:
     body: bytes
     method: str
     path: str
+    phases: PhaseTimings | None = None
 
     @property
     def text(self) -> str:
@@ -203,6 +204,7 @@ class TargetClient:
         if headers:
             request_headers = request_headers.copy()
             request_headers.update(headers)
+        phases = Phases()  # filled by the transport, also as far as a failed request got
         try:
             url = self._url(path, params)
         except httpx.InvalidURL as exc:
@@ -218,21 +220,28 @@ class TargetClient:
                     url,
                     headers=request_headers,
                     content=content,
-                    extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+                    extensions={
+                        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+                        "phases": phases,
+                    },
                 )
                 response = await self._transport.handle_async_request(request)
                 try:
                     body = await self._read_capped(response, method, path)
                 finally:
                     await response.aclose()
-                return HttpResponse(response.status_code, response.headers, body, method, path)
-        except StepFailure:
+                return HttpResponse(response.status_code, response.headers, body, method, path, _timings(phases))
+        except StepFailure as failure:
+            if failure.phases is None:
+                failure.phases = _timings(phases)
             raise
         except (TimeoutError, httpx.TimeoutException):
-            raise StepFailure(Reason.TIMEOUT, f"{method} {path}: no complete response within {timeout:.3g}s") from None
+            raise StepFailure(
+                Reason.TIMEOUT, f"{method} {path}: no complete response within {timeout:.3g}s", phases=_timings(phases)
+            ) from None
         except httpx.HTTPError as exc:
             reason, message = classify_exception(exc)
-            raise StepFailure(reason, f"{method} {path}: {message}") from None
+            raise StepFailure(reason, f"{method} {path}: {message}", phases=_timings(phases)) from None
 
     async def _read_capped(self, response: httpx.Response, method: str, path: str) -> bytes:
         declared = response.headers.get("content-length")
@@ -274,6 +283,10 @@ class TargetClient:
         await self._transport.aclose()
 
 
+def _timings(phases: Phases) -> PhaseTimings:
+    return PhaseTimings(phases.connect, phases.tls, phases.first_byte, phases.body)
+
+
 def classify_exception(exc: BaseException) -> tuple[Reason, str]:
     """Map a transport exception to a reason and a short message (no secrets: no URLs)."""
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
@@ -282,6 +295,8 @@ def classify_exception(exc: BaseException) -> tuple[Reason, str]:
         return Reason.TLS_ERROR, f"TLS error: {_root_message(exc)}"
     if isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return Reason.UNREACHABLE, f"cannot connect: {_root_message(exc)}"
+    if isinstance(exc, UnsafeRequestHeader):  # the monitor's own request (its configuration), never the target's fault
+        return Reason.INTERNAL_ERROR, f"request not sent, the monitor's configuration is wrong: {exc}"
     if isinstance(exc, PeerClosed):  # by type: the message may quote what the server sent
         return Reason.WORKER_FAILURE, f"connection closed by the server: {_root_message(exc)}"
     if isinstance(exc, httpx.RemoteProtocolError):

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from monitor.results import ProbeResult
+from monitor.results import ProbeResult, StepResult
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,13 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+def _phases(step: StepResult) -> str:
+    """connect/tls/first byte/body in ms, one compact cell ("-" when the step sent no request)."""
+    if step.phases is None:
+        return "-"
+    return "/".join(f"{v * 1000:.1f}" if v else "0" for v in step.phases.values())
+
+
 def render_table(probes: Sequence[ProbeRuns]) -> str:
     repeat = max((len(p.runs) for p in probes), default=1)
     rows: list[list[str]] = []
@@ -117,11 +124,12 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
                 rows.append([probe.name, name, f"{s['passed']}/{s['n']}", _ms(s["mean"]), _ms(s["p50"]),
                              _ms(s["p95"]), (errors[-1] or "")[:80] if errors else ""])
     else:
-        header = ["PROBE", "STEP", "RESULT", "TIME", "DETAIL"]
+        header = ["PROBE", "STEP", "RESULT", "TIME", "CONN/TLS/TTFB/BODY MS", "DETAIL"]
         for probe in probes:
             for step in probe.last.steps:
                 result = "skip" if step.skipped else ("ok" if step.ok else f"FAIL {step.reason.value if step.reason else ''}")
-                rows.append([probe.name, step.name, result, _ms(step.duration_seconds), (step.error or "")[:100]])
+                rows.append([probe.name, step.name, result, _ms(step.duration_seconds), _phases(step),
+                             (step.error or "")[:100]])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     passed = sum(1 for p in probes if p.ok)
@@ -163,12 +171,13 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
     lines += ["", "## Endpoints", ""]
     for probe in probes:
         lines += [f"### {probe.name} ({probe.scenario} on {probe.target})", "",
-                  "| Step | Method | Endpoint | Status | Response time | Result |", "|---|---|---|---:|---:|---|"]
+                  "| Step | Method | Endpoint | Status | Response time | Connect / TLS / first byte / body (ms) | Result |",
+                  "|---|---|---|---:|---:|---:|---|"]
         for step in probe.last.steps:
             result = "SKIPPED" if step.skipped else ("PASS" if step.ok else f"FAIL ({step.reason.value if step.reason else ''})")
             lines.append(
                 f"| {step.name} | {step.method or '-'} | `{step.path or '-'}` | {step.status_code or '-'} | "
-                f"{_ms(step.duration_seconds)} | {result} |"
+                f"{_ms(step.duration_seconds)} | {_phases(step)} | {result} |"
             )
         failures = [(i + 1, s) for i, r in enumerate(probe.runs) for s in r.steps if not s.ok]
         if failures:

@@ -30,6 +30,38 @@ class Reason(str, enum.Enum):
         return self.value
 
 
+PHASES = ("connect", "tls", "first_byte", "body")
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimings:
+    """Where a step's HTTP time went, split as blackbox_exporter does (seconds).
+
+    connect and tls are 0 on a reused keep-alive connection; first_byte runs from the
+    request written to the first response byte (the server's think time), body from there
+    to the last body byte. "Slow to connect" (network, a full accept queue) and "slow to
+    answer" (the database behind) are different diagnoses. A step with several requests
+    carries their sum, so the phases add up to (nearly) the step's duration.
+    """
+
+    connect: float = 0.0
+    tls: float = 0.0
+    first_byte: float = 0.0
+    body: float = 0.0
+
+    def __add__(self, other: "PhaseTimings") -> "PhaseTimings":
+        return PhaseTimings(
+            self.connect + other.connect, self.tls + other.tls, self.first_byte + other.first_byte, self.body + other.body
+        )
+
+    def values(self) -> tuple[float, float, float, float]:
+        """In the order of PHASES."""
+        return self.connect, self.tls, self.first_byte, self.body
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: round(value, 6) for name, value in zip(PHASES, self.values())}
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """One step of a scenario. `reason` and `error` are None when it passed."""
@@ -43,6 +75,7 @@ class StepResult:
     method: str | None = None
     path: str | None = None
     skipped: bool = False
+    phases: PhaseTimings | None = None  # None: the step sent no request
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +88,7 @@ class StepResult:
             "method": self.method,
             "path": self.path,
             "skipped": self.skipped,
+            "phases": self.phases.as_dict() if self.phases is not None else None,
         }
 
 
@@ -146,8 +180,11 @@ def _scrub_value(value: Any, scrub: Callable[[str], str]) -> Any:
 class StepFailure(Exception):
     """Raised inside a step to end it with a classified reason and a human message."""
 
-    def __init__(self, reason: Reason, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, reason: Reason, message: str, status_code: int | None = None, phases: PhaseTimings | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status_code = status_code
+        self.phases = phases  # how far the failed request got (a timeout: waiting for which phase)

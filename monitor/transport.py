@@ -4,33 +4,39 @@ httpx's default transport (httpcore on anyio) spends ~1.2 ms of CPU per request 
 times the wire work, and the daemon makes hundreds of requests a second. This plugs into
 httpx's documented extension point (`AsyncBaseTransport`), so the client, auth, headers
 and exception types stay httpx's; only the wire work is done here, and only what a probe
-needs: one request at a time per connection, HTTP/1.1, no proxies, no HTTP/2.
+needs: one request at a time per connection, HTTP/1.1, no proxies, no HTTP/2. Responses
+are parsed by llhttp (through `httptools`, as uvicorn does): status line, headers, chunked
+framing and Content-Length are a vetted parser's job, not ours.
 
 Errors are raised as the httpx exceptions httpcore would raise for the same fault, so the
-classification in `monitor.http` does not know which transport ran.
+classification in `monitor.http` does not know which transport ran. Each response carries
+its phase timings (connect, tls, first_byte, body) in `extensions["phases"]`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import select
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import httptools
 import httpx
 
 MAX_HEADER_BYTES = 64 * 1024
-# Above this much unread data the socket stops being read: memory stays bounded even when
+# Above this much unread body the socket stops being read: memory stays bounded even when
 # a server sends far more than the caller will accept.
 _READ_HIGH_WATER = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUSES = frozenset({204, 304})
+# Methods a client may send twice (RFC 9110 section 9.2.2): the ones retried on a fresh
+# connection when a reused one turns out to have been closed by the server.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
 
 _Origin = tuple[str, str, int]
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class PeerClosed(httpx.RemoteProtocolError):
@@ -41,13 +47,141 @@ class PeerClosed(httpx.RemoteProtocolError):
     """
 
 
+class UnsafeRequestHeader(httpx.LocalProtocolError):
+    """An outgoing header name or value holds CR, LF or NUL: the monitor's own request is
+    wrong (its configuration), so it is never sent and never blamed on the target."""
+
+
+class Phases:
+    """Where one request's time went, as blackbox_exporter splits it (seconds).
+
+    connect and tls are 0 on a reused connection; first_byte runs from the request
+    written to the first response byte; body from there to the last body byte read.
+    """
+
+    __slots__ = ("connect", "tls", "first_byte", "body")
+
+    def __init__(self) -> None:
+        self.connect = 0.0
+        self.tls = 0.0
+        self.first_byte = 0.0
+        self.body = 0.0
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop llhttp at once (the reason is kept apart)."""
+
+
+class _Response:
+    """llhttp's callbacks for one response on a connection: head, body bytes, completion."""
+
+    def __init__(self, method: str) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_only = method == "HEAD"
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.head_done = False
+        self.interim = False
+        self.to_eof = False
+        self.keep_alive = False
+        self.body = bytearray()
+        self.complete = False
+        self.error: httpx.TransportError | None = None
+        self.stray = False  # bytes beyond this response: the connection is out of step
+        self.first_byte_at = 0.0
+
+    def feed(self, data: bytes) -> None:
+        if not self.first_byte_at:
+            self.first_byte_at = time.monotonic()
+        if self.complete or self.error is not None:
+            self.stray = True
+            return
+        if not self.head_done:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            # httptools wraps what a callback raised; a _Stop has already said why.
+            if not isinstance(exc.__context__, _Stop) and self.error is None:
+                self.error = httpx.RemoteProtocolError(f"response parser callback failed: {exc}")
+        except httptools.HttpParserUpgrade:
+            self.error = httpx.RemoteProtocolError("unexpected protocol switch (HTTP 101)")
+        except httptools.HttpParserError as exc:
+            if self.complete:
+                self.stray = True  # garbage after a complete response: retire the connection
+            elif self.error is None:
+                self.error = httpx.RemoteProtocolError(f"llhttp: {exc}")
+        if not self.head_done and self.error is None and self.head_bytes > MAX_HEADER_BYTES:
+            self.error = httpx.RemoteProtocolError(f"response header larger than {MAX_HEADER_BYTES} bytes")
+
+    # llhttp callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.stray = True
+            raise _Stop
+        self.reason = b""
+        self.headers = []
+
+    def on_status(self, data: bytes) -> None:
+        self.reason += data  # may arrive in pieces
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:
+                self.error = httpx.RemoteProtocolError("unexpected protocol switch (HTTP 101)")
+                raise _Stop
+            self.interim = True  # 100 Continue, 103 Early Hints: the final answer follows
+            return
+        chunked = has_length = False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                # llhttp would read any other coding to EOF and hand over still-encoded
+                # bytes; nothing here can decode them, so they are refused up front.
+                if value.strip().lower() != b"chunked":
+                    self.error = httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {value[:40]!r}")
+                    raise _Stop
+                chunked = True
+            elif lower == b"content-length":
+                has_length = True
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self.to_eof = not (chunked or has_length or self.head_only or status in _NO_BODY_STATUSES)
+        self.head_done = True
+        if self.head_only:
+            self.complete = True  # llhttp cannot be told; what follows a HEAD answer is stray
+
+    def on_body(self, data: bytes) -> None:
+        if self.head_only:
+            self.stray = True
+            raise _Stop
+        self.body += data
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.complete = True
+
+    @property
+    def http_version(self) -> bytes:
+        return b"HTTP/" + self.parser.get_http_version().encode("ascii")
+
+
 class _Connection(asyncio.Protocol):
-    """One socket and its unread bytes; the transport reads it through `wait`."""
+    """One socket; the response being read is parsed as bytes arrive."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.response: _Response | None = None
+        self.stray = False  # bytes arrived while no response was expected
         self.eof = False
         self.error: BaseException | None = None
         self.idle_since = 0.0
@@ -64,10 +198,14 @@ class _Connection(asyncio.Protocol):
             self._poll.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _READ_HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
+        response = self.response
+        if response is None:
+            self.stray = True
+        else:
+            response.feed(data)
+            if len(response.body) > _READ_HIGH_WATER and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
         self._wake(True)
 
     def eof_received(self) -> bool:
@@ -107,11 +245,6 @@ class _Connection(asyncio.Protocol):
         if not arrived:
             raise httpx.ReadTimeout("timed out waiting for the server")
 
-    def take(self, size: int) -> bytes:
-        chunk = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return chunk
-
     @property
     def usable(self) -> bool:
         """Idle and still open: no EOF, and no stray bytes a server sent unasked.
@@ -125,7 +258,14 @@ class _Connection(asyncio.Protocol):
     @property
     def quiet(self) -> bool:
         """Open, no EOF seen, nothing unread: what the event loop alone can tell."""
-        return self.transport is not None and not self.eof and not self.buffer and not self.transport.is_closing()
+        response = self.response
+        return (
+            self.transport is not None
+            and not self.eof
+            and not self.stray
+            and (response is None or (not response.stray and not response.body))
+            and not self.transport.is_closing()
+        )
 
     def close(self) -> None:
         self._poll = None
@@ -169,6 +309,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
         body = await request.aread()
+        wire = _serialize(request, body)  # before a slot is taken: a bad header never reaches a socket
         if self._slots.locked():
             try:
                 async with asyncio.timeout(timeouts.get("pool")):
@@ -178,11 +319,28 @@ class LeanTransport(httpx.AsyncBaseTransport):
         else:
             await self._slots.acquire()
         conn: _Connection | None = None
+        phases: Phases = request.extensions.get("phases") or Phases()
         try:
-            conn = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"))
-            conn.transport.write(_serialize(request, body))  # type: ignore[union-attr]
-            status, reason, version, headers = await _read_head(conn, read_timeout)
-            framing, length, keep_alive = _framing(request.method, status, version, headers)
+            conn = self._checkout(origin)
+            if conn is None:
+                conn = await self._connect(origin, timeouts.get("connect"), phases)
+                response = await _exchange(conn, request.method, wire, read_timeout, phases)
+            else:
+                try:
+                    response = await _exchange(conn, request.method, wire, read_timeout, phases)
+                except (PeerClosed, httpx.ReadError):
+                    # A reused connection the server had already closed, with not one byte
+                    # of an answer: the request crossed the server's close on the wire.
+                    # Retried once on a new connection, as browsers and Go's net/http do;
+                    # never a POST, never after any byte of a response.
+                    if request.method not in IDEMPOTENT_METHODS or conn.response is None or conn.response.first_byte_at:
+                        raise
+                    conn.close()
+                    conn = None
+                    phases.first_byte = 0.0  # the new attempt's own phases from here
+                    conn = await self._connect(origin, timeouts.get("connect"), phases)
+                    response = await _exchange(conn, request.method, wire, read_timeout, phases)
+            keep_alive = response.keep_alive
             if keep_alive and "close" in request.headers.get("connection", "").lower():
                 keep_alive = False  # we asked the server to close it
         except BaseException:
@@ -190,12 +348,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 conn.close()
             self._slots.release()
             raise
-        stream = _ResponseBody(self, origin, conn, framing, length, keep_alive, read_timeout)
+        stream = _ResponseBody(self, origin, conn, response, keep_alive, read_timeout, phases)
         return httpx.Response(
-            status,
-            headers=headers,
+            response.status,
+            headers=response.headers,
             stream=stream,
-            extensions={"http_version": version, "reason_phrase": reason},
+            extensions={"http_version": response.http_version, "reason_phrase": response.reason, "phases": phases},
         )
 
     def _checkout(self, origin: _Origin) -> _Connection | None:
@@ -208,7 +366,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
-    async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
+    async def _connect(self, origin: _Origin, timeout: float | None, phases: Phases) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls: ssl.SSLContext | None = None
@@ -218,10 +376,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
             tls = self._ssl_context or ssl.create_default_context()
         try:
             async with asyncio.timeout(timeout):
+                started = time.monotonic()
                 try:
                     raw, conn = await loop.create_connection(lambda: _Connection(loop), host, port)
                 except OSError as exc:
                     raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+                connected = time.monotonic()
+                phases.connect = connected - started
                 if tls is not None:
                     # After the TCP connect, any failure is the TLS handshake's, be it an
                     # alert, a reset or a close (a TLS proxy without a backend).
@@ -233,6 +394,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                             raise
                         cause = exc if isinstance(exc, ssl.SSLError) else ssl.SSLEOFError(f"handshake interrupted: {exc}")
                         raise httpx.ConnectError(f"TLS handshake failed: {exc}") from cause
+                    phases.tls = time.monotonic() - connected
         except TimeoutError:
             raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time") from None
         return conn
@@ -242,6 +404,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         # Not `usable`: its socket poll is for idle connections and runs at checkout.
         if reusable and not self._closed and conn.quiet:
             conn.resume()  # paused by a large body: it must still notice the server closing
+            conn.response = None
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)
         else:
@@ -257,6 +420,33 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
+async def _exchange(conn: _Connection, method: str, wire: bytes, timeout: float | None, phases: Phases) -> _Response:
+    """Send the request and wait for the head of the final response (1xx ones are skipped)."""
+    response = _Response(method)
+    conn.response = response
+    conn.transport.write(wire)  # type: ignore[union-attr]
+    sent = time.monotonic()
+    try:
+        while not response.head_done:
+            if response.error is not None:
+                raise response.error
+            if conn.eof:
+                if not response.first_byte_at:
+                    if isinstance(conn.error, OSError):
+                        raise conn.broken("Server disconnected without sending a response")
+                    raise PeerClosed("Server disconnected without sending a response.")
+                raise conn.broken("incomplete response header")
+            await conn.wait(timeout)
+    except BaseException:
+        # As far as it got: a timeout waiting for the answer shows up as a long first_byte.
+        phases.first_byte = (response.first_byte_at or time.monotonic()) - sent
+        if response.first_byte_at:
+            phases.body = time.monotonic() - response.first_byte_at
+        raise
+    phases.first_byte = response.first_byte_at - sent
+    return response
+
+
 class _ResponseBody(httpx.AsyncByteStream):
     """The body as it arrives; the connection goes back to the pool once it was read whole."""
 
@@ -265,74 +455,47 @@ class _ResponseBody(httpx.AsyncByteStream):
         pool: LeanTransport,
         origin: _Origin,
         conn: _Connection,
-        framing: str,
-        length: int,
+        response: _Response,
         keep_alive: bool,
         read_timeout: float | None,
+        phases: Phases,
     ) -> None:
         self._pool = pool
         self._origin = origin
         self._conn: _Connection | None = conn
-        self._framing = framing
-        self._length = length
+        self._response = response
         self._keep_alive = keep_alive
         self._timeout = read_timeout
+        self._phases = phases
         self._complete = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
         if conn is None:
             raise httpx.StreamClosed()
-        if self._framing == "length":
-            async for chunk in self._read_length(conn):
-                yield chunk
-        elif self._framing == "chunked":
-            async for chunk in self._read_chunked(conn):
-                yield chunk
-        else:
+        response = self._response
+        received = 0
+        try:
             while True:
-                if conn.buffer:
-                    yield conn.take(len(conn.buffer))
-                elif conn.eof:
-                    if isinstance(conn.error, OSError):
-                        raise conn.broken("connection broken mid-body")
+                if response.body:
+                    chunk = bytes(response.body)
+                    response.body.clear()
+                    received += len(chunk)
+                    yield chunk
+                elif response.error is not None:
+                    raise response.error
+                elif response.complete:
                     break
+                elif conn.eof:
+                    if response.to_eof and not isinstance(conn.error, OSError):
+                        break  # a body without a length ends with the connection
+                    raise conn.broken(f"incomplete body: received {received} bytes")
                 else:
                     await conn.wait(self._timeout)
-        self._complete = True
-
-    async def _read_length(self, conn: _Connection) -> AsyncIterator[bytes]:
-        async for chunk in self._read_exactly(conn, self._length, "incomplete body"):
-            yield chunk
-
-    async def _read_exactly(self, conn: _Connection, size: int, what: str) -> AsyncIterator[bytes]:
-        """`size` bytes as they arrive; an EOF before them is the server giving up."""
-        remaining = size
-        while remaining:
-            if conn.buffer:
-                chunk = conn.take(remaining)
-                remaining -= len(chunk)
-                yield chunk
-            elif conn.eof:
-                raise conn.broken(f"{what}: received {size - remaining} of {size} bytes")
-            else:
-                await conn.wait(self._timeout)
-
-    async def _read_chunked(self, conn: _Connection) -> AsyncIterator[bytes]:
-        while True:
-            line = await _read_line(conn, self._timeout, "incomplete chunked body")
-            size_text = line.split(b";", 1)[0].strip()
-            if not _CHUNK_SIZE.fullmatch(size_text):
-                raise httpx.RemoteProtocolError(f"malformed chunk size {size_text[:20]!r}")
-            size = int(size_text, 16)
-            if size == 0:
-                while await _read_line(conn, self._timeout, "incomplete chunked trailer"):
-                    pass  # trailers are ignored
-                return
-            async for chunk in self._read_exactly(conn, size, "incomplete chunked body"):
-                yield chunk
-            if await _read_line(conn, self._timeout, "incomplete chunked body"):
-                raise httpx.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
+        finally:
+            # Also when the reader stops early (a body over the cap) or times out.
+            self._phases.body = time.monotonic() - response.first_byte_at
+        self._complete = not response.to_eof
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -344,6 +507,10 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     chunked = False
     for name, value in request.headers.raw:
+        if any(c in name or c in value for c in _FORBIDDEN_IN_HEADERS):
+            raise UnsafeRequestHeader(
+                f"outgoing header {name.decode('latin-1')!r} holds CR, LF or NUL: refused before sending"
+            )
         parts += (name, b": ", value, b"\r\n")
         if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
@@ -355,114 +522,3 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
     elif body:
         parts.append(body)
     return b"".join(parts)
-
-
-async def _read_line(conn: _Connection, timeout: float | None, what: str) -> bytes:
-    """One line without its CRLF (or lone LF), bounded in length."""
-    while True:
-        end = conn.buffer.find(b"\n")
-        if end >= 0:
-            return conn.take(end + 1).rstrip(b"\r\n")
-        if len(conn.buffer) > MAX_HEADER_BYTES:
-            raise httpx.RemoteProtocolError(f"chunked body line longer than {MAX_HEADER_BYTES} bytes")
-        if conn.eof:
-            raise conn.broken(what)
-        await conn.wait(timeout)
-
-
-async def _read_head(
-    conn: _Connection, timeout: float | None
-) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
-    """Status line and headers of the final response (1xx interim responses are skipped).
-
-    Lines may end in a lone LF and folded header lines are unfolded, as RFC 9112 lets a
-    client accept; anything else malformed is a protocol error, as h11 would have it.
-    """
-    while True:
-        checked = False
-        while True:
-            buffer = conn.buffer
-            if not checked and (line_end := buffer.find(b"\n")) >= 0:
-                _parse_status_line(bytes(buffer[:line_end]).rstrip(b"\r"))  # garbage fails at once, not at EOF
-                checked = True
-            head_end = _blank_line(buffer)
-            if head_end is not None:
-                break
-            if len(buffer) > MAX_HEADER_BYTES:
-                raise httpx.RemoteProtocolError(f"response header larger than {MAX_HEADER_BYTES} bytes")
-            if conn.eof:
-                if not buffer:
-                    if isinstance(conn.error, OSError):
-                        raise conn.broken("Server disconnected without sending a response")
-                    raise PeerClosed("Server disconnected without sending a response.")
-                raise conn.broken("incomplete response header")
-            await conn.wait(timeout)
-        head_length, consumed = head_end
-        lines = [line.rstrip(b"\r") for line in conn.take(consumed)[:head_length].split(b"\n")]
-        version, status, reason = _parse_status_line(lines[0])
-        if status < 200:
-            if status == 101:
-                raise httpx.RemoteProtocolError("unexpected protocol switch (HTTP 101)")
-            continue
-        return status, reason, version, _parse_headers(lines[1:])
-
-
-def _blank_line(buffer: bytearray) -> tuple[int, int] | None:
-    """(length of the head without its final line break, bytes up to the body) once the
-    blank line that ends the head has arrived."""
-    found = [(i, i + len(sep)) for sep in (b"\n\r\n", b"\n\n") if (i := buffer.find(sep)) >= 0]
-    return min(found) if found else None
-
-
-def _parse_headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):  # obs-fold: continues the previous value
-            if not headers:
-                raise httpx.RemoteProtocolError(f"malformed response header line {line[:40]!r}")
-            name, value = headers[-1]
-            headers[-1] = (name, (value + b" " + line.strip()).strip())
-            continue
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name) or b"\0" in value or b"\r" in value:
-            raise httpx.RemoteProtocolError(f"malformed response header line {line[:40]!r}")
-        headers.append((name, value.strip(b" \t")))
-    return headers
-
-
-def _parse_status_line(line: bytes) -> tuple[bytes, int, bytes]:
-    version, _, rest = line.partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit() or code[:1] == b"0":
-        raise httpx.RemoteProtocolError(f"malformed status line {line[:40]!r}")
-    return version, int(code), reason
-
-
-def _framing(method: str, status: int, version: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
-    """How the body ends (RFC 9112 section 6.3) and whether the connection may be reused."""
-    keep_alive = version == b"HTTP/1.1"
-    chunked = False
-    lengths: set[bytes] = set()
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
-        elif lower == b"transfer-encoding":
-            if value.strip().lower() != b"chunked":  # what h11 supported; any other coding is refused
-                raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {value[:40]!r}")
-            chunked = True
-        elif lower == b"connection":
-            tokens = {t.strip() for t in value.lower().split(b",")}
-            if b"close" in tokens:
-                keep_alive = False
-            elif b"keep-alive" in tokens and version == b"HTTP/1.0":
-                keep_alive = True
-    if method == "HEAD" or status in _NO_BODY_STATUSES:
-        return "length", 0, keep_alive
-    if chunked:
-        return "chunked", 0, keep_alive
-    if lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-            raise httpx.RemoteProtocolError(f"invalid Content-Length {b','.join(sorted(lengths))[:40]!r}")
-        return "length", int(next(iter(lengths))), keep_alive
-    return "close", 0, False

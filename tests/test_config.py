@@ -335,6 +335,15 @@ MORE = [
     Bad("ca_file_unreadable", doc(_set("targets.0.tls", {"ca_file": "/nonexistent/ca.pem"})),
         field="targets[0].tls.ca_file"),
     Bad("headers_not_strings", doc(_set("targets.0.headers", {"X-Team": ["a"]})), field="targets[0].headers.X-Team"),
+    # CR or LF in a header would split it on the wire (header injection): refused by field.
+    Bad("header_value_with_crlf", doc(_set("targets.0.headers", {"X-Team": "a\r\nX-Injected: 1"})),
+        field="targets[0].headers.X-Team"),
+    Bad("header_value_with_lf", doc(_set("targets.0.headers", {"X-Team": "a\nb"})), field="targets[0].headers.X-Team"),
+    Bad("header_name_not_a_token", doc(_set("targets.0.headers", {"X Team": "a"})), field="targets[0].headers.X Team"),
+    Bad("receiver_header_value_with_cr", doc(_set("alerting.receivers", [
+        {"kind": "webhook", "url": "http://x", "headers": {"X-Key": "k\rv"}}])),
+        field="alerting.receivers[0].headers.X-Key"),
+    Bad("token_with_lf", doc(_set("targets.0.auth", {"token": "abc\ndef"})), field="targets[0].auth.token"),
     Bad("target_kind_unknown", doc(_set("targets.0.kind", "kubeflow")), field="targets[0].kind"),
     Bad("buckets_empty", doc(_set("metrics.buckets", [])), field="metrics.buckets"),
     Bad("options_not_a_mapping", doc(_set("probes.0.options", [1, 2])), field="probes[0].options"),

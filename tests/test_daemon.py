@@ -24,6 +24,7 @@ EXPECTED_FAMILIES = {
     "synthetic_probe_consecutive_failures": "gauge",
     "synthetic_probe_last_success_timestamp_seconds": "gauge",
     "synthetic_probe_timeout_seconds": "gauge",
+    "synthetic_probe_step_phase_seconds": "gauge",
     "synthetic_asgard_dependency_up": "gauge",
     "synthetic_asgard_inventory": "gauge",
     "synthetic_monitor_build_info": "gauge",
@@ -101,6 +102,8 @@ def test_metrics_health_ready_status(mlflow_server: MlflowServer, daemon_for) ->
     assert sample(families, "synthetic_probe_step_failures_total", probe="mlflow_write", step="runs_get",
                   reason="validation_failed") == 0
     assert sample(families, "synthetic_probe_timeout_seconds", probe="mlflow_read") == 1.5
+    assert sample(families, "synthetic_probe_step_phase_seconds", probe="mlflow_read", step="health",
+                  phase="first_byte") == 0
 
     wait_for(lambda: httpx.get(f"{daemon.url}/readyz").status_code == 200, 20, "/readyz 200")
     assert httpx.get(f"{daemon.url}/healthz").status_code == 200
@@ -126,6 +129,12 @@ def test_metrics_health_ready_status(mlflow_server: MlflowServer, daemon_for) ->
     assert names == ["mlflow_read", "mlflow_write"]
     last = status["probes"][0]["last"]
     assert last["ok"] is True and last["steps"][0]["name"] == "health"
+    # MLflow's think time shows as first_byte; plain http: no TLS handshake.
+    phases = last["steps"][0]["phases"]
+    assert set(phases) == {"connect", "tls", "first_byte", "body"} and phases["tls"] == 0
+    assert 0 < phases["first_byte"] <= last["steps"][0]["duration_seconds"]
+    assert (sample(families, "synthetic_probe_step_phase_seconds", target="mlflow", probe="mlflow_read", step="health",
+                   phase="first_byte") or 0) > 0
     assert status["recent_failures"] == []
 
     log = daemon.log_text()

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.results import ProbeResult, Reason, StepResult
+from monitor.results import PHASES, PhaseTimings, ProbeResult, Reason, StepResult
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.sinks.probe_series import FAMILIES, JOB, LAG_BUCKETS
 
@@ -29,7 +29,7 @@ class Reference:
         self.registry = CollectorRegistry()
         r = self.registry
         tp = ["target", "probe"]
-        (runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag) = FAMILIES
+        (runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag, phase) = FAMILIES
         self.runs = Counter(runs[0], runs[2], [*tp, "result"], registry=r)
         self.success = Gauge(success[0], success[2], tp, registry=r)
         self.duration = Histogram(duration[0], duration[2], tp, buckets=BUCKETS, registry=r)
@@ -40,6 +40,7 @@ class Reference:
         self.timeout = Gauge(timeout[0], timeout[2], tp, registry=r)
         self.jobs = Counter(jobs[0], jobs[2], ["probe", "event"], registry=r)
         self.lag = Histogram(lag[0], lag[2], ["probe"], buckets=LAG_BUCKETS, registry=r)
+        self.phase = Gauge(phase[0], phase[2], [*tp, "step", "phase"], registry=r)
 
     def register(self, t: str, p: str, timeout: float) -> None:
         for result in ("success", "failure"):
@@ -50,6 +51,8 @@ class Reference:
         self.timeout.labels(t, p).set(timeout)
         for step in STEPS:
             self.step_duration.labels(t, p, step)
+            for name in PHASES:
+                self.phase.labels(t, p, step, name).set(0)
             for reason in Reason:
                 self.failures.labels(t, p, step, reason.value)
         for event in ("error", "missed", "skipped"):
@@ -69,6 +72,8 @@ class Reference:
         for step in result.steps:
             if not step.skipped:
                 self.step_duration.labels(t, p, step.name).observe(step.duration_seconds)
+                for name, value in zip(PHASES, step.phases.values() if step.phases else (0.0,) * 4):
+                    self.phase.labels(t, p, step.name, name).set(value)
                 if step.reason is not None:
                     self.failures.labels(t, p, step.name, step.reason.value).inc()
 
@@ -78,10 +83,14 @@ def random_result(rng: random.Random, target: str, probe: str) -> ProbeResult:
     for name in STEPS:
         # Exactly on a bucket bound, between bounds, and beyond the last one.
         seconds = rng.choice([0.005, 0.1, 10.0, rng.random() / 10, rng.random() * 30])
+        # Phases: none (no request), zeros (a reused connection's connect), odd floats.
+        phases = rng.choice([None, PhaseTimings(), PhaseTimings(0.0, 0.0, seconds * 0.9, seconds * 0.1),
+                             PhaseTimings(rng.random() / 1000, 1e-7, rng.random(), 123456.789)])
         if rng.random() < 0.25:
-            steps.append(StepResult(name, ok=False, duration_seconds=seconds, reason=rng.choice(list(Reason)), error="x"))
+            steps.append(StepResult(name, ok=False, duration_seconds=seconds, reason=rng.choice(list(Reason)), error="x",
+                                    phases=phases))
             break
-        steps.append(StepResult(name, ok=True, duration_seconds=seconds, skipped=rng.random() < 0.1))
+        steps.append(StepResult(name, ok=True, duration_seconds=seconds, skipped=rng.random() < 0.1, phases=phases))
     return ProbeResult(
         probe=probe, target=target, scenario="s", started_at=1_790_000_000 + rng.random() * 1e6,
         duration_seconds=sum(s.duration_seconds for s in steps), steps=tuple(steps), timeout_seconds=5.0,

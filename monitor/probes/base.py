@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, NoReturn
 from pydantic import BaseModel, ConfigDict
 
 from monitor.http import HttpResponse, TargetClient, check_status
-from monitor.results import Reason, StepFailure, StepResult
+from monitor.results import PhaseTimings, Reason, StepFailure, StepResult
 
 # Cleanup steps (deleting the probe's run) get at least this long each (capped by the step
 # timeout) even when the deadline is spent, so a timed-out run does not leave litter behind.
@@ -108,6 +108,7 @@ class Step:
         self._skipped: str | None = None
         self._last: HttpResponse | None = None
         self._attempt: tuple[str, str] | None = None
+        self._phases: PhaseTimings | None = None  # summed over the step's requests
 
     async def __aenter__(self) -> "Step":
         self._started = self.run.clock()
@@ -121,12 +122,15 @@ class Step:
     ) -> bool:
         duration = self.run.clock() - self._started
         last = self._last
-        common = {
+        common: dict[str, Any] = {
             "name": self.name,
             "duration_seconds": duration,
             "method": self._attempt[0] if self._attempt else None,
             "path": self._attempt[1] if self._attempt else None,
         }
+        if isinstance(exc, StepFailure) and exc.phases is not None:
+            self._add_phases(exc.phases)
+        common["phases"] = self._phases
         if exc is None:
             self.run.steps.append(
                 StepResult(
@@ -178,8 +182,13 @@ class Step:
             headers=headers,
         )
         self._last = response
+        if response.phases is not None:
+            self._add_phases(response.phases)
         check_status(response, expect)
         return response
+
+    def _add_phases(self, phases: PhaseTimings) -> None:
+        self._phases = phases if self._phases is None else self._phases + phases
 
     def fail(self, reason: Reason, message: str) -> NoReturn:
         raise StepFailure(reason, message, self._last.status_code if self._last else None)

@@ -116,7 +116,11 @@ class MetricsSink:
             result.ok,
             result.duration_seconds,
             result.started_at + result.duration_seconds,
-            [(s.name, s.duration_seconds, s.reason.value if s.reason else None) for s in result.steps if not s.skipped],
+            [
+                (s.name, s.duration_seconds, s.reason.value if s.reason else None, s.phases.values() if s.phases else None)
+                for s in result.steps
+                if not s.skipped
+            ],
         )
         series = self._probes.get(result.probe)
         if series is not None and series.asgard:

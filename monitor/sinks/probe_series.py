@@ -21,7 +21,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from monitor.results import Reason
+from monitor.results import PHASES, Reason
 
 RESULTS = ("success", "failure")
 JOB_EVENTS = ("error", "missed", "skipped")
@@ -38,10 +38,14 @@ LAST_SUCCESS = ("synthetic_probe_last_success_timestamp_seconds", "gauge", "Unix
 TIMEOUT = ("synthetic_probe_timeout_seconds", "gauge", "The probe's configured deadline.")
 JOB = ("synthetic_monitor_job_events", "counter", "Scheduler trouble: a job errored, missed its time, or was skipped.")
 LAG = ("synthetic_monitor_schedule_lag_seconds", "histogram", "How late a run started against its schedule.")
-FAMILIES = (RUNS, SUCCESS, DURATION, STEP_DURATION, STEP_FAILURES, CONSECUTIVE, LAST_SUCCESS, TIMEOUT, JOB, LAG)
-_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _STEP_FAILURES, _CONSECUTIVE, _LAST_SUCCESS, _TIMEOUT, _JOB, _LAG = range(10)
+STEP_PHASE = ("synthetic_probe_step_phase_seconds", "gauge",
+              "Time of each HTTP phase of a step in the last run (connect, tls, first_byte, body; summed over its requests).")
+FAMILIES = (RUNS, SUCCESS, DURATION, STEP_DURATION, STEP_FAILURES, CONSECUTIVE, LAST_SUCCESS, TIMEOUT, JOB, LAG, STEP_PHASE)
+(_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _STEP_FAILURES, _CONSECUTIVE, _LAST_SUCCESS, _TIMEOUT, _JOB, _LAG,
+ _STEP_PHASE) = range(11)
 _SCALARS = (_SUCCESS, _CONSECUTIVE, _LAST_SUCCESS, _TIMEOUT)
-_AFTER_A_RUN = (_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _CONSECUTIVE, _LAST_SUCCESS)
+_AFTER_A_RUN = (_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _CONSECUTIVE, _LAST_SUCCESS, _STEP_PHASE)
+_NO_PHASES = (0.0, 0.0, 0.0, 0.0)
 
 
 def _go(value: float) -> str:
@@ -126,6 +130,8 @@ class _Probe:
         self.timeout = float(timeout)
         self.duration = _Histogram(DURATION[0], buckets, self.tp)
         self.steps: dict[str, _Histogram] = {}
+        self.phases: dict[str, tuple[float, ...]] = {}  # step -> the last run's values, in PHASES order
+        self._phase_prefixes: dict[str, list[str]] = {}
         self.failures: dict[tuple[str, str], int] = {}
         for step in steps:
             self.add_step(step)
@@ -142,6 +148,8 @@ class _Probe:
 
     def add_step(self, step: str) -> _Histogram:
         hist = self.steps[step] = _Histogram(STEP_DURATION[0], self.buckets, {**self.tp, "step": step})
+        self.phases[step] = _NO_PHASES
+        self._phase_prefixes[step] = [self._prefix(_STEP_PHASE, phase=phase, step=step, **self.tp) for phase in PHASES]
         return hist
 
     def render(self, index: int) -> None:
@@ -164,6 +172,13 @@ class _Probe:
             text = "".join(f"{self._prefix(index, event=e, probe=self.probe)}{_go(n)}\n" for e, n in self.jobs.items())
         elif index == _LAG:
             text = self.lag.lines()
+        elif index == _STEP_PHASE:
+            phase_prefixes = self._phase_prefixes
+            text = "".join(
+                f"{prefix}{_go(value)}\n"
+                for step, values in self.phases.items()
+                for prefix, value in zip(phase_prefixes[step], values)
+            )
         else:
             value = (self.success, self.consecutive, self.last_success, self.timeout)[_SCALARS.index(index)]
             text = f"{self._scalar_prefixes[index]}{_go(value)}\n"
@@ -196,9 +211,15 @@ class ProbeSeriesStore(Collector):
             self._probes.pop(probe, None)
 
     def record_run(
-        self, probe: str, ok: bool, duration: float, finished_at: float, steps: Iterable[tuple[str, float, str | None]]
+        self,
+        probe: str,
+        ok: bool,
+        duration: float,
+        finished_at: float,
+        steps: Iterable[tuple[str, float, str | None, tuple[float, ...] | None]],
     ) -> None:
-        """One run: its result, duration, and each (non-skipped) step's duration and failure reason."""
+        """One run: its result, duration, and each (non-skipped) step's duration, failure
+        reason and phase times (None: no request, shown as zeros rather than a stale value)."""
         with self._lock:
             p = self._probes.get(probe)
             if p is None:
@@ -212,9 +233,10 @@ class ProbeSeriesStore(Collector):
             else:
                 p.consecutive += 1
             failed = False
-            for name, seconds, reason in steps:
+            for name, seconds, reason, phases in steps:
                 hist = p.steps.get(name) or p.add_step(name)
                 hist.observe(seconds)
+                p.phases[name] = phases or _NO_PHASES
                 if reason is not None:
                     p.failures[(name, reason)] = p.failures.get((name, reason), 0) + 1
                     failed = True
@@ -261,6 +283,7 @@ class ProbeSeriesStore(Collector):
             timeout = GaugeMetricFamily(TIMEOUT[0], TIMEOUT[2], labels=["target", "probe"])
             jobs = CounterMetricFamily(JOB[0], JOB[2], labels=["probe", "event"])
             lag = HistogramMetricFamily(LAG[0], LAG[2], labels=["probe"])
+            phase = GaugeMetricFamily(STEP_PHASE[0], STEP_PHASE[2], labels=["target", "probe", "step", "phase"])
             for p in probes:
                 tp = [p.target, p.probe]
                 for result, n in zip(RESULTS, p.runs):
@@ -277,4 +300,7 @@ class ProbeSeriesStore(Collector):
                 for event, n in p.jobs.items():
                     jobs.add_metric([p.probe, event], n)
                 p.lag.add_to(lag)
-        return iter([runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag])
+                for step, values in p.phases.items():
+                    for name, value in zip(PHASES, values):
+                        phase.add_metric([*tp, step, name], value)
+        return iter([runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag, phase])
