@@ -42,6 +42,9 @@ class Scenario:
     run: Callable[["ScenarioRun", Any], Awaitable[None]]
     description: str = ""
     optional_steps: Callable[[Any], tuple[str, ...]] | None = None
+    # Start-up hook: delete what a killed daemon left behind (client, options, probe name,
+    # minimum age in seconds) -> descriptions of what it deleted.
+    janitor: Callable[[TargetClient, Any, str, float], Awaitable[list[str]]] | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
