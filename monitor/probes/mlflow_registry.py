@@ -62,25 +62,25 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
                 "tags": [{"key": SYNTHETIC_TAG, "value": "true"}, {"key": PROBE_TAG, "value": probe}],
             }
             info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
-            run_id = _require_str(step, info, "run_id")
+            run_id = new_run = _require_str(step, info, "run_id")
             artifact_uri = str(info.get("artifact_uri", "")).rstrip("/")
         # Set before the request: a PUT that timed out may still have stored the file.
-        artifact = _artifact_path(experiment_id, run_id, artifact_uri, f"{ARTIFACT_DIR}/MLmodel")
+        artifact = _artifact_path(experiment_id, new_run, artifact_uri, f"{ARTIFACT_DIR}/MLmodel")
         async with run.step("artifact_put") as step:
             content = f"# synthetic-monitor probe model {secrets.token_hex(8)}\nflavors: {{}}\n".encode()
             await step.request("PUT", artifact, content=content, headers={"Content-Type": "application/octet-stream"})
-        source = f"{artifact_uri}/{ARTIFACT_DIR}" if artifact_uri else f"runs:/{run_id}/{ARTIFACT_DIR}"
+        source = f"{artifact_uri}/{ARTIFACT_DIR}" if artifact_uri else f"runs:/{new_run}/{ARTIFACT_DIR}"
         async with run.step("model_version_create") as step:
             version_attempted = True
-            version = await _create_version(run, step, model, source, run_id, probe)
+            version = new_version = await _create_version(run, step, model, source, new_run, probe)
         alias = f"synthetic-{secrets.token_hex(4)}"
         async with run.step("model_alias_set") as step:
             await step.request(
-                "POST", f"{API}/registered-models/alias", json_body={"name": model, "alias": alias, "version": version}
+                "POST", f"{API}/registered-models/alias", json_body={"name": model, "alias": alias, "version": new_version}
             )
         async with run.step("model_alias_get") as step:
             found = await step.request("GET", f"{API}/registered-models/alias", params={"name": model, "alias": alias})
-            _verify_alias(step, _dig(step, found.json_object(), "model_version"), alias, version, run_id)
+            _verify_alias(step, _dig(step, found.json_object(), "model_version"), alias, new_version, new_run)
     finally:
         # Deleting the version also deletes its aliases.
         if version_attempted:
