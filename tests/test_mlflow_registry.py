@@ -92,10 +92,10 @@ async def test_read_reports_the_server_version_and_searches_runs(mlflow_server: 
         await client.aclose()
     assert result.ok, describe(result)
     assert [s.name for s in result.steps] == [
-        "health", "version", "experiments_search", "registered_models_search", "runs_search"
+        "health", "experiments_search", "registered_models_search", "runs_search", "version"
     ]
     assert result.facts["target_version"] == installed_version("mlflow")
-    search = result.steps[-1]
+    search = result.steps[-2]
     assert (search.method, search.path, search.status_code, search.skipped) == ("POST", "/api/2.0/mlflow/runs/search",
                                                                                200, False)
     assert empty.ok, describe(empty)

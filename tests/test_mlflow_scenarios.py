@@ -50,7 +50,7 @@ async def test_read_scenario_passes(mlflow_server: MlflowServer) -> None:
         await client.aclose()
     assert result.ok, describe(result)
     assert [s.name for s in result.steps] == [
-        "health", "version", "experiments_search", "registered_models_search", "runs_search"
+        "health", "experiments_search", "registered_models_search", "runs_search", "version"
     ]
     assert all(s.status_code == 200 and s.duration_seconds > 0 for s in result.steps)
 
