@@ -95,8 +95,13 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
 
 
 async def _registered_model_get_or_create(step: Step, name: str) -> None:
-    """One probe model forever: look it up, create it once, tolerate a racing replica."""
-    found = await step.request("GET", f"{API}/registered-models/get", params={"name": name}, expect={200, 404})
+    """One probe model forever: look it up, create it once, tolerate a racing replica.
+
+    MLflow's basic-auth app with `default_permission = NO_PERMISSIONS` answers 403, not
+    404, for a model nobody may read yet, so a 403 also tries the create: the creator
+    becomes the model's manager. If the model exists after all, the 403 stands.
+    """
+    found = await step.request("GET", f"{API}/registered-models/get", params={"name": name}, expect={200, 403, 404})
     if found.status_code == 200:
         _dig(step, found.json_object(), "registered_model")
         return
@@ -115,6 +120,7 @@ async def _registered_model_get_or_create(step: Step, name: str) -> None:
     error = created.json_object() if created.body.startswith(b"{") else {}
     if error.get("error_code") != "RESOURCE_ALREADY_EXISTS":
         check_status(created)  # raises with MLflow's message
+    check_status(found, {200, 404})  # it exists but we may not read it: that 403 is the failure
 
 
 async def _create_version(run: ScenarioRun, step: Step, model: str, source: str, run_id: str, probe: str) -> str:
