@@ -522,6 +522,8 @@ def default_probes(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
                            "interval": "30s", "timeout": "10s"})
             probes.append({"name": f"{name}_write", "target": name, "scenario": "mlflow_write",
                            "interval": "5m", "timeout": "30s"})
+            probes.append({"name": f"{name}_registry", "target": name, "scenario": "mlflow_registry",
+                           "interval": "5m", "timeout": "30s"})
         elif kind == "asgard":
             probes.append({"name": f"{name}_api", "target": name, "scenario": "asgard",
                            "interval": "30s", "timeout": "10s"})
@@ -539,6 +541,8 @@ def default_document(env: Mapping[str, str]) -> dict[str, Any]:
         {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s", "timeout": "10s"},
         {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "5m", "timeout": "30s",
          "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
+        {"name": "mlflow_registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "5m",
+         "timeout": "30s", "options": {"model_name": "synthetic-monitor-probe", "experiment_name": "synthetic-monitor"}},
     ]
     if "asgard" in SCENARIOS:
         probes.append({"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "30s",

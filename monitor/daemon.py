@@ -27,7 +27,6 @@ from monitor.crosscheck import cross_check, needs_cross_check
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
-from monitor.probes.mlflow import delete_stale_runs
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult
 from monitor.scheduler import ProbeScheduler
@@ -130,18 +129,20 @@ class Daemon:
         return 0
 
     async def _delete_stale_runs(self) -> None:
-        """Start-up janitor: runs a killed daemon left behind in MLflow (see mlflow.delete_stale_runs)."""
+        """Start-up janitor: what a killed daemon left behind (each scenario's `janitor` hook,
+        e.g. mlflow.delete_stale_runs and mlflow_registry.delete_stale_versions)."""
         for probe in list(self._probes.values()):
-            if probe.scenario != "mlflow_write":
+            janitor = SCENARIOS[probe.scenario].janitor
+            if janitor is None:
                 continue
             _, client = self._clients[probe.target]
             try:
-                deleted = await delete_stale_runs(client, probe.options.experiment_name, probe.name, probe.deadline)
+                deleted = await janitor(client, probe.options, probe.name, probe.deadline)
             except Exception as exc:  # MLflow may be down at start: the probe itself reports that
                 self.log.info("stale_run_cleanup_skipped", probe=probe.name, error=str(exc))
                 continue
             if deleted:
-                self.log.warning("stale_runs_deleted", probe=probe.name, run_ids=deleted)
+                self.log.warning("stale_runs_deleted", probe=probe.name, deleted=deleted)
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` as a task the daemon holds on to: the loop keeps only weak references."""

@@ -130,6 +130,8 @@ def test_defaults_with_no_file_and_empty_env(monkeypatch: pytest.MonkeyPatch) ->
     assert (probes["mlflow_read"].interval, probes["mlflow_read"].timeout) == (30.0, 10.0)
     assert (probes["mlflow_write"].interval, probes["mlflow_write"].timeout) == (300.0, 30.0)
     assert probes["mlflow_write"].options.experiment_name == "synthetic-monitor"
+    assert (probes["mlflow_registry"].interval, probes["mlflow_registry"].options.model_name) == (
+        300.0, "synthetic-monitor-probe")
     assert config.metrics.buckets == list(DEFAULT_BUCKETS)
     assert config.alerting.failure_threshold == 2 and config.alerting.success_threshold == 2
     assert config.secret_values() == set()
@@ -218,7 +220,10 @@ def test_targets_without_probes_get_default_probes(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"targets": [{"name": "prod", "kind": "mlflow", "url": "http://127.0.0.1:5000"}]}))
     config = load_config(path, env={})
-    assert [p.name for p in config.probes] == ["prod_read", "prod_write"]
+    assert [p.name for p in config.probes] == ["prod_read", "prod_write", "prod_registry"]
+    registry = config.probes[2]
+    assert (registry.scenario, registry.interval) == ("mlflow_registry", 300.0)
+    assert registry.options.model_name == "synthetic-monitor-probe"
 
 
 # --------------------------------------------------------------------------- secrets from files

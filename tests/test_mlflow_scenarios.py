@@ -49,7 +49,9 @@ async def test_read_scenario_passes(mlflow_server: MlflowServer) -> None:
     finally:
         await client.aclose()
     assert result.ok, describe(result)
-    assert [s.name for s in result.steps] == ["health", "experiments_search", "registered_models_search"]
+    assert [s.name for s in result.steps] == [
+        "health", "experiments_search", "registered_models_search", "runs_search", "version"
+    ]
     assert all(s.status_code == 200 and s.duration_seconds > 0 for s in result.steps)
 
 

@@ -621,6 +621,38 @@ def test_basic_auth_edit_alone_cannot_clean_up(auth_mlflow: AuthServer, tmp_path
     assert all(s["ok"] for s in write["steps"] if s["name"] != "runs_delete")
 
 
+def test_basic_auth_probe_user_runs_the_registry_path(auth_mlflow: AuthServer, tmp_path: Path) -> None:
+    """No default access and one experiment grant suffice: the probe user creates (and so
+    manages) its own registered model, and leaves no version behind. A model someone else
+    made, without a grant, is a clear 403 at the first step."""
+    password_file = tmp_path / "password"
+    password_file.write_text(auth_mlflow.users["probe"])
+
+    def check(model: str) -> tuple[int, dict[str, Any]]:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "targets": [{"name": "mlflow", "kind": "mlflow", "url": auth_mlflow.url,
+                         "auth": {"username": "probe", "password_file": str(password_file)}}],
+            "probes": [{"name": "mlflow_registry", "target": "mlflow", "scenario": "mlflow_registry",
+                        "interval": "1m", "timeout": "30s",
+                        "options": {"experiment_name": PROBE_EXPERIMENT, "model_name": model}}],
+        }))
+        result = cli("check", "--config", str(config), "--format", "json", env=NO_ENV_CREDS, timeout=90)
+        return result.returncode, json.loads(result.stdout)["probes"][0]
+
+    code, probe = check("auth-probe-model")
+    assert code == 0, probe
+    versions = auth_mlflow.admin("GET", "/api/2.0/mlflow/model-versions/search",
+                                 params={"filter": "name = 'auth-probe-model'", "max_results": 100}).json()
+    assert versions.get("model_versions", []) == []
+
+    auth_mlflow.admin("POST", "/api/2.0/mlflow/registered-models/create", json={"name": "admin-only-model"})
+    code, probe = check("admin-only-model")
+    failed = next(s for s in probe["steps"] if not s["ok"])
+    assert (code, failed["name"], failed["reason"]) == (1, "registered_model_get_or_create", "http_error"), probe
+    assert "HTTP 403" in failed["error"]
+
+
 def test_basic_auth_wrong_password_is_a_clear_401_without_the_password(
     auth_mlflow: AuthServer, tmp_path: Path
 ) -> None:

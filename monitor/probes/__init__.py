@@ -8,11 +8,11 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-from monitor.probes import asgard, mlflow
+from monitor.probes import asgard, mlflow, mlflow_registry
 from monitor.probes.base import Scenario
 
 SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
-    {scenario.name: scenario for scenario in (mlflow.READ, mlflow.WRITE, asgard.ASGARD)}
+    {scenario.name: scenario for scenario in (mlflow.READ, mlflow.WRITE, mlflow_registry.REGISTRY, asgard.ASGARD)}
 )
 
 __all__ = ["SCENARIOS", "Scenario"]

@@ -51,6 +51,9 @@ class Scenario:
     optional_steps: Callable[[Any], tuple[str, ...]] | None = None
     # Steps opened with `run.step(name, cleanup=True)`: each may run past the deadline.
     cleanup_steps: tuple[str, ...] = ()
+    # Start-up hook: delete what a killed daemon left behind (client, options, probe name,
+    # minimum age in seconds) -> descriptions of what it deleted.
+    janitor: Callable[[TargetClient, Any, str, float], Awaitable[list[str]]] | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""

@@ -9,6 +9,7 @@ deleted again even when a step in between failed.
 from __future__ import annotations
 
 import random
+import re
 import secrets
 import time
 from typing import Any
@@ -26,10 +27,16 @@ SYNTHETIC_TAG = "synthetic_monitor.synthetic"
 PROBE_TAG = "synthetic_monitor.probe"
 METRIC_KEY = "synthetic_probe_value"
 PARAM_KEY = "synthetic_probe_token"
+# What /version may answer: "3.17.2", "2.9.0rc1", "3.1.0.dev0+g1234abc".
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 
 
 class ReadOptions(ScenarioOptions):
     max_results: int = Field(default=10, ge=1, le=1000)
+    # The runs search: filtered and ordered, the query that turns slow when a migration
+    # loses an index on the runs table.
+    runs_filter: str = "attributes.status = 'FINISHED'"
+    runs_order_by: str = "attributes.start_time DESC"
 
 
 class WriteOptions(ScenarioOptions):
@@ -45,13 +52,46 @@ async def run_read(run: ScenarioRun, options: ReadOptions) -> None:
         data = (
             await step.request("POST", f"{API}/experiments/search", json_body={"max_results": options.max_results})
         ).json_object()
-        _require_list(step, data, "experiments")
+        experiments = _require_list(step, data, "experiments")
     async with run.step("registered_models_search") as step:
         # GET only (POST is 405); an empty registry answers {}.
         data = (
             await step.request("GET", f"{API}/registered-models/search", params={"max_results": options.max_results})
         ).json_object()
         _require_list(step, data, "registered_models")
+    async with run.step("runs_search") as step:
+        ids = [str(e["experiment_id"]) for e in experiments if isinstance(e, dict) and e.get("experiment_id")]
+        if not ids:
+            step.skip("no experiment to search runs in")
+        else:
+            body = {
+                "experiment_ids": ids,
+                "filter": options.runs_filter,
+                "order_by": [options.runs_order_by],
+                "run_view_type": "ACTIVE_ONLY",
+                "max_results": options.max_results,
+            }
+            # No matching run answers {}: fine, the query itself is what is timed.
+            data = (await step.request("POST", f"{API}/runs/search", json_body=body)).json_object()
+            _require_list(step, data, "runs")
+    async with run.step("version") as step:
+        await _read_version(run, step)
+
+
+async def _read_version(run: ScenarioRun, step: Step) -> None:
+    """GET /version (plain text) into the `target_version` fact, for synthetic_target_info.
+
+    A server or proxy without the endpoint (404) is skipped, not failed: the version is
+    context for dashboards, not a health signal.
+    """
+    response = await step.request("GET", "/version", expect={200, 404}, headers={"Accept": "text/plain"})
+    if response.status_code == 404:
+        step.skip("the server has no /version endpoint")
+        return
+    version = response.text.strip()
+    if not VERSION_PATTERN.fullmatch(version):
+        step.fail(Reason.INVALID_RESPONSE, f"GET /version: expected a version string, got {version[:60]!r}")
+    run.facts["target_version"] = version
 
 
 async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
@@ -145,13 +185,13 @@ def _verify_read_back(step: Step, data: dict[str, Any], metric_value: float, par
         step.fail(Reason.VALIDATION_FAILED, "read-back mismatch: " + "; ".join(problems))
 
 
-def _artifact_path(experiment_id: str, run_id: str, artifact_uri: str) -> str:
+def _artifact_path(experiment_id: str, run_id: str, artifact_uri: str, file: str = "synthetic-monitor/probe.txt") -> str:
     prefix = "mlflow-artifacts:/"
     if artifact_uri.startswith(prefix):
         base = artifact_uri[len(prefix):].strip("/")
     else:
         base = f"{experiment_id}/{run_id}/artifacts"
-    return f"{ARTIFACTS_API}/{quote(base)}/synthetic-monitor/probe.txt"
+    return f"{ARTIFACTS_API}/{quote(base)}/{quote(file)}"
 
 
 async def _artifact_round_trip(run: ScenarioRun, path: str) -> None:
@@ -195,11 +235,15 @@ def _require_list(step: Step, data: dict[str, Any], key: str) -> list[Any]:
 READ = Scenario(
     name="mlflow_read",
     target_kind="mlflow",
-    steps=("health", "experiments_search", "registered_models_search"),
+    steps=("health", "experiments_search", "registered_models_search", "runs_search", "version"),
     options_model=ReadOptions,
     run=run_read,
-    description="MLflow read path: health, experiment search, registered model search",
+    description="MLflow read path: health, experiment, registered model and runs search, server version",
 )
+
+async def _write_janitor(client: TargetClient, options: WriteOptions, probe_name: str, older_than: float) -> list[str]:
+    return [f"run {run_id}" for run_id in await delete_stale_runs(client, options.experiment_name, probe_name, older_than)]
+
 
 WRITE = Scenario(
     name="mlflow_write",
@@ -213,6 +257,7 @@ WRITE = Scenario(
     description="MLflow write path with read-back and cleanup",
     optional_steps=lambda options: () if options.artifacts else ("artifact_put", "artifact_get", "artifact_delete"),
     cleanup_steps=("artifact_delete", "runs_delete"),
+    janitor=_write_janitor,
 )
 
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from monitor import __version__
 from monitor.results import ProbeResult
 from monitor.sinks.probe_series import ProbeSeriesStore
+from monitor.sinks.target_info import VERSION_FACT, TargetInfo
 
 ASGARD_DEPENDENCIES = ("mlflow", "feast")
 ASGARD_INVENTORY = ("registered_models", "active_experiments", "feature_views")
@@ -53,6 +54,7 @@ class MetricsSink:
         self.inventory = Gauge(
             "synthetic_asgard_inventory", "Counts Asgard reports.", ["target", "kind"], registry=core
         )
+        self.target_info = TargetInfo(core)
         self.build_info = Gauge("synthetic_monitor_build_info", "Always 1; the version label says which build.", ["version"], registry=core)
         self.heartbeat = Gauge(
             "synthetic_monitor_heartbeat_timestamp_seconds", "Unix time the scheduler loop last proved alive.", registry=core
@@ -99,6 +101,8 @@ class MetricsSink:
             return
         self.series.remove(probe)
         t = series.target
+        if not any(s.target == t for s in self._probes.values()):
+            self.target_info.forget(t)
         if series.asgard and not any(s.target == t and s.asgard for s in self._probes.values()):
             for dependency in ASGARD_DEPENDENCIES:
                 _remove(self.dependency_up, t, dependency)
@@ -122,6 +126,8 @@ class MetricsSink:
                 if not s.skipped
             ],
         )
+        if VERSION_FACT in result.facts and result.probe in self._probes:  # not for a probe a reload removed
+            self.target_info.observe(t, result.facts[VERSION_FACT])
         series = self._probes.get(result.probe)
         if series is not None and series.asgard:
             self._asgard_facts(t, result)
