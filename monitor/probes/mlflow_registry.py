@@ -224,5 +224,6 @@ REGISTRY = Scenario(
     options_model=RegistryOptions,
     run=run_registry,
     description="MLflow model registry: register a version from a probe run, alias it, resolve it, delete it",
+    cleanup_steps=("model_version_delete", "artifact_delete", "runs_delete"),
     janitor=_registry_janitor,
 )
