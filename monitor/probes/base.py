@@ -63,6 +63,7 @@ class ScenarioRun:
     deadline: float
     step_timeout: float
     probe_name: str = ""
+    member: str = ""  # the fleet replica running it ('' alone): tags what it writes
     clock: Callable[[], float] = time.monotonic
     steps: list[StepResult] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)

@@ -24,6 +24,7 @@ API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 SYNTHETIC_TAG = "synthetic_monitor.synthetic"
 PROBE_TAG = "synthetic_monitor.probe"
+MEMBER_TAG = "synthetic_monitor.member"  # which fleet replica wrote the run
 METRIC_KEY = "synthetic_probe_value"
 PARAM_KEY = "synthetic_probe_token"
 
@@ -68,6 +69,7 @@ async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
                 "tags": [
                     {"key": SYNTHETIC_TAG, "value": "true"},
                     {"key": PROBE_TAG, "value": run.probe_name or "probe"},
+                    *([{"key": MEMBER_TAG, "value": run.member}] if run.member else []),
                 ],
             }
             info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
@@ -216,13 +218,15 @@ WRITE = Scenario(
 
 
 async def delete_stale_runs(
-    client: TargetClient, experiment_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0
+    client: TargetClient, experiment_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0,
+    member: str = "",
 ) -> list[str]:
     """Delete this probe's runs that a crashed daemon left unfinished; returns their ids.
 
     Called once at start-up: a run interrupted by SIGKILL never reached its cleanup step.
     Only active runs tagged with this probe's name and older than the deadline are
-    touched, so a replica's in-flight run is left alone.
+    touched, so a replica's in-flight run is left alone; in a fleet (`member` set) only
+    runs this member tagged, so another member's run is never touched at all.
     """
     found = await client.request(
         "GET", f"{API}/experiments/get-by-name", params={"experiment_name": experiment_name}, timeout=timeout
@@ -240,7 +244,8 @@ async def delete_stale_runs(
             "experiment_ids": [experiment_id],
             # Any active run of ours older than the deadline is litter: the probe deletes every
             # run it makes, FINISHED or not (a kill between runs_update and runs_delete).
-            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}'",
+            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}'"
+            + (f" and tags.`{MEMBER_TAG}` = '{member}'" if member else ""),
             "run_view_type": "ACTIVE_ONLY",
             "max_results": 1000,
         },

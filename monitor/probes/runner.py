@@ -25,6 +25,7 @@ async def run_probe(
     target: str,
     timeout: float,
     step_timeout: float | None = None,
+    member: str = "",
     clock: Callable[[], float] = time.monotonic,
 ) -> ProbeResult:
     started_at = time.time()
@@ -34,6 +35,7 @@ async def run_probe(
         deadline=start + timeout,
         step_timeout=min(step_timeout or timeout, timeout),
         probe_name=probe,
+        member=member,
         clock=clock,
     )
     try:
