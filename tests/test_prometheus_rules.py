@@ -45,6 +45,7 @@ EXPECTED_ALERTS = {
     "SyntheticProbeLatencyHigh",
     "SyntheticMonitorStalled",
     "SyntheticMonitorDown",
+    "SyntheticProbeFailingFromOneLocation",
 }
 SEVERITIES = {"critical", "warning"}
 RUNBOOK_BASE = "https://runbooks.example.internal/synthetic-monitor#"
