@@ -19,6 +19,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
+from monitor.alerting.quorum import QuorumGate
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
@@ -52,6 +53,7 @@ class Daemon:
         self.metrics = MetricsSink(self.registry, config.metrics.buckets)
         self.history = HistorySink()
         self.alerts = AlertSink(alerting_for(config), self.metrics)
+        self.alerts.gate = QuorumGate(config.peers, config.location) if config.peers is not None else None
         # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
         self.sinks: list[Sink] = [self.metrics, self.history, LogSink(), self.alerts]
         self.log = structlog.get_logger("monitor.daemon")
@@ -145,6 +147,8 @@ class Daemon:
         if pending:
             await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
+        if self.alerts.gate is not None:
+            await self.alerts.gate.close()  # its pending verdicts reach the dispatcher before the flush
         await self.alerts.stop(flush_timeout=ALERT_FLUSH_SECONDS)
         for _, client in self._clients.values():
             await client.aclose()
@@ -205,12 +209,24 @@ class Daemon:
                 return False, str(exc)
             self._apply(config)
             self._scrub = Redactor(config.secret_values()).scrub
+            self._reconfigure_gate(config)
             self.alerts.reconfigure(alerting_for(config), self._probe_targets())
             warn_fleet_webhooks(config, self.log)
             configure_logging(config.log.level, config.log.format, config.secret_values())
             self.metrics.config_reload.set(1)
             self.log.info("config_reloaded", probes=sorted(self._probes), note=message)
             return True, message
+
+    def _reconfigure_gate(self, config: Config) -> None:
+        gate = self.alerts.gate
+        if config.peers is None:
+            self.alerts.gate = None
+            if gate is not None:
+                self._background(gate.close())
+        elif gate is None:
+            self.alerts.gate = QuorumGate(config.peers, config.location)
+        else:
+            gate.reconfigure(config.peers, config.location)
 
     # -- probe runs ------------------------------------------------------------------
 
