@@ -106,3 +106,14 @@ def test_fleet_config_validates_as_a_member_and_sends_to_every_alertmanager(tmp_
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["location"] == "in-cluster" and data["shard"]["index"] == 2 and data["shard"]["probes"]
+
+
+def test_dashboard_has_a_location_variable_and_a_per_location_availability_panel() -> None:
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboard.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    location = variables["location"]
+    assert location["type"] == "query" and location["multi"] and location["includeAll"]
+    assert location["allValue"] == ".*"  # matches series without a location label too (one daemon)
+    panels = [p for p in dashboard["panels"] if "location" in p.get("title", "").lower()]
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    assert exprs and all("by (location" in e and 'location=~"$location"' in e for e in exprs)
