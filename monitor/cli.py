@@ -17,6 +17,7 @@ from monitor import __version__
 from monitor.clients import make_client
 from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, load_config, parse_listen
+from monitor.fleet import identity
 from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
 from monitor.probes.runner import run_probe
@@ -131,8 +132,25 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging("error", "json", config.secret_values(), stream=sys.stderr)
     probes = asyncio.run(run_check(config, wanted, args.repeat))
-    print(RENDERERS[args.format](probes))
+    print(with_fleet(RENDERERS[args.format](probes), args.format, config, wanted))
     return EXIT_OK if all(p.ok for p in probes) else EXIT_FAILED
+
+
+def with_fleet(report: str, fmt: str, config: Config, names: Sequence[str]) -> str:
+    """The report plus where it ran from and, when sharded, which members run each probe."""
+    who = identity(config)
+    members = config.assignment()
+    if fmt == "json":
+        data = json.loads(report)
+        data.update(who)
+        for entry in data["probes"]:
+            entry["members"] = members.get(entry["name"])
+        return json.dumps(data, indent=2)
+    line = f"location: {who['location'] or '(not set)'}, replica: {who['replica']}"
+    if config.shard is not None:
+        line += f", shard member {config.shard.index} of {config.shard.count}"
+        line += " (members per probe: " + ", ".join(f"{n}={members[n]}" for n in names) + ")"
+    return f"{report}\n{line}"
 
 
 async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> list[ProbeRuns]:

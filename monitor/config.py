@@ -32,6 +32,7 @@ from pydantic import (
 
 from monitor.durations import format_duration, parse_duration
 from monitor.probes import SCENARIOS
+from monitor.shard import assignment, ordinal, probes_of
 
 DEFAULT_LISTEN = "0.0.0.0:9356"
 DEFAULT_MLFLOW_URL = "http://localhost:5000"
@@ -409,8 +410,65 @@ def _ssl_reason(exc: BaseException) -> str:
     return " ".join(str(reason).split())[:200]
 
 
+class ShardConfig(Model):
+    """`count` members share the probes, each probe runs on `replicas_per_probe` of them."""
+
+    count: int = Field(ge=1, le=1000)
+    replicas_per_probe: int = Field(default=1, ge=1)
+    # Default: the StatefulSet ordinal, the number at the end of the replica (pod) name.
+    index: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _within(self) -> "ShardConfig":
+        if self.replicas_per_probe > self.count:
+            raise FieldError("replicas_per_probe", f"{self.replicas_per_probe} exceeds count {self.count}")
+        if self.index is not None and self.index >= self.count:
+            raise FieldError("index", f"{self.index} is not a member of 0..{self.count - 1}")
+        return self
+
+
+def _peers_shorthand(value: object) -> object:
+    return {"urls": value} if isinstance(value, list) else value
+
+
+class PeersConfig(Model):
+    """Other daemons asked for their latest result before a critical page (quorum)."""
+
+    urls: list[str] = []
+    # A headless Service `name:port`, resolved through DNS to every pod address.
+    service: str | None = None
+    scheme: Literal["http", "https"] = "http"
+    timeout: Duration = 1.0
+    min_locations: int = Field(default=2, ge=1)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        return [_check_url(v.strip()) for v in value]
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"must be NAME:PORT of a headless Service, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _some(self) -> "PeersConfig":
+        if not self.urls and self.service is None:
+            raise FieldError("urls", "give peer urls or a headless service name")
+        return self
+
+
 class Config(Model):
     listen: str = DEFAULT_LISTEN
+    # Fleet identity: where this daemon probes from, and which replica it is.
+    location: Name | None = None
+    replica: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,253}$")] | None = None
+    shard: ShardConfig | None = None
+    peers: Annotated[PeersConfig | None, BeforeValidator(_peers_shorthand)] = None
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     tls: ServerTLSConfig | None = None
@@ -447,7 +505,39 @@ class Config(Model):
                     f"probes[{index}].scenario",
                     f"scenario {probe.scenario!r} needs a {wanted} target, {probe.target!r} is {target.kind}",
                 )
+        if self.location is not None and "location" in self.alerting.labels:
+            raise FieldError("alerting.labels.location", "set by the top-level `location` key, not here")
+        if self.shard is not None and self.shard.index is None:
+            index = ordinal(self.replica or "")
+            if index is None:
+                raise FieldError(
+                    "shard.index",
+                    f"not set, and the replica name {self.replica!r} has no StatefulSet ordinal suffix (-N)",
+                )
+            if index >= self.shard.count:
+                raise FieldError("shard.index", f"ordinal {index} of {self.replica!r} is not below count {self.shard.count}")
+            self.shard.index = index
         return self
+
+    @property
+    def fleet(self) -> bool:
+        """More than one daemon shares the work or the verdict."""
+        return self.shard is not None or self.peers is not None
+
+    def assignment(self) -> dict[str, list[int]]:
+        """Every configured probe with the shard members that run it ([0] when not sharded)."""
+        if self.shard is None:
+            return {p.name: [0] for p in self.probes}
+        return assignment([p.name for p in self.probes], self.shard.count, self.shard.replicas_per_probe)
+
+    def own_probes(self) -> list[ProbeConfig]:
+        """The probes this daemon runs: all of them, or its shard's."""
+        if self.shard is None:
+            return list(self.probes)
+        assert self.shard.index is not None
+        mine = set(probes_of(self.shard.index, [p.name for p in self.probes], self.shard.count,
+                             self.shard.replicas_per_probe))
+        return [p for p in self.probes if p.name in mine]
 
     def target(self, name: str) -> TargetConfig:
         return next(t for t in self.targets if t.name == name)
@@ -492,6 +582,10 @@ class Config(Model):
                     probe[key] = format_duration(getattr(model, key))
         for key in ("startup_grace", "resend_interval", "latency_threshold"):
             data["alerting"][key] = format_duration(getattr(self.alerting, key)) if getattr(self.alerting, key) else 0
+        if self.shard is not None:
+            data["shard"]["probes"] = [p.name for p in self.own_probes()]
+        if self.peers is not None:
+            data["peers"]["timeout"] = format_duration(self.peers.timeout)
         return data
 
 
@@ -572,6 +666,18 @@ def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
             target["auth"] = {"username": user, "password": ""}
 
 
+def _apply_identity(document: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Location and replica name from what Kubernetes injects, unless the file sets them."""
+    if document.get("location") is None and env.get("SYNTHETIC_MONITOR_LOCATION"):
+        document["location"] = env["SYNTHETIC_MONITOR_LOCATION"]
+    if document.get("replica") is None:
+        # The downward API's pod name; HOSTNAME is the pod name in Kubernetes too.
+        for name in ("SYNTHETIC_MONITOR_REPLICA", "POD_NAME", "HOSTNAME"):
+            if env.get(name):
+                document["replica"] = env[name]
+                break
+
+
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read, merge and validate; raises ConfigError with a one-line message."""
     env = os.environ if env is None else env
@@ -587,6 +693,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if "targets" in document and "probes" not in document and isinstance(document["targets"], list):
         document["probes"] = default_probes([t for t in document["targets"] if isinstance(t, dict)])
     _apply_env(document, env)
+    _apply_identity(document, env)
     try:
         return Config.model_validate(document)
     except ValidationError as exc:

@@ -20,10 +20,12 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
+from monitor.alerting.quorum import QuorumGate
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
 from monitor.crosscheck import cross_check, needs_cross_check
+from monitor.fleet import alerting_for, fleet_status, identity, run_member, warn_fleet_webhooks
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
@@ -61,7 +63,8 @@ class Daemon:
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = MetricsSink(self.registry, config.metrics.buckets)
         self.history = HistorySink()
-        self.alerts = AlertSink(config.alerting, self.metrics)
+        self.alerts = AlertSink(alerting_for(config), self.metrics)
+        self.alerts.gate = QuorumGate(config.peers, config.location) if config.peers is not None else None
         # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
         self.sinks: list[Sink] = [self.metrics, self.history, LogSink(), self.alerts]
         for sink in self.sinks:  # zero from start: increase() sees the first error
@@ -105,6 +108,7 @@ class Daemon:
             self.log.error("listen_failed", listen=self.listen, error=str(exc))
             return 2
         self._apply(self.config)
+        warn_fleet_webhooks(self.config, self.log)
         await self.alerts.start(self._probe_targets())
         self._server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -123,6 +127,7 @@ class Daemon:
             tls=security is not None and security.tls_enabled,
             basic_auth=security is not None and security.auth is not None,
             lifecycle=self.enable_lifecycle,
+            **identity(self.config),
         )
         await self._stop.wait()
         await self._shutdown()
@@ -137,7 +142,7 @@ class Daemon:
                 continue
             _, client = self._clients[probe.target]
             try:
-                deleted = await janitor(client, probe.options, probe.name, probe.deadline)
+                deleted = await janitor(client, probe.options, probe.name, probe.deadline, run_member(self.config))
             except Exception as exc:  # MLflow may be down at start: the probe itself reports that
                 self.log.info("stale_run_cleanup_skipped", probe=probe.name, error=str(exc))
                 continue
@@ -169,6 +174,8 @@ class Daemon:
         if pending:
             await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
+        if self.alerts.gate is not None:
+            await self.alerts.gate.close()  # its pending verdicts reach the dispatcher before the flush
         await self.alerts.stop(flush_timeout=ALERT_FLUSH_SECONDS)
         for _, client in self._clients.values():
             await client.aclose()
@@ -193,11 +200,12 @@ class Daemon:
                     stale.append(previous[1])
         stale.extend(c for name, (_, c) in old_clients.items() if name not in clients)
         self._clients = clients
-        for name in set(self._probes) - {p.name for p in config.probes}:
+        own = config.own_probes()
+        for name in set(self._probes) - {p.name for p in own}:
             self.scheduler.remove_probe(name)
             self.metrics.unregister(name)
             self.history.forget(name)
-        for probe in config.probes:
+        for probe in own:
             scenario = SCENARIOS[probe.scenario]
             target = config.target(probe.target)
             self.metrics.register(
@@ -205,7 +213,7 @@ class Daemon:
             )
             if self._probes.get(probe.name) != probe or probe.name not in self.scheduler.probe_names():
                 self.scheduler.add_probe(probe.name, probe.interval, self._job)
-        self._probes = {p.name: p for p in config.probes}
+        self._probes = {p.name: p for p in own}
         self.config = config
         for client in stale:
             self._background(self._close_later(client))
@@ -236,11 +244,24 @@ class Daemon:
                 self.log.error("config_reload_failed", error=self._scrub(message))
                 return False, self._scrub(message)
             self._scrub = Redactor(config.secret_values()).scrub
-            self.alerts.reconfigure(config.alerting, self._probe_targets())
+            self._reconfigure_gate(config)
+            self.alerts.reconfigure(alerting_for(config), self._probe_targets())
+            warn_fleet_webhooks(config, self.log)
             configure_logging(config.log.level, config.log.format, config.secret_values())
             self.metrics.config_reload.set(1)
             self.log.info("config_reloaded", probes=sorted(self._probes), note=message)
             return True, message
+
+    def _reconfigure_gate(self, config: Config) -> None:
+        gate = self.alerts.gate
+        if config.peers is None:
+            self.alerts.gate = None
+            if gate is not None:
+                self._background(gate.close())
+        elif gate is None:
+            self.alerts.gate = QuorumGate(config.peers, config.location)
+        else:
+            gate.reconfigure(config.peers, config.location)
 
     # -- probe runs ------------------------------------------------------------------
 
@@ -258,6 +279,7 @@ class Daemon:
             result = await run_probe(
                 SCENARIOS[probe.scenario], client, probe.options,
                 probe=probe.name, target=target.name, timeout=probe.deadline, step_timeout=probe.step_timeout,
+                member=run_member(self.config),
             )
             self.dispatch(result)
         finally:
@@ -323,6 +345,8 @@ class Daemon:
         data["version"] = __version__
         data["healthy"], _ = self._healthy()
         data["ready"], _ = self._ready()
+        data.update(identity(self.config))
+        data["fleet"] = fleet_status(self.config)
         return data
 
     def _reload_from_thread(self) -> tuple[bool, str]:

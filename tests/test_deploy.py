@@ -66,6 +66,7 @@ GRAFANA_VARIABLES = {
     "__range_s": "3600",
     "target": ".*",
     "probe": ".*",
+    "location": ".*",
     "datasource": "prometheus",
 }
 # Metrics the dashboard must show (the rows); each must appear in some query.

@@ -235,7 +235,7 @@ async def test_janitor_deletes_only_old_versions_of_this_probe(mlflow_server: Ml
         # Younger than the deadline: maybe a replica's run in flight, left alone.
         assert await delete_stale_versions(client, model, "reg", older_than_seconds=3600) == []
         await asyncio.sleep(0.05)
-        deleted = await janitor(client, options, "reg", 0.0)
+        deleted = await janitor(client, options, "reg", 0.0, "")
     finally:
         await client.aclose()
     assert f"model version {model}/{ours}" in deleted

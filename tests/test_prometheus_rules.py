@@ -46,6 +46,7 @@ EXPECTED_ALERTS = {
     "SyntheticMonitorStalled",
     "SyntheticMonitorDown",
     "SyntheticMonitorSinkFailing",
+    "SyntheticProbeFailingFromOneLocation",
 }
 SEVERITIES = {"critical", "warning"}
 RUNBOOK_BASE = "https://runbooks.example.internal/synthetic-monitor#"

@@ -73,6 +73,8 @@ class AlertSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._started = False
+        # Fleet mode: holds SyntheticProbeFailing back for the peers' votes (alerting/quorum.py).
+        self.gate: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -289,7 +291,7 @@ class AlertSink:
                 self._log.warning("alert_firing", alertname=alert.name, **fields,
                                   description=alert.annotations.get("description"))
         if alerts and self._dispatcher is not None:
-            self._dispatcher.submit(alerts)
+            self._dispatcher.submit(self.gate.filter(alerts, self._submit_later) if self.gate is not None else alerts)
         if not resend:
             for alert in alerts:  # O(1) per fire or resolve: a wide outage fires thousands
                 self._gauge_step(alert)
@@ -307,6 +309,11 @@ class AlertSink:
                 self.metrics.alerts_firing.remove(*key)
             return
         self.metrics.alerts_firing.labels(*key).set(self._gauged[key])
+
+    def _submit_later(self, alerts: list[Alert]) -> None:
+        """Alerts the quorum gate let through after asking the peers."""
+        if alerts and self._dispatcher is not None:
+            self._dispatcher.submit(alerts)
 
     def _sync_gauge(self) -> None:
         """Recount from the engine (start, reload): O(firing), not for the probe path."""

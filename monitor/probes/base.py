@@ -52,8 +52,8 @@ class Scenario:
     # Steps opened with `run.step(name, cleanup=True)`: each may run past the deadline.
     cleanup_steps: tuple[str, ...] = ()
     # Start-up hook: delete what a killed daemon left behind (client, options, probe name,
-    # minimum age in seconds) -> descriptions of what it deleted.
-    janitor: Callable[[TargetClient, Any, str, float], Awaitable[list[str]]] | None = None
+    # minimum age in seconds, fleet member or '') -> descriptions of what it deleted.
+    janitor: Callable[[TargetClient, Any, str, float, str], Awaitable[list[str]]] | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
@@ -81,6 +81,7 @@ class ScenarioRun:
     deadline: float
     step_timeout: float
     probe_name: str = ""
+    member: str = ""  # the fleet replica running it ('' alone): tags what it writes
     clock: Callable[[], float] = time.monotonic
     steps: list[StepResult] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)

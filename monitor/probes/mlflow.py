@@ -25,6 +25,7 @@ API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 SYNTHETIC_TAG = "synthetic_monitor.synthetic"
 PROBE_TAG = "synthetic_monitor.probe"
+MEMBER_TAG = "synthetic_monitor.member"  # which fleet replica wrote the run
 METRIC_KEY = "synthetic_probe_value"
 PARAM_KEY = "synthetic_probe_token"
 # What /version may answer: "3.17.2", "2.9.0rc1", "3.1.0.dev0+g1234abc".
@@ -108,6 +109,7 @@ async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
                 "tags": [
                     {"key": SYNTHETIC_TAG, "value": "true"},
                     {"key": PROBE_TAG, "value": run.probe_name or "probe"},
+                    *([{"key": MEMBER_TAG, "value": run.member}] if run.member else []),
                 ],
             }
             info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
@@ -241,8 +243,11 @@ READ = Scenario(
     description="MLflow read path: health, experiment, registered model and runs search, server version",
 )
 
-async def _write_janitor(client: TargetClient, options: WriteOptions, probe_name: str, older_than: float) -> list[str]:
-    return [f"run {run_id}" for run_id in await delete_stale_runs(client, options.experiment_name, probe_name, older_than)]
+async def _write_janitor(
+    client: TargetClient, options: WriteOptions, probe_name: str, older_than: float, member: str
+) -> list[str]:
+    stale = await delete_stale_runs(client, options.experiment_name, probe_name, older_than, member=member)
+    return [f"run {run_id}" for run_id in stale]
 
 
 WRITE = Scenario(
@@ -262,13 +267,15 @@ WRITE = Scenario(
 
 
 async def delete_stale_runs(
-    client: TargetClient, experiment_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0
+    client: TargetClient, experiment_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0,
+    member: str = "",
 ) -> list[str]:
     """Delete this probe's runs that a crashed daemon left unfinished; returns their ids.
 
     Called once at start-up: a run interrupted by SIGKILL never reached its cleanup step.
     Only active runs tagged with this probe's name and older than the deadline are
-    touched, so a replica's in-flight run is left alone.
+    touched, so a replica's in-flight run is left alone; in a fleet (`member` set) only
+    runs this member tagged, so another member's run is never touched at all.
     """
     found = await client.request(
         "GET", f"{API}/experiments/get-by-name", params={"experiment_name": experiment_name}, timeout=timeout
@@ -286,7 +293,8 @@ async def delete_stale_runs(
             "experiment_ids": [experiment_id],
             # Any active run of ours older than the deadline is litter: the probe deletes every
             # run it makes, FINISHED or not (a kill between runs_update and runs_delete).
-            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}'",
+            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}'"
+            + (f" and tags.`{MEMBER_TAG}` = '{member}'" if member else ""),
             "run_view_type": "ACTIVE_ONLY",
             "max_results": 1000,
         },

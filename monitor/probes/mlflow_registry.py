@@ -20,6 +20,7 @@ from monitor.http import TargetClient, check_status
 from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun, Step
 from monitor.probes.mlflow import (
     API,
+    MEMBER_TAG,
     PROBE_TAG,
     SYNTHETIC_TAG,
     _artifact_path,
@@ -59,7 +60,7 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
                 "experiment_id": experiment_id,
                 "start_time": now_ms,
                 "run_name": f"synthetic-{probe}-{now_ms}",
-                "tags": [{"key": SYNTHETIC_TAG, "value": "true"}, {"key": PROBE_TAG, "value": probe}],
+                "tags": _tags(probe, run.member),
             }
             info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
             run_id = new_run = _require_str(step, info, "run_id")
@@ -123,6 +124,12 @@ async def _registered_model_get_or_create(step: Step, name: str) -> None:
     check_status(found, {200, 404})  # it exists but we may not read it: that 403 is the failure
 
 
+def _tags(probe: str, member: str) -> list[dict[str, str]]:
+    """What marks the probe's run and version: synthetic, whose probe, and in a fleet whose member."""
+    tags = [{"key": SYNTHETIC_TAG, "value": "true"}, {"key": PROBE_TAG, "value": probe}]
+    return tags + ([{"key": MEMBER_TAG, "value": member}] if member else [])
+
+
 async def _create_version(run: ScenarioRun, step: Step, model: str, source: str, run_id: str, probe: str) -> str:
     """Register the run's artifact as a new version and wait until MLflow says READY."""
     body = {
@@ -130,7 +137,7 @@ async def _create_version(run: ScenarioRun, step: Step, model: str, source: str,
         "source": source,
         "run_id": run_id,
         "description": "synthetic-monitor probe version, deleted at the end of the run",
-        "tags": [{"key": SYNTHETIC_TAG, "value": "true"}, {"key": PROBE_TAG, "value": probe}],
+        "tags": _tags(probe, run.member),
     }
     created = _dig(step, (await step.request("POST", f"{API}/model-versions/create", json_body=body)).json_object(),
                    "model_version")
@@ -178,12 +185,14 @@ async def _delete_versions(step: Step, model: str, version: str | None, run_id: 
 
 
 async def delete_stale_versions(
-    client: TargetClient, model_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0
+    client: TargetClient, model_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0,
+    member: str = "",
 ) -> list[str]:
     """Delete versions of the probe model that a killed daemon left behind; returns their numbers.
 
     Only versions tagged with this probe's name and older than the deadline are touched,
-    so a replica's in-flight version is left alone.
+    so a replica's in-flight version is left alone; in a fleet (`member` set) only this
+    member's versions, so another member's version is never touched.
     """
     found = await client.request(
         "GET", f"{API}/model-versions/search",
@@ -196,6 +205,8 @@ async def delete_stale_versions(
         if not isinstance(version, dict):
             continue
         tags = {t.get("key"): t.get("value") for t in version.get("tags", []) if isinstance(t, dict)}
+        if member and tags.get(MEMBER_TAG) != member:
+            continue
         if tags.get(PROBE_TAG) == probe_name and int(version.get("creation_timestamp", 0)) < cutoff_ms:
             stale.append(str(version.get("version")))
     for number in stale:
@@ -207,9 +218,11 @@ async def delete_stale_versions(
     return stale
 
 
-async def _registry_janitor(client: TargetClient, options: RegistryOptions, probe_name: str, older_than: float) -> list[str]:
-    versions = await delete_stale_versions(client, options.model_name, probe_name, older_than)
-    runs = await delete_stale_runs(client, options.experiment_name, probe_name, older_than)
+async def _registry_janitor(
+    client: TargetClient, options: RegistryOptions, probe_name: str, older_than: float, member: str
+) -> list[str]:
+    versions = await delete_stale_versions(client, options.model_name, probe_name, older_than, member=member)
+    runs = await delete_stale_runs(client, options.experiment_name, probe_name, older_than, member=member)
     return [f"model version {options.model_name}/{v}" for v in versions] + [f"run {r}" for r in runs]
 
 

@@ -29,6 +29,7 @@ async def run_probe(
     target: str,
     timeout: float,
     step_timeout: float | None = None,
+    member: str = "",
     clock: Callable[[], float] = time.monotonic,
 ) -> ProbeResult:
     started_at = time.time()
@@ -38,6 +39,7 @@ async def run_probe(
         deadline=start + timeout,
         step_timeout=min(step_timeout or timeout, timeout),
         probe_name=probe,
+        member=member,
         clock=clock,
     )
     # Steps bound themselves; this outer bound only catches code between steps that hangs.
