@@ -15,10 +15,10 @@ import yaml
 
 from monitor import __version__
 from monitor.clients import make_client
-from monitor.crosscheck import cross_check
 from monitor.config import Config, ConfigError, load_config, parse_listen
 from monitor.fleet import identity
 from monitor.logsetup import Redactor, configure_logging
+from monitor.pipeline import CrossCheck, Pipeline, Redact
 from monitor.probes import SCENARIOS
 from monitor.probes.runner import run_probe
 from monitor.report import RENDERERS, ProbeRuns
@@ -157,25 +157,34 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
     """Run the named probes one after another, `repeat` times, on one client per target."""
     selected = [p for p in config.probes if p.name in names]
     clients = {t.name: make_client(t) for t in config.targets if any(p.target == t.name for p in selected)}
-    scrub = Redactor(config.secret_values()).scrub
     runs: dict[str, list[ProbeResult]] = {p.name: [] for p in selected}
-    latest: dict[str, ProbeResult] = {}
+    # The daemon's pipeline, with the report as its one sink.
+    pipeline = Pipeline([Redact(Redactor(config.secret_values()).scrub), CrossCheck(config)], [ReportSink(runs)])
     try:
         for _ in range(repeat):
             for probe in selected:
-                result = await run_probe(
+                pipeline.handle(await run_probe(
                     SCENARIOS[probe.scenario], clients[probe.target], probe.options,
                     probe=probe.name, target=probe.target, timeout=probe.deadline, step_timeout=probe.step_timeout,
-                )
-                result = cross_check(result.redacted(scrub), config, latest)
-                latest[probe.name] = result
-                runs[probe.name].append(result)
+                ))
     finally:
         for client in clients.values():
             await client.aclose()
     return [
         ProbeRuns(p.name, p.target, config.target(p.target).kind, p.scenario, tuple(runs[p.name])) for p in selected
     ]
+
+
+class ReportSink:
+    """Collects each probe's enriched results for the `check` report."""
+
+    name = "report"
+
+    def __init__(self, runs: dict[str, list[ProbeResult]]) -> None:
+        self.runs = runs
+
+    def handle(self, result: ProbeResult) -> None:
+        self.runs[result.probe].append(result)
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from monitor import __version__
 from monitor.config import TargetConfig
 from monitor.http import TargetClient
+from monitor.probes import KINDS
 
 
 def make_client(target: TargetConfig) -> TargetClient:
@@ -18,4 +19,5 @@ def make_client(target: TargetConfig) -> TargetClient:
         verify=verify,
         max_body_bytes=target.max_body_bytes,
         user_agent=f"synthetic-monitor/{__version__}",
+        error_hint=KINDS[target.kind].error_hint,
     )

@@ -31,12 +31,10 @@ from pydantic import (
 )
 
 from monitor.durations import format_duration, parse_duration
-from monitor.probes import SCENARIOS
+from monitor.probes import KINDS, SCENARIOS, scenarios_of
 from monitor.shard import assignment, ordinal, probes_of
 
 DEFAULT_LISTEN = "0.0.0.0:9356"
-DEFAULT_MLFLOW_URL = "http://localhost:5000"
-DEFAULT_ASGARD_URL = "http://localhost:8000"
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DEFAULT_TIMEOUT_SHARE = 0.8
 # A run may last its deadline plus its cleanup reserve (probes/base.py); that must end
@@ -181,9 +179,15 @@ class TLSClientConfig(Model):
         return value
 
 
+def _known_kind(value: str) -> str:
+    if value not in KINDS:
+        raise ValueError(f"unknown kind {value!r}; known: {', '.join(KINDS)}")
+    return value
+
+
 class TargetConfig(Model):
     name: Name
-    kind: Literal["mlflow", "asgard"]
+    kind: Annotated[str, AfterValidator(_known_kind)]
     url: Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
     auth: AuthConfig | None = None
     tls: TLSClientConfig = TLSClientConfig()
@@ -606,54 +610,41 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def default_probes(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The probes a target gets when the config lists targets but no probes."""
+def default_probes(targets: list[dict[str, Any]], *, standalone: bool = False) -> list[dict[str, Any]]:
+    """The probes a target gets when the config lists targets but no probes: one per
+    scenario of its kind that declares a default probe (`<target>_<suffix>`)."""
     probes: list[dict[str, Any]] = []
     for target in targets:
         name, kind = target.get("name"), target.get("kind")
-        if kind == "mlflow":
-            probes.append({"name": f"{name}_read", "target": name, "scenario": "mlflow_read",
-                           "interval": "30s", "timeout": "10s"})
-            probes.append({"name": f"{name}_write", "target": name, "scenario": "mlflow_write",
-                           "interval": "5m", "timeout": "30s"})
-            probes.append({"name": f"{name}_registry", "target": name, "scenario": "mlflow_registry",
-                           "interval": "5m", "timeout": "30s"})
-        elif kind == "asgard":
-            probes.append({"name": f"{name}_api", "target": name, "scenario": "asgard",
-                           "interval": "30s", "timeout": "10s"})
+        for scenario in scenarios_of(str(kind)):
+            default = scenario.default_probe
+            if default is None:
+                continue
+            probe: dict[str, Any] = {"name": f"{name}_{default.suffix}", "target": name, "scenario": scenario.name,
+                                     "interval": default.interval, "timeout": default.timeout}
+            if standalone and default.standalone_options is not None:
+                probe["options"] = dict(default.standalone_options)
+            probes.append(probe)
     return probes
 
 
 def default_document(env: Mapping[str, str]) -> dict[str, Any]:
-    """The configuration with no file: the usual port-forward addresses, or the environment's."""
+    """The configuration with no file: each kind's usual port-forward address, or the environment's."""
     targets = [
-        {"name": "mlflow", "kind": "mlflow", "url": env.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_URL},
+        {"name": kind.standalone.name, "kind": kind.name, "url": env.get(kind.standalone.url_env) or kind.standalone.url}
+        for kind in KINDS.values()
+        if kind.standalone is not None
     ]
-    if "asgard" in SCENARIOS:
-        targets.append({"name": "asgard", "kind": "asgard", "url": env.get("ASGARD_URL") or DEFAULT_ASGARD_URL})
-    probes = [
-        {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s", "timeout": "10s"},
-        {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "5m", "timeout": "30s",
-         "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
-        {"name": "mlflow_registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "5m",
-         "timeout": "30s", "options": {"model_name": "synthetic-monitor-probe", "experiment_name": "synthetic-monitor"}},
-    ]
-    if "asgard" in SCENARIOS:
-        probes.append({"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "30s",
-                       "timeout": "10s"})
-    return {"targets": targets, "probes": probes}
+    return {"targets": targets, "probes": default_probes(targets, standalone=True)}
 
 
 def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
-    """Credentials Kubernetes injects as env vars, for targets whose file gives none."""
-    sources = {
-        "mlflow": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"),
-        "asgard": ("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
-    }
+    """Credentials Kubernetes injects as env vars (named by each kind), for targets whose file gives none."""
     for target in document.get("targets") or []:
         if not isinstance(target, dict) or target.get("auth") is not None:
             continue
-        names = sources.get(str(target.get("kind")))
+        kind = KINDS.get(str(target.get("kind")))
+        names = kind.credential_env if kind is not None else None
         if names is None:
             continue
         user, password, token = (env.get(n) for n in names)

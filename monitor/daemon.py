@@ -1,9 +1,10 @@
-"""Wiring and lifecycle: config -> scheduler -> scenario -> result -> sinks.
+"""Wiring and lifecycle: config -> scheduler -> scenario -> result -> pipeline -> sinks.
 
-The daemon owns the long-lived pieces (clients, scheduler, metric registry, HTTP server)
-and the three lifecycle moves: start, reload (SIGHUP or POST /-/reload; a bad config
-keeps the old one running) and graceful stop (SIGTERM/SIGINT: stop scheduling, let
-in-flight runs finish and clean up, then exit 0).
+The daemon builds the long-lived pieces (pipeline and sinks, job runner, scheduler,
+HTTP server) and owns the three lifecycle moves: start, reload (SIGHUP or POST
+/-/reload; a bad config keeps the old one running) and graceful stop (SIGTERM/SIGINT:
+stop scheduling, let in-flight runs finish and clean up, then exit 0). What a job does
+is monitor/jobs.py; what the endpoints answer is monitor/endpoints.py.
 """
 
 from __future__ import annotations
@@ -13,27 +14,29 @@ import gc
 import os
 import signal
 import ssl
-import time
 from typing import Any, Coroutine
 
 import structlog
-from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.alerting.quorum import QuorumGate
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
-from monitor.crosscheck import cross_check, needs_cross_check
-from monitor.fleet import alerting_for, fleet_status, identity, run_member, warn_fleet_webhooks
+from monitor.endpoints import EndpointLogic
+from monitor.events import ConfigLoaded, Event, Heartbeat
+from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhooks
 from monitor.http import TargetClient, redact_url
+from monitor.jobs import JobRunner
 from monitor.logsetup import Redactor, configure_logging
+from monitor.pipeline import CrossCheck, Pipeline, Redact
 from monitor.probes import SCENARIOS
-from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult
 from monitor.scheduler import ProbeScheduler
 from monitor.server import Endpoints, MonitorHTTPServer
 from monitor.sinks import Sink
+from monitor.sinks.errors import SinkErrors
+from monitor.sinks.exposition import Exposition
 from monitor.sinks.history import HistorySink
 from monitor.sinks.logging import LogSink
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
@@ -60,28 +63,57 @@ class Daemon:
         self.enable_lifecycle = enable_lifecycle
         self.config_path = config_path
         self.listen = listen or config.listen
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.metrics = MetricsSink(self.registry, config.metrics.buckets)
+        self.exposition = Exposition()
+        self.registry = self.exposition.registry
+        self.metrics = MetricsSink(self.exposition, config.metrics.buckets)
         self.history = HistorySink()
-        self.alerts = AlertSink(alerting_for(config), self.metrics)
+        errors = SinkErrors(self.exposition)
+        self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
         self.alerts.gate = QuorumGate(config.peers, config.location) if config.peers is not None else None
+        self.redact = Redact(Redactor(config.secret_values()).scrub)
+        self.cross_check = CrossCheck(config)
         # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
-        self.sinks: list[Sink] = [self.metrics, self.history, LogSink(), self.alerts]
-        for sink in self.sinks:  # zero from start: increase() sees the first error
-            self.metrics.sink_errors.labels(sink.name)
+        self.pipeline = Pipeline(
+            [self.redact, self.cross_check], [self.metrics, self.history, LogSink(), self.alerts], errors
+        )
         self.log = structlog.get_logger("monitor.daemon")
-        self.scheduler = ProbeScheduler(self, heartbeat_interval=HEARTBEAT_INTERVAL)
-        self._clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
-        self._probes: dict[str, ProbeConfig] = {}
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self.runner = JobRunner(self.pipeline)
+        self.scheduler = ProbeScheduler(self.emit, heartbeat_interval=HEARTBEAT_INTERVAL)
+        self.endpoints = EndpointLogic(
+            self.history, lambda: list(self.runner.probes), lambda: self.config, lambda: self.scheduler.running,
+            HEARTBEAT_STALE_AFTER,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_beat = time.monotonic()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: MonitorHTTPServer | None = None
         self._reload_lock: asyncio.Lock | None = None
-        self.heartbeat_stale_after = HEARTBEAT_STALE_AFTER
-        self._scrub = Redactor(config.secret_values()).scrub
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return self.pipeline.sinks
+
+    @property
+    def probes(self) -> dict[str, ProbeConfig]:
+        return self.runner.probes
+
+    @property
+    def heartbeat_stale_after(self) -> float:
+        return self.endpoints.stale_after
+
+    @heartbeat_stale_after.setter
+    def heartbeat_stale_after(self, seconds: float) -> None:
+        self.endpoints.stale_after = seconds
+
+    def dispatch(self, result: ProbeResult) -> ProbeResult:
+        """Hand a result to the pipeline (enrichers, then every sink)."""
+        return self.pipeline.handle(result)
+
+    def emit(self, event: Event) -> None:
+        """A monitor event (from the scheduler, or a reload) to every sink that takes events."""
+        if isinstance(event, Heartbeat):
+            self.endpoints.beat()
+        self.pipeline.handle_event(event)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -102,7 +134,7 @@ class Daemon:
             return 2
         try:
             self._server = MonitorHTTPServer(
-                (host, port), self._endpoints(), security=security, lifecycle=self.enable_lifecycle
+                (host, port), self._server_endpoints(), security=security, lifecycle=self.enable_lifecycle
             )
         except OSError as exc:
             self.log.error("listen_failed", listen=self.listen, error=str(exc))
@@ -120,10 +152,11 @@ class Daemon:
         gc.collect()
         gc.freeze()
         self.scheduler.start()
-        self._background(self._delete_stale_runs())
+        self._background(self.runner.delete_stale_runs())
         self.log.info(
             "monitor_started", version=__version__, listen=self.listen, pid=os.getpid(),
-            probes=sorted(self._probes), targets={n: redact_url(c.url) for n, (c, _) in self._clients.items()},
+            probes=sorted(self.runner.probes),
+            targets={n: redact_url(c.url) for n, (c, _) in self.runner.clients.items()},
             tls=security is not None and security.tls_enabled,
             basic_auth=security is not None and security.auth is not None,
             lifecycle=self.enable_lifecycle,
@@ -133,22 +166,6 @@ class Daemon:
         await self._shutdown()
         return 0
 
-    async def _delete_stale_runs(self) -> None:
-        """Start-up janitor: what a killed daemon left behind (each scenario's `janitor` hook,
-        e.g. mlflow.delete_stale_runs and mlflow_registry.delete_stale_versions)."""
-        for probe in list(self._probes.values()):
-            janitor = SCENARIOS[probe.scenario].janitor
-            if janitor is None:
-                continue
-            _, client = self._clients[probe.target]
-            try:
-                deleted = await janitor(client, probe.options, probe.name, probe.deadline, run_member(self.config))
-            except Exception as exc:  # MLflow may be down at start: the probe itself reports that
-                self.log.info("stale_run_cleanup_skipped", probe=probe.name, error=str(exc))
-                continue
-            if deleted:
-                self.log.warning("stale_runs_deleted", probe=probe.name, deleted=deleted)
-
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` as a task the daemon holds on to: the loop keeps only weak references."""
         task = asyncio.ensure_future(coro)
@@ -157,27 +174,18 @@ class Daemon:
 
     def request_stop(self) -> None:
         if self._stop is not None and not self._stop.is_set():
-            self.log.info("monitor_stopping", inflight=len(self._inflight))
+            self.log.info("monitor_stopping", inflight=self.runner.inflight)
+            self.runner.stopping = True
             self._stop.set()
 
     async def _shutdown(self) -> None:
         self.scheduler.pause()
-        # Runs submitted in this same loop iteration have not registered yet: let them
-        # start (they return at once, seeing the stop), then wait for the real ones.
-        await asyncio.sleep(0)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while self._inflight and time.monotonic() < deadline:
-            await asyncio.wait(set(self._inflight), timeout=deadline - time.monotonic())
-        pending = set(self._inflight)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=1.0)
+        await self.runner.drain(STOP_GRACE_SECONDS)
         self.scheduler.shutdown()
         if self.alerts.gate is not None:
             await self.alerts.gate.close()  # its pending verdicts reach the dispatcher before the flush
         await self.alerts.stop(flush_timeout=ALERT_FLUSH_SECONDS)
-        for _, client in self._clients.values():
+        for _, client in self.runner.clients.values():
             await client.aclose()
         if self._server is not None:
             await asyncio.to_thread(self._server.stop)
@@ -187,7 +195,7 @@ class Daemon:
 
     def _apply(self, config: Config) -> None:
         """Make the running set of clients, jobs and series match `config`."""
-        old_clients = self._clients
+        old_clients = self.runner.clients
         clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
         stale: list[TargetClient] = []
         for target in config.targets:
@@ -199,22 +207,24 @@ class Daemon:
                 if previous is not None:
                     stale.append(previous[1])
         stale.extend(c for name, (_, c) in old_clients.items() if name not in clients)
-        self._clients = clients
+        self.runner.clients = clients
         own = config.own_probes()
-        for name in set(self._probes) - {p.name for p in own}:
+        for name in set(self.runner.probes) - {p.name for p in own}:
             self.scheduler.remove_probe(name)
             self.metrics.unregister(name)
-            self.history.forget(name)
+            self.pipeline.forget(name)
         for probe in own:
             scenario = SCENARIOS[probe.scenario]
             target = config.target(probe.target)
             self.metrics.register(
-                ProbeSeries(target.name, probe.name, scenario.steps_for(probe.options), probe.deadline, asgard=target.kind == "asgard")
+                ProbeSeries(target.name, probe.name, scenario.steps_for(probe.options), probe.deadline, probe.scenario)
             )
-            if self._probes.get(probe.name) != probe or probe.name not in self.scheduler.probe_names():
-                self.scheduler.add_probe(probe.name, probe.interval, self._job)
-        self._probes = {p.name: p for p in own}
+            if self.runner.probes.get(probe.name) != probe or probe.name not in self.scheduler.probe_names():
+                self.scheduler.add_probe(probe.name, probe.interval, self.runner.job)
+        self.runner.probes = {p.name: p for p in own}
+        self.runner.member = run_member(config)
         self.config = config
+        self.cross_check.config = config
         for client in stale:
             self._background(self._close_later(client))
 
@@ -231,7 +241,7 @@ class Daemon:
             try:
                 config = load_config(self.config_path)
             except ConfigError as exc:
-                self.metrics.config_reload.set(0)
+                self.emit(ConfigLoaded(ok=False))
                 self.log.error("config_reload_failed", error=str(exc))
                 return False, str(exc)
             try:
@@ -239,17 +249,18 @@ class Daemon:
             except Exception as exc:
                 # Whatever validation missed (a file that changed in between): the old
                 # config keeps running, and the gauge says the reload failed.
-                self.metrics.config_reload.set(0)
+                self.emit(ConfigLoaded(ok=False))
                 message = f"the new configuration does not apply: {type(exc).__name__}: {exc}"
-                self.log.error("config_reload_failed", error=self._scrub(message))
-                return False, self._scrub(message)
-            self._scrub = Redactor(config.secret_values()).scrub
+                scrub = self.redact.scrub
+                self.log.error("config_reload_failed", error=scrub(message))
+                return False, scrub(message)
+            self.redact.scrub = Redactor(config.secret_values()).scrub
             self._reconfigure_gate(config)
             self.alerts.reconfigure(alerting_for(config), self._probe_targets())
             warn_fleet_webhooks(config, self.log)
             configure_logging(config.log.level, config.log.format, config.secret_values())
-            self.metrics.config_reload.set(1)
-            self.log.info("config_reloaded", probes=sorted(self._probes), note=message)
+            self.emit(ConfigLoaded(ok=True))
+            self.log.info("config_reloaded", probes=sorted(self.runner.probes), note=message)
             return True, message
 
     def _reconfigure_gate(self, config: Config) -> None:
@@ -263,91 +274,19 @@ class Daemon:
         else:
             gate.reconfigure(config.peers, config.location)
 
-    # -- probe runs ------------------------------------------------------------------
-
-    async def _job(self, name: str) -> None:
-        if self._stop is not None and self._stop.is_set():
-            return  # a wake-up queued before the pause: no new runs while stopping
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight.add(task)
-        try:
-            probe = self._probes.get(name)
-            if probe is None:
-                return
-            target, client = self._clients[probe.target]
-            result = await run_probe(
-                SCENARIOS[probe.scenario], client, probe.options,
-                probe=probe.name, target=target.name, timeout=probe.deadline, step_timeout=probe.step_timeout,
-                member=run_member(self.config),
-            )
-            self.dispatch(result)
-        finally:
-            self._inflight.discard(task)
-
-    def dispatch(self, result: ProbeResult) -> None:
-        """Hand a result to every sink; a failing sink is logged, never fatal."""
-        result = result.redacted(self._scrub)
-        if needs_cross_check(result):  # skips copying the history for every other result
-            result = cross_check(result, self.config, self.history.last_results())
-        for sink in self.sinks:
-            try:
-                sink.handle(result)
-            except Exception:
-                self.metrics.sink_errors.labels(sink.name).inc()
-                self.log.exception("sink_failed", sink=sink.name, probe=result.probe)
-
-    # -- scheduler observer ----------------------------------------------------------
-
     def _probe_targets(self) -> list[tuple[str, str]]:
-        return [(p.name, p.target) for p in self._probes.values()]
-
-    def job_event(self, probe: str, event: str, detail: str | None = None) -> None:
-        self.metrics.job_event(probe, event)
-        self.alerts.job_event(probe, event)
-        self.log.warning("scheduler_job_event", probe=probe, job_event=event, detail=detail)
-
-    def schedule_lag(self, probe: str, seconds: float) -> None:
-        self.metrics.observe_lag(probe, seconds)
-
-    def heartbeat(self) -> None:
-        self._last_beat = time.monotonic()
-        self.metrics.beat()
+        return [(p.name, p.target) for p in self.runner.probes.values()]
 
     # -- HTTP endpoints (called from the server thread) ------------------------------
 
-    def _endpoints(self) -> Endpoints:
+    def _server_endpoints(self) -> Endpoints:
         return Endpoints(
-            metrics=self.metrics.render,
-            healthy=self._healthy,
-            ready=self._ready,
-            status=self._status,
+            metrics=self.exposition.render,
+            healthy=self.endpoints.healthy,
+            ready=self.endpoints.ready,
+            status=self.endpoints.status,
             reload=self._reload_from_thread,
         )
-
-    def _healthy(self) -> tuple[bool, str]:
-        age = time.monotonic() - self._last_beat
-        if not self.scheduler.running:
-            return False, "scheduler is not running"
-        if age > self.heartbeat_stale_after:
-            return False, f"scheduler heartbeat is stale ({age:.1f}s old)"
-        return True, f"ok (heartbeat {age:.1f}s ago)"
-
-    def _ready(self) -> tuple[bool, str]:
-        names = list(self._probes)
-        if self.history.all_ran(names):
-            return True, "ok: every probe has run"
-        waiting = [n for n in names if self.history.last(n) is None]
-        return False, f"waiting for first run of: {', '.join(waiting)}"
-
-    def _status(self) -> dict[str, Any]:
-        data = self.history.snapshot(list(self._probes))
-        data["version"] = __version__
-        data["healthy"], _ = self._healthy()
-        data["ready"], _ = self._ready()
-        data.update(identity(self.config))
-        data["fleet"] = fleet_status(self.config)
-        return data
 
     def _reload_from_thread(self) -> tuple[bool, str]:
         assert self._loop is not None

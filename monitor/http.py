@@ -27,6 +27,9 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
 _ERROR_TEXT_LIMIT = 300
 
+# A kind's advice for an unexpected answer: the hint text (with its leading space), or None.
+ErrorHint = Callable[["HttpResponse"], "str | None"]
+
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
@@ -38,6 +41,9 @@ class HttpResponse:
     method: str
     path: str
     phases: PhaseTimings | None = None
+    # The target kind's error hints (probes/: e.g. MLflow's --allowed-hosts advice), so
+    # every check_status on this response can name a likely fix.
+    hint: "ErrorHint | None" = None
 
     @property
     def text(self) -> str:
@@ -143,8 +149,10 @@ class TargetClient:
         verify: bool | str = True,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         user_agent: str = "synthetic-monitor",
+        error_hint: ErrorHint | None = None,
     ) -> None:
         base_url, url_auth = split_userinfo(base_url)
+        self.error_hint = error_hint
         basic_auth = basic_auth or url_auth
         all_headers = {"User-Agent": user_agent, "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         all_headers.update(headers or {})
@@ -230,7 +238,9 @@ class TargetClient:
                     body = await self._read_capped(response, method, path)
                 finally:
                     await response.aclose()
-                return HttpResponse(response.status_code, response.headers, body, method, path, _timings(phases))
+                return HttpResponse(
+                    response.status_code, response.headers, body, method, path, _timings(phases), self.error_hint
+                )
         except StepFailure as failure:
             if failure.phases is None:
                 failure.phases = _timings(phases)
@@ -327,16 +337,12 @@ def check_status(response: HttpResponse, expected: frozenset[int] | set[int] = f
 
 
 def describe_http_error(response: HttpResponse) -> str:
-    """A one-line error: status, MLflow's error_code/message if any, and a hint where we know one."""
+    """A one-line error: status, the service's error_code/message if any, and a hint where
+    the target's kind knows one (else the generic credentials hint on a 401)."""
     head = f"{response.method} {response.path}: HTTP {response.status_code}"
     detail = _error_detail(response.body)
-    hint = ""
-    if response.status_code == 403 and b"Invalid Host header" in response.body:
-        hint = (
-            " (MLflow 3 rejects Host names it does not know: start the server with "
-            "--allowed-hosts including this target's host, or probe it by localhost or IP)"
-        )
-    elif response.status_code == 401:
+    hint = (response.hint(response) if response.hint is not None else None) or ""
+    if not hint and response.status_code == 401:
         hint = " (check the target's credentials)"
     return f"{head}: {detail}{hint}" if detail else f"{head}{hint}"
 

@@ -11,7 +11,8 @@ import datetime as dt
 import logging
 import math
 import random
-from typing import Any, Awaitable, Callable, Protocol
+import time
+from typing import Any, Awaitable, Callable
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -24,6 +25,8 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.events import Event, Heartbeat, JobEvent, ScheduleLag
 
 HEARTBEAT_JOB = "__heartbeat__"
 _UTC = dt.timezone.utc
@@ -69,17 +72,12 @@ class _LoopTimerScheduler(AsyncIOScheduler):
         self._start_timer(self._process_jobs())
 
 
-class SchedulerObserver(Protocol):
-    """What the scheduler reports; the daemon routes it to metrics and logs."""
-
-    def job_event(self, probe: str, event: str, detail: str | None = None) -> None: ...
-    def schedule_lag(self, probe: str, seconds: float) -> None: ...
-    def heartbeat(self) -> None: ...
-
-
 class ProbeScheduler:
-    def __init__(self, observer: SchedulerObserver, heartbeat_interval: float = 2.0, first_run_spread: float = 2.0) -> None:
-        self._observer = observer
+    """Schedules the probes' jobs; what it sees (trouble, lag, heartbeat) it reports as
+    typed events through `emit` (the daemon hands them to the pipeline's sinks)."""
+
+    def __init__(self, emit: Callable[[Event], None], heartbeat_interval: float = 2.0, first_run_spread: float = 2.0) -> None:
+        self._emit = emit
         self._heartbeat_interval = heartbeat_interval
         self._first_run_spread = first_run_spread
         self._scheduler = _LoopTimerScheduler(timezone=_UTC)
@@ -146,7 +144,7 @@ class ProbeScheduler:
         return bool(self._scheduler.running)
 
     async def _beat(self) -> None:
-        self._observer.heartbeat()
+        self._emit(Heartbeat(time.time()))
 
     def _on_event(self, event: JobEvent) -> None:
         probe = event.job_id
@@ -156,13 +154,13 @@ class ProbeScheduler:
         if event.code == EVENT_JOB_SUBMITTED and isinstance(event, JobSubmissionEvent):
             if event.scheduled_run_times:
                 lag = (_now() - event.scheduled_run_times[-1]).total_seconds()
-                self._observer.schedule_lag(probe, lag)
+                self._emit(ScheduleLag(probe, lag))
         elif event.code == EVENT_JOB_MAX_INSTANCES:
-            self._observer.job_event(probe, "skipped", "previous run still in progress")
+            self._emit(JobEvent(probe, "skipped", "previous run still in progress"))
         elif event.code == EVENT_JOB_MISSED:
-            self._observer.job_event(probe, "missed", "run time passed while the loop was busy")
+            self._emit(JobEvent(probe, "missed", "run time passed while the loop was busy"))
         elif event.code == EVENT_JOB_ERROR and isinstance(event, JobExecutionEvent):
-            self._observer.job_event(probe, "error", repr(event.exception))
+            self._emit(JobEvent(probe, "error", repr(event.exception)))
 
 
 def _now() -> dt.datetime:

@@ -25,7 +25,6 @@ from monitor.alerting.engine import AlertEngine
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
 from monitor.results import ProbeResult, Reason, StepResult
-from monitor.sinks.metrics import MetricsSink
 
 PROBES = [("mlflow_read", "mlflow"), ("asgard_api", "asgard"), ("mlflow_write", "mlflow")]
 T0 = 1_700_000_000.0
@@ -395,7 +394,7 @@ async def test_sink_state_file_survives_a_restart(tmp_path: Path) -> None:
     config = cfg(state_file=str(state))
     clock = Clock()
     registry = CollectorRegistry()
-    sink = AlertSink(config, MetricsSink(registry, [1.0]), clock=clock)
+    sink = AlertSink(config, registry, clock=clock)
     await sink.start(PROBES)
     sink.handle(fail())
     clock.now += 30
@@ -409,7 +408,7 @@ async def test_sink_state_file_survives_a_restart(tmp_path: Path) -> None:
 
     clock.now += 20
     registry2 = CollectorRegistry()
-    sink2 = AlertSink(config, MetricsSink(registry2, [1.0]), clock=clock)
+    sink2 = AlertSink(config, registry2, clock=clock)
     await sink2.start(PROBES)
     assert [(a.name, a.starts_at) for a in sink2.firing()] == [(PROBE_FAILING, T0 + 30)]
     assert firing_gauge(registry2, PROBE_FAILING, "mlflow_read") == 1
@@ -426,7 +425,7 @@ async def test_sink_state_file_survives_a_restart(tmp_path: Path) -> None:
 async def test_sink_survives_a_corrupt_state_file(tmp_path: Path) -> None:
     state = tmp_path / "alerts.json"
     state.write_text("{not json")
-    sink = AlertSink(cfg(state_file=str(state)), MetricsSink(CollectorRegistry(), [1.0]), clock=Clock())
+    sink = AlertSink(cfg(state_file=str(state)), CollectorRegistry(), clock=Clock())
     await sink.start(PROBES)
     assert sink.firing() == []
     await sink.stop()
@@ -435,7 +434,7 @@ async def test_sink_survives_a_corrupt_state_file(tmp_path: Path) -> None:
 
 async def test_sink_reload_resolves_removed_probes_and_clears_the_gauge() -> None:
     registry = CollectorRegistry()
-    sink = AlertSink(cfg(), MetricsSink(registry, [1.0]), clock=Clock())
+    sink = AlertSink(cfg(), registry, clock=Clock())
     await sink.start(PROBES)
     sink.handle(fail())
     sink.handle(fail())
@@ -448,7 +447,7 @@ async def test_sink_reload_resolves_removed_probes_and_clears_the_gauge() -> Non
 
 async def test_disabled_sink_is_a_no_op() -> None:
     registry = CollectorRegistry()
-    sink = AlertSink(cfg(enabled=False), MetricsSink(registry, [1.0]), clock=Clock())
+    sink = AlertSink(cfg(enabled=False), registry, clock=Clock())
     await sink.start(PROBES)
     for _ in range(5):
         sink.handle(fail())
@@ -460,7 +459,7 @@ async def test_disabled_sink_is_a_no_op() -> None:
 
 def test_handle_never_raises() -> None:
     registry = CollectorRegistry()
-    sink = AlertSink(cfg(), MetricsSink(registry, [1.0]), clock=Clock())
+    sink = AlertSink(cfg(), registry, clock=Clock())
     with structlog.testing.capture_logs() as logs:
         sink.handle(None)  # type: ignore[arg-type]  # a bug upstream is logged, not raised
     (entry,) = logs

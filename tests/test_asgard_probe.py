@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from monitor.config import Config, load_config
-from monitor.crosscheck import LINK_BROKEN, MLFLOW_DOWN, cross_check
+from monitor.probes.asgard_crosscheck import LINK_BROKEN, MLFLOW_DOWN, cross_check
 from monitor.http import TargetClient
 from monitor.probes import SCENARIOS
 from monitor.probes.asgard import AsgardOptions

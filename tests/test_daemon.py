@@ -169,7 +169,7 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in a scenario is counted and logged with a traceback; the job keeps being scheduled."""
-    from monitor import config as config_module, daemon as daemon_module
+    from monitor import config as config_module, daemon as daemon_module, jobs as jobs_module
     from monitor.config import load_config
     from monitor.probes.base import Scenario, ScenarioOptions
 
@@ -182,6 +182,7 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     scenarios["broken"] = Scenario("broken", "mlflow", ("health",), ScenarioOptions, broken)
     monkeypatch.setattr(config_module, "SCENARIOS", scenarios)
     monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
+    monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({
         "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],

@@ -117,7 +117,7 @@ def _reload_scenario(tmp_path: Path, break_config: Any) -> dict[str, Any]:
         except Exception as exc:  # the defect: it escaped
             out["answer"] = ("escaped", repr(exc))
         out["gauge"] = daemon.registry.get_sample_value("synthetic_monitor_config_last_reload_successful")
-        out["probes"] = sorted(daemon._probes)
+        out["probes"] = sorted(daemon.probes)
         daemon.request_stop()
         await asyncio.wait_for(task, 15)
 
@@ -407,7 +407,7 @@ def _asgard_run(facts: dict[str, Any], ok: bool) -> ProbeResult:
 def test_asgard_gauges_are_absent_while_asgard_cannot_tell() -> None:
     registry = CollectorRegistry()
     sink = MetricsSink(registry, [0.1, 1.0])
-    sink.register(ProbeSeries("asgard", "api", ("status",), 1.0, asgard=True))
+    sink.register(ProbeSeries("asgard", "api", ("status",), 1.0, "asgard"))
     sink.register(ProbeSeries("mlflow", "read", ("health",), 1.0))
     up = lambda dep: registry.get_sample_value("synthetic_asgard_dependency_up", {"target": "asgard", "dependency": dep})  # noqa: E731
     inventory = lambda: registry.get_sample_value("synthetic_asgard_inventory", {"target": "asgard", "kind": "feature_views"})  # noqa: E731

@@ -181,13 +181,18 @@ async def test_401_hints_at_credentials() -> None:
 
 
 async def test_403_invalid_host_header_mentions_allowed_hosts() -> None:
+    """The hint is the MLflow kind's (probes/mlflow.py): a client of another kind does not give it."""
+    from monitor.probes.mlflow import KIND
+
     body = b"Invalid Host header - possible DNS rebinding attack detected"
     async with serve(answer(403, body, content_type="text/plain")) as server:
-        failure = await failure_of(server.url)
+        failure = await failure_of(server.url, error_hint=KIND.error_hint)
+        plain = await failure_of(server.url)
     assert failure.reason is Reason.HTTP_ERROR
     assert "HTTP 403" in failure.message
     assert "Invalid Host header" in failure.message
     assert "--allowed-hosts" in failure.message
+    assert "Invalid Host header" in plain.message and "--allowed-hosts" not in plain.message
 
 
 async def test_plain_403_has_no_allowed_hosts_hint() -> None:

@@ -14,7 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.alerting.sink import AlertSink
+from monitor.config import AlertingConfig
+from monitor.events import JobEvent, ScheduleLag
 from monitor.results import PHASES, PhaseTimings, ProbeResult, Reason, StepResult
+from monitor.sinks.errors import SinkErrors
+from monitor.sinks.exposition import Exposition
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.sinks.probe_series import FAMILIES, JOB, LAG_BUCKETS
 
@@ -124,10 +129,10 @@ def test_series_match_prometheus_client_metrics_fed_the_same_runs(seed: int) -> 
         reference.run(result)
         if rng.random() < 0.2:
             event = rng.choice(["error", "missed", "skipped"])
-            sink.job_event(p, event)
+            sink.handle_event(JobEvent(p, event))
             reference.jobs.labels(p, event).inc()
         lag = rng.choice([0.0, 0.001, rng.random(), 20.0])
-        sink.observe_lag(p, lag)
+        sink.handle_event(ScheduleLag(p, lag))
         reference.lag.labels(p).observe(lag)
     rendered = sink.render()
     assert rendered == generate_latest(registry)  # the fast text is the library's text
@@ -137,21 +142,30 @@ def test_series_match_prometheus_client_metrics_fed_the_same_runs(seed: int) -> 
 
 
 def test_render_is_byte_identical_to_generate_latest_with_other_series_and_reloads() -> None:
+    """The daemon's /metrics: the metrics sink, a scenario's extra families and other sinks' own metrics."""
     registry = CollectorRegistry(auto_describe=True)
-    sink = MetricsSink(registry, BUCKETS)
+    exposition = Exposition(registry)
+    sink = MetricsSink(exposition, BUCKETS)
+    errors = SinkErrors(exposition)
+    alerts = AlertSink(AlertingConfig(), exposition, errors=errors)
     for i in range(4):
-        sink.register(ProbeSeries(f"t{i % 2}", f"p{i}", STEPS, 5.0, asgard=i == 3))
+        sink.register(ProbeSeries(f"t{i % 2}", f"p{i}", STEPS, 5.0, "asgard" if i == 3 else "mlflow_read"))
     rng = random.Random(1)
     for i in range(40):
         sink.handle(random_result(rng, f"t{i % 2}", f"p{i % 4}"))
     sink.unregister("p1")
     sink.register(ProbeSeries("t1", "p1", ("other",), 9.0))  # back, with other steps: at the end, zeroed
-    sink.alerts_firing.labels("SyntheticProbeFailing", "t0", "p0").set(1)
-    sink.notifications.labels("am", "success").inc()
-    sink.dependency_up.labels("t1", "mlflow").set(1)
+    alerts.alerts_firing.labels("SyntheticProbeFailing", "t0", "p0").set(1)
+    alerts.notifications.labels("am", "success").inc()
+    errors.failed("history")
+    sink.handle(ProbeResult(probe="p3", target="t1", scenario="asgard", started_at=0.0, duration_seconds=0.1,
+                            steps=(), timeout_seconds=5.0, facts={"dependencies": {"mlflow": True}}))
     rendered = sink.render()
     assert rendered == generate_latest(registry)
     text = rendered.decode()
+    assert 'synthetic_asgard_dependency_up{dependency="mlflow",target="t1"} 1.0' in text
+    assert 'synthetic_monitor_alerts_firing{alertname="SyntheticProbeFailing",probe="p0",target="t0"} 1.0' in text
+    assert 'synthetic_monitor_sink_errors_total{sink="history"} 1.0' in text
     assert 'synthetic_probe_timeout_seconds{probe="p1",target="t1"} 9.0' in text
     assert 'step="health",target="t1"' not in text.split("p1")[-1]
 
@@ -178,8 +192,8 @@ def test_removed_probe_has_no_series_and_late_results_do_not_bring_them_back() -
     sink.register(ProbeSeries("t", "gone", STEPS, 5.0))
     sink.unregister("gone")
     sink.handle(random_result(random.Random(0), "t", "gone"))  # a run that was in flight during the reload
-    sink.job_event("gone", "missed")
-    sink.observe_lag("gone", 0.1)
+    sink.handle_event(JobEvent("gone", "missed"))
+    sink.handle_event(ScheduleLag("gone", 0.1))
     assert 'probe="gone"' not in sink.render().decode()
 
 
@@ -188,7 +202,7 @@ def test_large_counts_use_the_libraries_number_format() -> None:
     sink = MetricsSink(registry, BUCKETS)
     sink.register(ProbeSeries("t", "p", STEPS, 5.0))
     for _ in range(3):
-        sink.job_event("p", "missed")
+        sink.handle_event(JobEvent("p", "missed"))
     sink.series._probes["p"].jobs["missed"] = 1_234_567  # as after a long, troubled life
     sink.series._probes["p"].render(FAMILIES.index(JOB))
     assert b'synthetic_monitor_job_events_total{event="missed",probe="p"} 1.234567e+06' in sink.render()

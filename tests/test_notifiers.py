@@ -31,7 +31,6 @@ from monitor.alerting.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig, ReceiverConfig
 from monitor.results import ProbeResult, Reason, StepResult
-from monitor.sinks.metrics import MetricsSink
 from tests.servers import free_port
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -131,9 +130,15 @@ async def recorder(**kw: Any) -> AsyncIterator[Recorder]:
         await server.stop()
 
 
-def metrics() -> tuple[MetricsSink, CollectorRegistry]:
+def metrics() -> tuple[CollectorRegistry, CollectorRegistry]:
+    """Where an AlertSink declares its metrics, and the registry to read them from (the same one)."""
     registry = CollectorRegistry()
-    return MetricsSink(registry, [1.0]), registry
+    return registry, registry
+
+
+def notifications(registry: CollectorRegistry) -> Any:
+    """synthetic_monitor_notifications_total as the alert sink, its owner, declares it."""
+    return AlertSink(alerting([]), registry).notifications
 
 
 def counted(registry: CollectorRegistry, receiver: str, result: str) -> float | None:
@@ -242,10 +247,11 @@ async def test_webhook_payload_is_the_alertmanager_webhook_json() -> None:
 
 async def test_retry_on_500_then_success_is_counted() -> None:
     sink, registry = metrics()
+    counter = notifications(registry)
     async with recorder(statuses=[500, 503]) as server:
         dispatcher = Dispatcher(
             [receiver("webhook", server.url, name="hook")],
-            lambda r, res: sink.notifications.labels(r, res).inc(),
+            lambda r, res: counter.labels(r, res).inc(),
             backoff=0.05, backoff_max=0.2, attempts=5,
         )
         dispatcher.start()
@@ -261,9 +267,10 @@ async def test_retry_on_500_then_success_is_counted() -> None:
 
 async def test_gives_up_after_max_attempts_and_counts_failure() -> None:
     sink, registry = metrics()
+    counter = notifications(registry)
     async with recorder(statuses=[500] * 10) as server:
         dispatcher = Dispatcher(
-            [receiver("alertmanager", server.url)], lambda r, res: sink.notifications.labels(r, res).inc(),
+            [receiver("alertmanager", server.url)], lambda r, res: counter.labels(r, res).inc(),
             backoff=0.01, backoff_max=0.02, attempts=3,
         )
         dispatcher.start()
@@ -283,10 +290,11 @@ async def test_gives_up_after_max_attempts_and_counts_failure() -> None:
 
 async def test_retry_on_connection_refused_until_the_receiver_comes_up() -> None:
     sink, registry = metrics()
+    counter = notifications(registry)
     port = free_port()
     dispatcher = Dispatcher(
         [receiver("alertmanager", f"http://127.0.0.1:{port}", name="late")],
-        lambda r, res: sink.notifications.labels(r, res).inc(),
+        lambda r, res: counter.labels(r, res).inc(),
         backoff=0.1, backoff_max=0.4, attempts=10,
     )
     dispatcher.start()

@@ -201,6 +201,7 @@ def test_job_event_is_logged(tmp_path: Path) -> None:
 
     from monitor.config import load_config
     from monitor.daemon import Daemon
+    from monitor.events import JobEvent
     from monitor.logsetup import configure_logging
 
     path = tmp_path / "c.yaml"
@@ -213,7 +214,7 @@ def test_job_event_is_logged(tmp_path: Path) -> None:
     try:
         configure_logging("info", "json", stream=buffer)
         daemon = Daemon(load_config(path), str(path), listen="127.0.0.1:0")
-        daemon.job_event("p", "skipped", "previous run still in progress")
+        daemon.emit(JobEvent("p", "skipped", "previous run still in progress"))
     finally:
         structlog.configure(**saved)
     line = json.loads(buffer.getvalue().splitlines()[-1])
@@ -226,6 +227,7 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
 
     from monitor.config import load_config
     from monitor.daemon import Daemon
+    from monitor.events import Event, ScheduleLag
     from monitor.logsetup import configure_logging
 
     server, url = serve_in_thread()
@@ -242,17 +244,16 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
         submitted: list[str] = []
 
         class Counting:
+            name = "counting"
+
             def handle(self, result: Any) -> None:
                 finished.append(result.probe)
 
+            def handle_event(self, event: Event) -> None:
+                if isinstance(event, ScheduleLag):  # one per submitted run
+                    submitted.append(event.probe)
+
         daemon.sinks.append(Counting())
-        observe = daemon.schedule_lag
-
-        def count_submission(probe: str, seconds: float) -> None:
-            observe(probe, seconds)
-            submitted.append(probe)
-
-        daemon.schedule_lag = count_submission  # type: ignore[method-assign]
         task = asyncio.create_task(daemon.run())
         await asyncio.sleep(0.5)                 # the first runs (spread over 0.1 s) are done
         daemon.scheduler.pause()

@@ -11,10 +11,10 @@ synthetic_monitor_sink_errors_total{sink="alerting"}: broken alerting must be vi
 
 Usage (the daemon wires it):
 
-    sink = AlertSink(config.alerting, metrics)
+    sink = AlertSink(config.alerting, exposition, errors=sink_errors)
     await sink.start([(p.name, p.target) for p in config.probes])
     sink.handle(result)                 # for every ProbeResult, after the cross-check
-    sink.job_event(probe, "missed")      # scheduler trouble
+    sink.handle_event(JobEvent(probe, "missed"))   # scheduler trouble
     sink.reconfigure(new.alerting, [(p.name, p.target) for p in new.probes])   # on reload
     await sink.stop()                    # on shutdown: flush, save state
 """
@@ -30,14 +30,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.alerting.alerts import Alert
 from monitor.alerting.dispatcher import RESULTS, Dispatcher
 from monitor.alerting.engine import AlertEngine
 from monitor.alerting.state import StateFileError, StateWriter, load_state
 from monitor.config import AlertingConfig
+from monitor.events import Event, JobEvent
 from monitor.results import ProbeResult
-from monitor.sinks.metrics import MetricsSink
+from monitor.sinks.errors import SinkErrors
+from monitor.sinks.exposition import Exposition, declare_in
 
 GaugeKey = tuple[str, str, str]
 
@@ -52,13 +55,23 @@ class AlertSink:
     def __init__(
         self,
         config: AlertingConfig,
-        metrics: MetricsSink,
+        registry: CollectorRegistry | Exposition,
         *,
+        errors: SinkErrors | None = None,
         clock: Callable[[], float] = time.time,
         logger: Any = None,
     ) -> None:
         self.config = config
-        self.metrics = metrics
+        own = declare_in(registry)
+        self.alerts_firing = Gauge(
+            "synthetic_monitor_alerts_firing", "Alerts the daemon's own engine holds firing.", ["alertname", "target", "probe"],
+            registry=own,
+        )
+        self.notifications = Counter(
+            "synthetic_monitor_notifications", "Alert notifications sent, by receiver and result.", ["receiver", "result"],
+            registry=own,
+        )
+        self._errors = errors if errors is not None else SinkErrors(own)
         self._clock = clock
         self._log = logger if logger is not None else structlog.get_logger("monitor.alerting")
         self._engine = AlertEngine(config, now=clock())
@@ -90,6 +103,11 @@ class AlertSink:
         except Exception:  # noqa: BLE001 - alerting must never break a probe run
             self._failed()
             self._log.exception("alert_sink_failed", probe=getattr(result, "probe", None))
+
+    def handle_event(self, event: Event) -> None:
+        """Scheduler trouble feeds SyntheticMonitorStalled; other events are not alerting's."""
+        if isinstance(event, JobEvent):
+            self.job_event(event.probe, event.event)
 
     def job_event(self, probe: str, event: str) -> None:
         if not self.enabled:
@@ -200,7 +218,7 @@ class AlertSink:
             for name in set(previous.receivers) - kept:
                 for result in RESULTS:
                     with contextlib.suppress(KeyError):
-                        self.metrics.notifications.remove(name, result)
+                        self.notifications.remove(name, result)
         self._count_series(self._dispatcher.receivers)
         if self._started and self._loop is not None:
             self._dispatcher.start()
@@ -227,11 +245,10 @@ class AlertSink:
         )
 
     def _count(self, receiver: str, result: str) -> None:
-        self.metrics.notifications.labels(receiver, result).inc()
+        self.notifications.labels(receiver, result).inc()
 
     def _failed(self) -> None:
-        with contextlib.suppress(Exception):
-            self.metrics.sink_errors.labels(self.name).inc()
+        self._errors.failed(self.name)
 
     def _outcome(self, receiver: str, alerts: list[Alert], delivered: bool) -> None:
         """The dispatcher's report: settle or keep what a receiver owes (resolves above all)."""
@@ -248,7 +265,7 @@ class AlertSink:
     def _count_series(self, receivers: list[str]) -> None:
         for name in receivers:
             for result in RESULTS:
-                self.metrics.notifications.labels(name, result)
+                self.notifications.labels(name, result)
 
     def _ensure_tick(self) -> None:
         if self._tick is None or self._tick.done():
@@ -306,9 +323,9 @@ class AlertSink:
         else:
             self._gauged.pop(key, None)
             with contextlib.suppress(KeyError):
-                self.metrics.alerts_firing.remove(*key)
+                self.alerts_firing.remove(*key)
             return
-        self.metrics.alerts_firing.labels(*key).set(self._gauged[key])
+        self.alerts_firing.labels(*key).set(self._gauged[key])
 
     def _submit_later(self, alerts: list[Alert]) -> None:
         """Alerts the quorum gate let through after asking the peers."""
@@ -322,9 +339,9 @@ class AlertSink:
         )
         for key in set(self._gauged) - set(counts):
             with contextlib.suppress(KeyError):
-                self.metrics.alerts_firing.remove(*key)
+                self.alerts_firing.remove(*key)
         for key, value in counts.items():
-            self.metrics.alerts_firing.labels(*key).set(value)
+            self.alerts_firing.labels(*key).set(value)
         self._gauged = counts
 
     def _load_state(self, now: float) -> list[Alert]:

@@ -11,11 +11,22 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
 from monitor.http import redact_url
-from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun, Step
-from monitor.results import Reason
+from monitor.probes.asgard_crosscheck import cross_check
+from monitor.probes.base import (
+    DefaultProbe,
+    MetricFamilies,
+    Scenario,
+    ScenarioOptions,
+    ScenarioRun,
+    StandaloneTarget,
+    Step,
+    TargetKind,
+)
+from monitor.results import ProbeResult, Reason
 
 LIST_KEYS = ("models", "items", "data", "results", "registered_models")
 DEPENDENCIES = ("mlflow", "feast")
@@ -146,6 +157,60 @@ def _model_name(model: Any, field: str) -> str | None:
     return None
 
 
+class AsgardGauges(MetricFamilies):
+    """synthetic_asgard_dependency_up{target, dependency} and synthetic_asgard_inventory{target, kind}:
+    what the last run learnt from Asgard's status. What it did not learn (Asgard
+    unreachable, a field missing) is absent, never the last value seen: a stale 1 would
+    say "mlflow up" through a whole outage."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.dependency_up = Gauge(
+            "synthetic_asgard_dependency_up", "Asgard's own view of its dependencies (1 up, 0 down).",
+            ["target", "dependency"], registry=registry,
+        )
+        self.inventory = Gauge("synthetic_asgard_inventory", "Counts Asgard reports.", ["target", "kind"], registry=registry)
+
+    def observe(self, result: ProbeResult) -> None:
+        target = result.target
+        reported = result.facts.get("dependencies") or {}
+        for dependency in DEPENDENCIES:
+            up = reported.get(dependency)
+            if isinstance(up, bool):
+                self.dependency_up.labels(target, dependency).set(1 if up else 0)
+            else:
+                _remove(self.dependency_up, target, dependency)
+        counts = result.facts.get("inventory") or {}
+        for kind in INVENTORY:
+            value = counts.get(kind)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.inventory.labels(target, kind).set(value)
+            else:
+                _remove(self.inventory, target, kind)
+
+    def forget(self, target: str, probe: str, *, last_of_target: bool) -> None:
+        if not last_of_target:
+            return
+        for dependency in DEPENDENCIES:
+            _remove(self.dependency_up, target, dependency)
+        for kind in INVENTORY:
+            _remove(self.inventory, target, kind)
+
+
+def _remove(metric: Gauge, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass
+
+
+KIND = TargetKind(
+    name="asgard",
+    description="the Asgard MLOps API",
+    credential_env=("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
+    standalone=StandaloneTarget("asgard", "ASGARD_URL", "http://localhost:8000"),
+)
+
 ASGARD = Scenario(
     name="asgard",
     target_kind="asgard",
@@ -154,4 +219,10 @@ ASGARD = Scenario(
     run=run_asgard,
     description="Asgard MLOps API: status with dependency flags, model list, one model",
     optional_steps=lambda options: () if options.inference.enabled else ("inference",),
+    default_probe=DefaultProbe("api", "30s", "10s"),
+    metric_families=AsgardGauges,
+    correlate=cross_check,
 )
+
+KINDS = (KIND,)
+SCENARIOS = (ASGARD,)

@@ -13,12 +13,17 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Awaitable, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, NoReturn
 
 from pydantic import BaseModel, ConfigDict
 
-from monitor.http import HttpResponse, TargetClient, check_status
-from monitor.results import PhaseTimings, Reason, StepFailure, StepResult
+from monitor.http import ErrorHint, HttpResponse, TargetClient, check_status
+from monitor.results import PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
+
+if TYPE_CHECKING:  # config imports this registry: only the type, no cycle at run time
+    from prometheus_client import CollectorRegistry
+
+    from monitor.config import Config
 
 # Cleanup steps (deleting the probe's run) get at least this long each (capped by the step
 # timeout) even when the deadline is spent, so a timed-out run does not leave litter behind.
@@ -39,8 +44,69 @@ class ScenarioOptions(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class DefaultProbe:
+    """The probe a scenario gives a target of its kind when the config lists no probes:
+    named `<target>_<suffix>`. `standalone_options` apply only to the built-in
+    configuration used when there is no config file at all."""
+
+    suffix: str
+    interval: str
+    timeout: str
+    standalone_options: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StandaloneTarget:
+    """The target of this kind the no-file configuration probes: `name` at the URL in
+    environment variable `url_env`, else `url` (the usual port-forward address)."""
+
+    name: str
+    url_env: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetKind:
+    """A kind of target (`kind:` in the config): what the rest of the monitor may know of it."""
+
+    name: str
+    description: str = ""
+    # Credentials Kubernetes injects as env vars: (username, password, token) variable names.
+    credential_env: tuple[str, str, str] | None = None
+    standalone: StandaloneTarget | None = None
+    # Advice for an unexpected HTTP answer of this kind of server (see http.describe_http_error).
+    error_hint: ErrorHint | None = None
+
+
+class MetricFamilies:
+    """Extra metric families a scenario exports (beyond the per-probe series), fed from its
+    runs' facts. One instance per metrics sink and class, made at the sink's start, so the
+    families exist (HELP/TYPE) from the first scrape. Subclasses own their gauges."""
+
+    def __init__(self, registry: "CollectorRegistry") -> None:
+        self.registry = registry
+
+    def observe(self, result: ProbeResult) -> None:
+        """Set what this run learnt (a run of a probe still configured)."""
+
+    def forget(self, target: str, probe: str, *, last_of_target: bool) -> None:
+        """A probe of this scenario was removed; `last_of_target`: no probe exporting these
+        families is left on `target`, so its series go."""
+
+
+# The scenario's view of the other results when its own result is enriched (cross-check):
+# the config, the latest enriched result of every probe, and the time now.
+Correlate = Callable[[ProbeResult, "Config", Mapping[str, ProbeResult], float], ProbeResult]
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
-    """A registered scenario: what it probes, its steps (for zeroed series) and its code."""
+    """A registered scenario: what it probes, its steps (for zeroed series) and its code.
+
+    Everything the monitor needs to know about a scenario is declared here, so no other
+    module names one: its target kind, options, default probe, start-up hook (janitor),
+    the extra metric families it exports and how a result of it correlates with others.
+    """
 
     name: str
     target_kind: str
@@ -54,6 +120,12 @@ class Scenario:
     # Start-up hook: delete what a killed daemon left behind (client, options, probe name,
     # minimum age in seconds, fleet member or '') -> descriptions of what it deleted.
     janitor: Callable[[TargetClient, Any, str, float, str], Awaitable[list[str]]] | None = None
+    # What a target of this kind gets when the config lists no probes (None: nothing).
+    default_probe: DefaultProbe | None = None
+    # The extra metric families its facts feed (e.g. Asgard's dependency and inventory gauges).
+    metric_families: type[MetricFamilies] | None = None
+    # Enrich a result with what other probes saw (Asgard's cross-check against MLflow).
+    correlate: Correlate | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""

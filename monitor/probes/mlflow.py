@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from monitor.http import TargetClient, check_status
-from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun, Step
+from monitor.http import HttpResponse, TargetClient, check_status
+from monitor.probes.base import DefaultProbe, Scenario, ScenarioOptions, ScenarioRun, StandaloneTarget, Step, TargetKind
 from monitor.results import Reason
 
 API = "/api/2.0/mlflow"
@@ -234,6 +234,25 @@ def _require_list(step: Step, data: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+def error_hint(response: HttpResponse) -> str | None:
+    """MLflow 3's host check answers a plain-text 403: say how to let the probe in."""
+    if response.status_code == 403 and b"Invalid Host header" in response.body:
+        return (
+            " (MLflow 3 rejects Host names it does not know: start the server with "
+            "--allowed-hosts including this target's host, or probe it by localhost or IP)"
+        )
+    return None
+
+
+KIND = TargetKind(
+    name="mlflow",
+    description="an MLflow tracking server",
+    # MLflow's own conventions: username+password means basic auth, else a token.
+    credential_env=("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"),
+    standalone=StandaloneTarget("mlflow", "MLFLOW_TRACKING_URI", "http://localhost:5000"),
+    error_hint=error_hint,
+)
+
 READ = Scenario(
     name="mlflow_read",
     target_kind="mlflow",
@@ -241,6 +260,7 @@ READ = Scenario(
     options_model=ReadOptions,
     run=run_read,
     description="MLflow read path: health, experiment, registered model and runs search, server version",
+    default_probe=DefaultProbe("read", "30s", "10s"),
 )
 
 async def _write_janitor(
@@ -263,6 +283,9 @@ WRITE = Scenario(
     optional_steps=lambda options: () if options.artifacts else ("artifact_put", "artifact_get", "artifact_delete"),
     cleanup_steps=("artifact_delete", "runs_delete"),
     janitor=_write_janitor,
+    default_probe=DefaultProbe(
+        "write", "5m", "30s", standalone_options={"experiment_name": "synthetic-monitor", "artifacts": True}
+    ),
 )
 
 
@@ -310,3 +333,7 @@ async def delete_stale_runs(
     for run_id in stale:
         check_status(await client.request("POST", f"{API}/runs/delete", json_body={"run_id": run_id}, timeout=timeout))
     return stale
+
+
+KINDS = (KIND,)
+SCENARIOS = (READ, WRITE)

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from monitor.http import TargetClient, check_status
-from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun, Step
+from monitor.probes.base import DefaultProbe, Scenario, ScenarioOptions, ScenarioRun, Step
 from monitor.probes.mlflow import (
     API,
     MEMBER_TAG,
@@ -239,4 +239,11 @@ REGISTRY = Scenario(
     description="MLflow model registry: register a version from a probe run, alias it, resolve it, delete it",
     cleanup_steps=("model_version_delete", "artifact_delete", "runs_delete"),
     janitor=_registry_janitor,
+    default_probe=DefaultProbe(
+        "registry", "5m", "30s",
+        standalone_options={"model_name": "synthetic-monitor-probe", "experiment_name": "synthetic-monitor"},
+    ),
 )
+
+
+SCENARIOS = (REGISTRY,)

@@ -6,6 +6,7 @@ from typing import Any
 
 import structlog
 
+from monitor.events import Event, JobEvent
 from monitor.results import ProbeResult
 
 
@@ -14,6 +15,11 @@ class LogSink:
 
     def __init__(self, logger: Any = None) -> None:
         self.log = logger or structlog.get_logger("monitor.probe")
+        self.scheduler_log = structlog.get_logger("monitor.scheduler")
+
+    def handle_event(self, event: Event) -> None:
+        if isinstance(event, JobEvent):
+            self.scheduler_log.warning("scheduler_job_event", probe=event.probe, job_event=event.event, detail=event.detail)
 
     def handle(self, result: ProbeResult) -> None:
         steps = []

@@ -11,15 +11,16 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
 from monitor import __version__
+from monitor.events import ConfigLoaded, Event, Heartbeat, JobEvent, ScheduleLag
+from monitor.probes import SCENARIOS
+from monitor.probes.base import MetricFamilies
 from monitor.results import ProbeResult
+from monitor.sinks.exposition import Exposition
 from monitor.sinks.probe_series import ProbeSeriesStore
 from monitor.sinks.target_info import VERSION_FACT, TargetInfo
-
-ASGARD_DEPENDENCIES = ("mlflow", "feast")
-ASGARD_INVENTORY = ("registered_models", "active_experiments", "feature_views")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,30 +31,31 @@ class ProbeSeries:
     probe: str
     steps: tuple[str, ...]
     timeout_seconds: float
-    asgard: bool = False
+    scenario: str = ""  # its scenario's extra metric families (if any) are fed by its runs
 
 
 class MetricsSink:
     """The monitor's metrics: the per-probe series in a `ProbeSeriesStore` (cheap to
-    scrape at any probe count), the rest as ordinary prometheus-client metrics."""
+    scrape at any probe count), the scenarios' extra families, and the monitor's own
+    health as ordinary prometheus-client metrics. Other sinks own theirs."""
 
     name = "metrics"
 
-    def __init__(self, registry: CollectorRegistry, buckets: Iterable[float]) -> None:
+    def __init__(self, registry: CollectorRegistry | Exposition, buckets: Iterable[float]) -> None:
         # The *_created series double the exposition for no use in Prometheus queries.
         disable_created_metrics()
-        self.registry = registry
-        # Both halves are also registered in `registry`, which therefore shows every
+        self.exposition = registry if isinstance(registry, Exposition) else Exposition(registry)
+        # Every part is also registered in `registry`, which therefore shows every
         # series (tests and `generate_latest(registry)` see what a scrape sees).
-        self._core = core = CollectorRegistry(auto_describe=True)
+        self.registry = self.exposition.registry
+        core = self.exposition.part()
         self.series = ProbeSeriesStore(buckets)
-        self.dependency_up = Gauge(
-            "synthetic_asgard_dependency_up", "Asgard's own view of its dependencies (1 up, 0 down).",
-            ["target", "dependency"], registry=core,
-        )
-        self.inventory = Gauge(
-            "synthetic_asgard_inventory", "Counts Asgard reports.", ["target", "kind"], registry=core
-        )
+        # Each scenario's extra families, made now so they exist from the first scrape.
+        self._families: dict[type[MetricFamilies], MetricFamilies] = {}
+        for scenario in SCENARIOS.values():
+            kind = scenario.metric_families
+            if kind is not None and kind not in self._families:
+                self._families[kind] = kind(core)
         self.target_info = TargetInfo(core)
         self.build_info = Gauge("synthetic_monitor_build_info", "Always 1; the version label says which build.", ["version"], registry=core)
         self.heartbeat = Gauge(
@@ -62,20 +64,7 @@ class MetricsSink:
         self.config_reload = Gauge(
             "synthetic_monitor_config_last_reload_successful", "1 if the last config (re)load succeeded.", registry=core
         )
-        self.alerts_firing = Gauge(
-            "synthetic_monitor_alerts_firing", "Alerts the daemon's own engine holds firing.", ["alertname", "target", "probe"],
-            registry=core,
-        )
-        self.notifications = Counter(
-            "synthetic_monitor_notifications", "Alert notifications sent, by receiver and result.", ["receiver", "result"],
-            registry=core,
-        )
-        self.sink_errors = Counter(
-            "synthetic_monitor_sink_errors", "Results (or alerting work) a sink failed to handle, by sink.", ["sink"],
-            registry=core,
-        )
-        registry.register(core)
-        registry.register(self.series)
+        self.exposition.add(self.series, self.series.render)
         self.build_info.labels(__version__).set(1)
         self.config_reload.set(1)
         self.heartbeat.set(time.time())
@@ -83,7 +72,7 @@ class MetricsSink:
 
     def render(self) -> bytes:
         """The /metrics body: what `generate_latest(self.registry)` gives, at a fraction of the cost."""
-        return generate_latest(self._core) + self.series.render()
+        return self.exposition.render()
 
     def register(self, series: ProbeSeries) -> None:
         """Create every series of a probe with zero values."""
@@ -103,18 +92,21 @@ class MetricsSink:
         t = series.target
         if not any(s.target == t for s in self._probes.values()):
             self.target_info.forget(t)
-        if series.asgard and not any(s.target == t and s.asgard for s in self._probes.values()):
-            for dependency in ASGARD_DEPENDENCIES:
-                _remove(self.dependency_up, t, dependency)
-            for kind in ASGARD_INVENTORY:
-                _remove(self.inventory, t, kind)
+        family = self._family(series.scenario)
+        if family is not None:
+            last = not any(s.target == t and self._family(s.scenario) is family for s in self._probes.values())
+            family.forget(t, probe, last_of_target=last)
+
+    def _family(self, scenario: str) -> MetricFamilies | None:
+        known = SCENARIOS.get(scenario)
+        kind = known.metric_families if known is not None else None
+        return self._families.get(kind) if kind is not None else None
 
     @property
     def probes(self) -> dict[str, ProbeSeries]:
         return dict(self._probes)
 
     def handle(self, result: ProbeResult) -> None:
-        t = result.target
         self.series.record_run(
             result.probe,
             result.ok,
@@ -126,43 +118,21 @@ class MetricsSink:
                 if not s.skipped
             ],
         )
-        if VERSION_FACT in result.facts and result.probe in self._probes:  # not for a probe a reload removed
-            self.target_info.observe(t, result.facts[VERSION_FACT])
         series = self._probes.get(result.probe)
-        if series is not None and series.asgard:
-            self._asgard_facts(t, result)
+        if series is None:
+            return  # a probe a reload removed: its series are gone on purpose
+        if VERSION_FACT in result.facts:
+            self.target_info.observe(result.target, result.facts[VERSION_FACT])
+        family = self._family(series.scenario)
+        if family is not None:
+            family.observe(result)
 
-    def _asgard_facts(self, target: str, result: ProbeResult) -> None:
-        """What this run learnt from Asgard's status; what it did not learn (Asgard
-        unreachable, a field missing) is absent, never the last value seen: a stale 1
-        would say "mlflow up" through a whole outage."""
-        reported = result.facts.get("dependencies") or {}
-        for dependency in ASGARD_DEPENDENCIES:
-            up = reported.get(dependency)
-            if isinstance(up, bool):
-                self.dependency_up.labels(target, dependency).set(1 if up else 0)
-            else:
-                _remove(self.dependency_up, target, dependency)
-        counts = result.facts.get("inventory") or {}
-        for kind in ASGARD_INVENTORY:
-            value = counts.get(kind)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.inventory.labels(target, kind).set(value)
-            else:
-                _remove(self.inventory, target, kind)
-
-    def job_event(self, probe: str, event: str) -> None:
-        self.series.job_event(probe, event)
-
-    def observe_lag(self, probe: str, seconds: float) -> None:
-        self.series.observe_lag(probe, seconds)
-
-    def beat(self) -> None:
-        self.heartbeat.set(time.time())
-
-
-def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
-    try:
-        metric.remove(*labels)
-    except KeyError:
-        pass
+    def handle_event(self, event: Event) -> None:
+        if isinstance(event, JobEvent):
+            self.series.job_event(event.probe, event.event)
+        elif isinstance(event, ScheduleLag):
+            self.series.observe_lag(event.probe, event.seconds)
+        elif isinstance(event, Heartbeat):
+            self.heartbeat.set(event.at)
+        elif isinstance(event, ConfigLoaded):
+            self.config_reload.set(1 if event.ok else 0)

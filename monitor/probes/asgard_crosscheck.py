@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 from urllib.parse import urlsplit
 
-from monitor.config import Config
+from monitor.probes import mlflow
 from monitor.results import ProbeResult
 
-MLFLOW_SCENARIOS = ("mlflow_read", "mlflow_write")
+if TYPE_CHECKING:
+    from monitor.config import Config
+
+# The direct probes of MLflow whose verdict explains Asgard's (the registry probe is not one:
+# it can fail on the registry alone while runs work).
+MLFLOW_SCENARIOS = (mlflow.READ.name, mlflow.WRITE.name)
 MAX_AGE_SECONDS = 600.0
 LINK_BROKEN = "asgard_mlflow_link_broken"
 MLFLOW_DOWN = "mlflow_down"
@@ -24,7 +29,7 @@ MLFLOW_DOWN = "mlflow_down"
 
 def needs_cross_check(result: ProbeResult) -> bool:
     """An Asgard result reporting MLflow down: the only kind the cross-check changes."""
-    return result.scenario == "asgard" and (result.facts.get("dependencies") or {}).get("mlflow") is False
+    return (result.facts.get("dependencies") or {}).get("mlflow") is False
 
 
 def cross_check(
@@ -60,7 +65,7 @@ def cross_check(
 def _mlflow_target(result: ProbeResult, config: Config) -> str | None:
     probe = next((p for p in config.probes if p.name == result.probe), None)
     pinned = getattr(probe.options, "mlflow_target", None) if probe else None
-    mlflow_targets = [t for t in config.targets if t.kind == "mlflow"]
+    mlflow_targets = [t for t in config.targets if t.kind == mlflow.KIND.name]
     if pinned:
         return pinned if any(t.name == pinned for t in mlflow_targets) else None
     uri = result.facts.get("mlflow_tracking_uri")
