@@ -319,25 +319,6 @@ async def test_a_lone_alert_is_not_held_back_by_the_batch_window() -> None:
         await alerts.stop(flush_timeout=0.1)
 
 
-def test_repeat_interval_on_an_alertmanager_receiver_is_a_config_error(tmp_path: Path) -> None:
-    config = tmp_path / "monitor.yaml"
-    config.write_text(
-        "targets: [{name: mlflow, kind: mlflow, url: 'http://127.0.0.1:5000'}]\n"
-        "probes: [{name: mlflow_read, target: mlflow, scenario: mlflow_read}]\n"
-        "alerting:\n"
-        "  receivers:\n"
-        "    - {kind: webhook, url: 'http://127.0.0.1:9/hook', repeat_interval: 2h}\n"
-        "    - {kind: alertmanager, url: 'http://127.0.0.1:9093', repeat_interval: 1h}\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "monitor", "config", "validate", str(config)], cwd=REPO,
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 2
-    (line,) = proc.stderr.strip().splitlines()
-    assert "alerting.receivers[1].repeat_interval: applies to webhook receivers only" in line
-
-
 def test_a_daemon_restart_keeps_a_failed_resolve_and_delivers_it(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     """The whole path with real processes: `synthetic-monitor run`, the real MLflow behind a
     switchable proxy, a webhook receiver that fails and recovers, SIGTERM and a new daemon."""
