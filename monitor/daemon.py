@@ -294,8 +294,9 @@ class Daemon:
             try:
                 sink.handle(result)
             except Exception:
-                self.metrics.sink_errors.labels(sink.name).inc()
-                self.log.exception("sink_failed", sink=sink.name, probe=result.probe)
+                name = getattr(sink, "name", type(sink).__name__)  # a sink added by a test may lack one
+                self.metrics.sink_errors.labels(name).inc()
+                self.log.exception("sink_failed", sink=name, probe=result.probe)
 
     # -- scheduler observer ----------------------------------------------------------
 
