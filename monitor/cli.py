@@ -146,6 +146,8 @@ def with_fleet(report: str, fmt: str, config: Config, names: Sequence[str]) -> s
         for entry in data["probes"]:
             entry["members"] = members.get(entry["name"])
         return json.dumps(data, indent=2)
+    if config.location is None and not config.fleet:
+        return report  # a lone daemon's report stays as it was
     line = f"location: {who['location'] or '(not set)'}, replica: {who['replica']}"
     if config.shard is not None:
         line += f", shard member {config.shard.index} of {config.shard.count}"

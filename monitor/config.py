@@ -289,21 +289,11 @@ class ReceiverConfig(Model):
     # Alertmanager always gets them (it needs endsAt to close the alert early).
     send_resolved: bool = True
     # Webhooks only: a still-firing alert is notified again after this long (Alertmanager's
-    # default). Alertmanager receivers get the resend_interval re-sends instead.
+    # default). Ignored for Alertmanager receivers: they get the resend_interval re-sends
+    # and repeat by their own routes (not an error: `config show` output must validate).
     repeat_interval: Duration = 4 * 3600.0
 
     _check_url = field_validator("url")(classmethod(lambda cls, v: _check_url(v)))
-
-    @model_validator(mode="after")
-    def _webhooks_repeat(self) -> "ReceiverConfig":
-        if self.kind == "alertmanager" and "repeat_interval" in self.model_fields_set:
-            raise FieldError(
-                "repeat_interval",
-                "applies to webhook receivers only (Alertmanager gets the resend_interval re-sends and"
-                " repeats by its own route's repeat_interval)",
-            )
-        return self
-
     @property
     def label(self) -> str:
         return self.name or self.kind

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from monitor.alerting.alerts import PROBE_FAILING
@@ -30,6 +32,9 @@ from monitor.alerting.sink import AlertSink
 from monitor.alerting.state import load_state
 from monitor.config import AlertingConfig, load_config
 from monitor.daemon import Daemon
+from monitor.standin.webhook import serve_in_thread
+from tests.faultproxy import FaultProxy
+from tests.servers import DaemonProcess, MlflowServer
 from tests.test_notifiers import (
     alerting,
     counted,
@@ -314,20 +319,66 @@ async def test_a_lone_alert_is_not_held_back_by_the_batch_window() -> None:
         await alerts.stop(flush_timeout=0.1)
 
 
-def test_repeat_interval_on_an_alertmanager_receiver_is_a_config_error(tmp_path: Path) -> None:
+def test_a_daemon_restart_keeps_a_failed_resolve_and_delivers_it(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """The whole path with real processes: `synthetic-monitor run`, the real MLflow behind a
+    switchable proxy, a webhook receiver that fails and recovers, SIGTERM and a new daemon."""
+    state = tmp_path / "alerts.json"
+    hook = serve_in_thread()
+    proxy = FaultProxy(mlflow_server.url).start()
+    daemons: list[DaemonProcess] = []
     config = tmp_path / "monitor.yaml"
-    config.write_text(
-        "targets: [{name: mlflow, kind: mlflow, url: 'http://127.0.0.1:5000'}]\n"
-        "probes: [{name: mlflow_read, target: mlflow, scenario: mlflow_read}]\n"
-        "alerting:\n"
-        "  receivers:\n"
-        "    - {kind: webhook, url: 'http://127.0.0.1:9/hook', repeat_interval: 2h}\n"
-        "    - {kind: alertmanager, url: 'http://127.0.0.1:9093', repeat_interval: 1h}\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "monitor", "config", "validate", str(config)], cwd=REPO,
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 2
-    (line,) = proc.stderr.strip().splitlines()
-    assert "alerting.receivers[1].repeat_interval: applies to webhook receivers only" in line
+    config.write_text(yaml.safe_dump({
+        "log": {"format": "json", "level": "info"},
+        "targets": [{"name": "mlflow", "kind": "mlflow", "url": proxy.url}],
+        "probes": [{"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read",
+                    "interval": "1s", "timeout": "800ms"}],
+        "alerting": {
+            "failure_threshold": 1, "success_threshold": 1, "startup_grace": "0s", "resend_interval": "2s",
+            "retry_attempts": 1, "state_file": str(state),
+            "receivers": [{"kind": "webhook", "url": f"{hook.url}/hook", "name": "hook"}],
+        },
+    }))
+
+    def notices(status: str) -> list[dict[str, Any]]:
+        return [a for e in hook.snapshot() for a in e["body"]["alerts"]
+                if a["status"] == status and a["labels"]["alertname"] == PROBE_FAILING]
+
+    def wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (value := check()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}\n" + "\n".join(
+                d.log_text()[-3000:] for d in daemons)
+            time.sleep(0.05)
+        return value
+
+    try:
+        first = DaemonProcess(config, tmp_path)
+        daemons.append(first)
+        first.start()
+        proxy.refuse()  # MLflow unreachable: the alert fires
+        (fired,) = wait(lambda: notices("firing"), "the firing notice")
+        hook.fail_next = 10**6  # the receiver breaks ...
+        proxy.accept()  # ... just as MLflow comes back: the resolve cannot be delivered
+        wait(lambda: "alert_resolve_kept" in first.log_text(), "the resolve to be kept")
+        assert first.stop() == 0
+        kept = [k for k in json.loads(state.read_text())["undelivered"] if k["labels"]["alertname"] == PROBE_FAILING]
+        assert [(k["receiver"], k["labels"]["probe"]) for k in kept] == [("hook", "mlflow_read")]
+        assert notices("resolved") == []
+
+        hook.fail_next = 0  # the receiver recovers while the daemon restarts
+        second = DaemonProcess(config, tmp_path)
+        daemons.append(second)
+        second.start()
+        (resolved,) = wait(lambda: notices("resolved"), "the kept resolve after the restart")
+        assert resolved["labels"] == fired["labels"] and resolved["startsAt"] == fired["startsAt"]
+        assert not resolved["endsAt"].startswith("0001-")
+        wait(lambda: json.loads(state.read_text())["undelivered"] == [], "the state file to settle")
+        metrics_text = httpx.get(f"{second.url}/metrics", timeout=5).text
+        assert 'synthetic_monitor_notifications_total{receiver="hook",result="success"} 0.0' not in metrics_text
+        assert second.stop() == 0
+    finally:
+        for daemon in daemons:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.stop()
+        proxy.stop()
+        hook.stop()

@@ -88,6 +88,7 @@ async def test_the_gate_pages_critical_on_quorum_and_warns_below_it() -> None:
     closed, page = sent[1]
     assert closed.name == PROBE_FAILING_ONE_LOCATION and closed.resolved
     assert page.name == PROBE_FAILING and page.labels["severity"] == "critical" and not page.resolved
+    assert page.starts_at > warning.starts_at  # the page starts at the quorum, so Alertmanager waits group_wait
     assert "Failing from location(s): in-cluster, ingress" in page.annotations["description"]
 
     # The resolve goes out at once, for the variant the receivers hold.

@@ -164,8 +164,14 @@ class QuorumGate:
         out = _critical(alert, votes, self.peers.min_locations) if critical else _warning(alert, votes, self.peers.min_locations)
         batch: list[Alert] = []
         previous = self._sent.get(key)
-        if previous is not None and previous.name != out.name:
+        if previous is not None and previous.name == out.name:
+            out = dataclasses.replace(out, starts_at=previous.starts_at)
+        elif previous is not None:
             batch.append(_resolve(previous))
+            # The page starts when the quorum is reached, not at this location's first
+            # failure: Alertmanager then waits group_wait for the other locations' copies
+            # instead of flushing an "old" alert at once, alone.
+            out = dataclasses.replace(out, starts_at=max(time.time(), out.starts_at))
         self._sent[key] = out
         batch.append(out)
         if previous is None or previous.name != out.name:

@@ -55,6 +55,14 @@ def _go(value: float) -> str:
     return floatToGoString(value)
 
 
+def _go_seconds(value: float) -> str:
+    """`_go` for a float of seconds: below 1e6 (and not negative) it is plain `repr`, the
+    same text as floatToGoString, at a third of its cost (a run renders 4 per step)."""
+    if 0.0 <= value < 1e6:
+        return repr(float(value))
+    return floatToGoString(value)
+
+
 def _with_inf(bounds: Iterable[float]) -> tuple[float, ...]:
     """Sorted bucket bounds ending in +Inf, as prometheus-client's Histogram keeps them."""
     sorted_bounds = sorted(float(b) for b in bounds)
@@ -174,11 +182,11 @@ class _Probe:
             text = self.lag.lines()
         elif index == _STEP_PHASE:
             phase_prefixes = self._phase_prefixes
-            text = "".join(
-                f"{prefix}{_go(value)}\n"
-                for step, values in self.phases.items()
-                for prefix, value in zip(phase_prefixes[step], values)
-            )
+            parts = []
+            for step, values in self.phases.items():
+                for prefix, value in zip(phase_prefixes[step], values):
+                    parts += (prefix, _go_seconds(value), "\n")
+            text = "".join(parts)
         else:
             value = (self.success, self.consecutive, self.last_success, self.timeout)[_SCALARS.index(index)]
             text = f"{self._scalar_prefixes[index]}{_go(value)}\n"

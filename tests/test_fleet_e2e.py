@@ -1,0 +1,208 @@
+"""Two daemons in two locations, two clustered Alertmanagers, real Prometheus: one page, not four.
+
+    Asgard stand-in  <-- fault proxy --  daemon "alpha"  --+--> Alertmanager A <-gossip-> Alertmanager B
+          ^------------------------------ daemon "beta"  --+           \\__________ one webhook __________/
+    Prometheus scrapes both daemons (location as a scrape label) with the shipped rules.
+
+The daemons are peers of each other. Alpha's own path breaks first: a warning naming
+alpha, no page, from both the daemons' quorum and the rules. Then the target dies: one
+critical notification for the pair of daemons and the pair of Alertmanagers, and after
+the restart one resolved.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+import yaml
+
+from monitor.standin.webhook import WebhookServer, serve_in_thread
+from tests.faultproxy import FaultProxy
+from tests.servers import REPO, DaemonProcess, Proc, free_port, start_proc, wait_http
+from tests.test_alert_e2e import ALERTMANAGER, PROMETHEUS, RULES, shortened_rules, wait_until
+
+pytestmark = pytest.mark.timeout(150)
+
+PROBE = "asgard_api"
+FAILING = "SyntheticProbeFailing"
+ONE_LOCATION = "SyntheticProbeFailingFromOneLocation"
+
+
+class Standin:
+    """The Asgard stand-in as its own process on a fixed port, so it can die and come back."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Standin":
+        log = open(self.workdir / f"standin-{self.port}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "monitor.standin.asgard", "--port", str(self.port)],
+                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_http(f"{self.url}/mlops/status", timeout=20, proc=self.proc)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def notifications(hook: WebhookServer, alertname: str, status: str) -> list[dict[str, Any]]:
+    """Webhook messages (one per notification) holding an `alertname` alert in `status`."""
+    out = []
+    for entry in hook.snapshot():
+        body = entry["body"]
+        if isinstance(body, dict) and any(a.get("status") == status and a.get("labels", {}).get("alertname") == alertname
+                                          for a in body.get("alerts") or []):
+            out.append(body)
+    return out
+
+
+def prometheus_alerts(url: str, alertname: str) -> list[dict[str, str]]:
+    data = httpx.get(f"{url}/api/v1/query", params={"query": f'ALERTS{{alertname="{alertname}",alertstate="firing"}}'},
+                     timeout=5).json()
+    return [r["metric"] for r in data["data"]["result"]]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    if not (ALERTMANAGER and PROMETHEUS):
+        pytest.skip("prometheus / prometheus-alertmanager not installed (apt-get install prometheus prometheus-alertmanager)")
+    procs: list[Proc] = []
+    daemons: list[DaemonProcess] = []
+    hook = serve_in_thread()
+    standin = Standin(tmp_path).start()
+    proxy = FaultProxy(standin.url).start()
+    try:
+        # Two Alertmanagers, one cluster over loopback; group_wait long enough for both
+        # locations' alerts to land in one notification.
+        (tmp_path / "am.yml").write_text(yaml.safe_dump({
+            "route": {"receiver": "hook", "group_by": ["alertname", "target", "probe"],
+                      "group_wait": "4s", "group_interval": "4s", "repeat_interval": "1h"},
+            "receivers": [{"name": "hook", "webhook_configs": [{"url": f"{hook.url}/am", "send_resolved": True}]}],
+        }))
+        web, gossip = [free_port(), free_port()], [free_port(), free_port()]
+        for i in (0, 1):
+            procs.append(start_proc(f"alertmanager-{i}", [
+                ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / f'am{i}'}",
+                f"--web.listen-address=127.0.0.1:{web[i]}", f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
+                f"--cluster.peer=127.0.0.1:{gossip[1 - i]}", "--cluster.settle-timeout=2s",
+                "--cluster.peer-timeout=2s", "--cluster.gossip-interval=100ms", "--cluster.pushpull-interval=2s",
+            ], tmp_path, f"http://127.0.0.1:{web[i]}/-/ready"))
+        daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path) for name in ("alpha", "beta")]
+        for name, daemon, url, other in (("alpha", daemons[0], proxy.url, daemons[1]),
+                                         ("beta", daemons[1], standin.url, daemons[0])):
+            daemon.config_path.write_text(yaml.safe_dump({
+                "location": name,
+                "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
+                "probes": [{"name": PROBE, "target": "asgard", "scenario": "asgard", "interval": "1s",
+                            "timeout": "800ms"}],
+                "peers": {"urls": [other.url], "timeout": "500ms"},
+                "alerting": {"failure_threshold": 1, "success_threshold": 1, "startup_grace": "0s",
+                             "resend_interval": "2s", "retry_backoff": "200ms",
+                             "receivers": [{"kind": "alertmanager", "name": f"am{i}", "url": f"http://127.0.0.1:{web[i]}"}
+                                           for i in (0, 1)]},
+            }))
+        for daemon in daemons:
+            daemon.start()
+        prom_port = free_port()
+        shortened_rules(RULES, tmp_path / "rules.yml")
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp_path / "rules.yml")],
+            "scrape_configs": [{"job_name": "synthetic-monitor", "static_configs": [
+                {"targets": [f"127.0.0.1:{d.port}"], "labels": {"location": name}}
+                for name, d in zip(("alpha", "beta"), daemons)]}],
+        }))
+        procs.append(start_proc("prometheus", [
+            PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ], tmp_path, f"http://127.0.0.1:{prom_port}/-/ready"))
+        yield {"hook": hook, "standin": standin, "proxy": proxy, "daemons": daemons, "procs": procs,
+               "prometheus": f"http://127.0.0.1:{prom_port}"}
+    finally:
+        for daemon in daemons:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.stop()
+        for proc in procs:
+            proc.stop()
+        proxy.stop()
+        standin.kill()
+        hook.stop()
+
+
+def test_one_broken_path_warns_both_broken_page_once_and_resolve_once(fleet: dict[str, Any]) -> None:
+    hook, standin, proxy = fleet["hook"], fleet["standin"], fleet["proxy"]
+    daemons, prom = fleet["daemons"], fleet["prometheus"]
+
+    def context() -> str:
+        return "\n".join([f"hook: {[e['body'] for e in hook.snapshot()][-4:]}"]
+                         + [d.log_text()[-2000:] for d in daemons] + [p.tail(800) for p in fleet["procs"]])
+
+    def passing(daemon: DaemonProcess) -> bool:
+        last = httpx.get(f"{daemon.url}/status", timeout=3).json()["probes"][0]["last"]
+        return bool(last and last["ok"])
+
+    wait_until(lambda: all(passing(d) for d in daemons), 30, "both locations passing", context)
+    wait_until(lambda: len(httpx.get(f"{prom}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]) == 2
+               and all(t["health"] == "up" for t in httpx.get(f"{prom}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]),
+               20, "Prometheus scraping both daemons", context)
+
+    # 1. Only alpha's path breaks: a warning naming alpha, never a page.
+    broken = time.monotonic()
+    proxy.refuse()
+    warning = wait_until(lambda: notifications(hook, ONE_LOCATION, "firing"), 30, "the one-location warning", context)
+    alert = next(a for a in warning[0]["alerts"] if a["labels"]["alertname"] == ONE_LOCATION)
+    assert alert["labels"]["location"] == "alpha" and alert["labels"]["severity"] == "warning"
+    assert "passing from: beta" in alert["annotations"]["description"]
+    warned_after = time.monotonic() - broken
+    rule = wait_until(lambda: prometheus_alerts(prom, ONE_LOCATION), 30, "the rule's one-location warning", context)
+    assert [r["location"] for r in rule] == ["alpha"]
+    time.sleep(3)  # a page would have come by now
+    assert not notifications(hook, FAILING, "firing"), context()
+    assert not prometheus_alerts(prom, FAILING), context()
+
+    # 2. The target dies: both locations agree -> one critical notification.
+    killed = time.monotonic()
+    standin.kill()
+    page = wait_until(lambda: notifications(hook, FAILING, "firing"), 30, "the critical page", context)
+    paged_after = time.monotonic() - killed
+    wait_until(lambda: prometheus_alerts(prom, FAILING), 30, "the rule's quorum page", context)
+    time.sleep(6)  # more than group_interval: a duplicate (second daemon, second Alertmanager) would show
+    pages = notifications(hook, FAILING, "firing")
+    assert len(pages) == 1, context()
+    locations = sorted(a["labels"]["location"] for a in pages[0]["alerts"] if a["labels"]["alertname"] == FAILING)
+    assert locations == ["alpha", "beta"], pages  # both locations' copies in the one notification
+    described = next(a for a in pages[0]["alerts"] if a["labels"]["alertname"] == FAILING)["annotations"]["description"]
+    assert "Failing from location(s): alpha, beta" in described
+
+    # 3. Back: one resolved notification.
+    standin.start()
+    proxy.accept()
+    wait_until(lambda: notifications(hook, FAILING, "resolved"), 30, "the resolved notification", context)
+    time.sleep(6)
+    resolved = [m for m in notifications(hook, FAILING, "resolved") if m.get("status") == "resolved"]
+    assert len(resolved) == 1, context()
+    # The two locations may resolve on either side of a group_interval tick: a message
+    # with one copy resolved and one still firing is an update, not a second page.
+    pages = [m for m in notifications(hook, FAILING, "firing")
+             if not any(a.get("status") == "resolved" for a in m["alerts"])]
+    assert len(pages) == 1, context()
+    print(f"\ntime to page: one-location warning {warned_after:.1f} s after the path broke,"
+          f" critical {paged_after:.1f} s after the target died (interval 1 s, threshold 1, group_wait 4 s)")
