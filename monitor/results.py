@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 
@@ -92,12 +92,62 @@ class StepResult:
         }
 
 
+@dataclass(frozen=True)
+class Facts:
+    """Measured values of a run that are not pass/fail. Each scenario has its own frozen
+    subclass (probes/: Asgard's dependency flags and counts, ...); `None` is "not learnt"
+    and is left out of /status, the log and reports. What the rest of the monitor may
+    ask of any scenario's facts is this base: the target's version (synthetic_target_info)
+    and the dependencies the target itself reports (the *DependencyUnavailable alerts)."""
+
+    target_version: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape (/status, the log, `check --format json`): what was learnt."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
+
+    def redacted(self, scrub: Callable[[str], str]) -> "Facts":
+        """A copy with every string in it (dict keys included) passed through `scrub`."""
+        changes = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                clean = _scrub_value(value, scrub)
+                clean = tuple(clean) if isinstance(value, tuple) else clean
+                if clean != value:
+                    changes[f.name] = clean
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def dependencies_down(self) -> list[str]:
+        """Dependencies the target reported unavailable in this run."""
+        return []
+
+    def dependency_reported_up(self, dependency: str) -> bool:
+        """True when the target reported `dependency` available in this run."""
+        return False
+
+    def dependencies_explained(self) -> frozenset[str]:
+        """Dependencies whose outage another probe's alert already covers (the cross-check)."""
+        return frozenset()
+
+
+NO_FACTS = Facts()
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """One run of one probe.
 
-    `facts` carries measured values that are not pass/fail (Asgard dependency flags and
-    inventory counts); `root_cause` names an upstream whose failure explains this one
+    `facts` carries measured values that are not pass/fail, typed by the scenario
+    (Asgard dependency flags and inventory counts); `root_cause` names an upstream whose failure explains this one
     (for example "mlflow" when Asgard fails because MLflow itself is down), so alerting
     can page on the cause only.
     """
@@ -109,7 +159,7 @@ class ProbeResult:
     duration_seconds: float
     steps: tuple[StepResult, ...]
     timeout_seconds: float
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = NO_FACTS
     root_cause: str | None = None
     notes: tuple[str, ...] = ()
     traceback: str | None = None
@@ -142,7 +192,7 @@ class ProbeResult:
         )
         notes = tuple(scrub(n) for n in self.notes)
         traceback = scrub(self.traceback) if self.traceback else None
-        facts = _scrub_value(self.facts, scrub) if self.facts else self.facts
+        facts = self.facts.redacted(scrub)
         if steps == self.steps and notes == self.notes and traceback == self.traceback and facts == self.facts:
             return self
         return dataclasses.replace(self, steps=steps, notes=notes, traceback=traceback, facts=facts)
@@ -160,7 +210,7 @@ class ProbeResult:
             "reason": failed.reason.value if failed and failed.reason else None,
             "error": failed.error if failed else None,
             "root_cause": self.root_cause,
-            "facts": self.facts,
+            "facts": self.facts.as_dict(),
             "notes": list(self.notes),
             "steps": [step.as_dict() for step in self.steps],
         }

@@ -22,9 +22,10 @@ from monitor.alerting.alerts import (
     rfc3339,
 )
 from monitor.alerting.engine import AlertEngine
+from monitor.probes.asgard import AsgardFacts
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
-from monitor.results import ProbeResult, Reason, StepResult
+from monitor.results import NO_FACTS, Facts, ProbeResult, Reason, StepResult
 
 PROBES = [("mlflow_read", "mlflow"), ("asgard_api", "asgard"), ("mlflow_write", "mlflow")]
 T0 = 1_700_000_000.0
@@ -53,7 +54,7 @@ def run(
     error: str | None = None,
     step: str = "experiments_search",
     duration: float = 0.1,
-    facts: dict[str, Any] | None = None,
+    facts: Facts | None = None,
     root_cause: str | None = None,
     scenario: str = "mlflow_read",
     at: float = T0,
@@ -63,7 +64,7 @@ def run(
         steps.append(StepResult(step, True, duration - 0.01))
     else:
         steps.append(StepResult(step, False, duration - 0.01, reason=reason, error=error or f"{reason.value} happened"))
-    return ProbeResult(probe, target, scenario, at, duration, tuple(steps), 10.0, facts or {}, root_cause)
+    return ProbeResult(probe, target, scenario, at, duration, tuple(steps), 10.0, facts or NO_FACTS, root_cause)
 
 
 def fail(**kw: Any) -> ProbeResult:
@@ -74,11 +75,8 @@ def fail(**kw: Any) -> ProbeResult:
 def asgard(*, mlflow: bool = True, feast: bool = True, root_cause: str | None = None) -> ProbeResult:
     deps = {"mlflow": mlflow, "feast": feast}
     down = [d for d, up in deps.items() if not up]
-    facts: dict[str, Any] = {"dependencies": deps}
-    if down:
-        facts["unavailable"] = down
-    if root_cause:
-        facts["crosscheck"] = "mlflow_down"
+    facts = AsgardFacts(dependencies=deps, unavailable=tuple(down) or None,
+                        crosscheck="mlflow_down" if root_cause else None)
     return run(
         "asgard_api", "asgard", scenario="asgard", step="status", facts=facts, root_cause=root_cause,
         reason=Reason.DEPENDENCY_UNAVAILABLE if down else None,

@@ -55,9 +55,9 @@ def steps(result: ProbeResult) -> list[tuple[str, bool, str | None]]:
 async def test_healthy_asgard_passes_every_step(standin: tuple[AsgardServer, str]) -> None:
     result = await asgard(standin[1])
     assert steps(result) == [("status", True, None), ("models_list", True, None), ("model_get", True, None)]
-    assert result.facts["dependencies"] == {"mlflow": True, "feast": True}
-    assert result.facts["inventory"]["registered_models"] == 2
-    assert set(result.facts["inventory"]) == {"registered_models", "active_experiments", "feature_views"}
+    assert result.facts.dependencies == {"mlflow": True, "feast": True}
+    assert result.facts.inventory["registered_models"] == 2
+    assert set(result.facts.inventory) == {"registered_models", "active_experiments", "feature_views"}
     assert result.steps[2].path == "/mlops/models/churn-model"
 
 
@@ -94,9 +94,9 @@ async def test_each_switch_gives_its_reason_then_recovers(
 async def test_false_flag_keeps_the_facts(standin: tuple[AsgardServer, str]) -> None:
     set_faults(standin[1], feast_available=False)
     result = await asgard(standin[1])
-    assert result.facts["dependencies"] == {"mlflow": True, "feast": False}
-    assert result.facts["unavailable"] == ["feast"]
-    assert result.facts["inventory"]["feature_views"] >= 0
+    assert result.facts.dependencies == {"mlflow": True, "feast": False}
+    assert result.facts.unavailable == ("feast",)
+    assert result.facts.inventory["feature_views"] >= 0
 
 
 async def test_no_models_skips_model_get(standin: tuple[AsgardServer, str]) -> None:
@@ -116,7 +116,7 @@ async def test_configured_model_name_and_a_missing_model(standin: tuple[AsgardSe
 async def test_array_payload_is_accepted(standin: tuple[AsgardServer, str]) -> None:
     set_faults(standin[1], models_shape="array")
     result = await asgard(standin[1])
-    assert result.ok and result.facts["models_listed"] == 2
+    assert result.ok and result.facts.models_listed == 2
 
 
 async def test_renamed_fields_follow_the_config(standin: tuple[AsgardServer, str]) -> None:
@@ -124,18 +124,18 @@ async def test_renamed_fields_follow_the_config(standin: tuple[AsgardServer, str
                mlflow_available=False)
     unconfigured = await asgard(standin[1])
     # Not knowing the renamed flag, the probe cannot see MLflow is down: it reports what it can.
-    assert unconfigured.ok and "mlflow" not in unconfigured.facts["dependencies"]
+    assert unconfigured.ok and "mlflow" not in unconfigured.facts.dependencies
     configured = await asgard(standin[1], fields={"mlflow_available": "mlflowUp", "registered_models": "models_total"})
     assert configured.reason is Reason.DEPENDENCY_UNAVAILABLE and "mlflowUp=false" in configured.failed_step.error
-    assert configured.facts["inventory"]["registered_models"] == 2
+    assert configured.facts.inventory["registered_models"] == 2
 
 
 async def test_missing_optional_fields_are_tolerated(standin: tuple[AsgardServer, str]) -> None:
     set_faults(standin[1], omit=["feast_available", "feature_views", "mlflow_tracking_uri"])
     result = await asgard(standin[1])
     assert result.ok
-    assert result.facts["dependencies"] == {"mlflow": True}
-    assert "feature_views" not in result.facts["inventory"]
+    assert result.facts.dependencies == {"mlflow": True}
+    assert "feature_views" not in result.facts.inventory
 
 
 async def test_inference_step(standin: tuple[AsgardServer, str]) -> None:
@@ -164,13 +164,13 @@ async def test_crosscheck_broken_link_while_mlflow_is_up(mlflow_server: MlflowSe
         config = two_target_config(mlflow_server.url, url)
         direct = await read_mlflow(mlflow_server.url)
         assert direct.ok
-        assert (await asgard(url)).facts["dependencies"]["mlflow"] is True  # the stand-in really asks MLflow
+        assert (await asgard(url)).facts.dependencies["mlflow"] is True  # the stand-in really asks MLflow
         server.faults.update({"mlflow_available": False})
         result = cross_check(await asgard(url), config, {"mlflow_read": direct})
     finally:
         server.stop()
     assert result.reason is Reason.DEPENDENCY_UNAVAILABLE
-    assert result.facts["crosscheck"] == LINK_BROKEN
+    assert result.facts.crosscheck == LINK_BROKEN
     assert result.root_cause is None
     assert "Asgard-to-MLflow link is broken" in result.failed_step.error
 
@@ -186,7 +186,7 @@ async def test_crosscheck_mlflow_itself_down(own_mlflow: MlflowServer) -> None:
     finally:
         server.stop()
     assert direct.reason is Reason.UNREACHABLE
-    assert seen.facts["dependencies"]["mlflow"] is False  # the stand-in saw MLflow die by itself
-    assert result.facts["crosscheck"] == MLFLOW_DOWN
+    assert seen.facts.dependencies["mlflow"] is False  # the stand-in saw MLflow die by itself
+    assert result.facts.crosscheck == MLFLOW_DOWN
     assert result.root_cause == "mlflow"
     assert any("MLflow itself is failing" in note for note in result.notes)

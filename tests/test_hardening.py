@@ -35,7 +35,7 @@ from monitor.cli import main as cli_main
 from monitor.config import load_config
 from monitor.logsetup import Redactor
 from monitor.probes import SCENARIOS
-from monitor.probes.asgard import AsgardOptions
+from monitor.probes.asgard import AsgardFacts, AsgardOptions
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult, Reason, StepResult
 from monitor.server import Endpoints, MonitorHTTPServer
@@ -362,13 +362,14 @@ def test_facts_are_scrubbed_and_lose_url_userinfo() -> None:
     result = ProbeResult(
         probe="api", target="asgard", scenario="asgard", started_at=0.0, duration_seconds=0.1,
         steps=(StepResult("status", True, 0.1),), timeout_seconds=1.0,
-        facts={"mlflow_tracking_uri": "http://probe:hunter22@mlflow:5000", "nested": {"note": f"token {secret}"},
-               "dependencies": {"mlflow": True}, "models_listed": 3},
+        facts=AsgardFacts(mlflow_tracking_uri="http://probe:hunter22@mlflow:5000", inventory={f"token {secret}": 1},
+                          crosscheck=f"note: token {secret}", dependencies={"mlflow": True}, models_listed=3),
     )
     clean = result.redacted(Redactor([secret]).scrub)
     text = json.dumps(clean.as_dict())
     assert secret not in text and "hunter22" not in text
-    assert clean.facts["dependencies"] == {"mlflow": True} and clean.facts["models_listed"] == 3
+    assert isinstance(clean.facts, AsgardFacts)
+    assert clean.facts.dependencies == {"mlflow": True} and clean.facts.models_listed == 3
 
 
 async def test_asgard_keeps_its_tracking_uri_without_credentials() -> None:
@@ -376,7 +377,7 @@ async def test_asgard_keeps_its_tracking_uri_without_credentials() -> None:
                          "mlflow_tracking_uri": "http://probe:hunter22@mlflow.internal:5000"}).encode()
     async with serve(_asgard_server(status)) as server:
         result = await _asgard_result(server.url)
-    assert result.facts["mlflow_tracking_uri"] == "http://mlflow.internal:5000"
+    assert result.facts.mlflow_tracking_uri == "http://mlflow.internal:5000"
 
 
 def test_only_secret_header_values_are_redacted(tmp_path: Path) -> None:
@@ -401,7 +402,7 @@ def test_only_secret_header_values_are_redacted(tmp_path: Path) -> None:
 
 def _asgard_run(facts: dict[str, Any], ok: bool) -> ProbeResult:
     step = StepResult("status", ok, 0.01, None if ok else Reason.UNREACHABLE, None if ok else "refused")
-    return ProbeResult("api", "asgard", "asgard", time.time(), 0.01, (step,), 1.0, facts=facts)
+    return ProbeResult("api", "asgard", "asgard", time.time(), 0.01, (step,), 1.0, facts=AsgardFacts(**facts))
 
 
 def test_asgard_gauges_are_absent_while_asgard_cannot_tell() -> None:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.alerting.sink import AlertSink
+from monitor.probes.asgard import AsgardFacts
 from monitor.config import AlertingConfig
 from monitor.events import JobEvent, ScheduleLag
 from monitor.results import PHASES, PhaseTimings, ProbeResult, Reason, StepResult
@@ -159,7 +160,7 @@ def test_render_is_byte_identical_to_generate_latest_with_other_series_and_reloa
     alerts.notifications.labels("am", "success").inc()
     errors.failed("history")
     sink.handle(ProbeResult(probe="p3", target="t1", scenario="asgard", started_at=0.0, duration_seconds=0.1,
-                            steps=(), timeout_seconds=5.0, facts={"dependencies": {"mlflow": True}}))
+                            steps=(), timeout_seconds=5.0, facts=AsgardFacts(dependencies={"mlflow": True})))
     rendered = sink.render()
     assert rendered == generate_latest(registry)
     text = rendered.decode()

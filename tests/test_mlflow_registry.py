@@ -21,7 +21,7 @@ from monitor.probes import SCENARIOS
 from monitor.probes.mlflow import PROBE_TAG, SYNTHETIC_TAG, ReadOptions
 from monitor.probes.mlflow_registry import RegistryOptions, delete_stale_versions
 from monitor.probes.runner import run_probe
-from monitor.results import ProbeResult, Reason, StepResult
+from monitor.results import Facts, ProbeResult, Reason, StepResult
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from tests.servers import MlflowServer
 
@@ -94,7 +94,7 @@ async def test_read_reports_the_server_version_and_searches_runs(mlflow_server: 
     assert [s.name for s in result.steps] == [
         "health", "experiments_search", "registered_models_search", "runs_search", "version"
     ]
-    assert result.facts["target_version"] == installed_version("mlflow")
+    assert result.facts.target_version == installed_version("mlflow")
     search = result.steps[-2]
     assert (search.method, search.path, search.status_code, search.skipped) == ("POST", "/api/2.0/mlflow/runs/search",
                                                                                200, False)
@@ -138,7 +138,7 @@ async def test_version_step_without_a_version(mlflow_server: MlflowServer, statu
     finally:
         await client.aclose()
     step = next(s for s in result.steps if s.name == "version")
-    assert "target_version" not in result.facts
+    assert result.facts.target_version is None
     if outcome == "skipped":
         assert result.ok and step.skipped, describe(result)
     else:
@@ -250,7 +250,8 @@ async def test_janitor_deletes_only_old_versions_of_this_probe(mlflow_server: Ml
 
 def _result(probe_name: str, target: str, facts: dict[str, Any]) -> ProbeResult:
     return ProbeResult(probe=probe_name, target=target, scenario="mlflow_read", started_at=1.0, duration_seconds=0.1,
-                       steps=(StepResult("version", ok=True, duration_seconds=0.01),), timeout_seconds=5.0, facts=facts)
+                       steps=(StepResult("version", ok=True, duration_seconds=0.01),), timeout_seconds=5.0,
+                       facts=Facts(**facts))
 
 
 def test_target_info_is_absent_until_known_and_one_series_per_target() -> None:

@@ -461,15 +461,14 @@ class AlertEngine:
 
     def _dependency_verdicts(self, result: ProbeResult) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
         t, p = result.target, result.probe
-        reported = result.facts.get("dependencies")
-        reported = reported if isinstance(reported, dict) else {}
-        down = [str(d) for d in (result.facts.get("unavailable") or [d for d, up in reported.items() if up is False])]
+        facts = result.facts
+        down = [str(d) for d in facts.dependencies_down()]
         if not down and Reason.DEPENDENCY_UNAVAILABLE in result.reasons:
             down = ["unknown"]
         step = _first_with(result, Reason.DEPENDENCY_UNAVAILABLE)
-        # The cross-check names the MLflow target as root cause when Asgard's "mlflow
-        # unavailable" is MLflow itself being down: the MLflow probe's alert covers it.
-        covered = {"mlflow"} if result.root_cause is not None else set()
+        # The cross-check marks a dependency whose outage is the upstream's own (Asgard's
+        # "mlflow unavailable" while MLflow itself is down): the upstream probe's alert covers it.
+        covered = facts.dependencies_explained()
         known = {k.dependency for k in self._states if k.alertname == DEPENDENCY_UNAVAILABLE and k.target == t and k.probe == p}
         for dependency in sorted(set(down) | known):
             key = AlertKey(DEPENDENCY_UNAVAILABLE, t, p, dependency)
@@ -477,7 +476,7 @@ class AlertEngine:
                 verdict = Verdict.NEUTRAL
             elif dependency in down:
                 verdict = Verdict.BAD
-            elif reported.get(dependency) is True or result.ok:
+            elif facts.dependency_reported_up(dependency) or result.ok:
                 verdict = Verdict.GOOD
             else:
                 verdict = Verdict.NEUTRAL  # this run could not tell (status step never answered)

@@ -8,6 +8,8 @@ configurable. A dependency flag that is false fails the `status` step with
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -15,7 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
 from monitor.http import redact_url
-from monitor.probes.asgard_crosscheck import cross_check
+from monitor.probes.asgard_crosscheck import MLFLOW_DOWN, cross_check
 from monitor.probes.base import (
     DefaultProbe,
     MetricFamilies,
@@ -26,11 +28,40 @@ from monitor.probes.base import (
     Step,
     TargetKind,
 )
-from monitor.results import ProbeResult, Reason
+from monitor.results import Facts, ProbeResult, Reason
 
 LIST_KEYS = ("models", "items", "data", "results", "registered_models")
 DEPENDENCIES = ("mlflow", "feast")
 INVENTORY = ("registered_models", "active_experiments", "feature_views")
+
+
+@dataclass(frozen=True)
+class AsgardFacts(Facts):
+    """What a run learnt from Asgard (None: not learnt, e.g. the status step never answered)."""
+
+    dependencies: dict[str, bool] | None = None  # of DEPENDENCIES, as Asgard reports them
+    inventory: dict[str, int] | None = None  # of INVENTORY
+    mlflow_tracking_uri: str | None = None  # without credentials
+    unavailable: tuple[str, ...] | None = None  # the dependencies reported down
+    models_listed: int | None = None
+    crosscheck: str | None = None  # the cross-check's verdict (asgard_crosscheck.py)
+
+    def dependencies_down(self) -> list[str]:
+        if self.unavailable:
+            return list(self.unavailable)
+        return [d for d, up in (self.dependencies or {}).items() if up is False]
+
+    def dependency_reported_up(self, dependency: str) -> bool:
+        return (self.dependencies or {}).get(dependency) is True
+
+    def dependencies_explained(self) -> frozenset[str]:
+        # MLflow itself is down: its own probe's alert covers Asgard's "mlflow unavailable".
+        return frozenset({"mlflow"}) if self.crosscheck == MLFLOW_DOWN else frozenset()
+
+
+def _learnt(run: ScenarioRun, **facts: Any) -> None:
+    current = run.facts if isinstance(run.facts, AsgardFacts) else AsgardFacts()
+    run.facts = dataclasses.replace(current, **facts)
 
 
 class StatusFields(ScenarioOptions):
@@ -72,7 +103,7 @@ async def run_asgard(run: ScenarioRun, options: AsgardOptions) -> None:
     async with run.step("models_list") as step:
         models = _model_list(step, (await step.request("GET", f"{base}/models")).json(), options.models_key)
         names = [n for n in (_model_name(m, options.model_name_field) for m in models) if n]
-        run.facts["models_listed"] = len(models)
+        _learnt(run, models_listed=len(models))
     async with run.step("model_get") as step:
         name = options.model_name or (names[0] if names else None)
         if name is None:
@@ -117,15 +148,14 @@ def _read_status(run: ScenarioRun, step: Step, status: dict[str, Any], fields: S
             inventory[kind] = int(value)
         elif isinstance(value, list):
             inventory[kind] = len(value)  # some versions list the items instead of counting them
-    run.facts["dependencies"] = dependencies
-    run.facts["inventory"] = inventory
+    _learnt(run, dependencies=dependencies, inventory=inventory)
     uri = status.get(fields.mlflow_tracking_uri)
     if isinstance(uri, str):
         # Kept for the cross-check (host and port) and /status: never with its credentials.
-        run.facts["mlflow_tracking_uri"] = redact_url(uri)
+        _learnt(run, mlflow_tracking_uri=redact_url(uri))
     down = [d for d, up in dependencies.items() if not up]
     if down:
-        run.facts["unavailable"] = down
+        _learnt(run, unavailable=tuple(down))
         flags = ", ".join(f"{getattr(fields, d + '_available')}=false" for d in down)
         step.fail(Reason.DEPENDENCY_UNAVAILABLE, f"Asgard reports {' and '.join(down)} unavailable ({flags})")
 
@@ -173,14 +203,15 @@ class AsgardGauges(MetricFamilies):
 
     def observe(self, result: ProbeResult) -> None:
         target = result.target
-        reported = result.facts.get("dependencies") or {}
+        facts = result.facts if isinstance(result.facts, AsgardFacts) else AsgardFacts()
+        reported = facts.dependencies or {}
         for dependency in DEPENDENCIES:
             up = reported.get(dependency)
             if isinstance(up, bool):
                 self.dependency_up.labels(target, dependency).set(1 if up else 0)
             else:
                 _remove(self.dependency_up, target, dependency)
-        counts = result.facts.get("inventory") or {}
+        counts = facts.inventory or {}
         for kind in INVENTORY:
             value = counts.get(kind)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -222,6 +253,7 @@ ASGARD = Scenario(
     default_probe=DefaultProbe("api", "30s", "10s"),
     metric_families=AsgardGauges,
     correlate=cross_check,
+    facts_model=AsgardFacts,
 )
 
 KINDS = (KIND,)

@@ -29,7 +29,7 @@ MLFLOW_DOWN = "mlflow_down"
 
 def needs_cross_check(result: ProbeResult) -> bool:
     """An Asgard result reporting MLflow down: the only kind the cross-check changes."""
-    return (result.facts.get("dependencies") or {}).get("mlflow") is False
+    return "mlflow" in result.facts.dependencies_down()
 
 
 def cross_check(
@@ -68,7 +68,7 @@ def _mlflow_target(result: ProbeResult, config: Config) -> str | None:
     mlflow_targets = [t for t in config.targets if t.kind == mlflow.KIND.name]
     if pinned:
         return pinned if any(t.name == pinned for t in mlflow_targets) else None
-    uri = result.facts.get("mlflow_tracking_uri")
+    uri = getattr(result.facts, "mlflow_tracking_uri", None)
     if isinstance(uri, str):
         host = urlsplit(uri).hostname
         for target in mlflow_targets:
@@ -87,7 +87,7 @@ def _annotate(result: ProbeResult, root_cause: str | None, verdict: str, text: s
     return dataclasses.replace(
         result,
         steps=steps,
-        facts={**result.facts, "crosscheck": verdict},
+        facts=dataclasses.replace(result.facts, crosscheck=verdict),
         root_cause=root_cause,
         notes=(*result.notes, text),
     )

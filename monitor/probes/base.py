@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, NoReturn
 from pydantic import BaseModel, ConfigDict
 
 from monitor.http import ErrorHint, HttpResponse, TargetClient, check_status
-from monitor.results import PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
+from monitor.results import NO_FACTS, Facts, PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
 
 if TYPE_CHECKING:  # config imports this registry: only the type, no cycle at run time
     from prometheus_client import CollectorRegistry
@@ -126,6 +126,8 @@ class Scenario:
     metric_families: type[MetricFamilies] | None = None
     # Enrich a result with what other probes saw (Asgard's cross-check against MLflow).
     correlate: Correlate | None = None
+    # Its typed facts: a run starts with `facts_model()` and the scenario replaces it.
+    facts_model: type[Facts] = Facts
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
@@ -156,7 +158,7 @@ class ScenarioRun:
     member: str = ""  # the fleet replica running it ('' alone): tags what it writes
     clock: Callable[[], float] = time.monotonic
     steps: list[StepResult] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = NO_FACTS
     notes: list[str] = field(default_factory=list)
     root_cause: str | None = None
     traceback: str | None = None

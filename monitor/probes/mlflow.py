@@ -8,6 +8,7 @@ deleted again even when a step in between failed.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import secrets
@@ -92,7 +93,7 @@ async def _read_version(run: ScenarioRun, step: Step) -> None:
     version = response.text.strip()
     if not VERSION_PATTERN.fullmatch(version):
         step.fail(Reason.INVALID_RESPONSE, f"GET /version: expected a version string, got {version[:60]!r}")
-    run.facts["target_version"] = version
+    run.facts = dataclasses.replace(run.facts, target_version=version)
 
 
 async def run_write(run: ScenarioRun, options: WriteOptions) -> None:

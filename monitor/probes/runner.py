@@ -41,6 +41,7 @@ async def run_probe(
         probe_name=probe,
         member=member,
         clock=clock,
+        facts=scenario.facts_model(),
     )
     # Steps bound themselves; this outer bound only catches code between steps that hangs.
     # It covers every cleanup step's budget, so it never cancels the cleanup it promises.
@@ -72,7 +73,7 @@ async def run_probe(
         duration_seconds=clock() - start,
         steps=tuple(run.steps),
         timeout_seconds=timeout,
-        facts=dict(run.facts),
+        facts=run.facts,
         root_cause=run.root_cause,
         notes=tuple(run.notes),
         traceback=run.traceback,

@@ -49,7 +49,7 @@ class LogSink:
         if result.notes:
             fields["notes"] = list(result.notes)
         if result.facts:
-            fields["facts"] = result.facts
+            fields["facts"] = result.facts.as_dict()
         if result.traceback:
             fields["traceback"] = result.traceback
             self.log.error("probe_internal_error", **fields)

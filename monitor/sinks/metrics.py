@@ -20,7 +20,7 @@ from monitor.probes.base import MetricFamilies
 from monitor.results import ProbeResult
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.probe_series import ProbeSeriesStore
-from monitor.sinks.target_info import VERSION_FACT, TargetInfo
+from monitor.sinks.target_info import TargetInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +121,8 @@ class MetricsSink:
         series = self._probes.get(result.probe)
         if series is None:
             return  # a probe a reload removed: its series are gone on purpose
-        if VERSION_FACT in result.facts:
-            self.target_info.observe(result.target, result.facts[VERSION_FACT])
+        if result.facts.target_version is not None:
+            self.target_info.observe(result.target, result.facts.target_version)
         family = self._family(series.scenario)
         if family is not None:
             family.observe(result)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-# The fact a scenario sets when it has read the target's version (e.g. MLflow's GET /version).
-VERSION_FACT = "target_version"
+# Fed by `Facts.target_version`, which a scenario sets when it has read the target's
+# version (e.g. MLflow's GET /version).
 
 
 class TargetInfo:
