@@ -148,7 +148,7 @@ class ProbeResult:
 
     `facts` carries measured values that are not pass/fail, typed by the scenario
     (Asgard dependency flags and inventory counts); `root_cause` names an upstream whose failure explains this one
-    (for example "mlflow" when Asgard fails because MLflow itself is down), so alerting
+    (for example the MLflow target when Asgard fails because MLflow itself is down), so alerting
     can page on the cause only.
     """
 
