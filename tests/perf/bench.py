@@ -969,8 +969,15 @@ def render_check() -> str:
                               reason=None if ok else rng.choice(list(Reason)), error=None if ok else "x")
             sink.handle(ProbeResult(probe=p, target=t, scenario="s", started_at=time.time(),
                                     duration_seconds=step.duration_seconds, steps=(step,), timeout_seconds=5.0))
-            sink.observe_lag(p, rng.random() / 10)
-    sink.alerts_firing.labels("A", 't"x', "p\\n").set(1)
+            if hasattr(sink, "handle_event"):
+                from monitor.events import ScheduleLag
+
+                sink.handle_event(ScheduleLag(p, rng.random() / 10))
+            else:  # a daemon from before the typed events
+                sink.observe_lag(p, rng.random() / 10)
+    firing = getattr(sink, "alerts_firing", None)  # before the alert sink owned its metrics
+    if firing is not None:
+        firing.labels("A", 't"x', "p\\n").set(1)
     same = sink.render() == generate_latest(registry)
     return "identical bytes" if same else "**DIFFERENT**"
 
