@@ -30,6 +30,10 @@ def _when(ts: float) -> str:
     return moment.strftime("%Y-%m-%d" if moment.time() == dt.time(0) else "%Y-%m-%d %H:%M")
 
 
+def _stamp(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
 def _day(day: Day | None) -> str:
     if day is None:
         return "-"
@@ -94,7 +98,7 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_table(report: Report) -> str:
-    lines = [f"SLO report {_when(report.start)} .. {_when(report.end)} ({format_window(report.window)})", ""]
+    lines = [f"SLO report {_stamp(report.start)} .. {_stamp(report.end)} UTC ({format_window(report.window)})", ""]
     lines += _grid(
         ["PROBE", "TARGET", "RUNS", "FAILED", "AVAILABILITY", "OBJECTIVE", "BUDGET USED", "WORST DAY", "P95",
          "RESULT"],
@@ -132,7 +136,7 @@ def render_markdown(report: Report) -> str:
     lines = [
         "# Service level report",
         "",
-        f"Window: {_when(report.start)} to {_when(report.end)} UTC ({window}), from `{report.prometheus}`,"
+        f"Window: {_stamp(report.start)} to {_stamp(report.end)} UTC ({window}), from `{report.prometheus}`,"
         " by `synthetic-monitor slo report`.",
         "",
         "## Summary",

@@ -233,7 +233,8 @@ def render_rules(objectives: Sequence[Objectives], buckets: Sequence[float], sou
         notes = [
             f"probe {obj.probe} on {obj.target}: every {format_window(obj.interval)}, availability "
             f"{_number(obj.availability * 100)}% over {format_window(obj.window)}"
-            + (f", {_number((obj.latency_objective or 0) * 100)}% of runs within {_number(obj.latency_threshold)}s"
+            + (f", {_number((obj.latency_objective or 0) * 100)}% of runs within "
+               f"{_number(bucket_bound(obj.latency_threshold, buckets)[0])}s"
                if obj.latency_threshold is not None else ", no latency objective"),
         ]
         moved = [f"{format_window(w)} -> {stretched(w, obj.interval)}" for w in WINDOWS
