@@ -654,7 +654,7 @@ def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
     assert "synthetic_probe_runs_total" in exported, page[:2000]
     allowed = exported | PROMETHEUS_SERIES
     used_by_rules = set().union(*(metric_names(e) for e in _rule_exprs()))
-    unknown = used_by_rules - allowed
+    unknown = used_by_rules - allowed - _recorded_names()  # the SLO alerts read their own recordings
     assert not unknown, f"deploy/prometheus/rules.yml uses metrics the daemon does not export: {sorted(unknown)}"
     used_by_dashboard = set().union(*(metric_names(q) for q in dashboard_queries()))
     unknown = used_by_dashboard - allowed - _recorded_names()
