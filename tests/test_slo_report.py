@@ -10,12 +10,15 @@ the buckets like histogram_quantile).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import io
 import json
 import math
 import random
 import shutil
 import subprocess
-import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +26,7 @@ from typing import Iterator
 import pytest
 import yaml
 
+from monitor.cli import main
 from tests.servers import Proc, free_port, start_proc
 
 DAY = 86400
@@ -31,7 +35,7 @@ WINDOW_DAYS = 30
 BUCKETS = (0.1, 0.5, 1.0, 5.0)
 JOB = 'job="synthetic-monitor",instance="127.0.0.1:9356"'
 # The history ends at a UTC midnight two days ago (whole days for the worst-day table).
-END = (int(__import__("time").time()) // DAY - 2) * DAY
+END = (int(time.time()) // DAY - 2) * DAY
 START = END - WINDOW_DAYS * DAY - 3600  # an hour of history before the window opens
 
 
@@ -159,10 +163,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def run_report(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "monitor", "slo", "report", *args]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=False)
+    """The command in-process (the CLI's own main; no interpreter start per call)."""
+    argv = ["slo", "report", *args] + (["--config", str(config)] if config is not None else [])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +236,7 @@ def test_report_figures_equal_the_generated_history(prometheus: str, config_file
         assert got["budget_consumed"] == pytest.approx(want["budget_consumed"], rel=1e-9)
         day_start, day_runs, day_failures = want["worst_day"]  # type: ignore[misc]
         assert (got["worst_day"]["runs"], got["worst_day"]["failures"]) == (day_runs, day_failures), h.probe
-        assert got["worst_day"]["start"].startswith(__import__("datetime").datetime.fromtimestamp(
-            day_start, __import__("datetime").timezone.utc).strftime("%Y-%m-%dT%H:%M"))
+        assert got["worst_day"]["start"] == dt.datetime.fromtimestamp(day_start, dt.timezone.utc).isoformat()
         assert {f"{s['step']}/{s['reason']}": s["count"] for s in got["failures_by_step"]} == want["steps"]
         for key, value in want["quantiles"].items():  # type: ignore[union-attr]
             assert got["latency"][key] == pytest.approx(value, rel=1e-9), (h.probe, key)
@@ -260,10 +265,12 @@ def test_report_markdown_and_exit_zero_when_met(prometheus: str, config_file: Pa
 
 
 def test_report_table_format(prometheus: str, config_file: Path) -> None:
-    proc = run_report("--prometheus", prometheus, "--end", str(END), config=config_file)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[2].split()[:3] == ["PROBE", "TARGET", "RUNS"]
-    assert "1/2 probes met their objectives" in proc.stdout
+    proc = run_report("--prometheus", prometheus, "--window", "7d", "--end", str(END), config=config_file)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[2].split()[:3] == ["PROBE", "TARGET", "RUNS"]
+    assert lines[3].split()[:2] == ["mlflow_read", "mlflow"] and lines[3].split()[-1] == "met"
+    assert "2/2 probes met their objectives" in proc.stdout
 
 
 def test_report_unreachable_prometheus_exits_2(config_file: Path) -> None:
