@@ -293,3 +293,14 @@ def test_report_no_data_in_window_exits_2(prometheus: str, config_file: Path) ->
     proc = run_report("--prometheus", prometheus, "--window", "1d", "--end", str(START - DAY), config=config_file)
     assert proc.returncode == 2
     assert "has no synthetic_probe_runs_total data" in proc.stderr.strip()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--window", "30x"), "--window expected a window like 30d, 4w or 12h, got '30x'"),
+    (("--window", "90s"), "--window must be a whole number of minutes, at least 2m"),
+    (("--end", "yesterday"), "--end: expected RFC 3339, a date or Unix seconds, got 'yesterday'"),
+])
+def test_report_bad_arguments_exit_2(config_file: Path, args: tuple[str, ...], message: str) -> None:
+    proc = run_report("--prometheus", "http://127.0.0.1:9", *args, config=config_file)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr

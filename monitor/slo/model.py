@@ -28,7 +28,10 @@ def parse_window(value: object) -> float:
         match = _DAYS.match(value)
         if match:
             return float(match.group(1)) * (86400.0 if match.group(2) == "d" else 7 * 86400.0)
-    seconds = parse_duration(value)
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError(f"expected a window like 30d, 4w or 12h, got {value!r}") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"must be a positive duration like 30d, got {value!r}")
     return seconds
