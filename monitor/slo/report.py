@@ -133,7 +133,8 @@ def build_report(
         runs.setdefault((m.get("target", ""), m.get("probe", "")), {})[m.get("result", "")] = _value(sample)
 
     days: dict[tuple[str, str], dict[float, dict[str, float]]] = {}
-    first_day = end - window + DAY if window >= DAY else end
+    # whole days counted back from the end (a 36h window has one day: the last 24 hours)
+    first_day = end - (max(int(window // DAY), 1) - 1) * DAY
     for series in prom.query_range(counted(RUNS, min(window, DAY), "target, probe, result"), first_day, end, DAY):
         m = series["metric"]
         per_day = days.setdefault((m.get("target", ""), m.get("probe", "")), {})
