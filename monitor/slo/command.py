@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from monitor.config import Config, load_config
-from monitor.slo.model import Objectives, parse_window, resolve
+from monitor.slo.model import Objectives, format_window, parse_window, resolve
 from monitor.slo.prom import Prometheus, PrometheusError
 from monitor.slo.render import RENDERERS
 from monitor.slo.report import STEP, build_report
@@ -90,9 +90,9 @@ def _report(args: argparse.Namespace) -> int:
         print(f"synthetic-monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not report.probes:
-        print(f"synthetic-monitor: Prometheus at {prom.url} has no synthetic_probe_runs_total data in the "
-              f"window ({args.window or 'slo.window'} ending {dt.datetime.fromtimestamp(end, dt.timezone.utc):%Y-%m-%d %H:%M} UTC)",
-              file=sys.stderr)
+        ending = dt.datetime.fromtimestamp(end, dt.timezone.utc)
+        print(f"synthetic-monitor: Prometheus at {report.prometheus} has no synthetic_probe_runs_total data in the "
+              f"window ({format_window(window)} ending {ending:%Y-%m-%d %H:%M} UTC)", file=sys.stderr)
         return EXIT_USAGE
     print(RENDERERS[args.format](report))
     return EXIT_OK if report.ok else EXIT_FAILED
