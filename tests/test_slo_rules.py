@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -67,6 +68,16 @@ def test_committed_rules_equal_the_command_output(capsys: pytest.CaptureFixture[
     assert out == SLO_RULES.read_text(encoding="utf-8"), (
         f"deploy/prometheus/slo.rules.yml is stale: run `synthetic-monitor slo rules --config {SHIPPED_CONFIG}"
         " > deploy/prometheus/slo.rules.yml`, then deploy/kubernetes/base/generate_prometheusrule.py"
+    )
+
+
+def test_committed_unit_tests_equal_their_generator() -> None:
+    spec = importlib.util.spec_from_file_location("generate_slo_rules_test", PROM_DIR / "generate_slo_rules_test.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.render() == SLO_TESTS.read_text(encoding="utf-8"), (
+        "slo.rules.test.yml is stale: run deploy/prometheus/generate_slo_rules_test.py"
     )
 
 

@@ -186,4 +186,12 @@ head = """# Unit tests for slo.rules.yml:  promtool test rules deploy/prometheus
 # tests/test_slo_rules.py.
 
 """
-(HERE / "slo.rules.test.yml").write_text(head + yaml.safe_dump(doc, sort_keys=False, width=100000), encoding="utf-8")
+
+
+def render() -> str:
+    return head + yaml.safe_dump(doc, sort_keys=False, width=100000)
+
+
+if __name__ == "__main__":
+    (HERE / "slo.rules.test.yml").write_text(render(), encoding="utf-8")
+    print("wrote deploy/prometheus/slo.rules.test.yml")
