@@ -33,6 +33,7 @@ from pydantic import (
 from monitor.durations import format_duration, parse_duration
 from monitor.probes import SCENARIOS
 from monitor.shard import assignment, ordinal, probes_of
+from monitor.slo.model import ProbeSLOConfig, SLOConfig
 
 DEFAULT_LISTEN = "0.0.0.0:9356"
 DEFAULT_MLFLOW_URL = "http://localhost:5000"
@@ -201,6 +202,7 @@ class ProbeConfig(Model):
     timeout: Duration | None = None
     step_timeout: Duration | None = None
     options: Any = None
+    slo: ProbeSLOConfig | None = None
 
     @field_validator("scenario")
     @classmethod
@@ -465,6 +467,7 @@ class Config(Model):
     targets: list[TargetConfig] = Field(min_length=1)
     probes: list[ProbeConfig] = Field(min_length=1)
     alerting: AlertingConfig = AlertingConfig()
+    slo: SLOConfig = SLOConfig()
 
     @field_validator("listen")
     @classmethod
