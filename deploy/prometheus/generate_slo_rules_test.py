@@ -85,6 +85,9 @@ tests = []
 W = ("1h", "6h", "1d", "3d")
 EB, LB = "SyntheticProbeErrorBudgetBurn", "SyntheticProbeLatencyBudgetBurn"
 R = 'target="mlflow",probe="mlflow_read"'
+WR = 'target="mlflow",probe="mlflow_write"'
+A = 'target="asgard",probe="asgard_api"'
+
 
 def read_burn(minutes):
     """The 30 s read probe (2 runs a minute) healthy, then every run failing for the last `minutes`."""
@@ -93,31 +96,6 @@ def read_burn(minutes):
         s("synthetic_probe_runs_total", R + ',result="failure"', lambda m: 0 if m <= T0 - minutes else 2, T0),
     ]
 
-tests.append({
-    "name": "read probe (every 30s): 2 min of failures pages nothing (4 of the hour's 120 runs)",
-    "interval": "1m", "input_series": read_burn(2),
-    "alert_rule_test": [check(T0, EB, [])],
-})
-tests.append({
-    "name": "read probe: 10 min of failures pages the 1h pair only (20/120 > 0.072; 6h: 20/720 < 0.03)",
-    "interval": "1m", "input_series": read_burn(10),
-    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", "1h")]), check(T0, LB, [])],
-})
-tests.append({
-    "name": "read probe: 30 min of failures pages every pair (1h, 6h critical; 1d, 3d warning)",
-    "interval": "1m", "input_series": read_burn(30),
-    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", w) for w in W])],
-})
-tests.append({
-    "name": "read probe: a steady 1.5x burn (0.75 % failed) for 3 days is a 3d warning and nothing else",
-    "interval": "1m",
-    "input_series": [
-        s("synthetic_probe_runs_total", R + ',result="success"', lambda m: 1.985, T0),
-        s("synthetic_probe_runs_total", R + ',result="failure"', lambda m: 0.015, T0),
-    ],
-    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", "3d")])],
-})
-WR = 'target="mlflow",probe="mlflow_write"'
 
 def write_runs(*failed):
     """The 5 min write probe: one run at every minute divisible by 5; the runs at `failed` fail."""
@@ -127,29 +105,6 @@ def write_runs(*failed):
         s("synthetic_probe_runs_total", WR + ',result="failure"', lambda m: 1 if m in failed else 0, T0),
     ]
 
-tests.append({
-    "name": "write probe (every 5m): one failed run is 1/12 of the hour, above 0.072, and still does not page",
-    "interval": "1m", "input_series": write_runs(T0 - 5),
-    "alert_rule_test": [check(T0, EB, [])],
-    "promql_expr_test": [
-        # only the min_failures guard holds this page back
-        {"expr": 'target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{probe="mlflow_write"} > 0.072',
-         "eval_time": f"{T0}m",
-         "exp_samples": [{"labels": f'target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{{{WR}}}',
-                          "value": 1 / 12}]},
-    ],
-})
-tests.append({
-    "name": "write probe: two failed runs more than an hour apart do not page",
-    "interval": "1m", "input_series": write_runs(T0 - 65, T0),
-    "alert_rule_test": [check(T0, EB, [])],
-})
-tests.append({
-    "name": "write probe: a second failed run within the hour pages the 1h pair (2/12; 10m window 1/2)",
-    "interval": "1m", "input_series": write_runs(T0 - 35, T0),
-    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_write", "1h")]), check(T0, LB, [])],
-})
-A = 'target="asgard",probe="asgard_api"'
 
 def slow_runs(minutes):
     """The 30 s Asgard probe, every run passing, all runs slower than 1s for the last `minutes`."""
@@ -161,15 +116,47 @@ def slow_runs(minutes):
         s("synthetic_probe_duration_seconds_count", A, lambda m: 2, T0),
     ]
 
+
+# Each case holds three probes side by side (their rules select their own series), so
+# promtool replays 3 days four times, not ten.
 tests.append({
-    "name": "asgard probe: 30 min of runs over 1s is quiet (60/120 < 0.72)",
-    "interval": "1m", "input_series": slow_runs(30),
-    "alert_rule_test": [check(T0, LB, [])],
+    "name": "quiet: read probe 2 min of failures (4 of the hour's 120 runs); write probe ONE failed run "
+            "(1/12 of the hour, above 0.072: only min_failures holds the page); asgard 30 min over 1s (60/120 < 0.72)",
+    "interval": "1m",
+    "input_series": read_burn(2) + write_runs(T0 - 5) + slow_runs(30),
+    "alert_rule_test": [check(T0, EB, []), check(T0, LB, [])],
+    "promql_expr_test": [
+        {"expr": 'target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{probe="mlflow_write"} > 0.072',
+         "eval_time": f"{T0}m",
+         "exp_samples": [{"labels": f'target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{{{WR}}}',
+                          "value": 1 / 12}]},
+    ],
 })
 tests.append({
-    "name": "asgard probe: 60 min of runs over 1s pages the 1h latency pair only, not the error budget",
-    "interval": "1m", "input_series": slow_runs(60),
-    "alert_rule_test": [check(T0, LB, [exp(LB, "asgard_api", "1h")]), check(T0, EB, [])],
+    "name": "1h pages only: read probe 10 min of failures (20/120 > 0.072; 6h: 20/720 < 0.03); write probe a "
+            "second failed run within the hour (2/12; 10m window 1/2); asgard 60 min over 1s (latency, not errors)",
+    "interval": "1m",
+    "input_series": read_burn(10) + write_runs(T0 - 35, T0) + slow_runs(60),
+    "alert_rule_test": [
+        check(T0, EB, [exp(EB, "mlflow_read", "1h"), exp(EB, "mlflow_write", "1h")]),
+        check(T0, LB, [exp(LB, "asgard_api", "1h")]),
+    ],
+})
+tests.append({
+    "name": "every pair: read probe 30 min of failures (1h, 6h critical; 1d, 3d warning); "
+            "write probe two failed runs more than an hour apart stay quiet",
+    "interval": "1m",
+    "input_series": read_burn(30) + write_runs(T0 - 65, T0),
+    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", w) for w in W]), check(T0, LB, [])],
+})
+tests.append({
+    "name": "read probe: a steady 1.5x burn (0.75 % failed) for 3 days is a 3d warning and nothing else",
+    "interval": "1m",
+    "input_series": [
+        s("synthetic_probe_runs_total", R + ',result="success"', lambda m: 1.985, T0),
+        s("synthetic_probe_runs_total", R + ',result="failure"', lambda m: 0.015, T0),
+    ],
+    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", "3d")])],
 })
 doc = {"rule_files": ["slo.rules.yml"], "evaluation_interval": "1h", "tests": tests}
 head = """# Unit tests for slo.rules.yml:  promtool test rules deploy/prometheus/slo.rules.test.yml

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -44,7 +45,8 @@ def objectives(config: Config) -> dict[str, Objectives | None]:
 def _rules(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     selected = [o for o in objectives(config).values() if o is not None]
-    text, warnings = render_rules(selected, config.metrics.buckets, args.config or "<defaults>")
+    source = args.config or os.environ.get("SYNTHETIC_MONITOR_CONFIG") or None
+    text, warnings = render_rules(selected, config.metrics.buckets, source)
     for warning in warnings:
         print(f"synthetic-monitor: warning: {warning}", file=sys.stderr)
     sys.stdout.write(text)
