@@ -297,7 +297,7 @@ class AlertEngine:
                     "starts_at": state.starts_at,
                     "labels": state.labels,
                     "annotations": state.annotations,
-                    "notified": state.notified,
+                    "notified": dict(state.notified),  # serialised in a thread: a copy
                 }
                 for key, state in sorted(self._states.items())
             ],
