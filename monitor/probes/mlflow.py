@@ -241,6 +241,7 @@ READ = Scenario(
     description="MLflow read path: health, experiment, registered model and runs search, server version",
 )
 
+
 async def _write_janitor(client: TargetClient, options: WriteOptions, probe_name: str, older_than: float) -> list[str]:
     return [f"run {run_id}" for run_id in await delete_stale_runs(client, options.experiment_name, probe_name, older_than)]
 
