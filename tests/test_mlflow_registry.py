@@ -212,6 +212,52 @@ async def test_a_failed_registry_step_still_deletes_everything(
     assert_nothing_left(mlflow_server, model, model)
 
 
+class PendingClient(TargetClient):
+    """Reports the new version as PENDING_REGISTRATION for `pending` answers, then `final`:
+    what an asynchronous registry does (sqlite MLflow answers READY at once)."""
+
+    def __init__(self, url: str, pending: int, final: str) -> None:
+        super().__init__(url)
+        self.pending, self.final, self.gets = pending, final, 0
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+        response = await super().request(method, path, **kwargs)
+        if path.endswith("/model-versions/create") or path.endswith("/model-versions/get"):
+            if path.endswith("/get"):
+                self.gets += 1
+            data = json.loads(response.body)
+            status = "PENDING_REGISTRATION" if self.gets < self.pending else self.final
+            data["model_version"].update(status=status, status_message=f"probe says {status}")
+            return dataclasses.replace(response, body=json.dumps(data).encode())
+        return response
+
+
+@pytest.mark.parametrize(("pending", "final", "failed"), [
+    (2, "READY", None),
+    (1, "FAILED_REGISTRATION", (Reason.VALIDATION_FAILED, "ended FAILED_REGISTRATION")),
+    # Usually "still PENDING_REGISTRATION"; under load the last poll itself may run out of time.
+    (10**6, "READY", (Reason.TIMEOUT, "")),
+])
+async def test_version_creation_waits_while_pending(
+    mlflow_server: MlflowServer, pending: int, final: str, failed: tuple[Reason, str] | None
+) -> None:
+    model = f"registry-pending-{final.lower()}-{pending}"
+    client = PendingClient(mlflow_server.url, pending, final)
+    try:
+        result = await run_probe(SCENARIOS["mlflow_registry"], client, RegistryOptions(model_name=model,
+                                 experiment_name=model), probe="reg", target="mlflow", timeout=3.0)
+    finally:
+        await client.aclose()
+    if failed is None:
+        assert result.ok and client.gets == 2, describe(result)
+    else:
+        step = result.failed_step
+        assert step is not None and step.name == "model_version_create", describe(result)
+        assert step.reason is failed[0] and failed[1] in (step.error or ""), describe(result)
+    assert all(s.ok for s in result.steps[-3:]) and [s.name for s in result.steps[-3:]] == CLEANUP
+    assert_nothing_left(mlflow_server, model, model)
+
+
 async def test_janitor_deletes_only_old_versions_of_this_probe(mlflow_server: MlflowServer) -> None:
     """What a daemon killed mid-run leaves: versions tagged with its probe name."""
     model = "registry-janitor"
