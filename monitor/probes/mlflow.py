@@ -243,6 +243,7 @@ READ = Scenario(
     description="MLflow read path: health, experiment, registered model and runs search, server version",
 )
 
+
 async def _write_janitor(
     client: TargetClient, options: WriteOptions, probe_name: str, older_than: float, member: str
 ) -> list[str]:
