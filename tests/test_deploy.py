@@ -323,6 +323,25 @@ def test_monitor_container_same_in_both_overlays() -> None:
         assert containers[0].get(key) == containers[1].get(key), f"{key} differs between {OVERLAYS}"
 
 
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(quantity))
+    assert match, quantity
+    return float(match.group(1)) * units.get(match.group(2) or "", 1 / 2**20)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_memory_limit_covers_the_measured_wide_outage_peak(overlay: str) -> None:
+    """The limit comes from README "### Wide outage" (1,000 failing probes): at least 1.5x its highest RSS peak."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Wide outage", 1)[1].split("\n## ", 1)[0]
+    peaks = [float(x) for x in re.findall(r"\| (\d+(?:\.\d+)?) MiB", section)]
+    assert peaks, "README's wide-outage table lists no RSS peak"
+    _, _, container = monitor_pod(overlay)
+    limit = _mebibytes(container["resources"]["limits"]["memory"])
+    assert limit >= 1.5 * max(peaks), f"{overlay}: memory limit {limit:.0f} MiB < 1.5 x measured peak {max(peaks)} MiB"
+
+
 def test_sidecar_never_gates_mlflow_readiness() -> None:
     """A pod is Ready only when every container is: the monitor must not take MLflow out of its Service.
 
