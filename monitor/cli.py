@@ -23,6 +23,7 @@ from monitor.probes import SCENARIOS
 from monitor.probes.runner import run_probe
 from monitor.report import RENDERERS, ProbeRuns
 from monitor.results import ProbeResult
+from monitor.slo.command import add_parser as add_slo_parser, run_slo
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start a local MLflow, an Asgard stand-in and the daemon (see `demo --help`)", add_help=False
     )
 
+    add_slo_parser(sub)
+
     config = sub.add_parser("config", help="validate or show a configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     validate = config_sub.add_parser("validate", help="exit 0 if FILE is valid, else 2 with the problem")
@@ -88,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "config":
             return _config(args)
+        if args.command == "slo":
+            return run_slo(args)
     except ConfigError as exc:
         print(f"synthetic-monitor: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -33,6 +33,7 @@ from pydantic import (
 from monitor.durations import format_duration, parse_duration
 from monitor.probes import KINDS, SCENARIOS, scenarios_of
 from monitor.shard import assignment, ordinal, probes_of
+from monitor.slo.model import ProbeSLOConfig, SLOConfig
 
 DEFAULT_LISTEN = "0.0.0.0:9356"
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -205,6 +206,7 @@ class ProbeConfig(Model):
     timeout: Duration | None = None
     step_timeout: Duration | None = None
     options: Any = None
+    slo: ProbeSLOConfig | None = None
 
     @field_validator("scenario")
     @classmethod
@@ -469,6 +471,7 @@ class Config(Model):
     targets: list[TargetConfig] = Field(min_length=1)
     probes: list[ProbeConfig] = Field(min_length=1)
     alerting: AlertingConfig = AlertingConfig()
+    slo: SLOConfig = SLOConfig()
 
     @field_validator("listen")
     @classmethod

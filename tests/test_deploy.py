@@ -42,6 +42,7 @@ DEPLOY = REPO_ROOT / "deploy"
 KUSTOMIZE_DIR = DEPLOY / "kubernetes"
 OVERLAYS = ("sidecar", "standalone")
 RULES = DEPLOY / "prometheus" / "rules.yml"
+SLO_RULES = DEPLOY / "prometheus" / "slo.rules.yml"
 PROMETHEUSRULE = KUSTOMIZE_DIR / "base" / "prometheusrule.yaml"
 DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
 DASHBOARD_CONFIGMAP = DEPLOY / "grafana" / "dashboard-configmap.yaml"
@@ -322,6 +323,25 @@ def test_monitor_container_same_in_both_overlays() -> None:
         assert containers[0].get(key) == containers[1].get(key), f"{key} differs between {OVERLAYS}"
 
 
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(quantity))
+    assert match, quantity
+    return float(match.group(1)) * units.get(match.group(2) or "", 1 / 2**20)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_memory_limit_covers_the_measured_wide_outage_peak(overlay: str) -> None:
+    """The limit comes from README "### Wide outage" (1,000 failing probes): at least 1.5x its highest RSS peak."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Wide outage", 1)[1].split("\n## ", 1)[0]
+    peaks = [float(x) for x in re.findall(r"\| (\d+(?:\.\d+)?) MiB", section)]
+    assert peaks, "README's wide-outage table lists no RSS peak"
+    _, _, container = monitor_pod(overlay)
+    limit = _mebibytes(container["resources"]["limits"]["memory"])
+    assert limit >= 1.5 * max(peaks), f"{overlay}: memory limit {limit:.0f} MiB < 1.5 x measured peak {max(peaks)} MiB"
+
+
 def test_sidecar_never_gates_mlflow_readiness() -> None:
     """A pod is Ready only when every container is: the monitor must not take MLflow out of its Service.
 
@@ -396,8 +416,15 @@ def _load_generator(path: Path) -> Any:
     return module
 
 
-def test_prometheusrule_is_rules_yml() -> None:
+def _all_rules() -> dict[str, Any]:
+    """rules.yml followed by the groups of slo.rules.yml: what the PrometheusRule carries."""
     rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    slo = yaml.safe_load(SLO_RULES.read_text(encoding="utf-8"))
+    return {**rules, "groups": rules["groups"] + slo["groups"]}
+
+
+def test_prometheusrule_is_rules_yml() -> None:
+    rules = _all_rules()
     committed = yaml.safe_load(PROMETHEUSRULE.read_text(encoding="utf-8"))
     assert committed["kind"] == "PrometheusRule"
     assert committed["spec"] == rules, "prometheusrule.yaml is stale: run deploy/kubernetes/base/generate_prometheusrule.py"
@@ -409,7 +436,7 @@ def test_prometheusrule_is_rules_yml() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rendered_prometheusrule_is_rules_yml(overlay: str) -> None:
-    assert one(overlay, "PrometheusRule")["spec"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    assert one(overlay, "PrometheusRule")["spec"] == _all_rules()
 
 
 def test_promtool_checks_prometheusrule_spec(tmp_path: Path) -> None:
@@ -553,12 +580,12 @@ def test_metric_name_extraction() -> None:
 
 
 def _rule_exprs() -> list[str]:
-    spec = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    spec = _all_rules()
     return [rule["expr"] for group in spec["groups"] for rule in group["rules"]]
 
 
 def _recorded_names() -> set[str]:
-    spec = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    spec = _all_rules()
     return {rule["record"] for group in spec["groups"] for rule in group["rules"] if "record" in rule}
 
 
@@ -671,7 +698,7 @@ def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
     assert "synthetic_probe_runs_total" in exported, page[:2000]
     allowed = exported | PROMETHEUS_SERIES
     used_by_rules = set().union(*(metric_names(e) for e in _rule_exprs()))
-    unknown = used_by_rules - allowed
+    unknown = used_by_rules - allowed - _recorded_names()  # the SLO alerts read their own recordings
     assert not unknown, f"deploy/prometheus/rules.yml uses metrics the daemon does not export: {sorted(unknown)}"
     used_by_dashboard = set().union(*(metric_names(q) for q in dashboard_queries()))
     unknown = used_by_dashboard - allowed - _recorded_names()

@@ -179,3 +179,21 @@ def test_config_show_and_check_say_who_runs_what(tmp_path: Path) -> None:
     assert report["probes"][0]["members"] == owners("p0", 3, 2)
     table = _cli("check", "--config", str(path), "--probe", "p0", env=env)
     assert f"location: ingress, replica: synthetic-monitor-0, shard member 0 of 3" in table.stdout
+
+
+def test_the_daemon_warns_at_start_about_webhooks_in_a_fleet(tmp_path: Path) -> None:
+    from tests.servers import DaemonProcess
+
+    path = _write(tmp_path, {"location": "sidecar", "peers": ["http://127.0.0.1:1"],
+                             "alerting": {"receivers": [{"kind": "webhook", "url": "http://127.0.0.1:1/hook"}]}})
+    daemon = DaemonProcess(path, tmp_path).start()
+    try:
+        import httpx
+
+        status = httpx.get(f"{daemon.url}/status", timeout=10).json()
+        assert status["location"] == "sidecar" and status["fleet"]["peers"]["urls"] == ["http://127.0.0.1:1"]
+    finally:
+        daemon.stop()
+    lines = [json.loads(line) for line in daemon.log_text().splitlines() if line.startswith("{")]
+    warned = [line for line in lines if line.get("event") == "fleet_webhook_duplicates"]
+    assert len(warned) == 1 and "Alertmanager" in warned[0]["message"]

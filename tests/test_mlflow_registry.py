@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from importlib.metadata import version as installed_version
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from monitor.http import HttpResponse, TargetClient
@@ -23,7 +26,8 @@ from monitor.probes.mlflow_registry import RegistryOptions, delete_stale_version
 from monitor.probes.runner import run_probe
 from monitor.results import Facts, ProbeResult, Reason, StepResult
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
-from tests.servers import MlflowServer
+from tests.servers import DaemonProcess, MlflowServer
+from tests.test_daemon import sample, scrape, wait_for
 
 REGISTRY_STEPS = [
     "registered_model_get_or_create", "experiment_get_or_create", "runs_create", "artifact_put",
@@ -175,7 +179,7 @@ class FaultClient(TargetClient):
     async def request(self, method: str, path: str, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
         body = kwargs.get("json_body")
         if self.fault == "alias_set_rejected" and path.endswith("/registered-models/alias") and method == "POST":
-            kwargs["json_body"] = {**body, "version": "999999"}  # MLflow: no such version
+            kwargs["json_body"] = {**(body or {}), "version": "999999"}  # MLflow: no such version
         response = await super().request(method, path, **kwargs)
         if self.fault == "alias_resolves_elsewhere" and path.endswith("/registered-models/alias") and method == "GET":
             data = json.loads(response.body)
@@ -205,6 +209,52 @@ async def test_a_failed_registry_step_still_deletes_everything(
     assert failed is not None and (failed.name, failed.reason) == (step, reason), describe(result)
     assert [s.name for s in result.steps[-3:]] == CLEANUP
     assert all(s.ok for s in result.steps[-3:]), describe(result)
+    assert_nothing_left(mlflow_server, model, model)
+
+
+class PendingClient(TargetClient):
+    """Reports the new version as PENDING_REGISTRATION for `pending` answers, then `final`:
+    what an asynchronous registry does (sqlite MLflow answers READY at once)."""
+
+    def __init__(self, url: str, pending: int, final: str) -> None:
+        super().__init__(url)
+        self.pending, self.final, self.gets = pending, final, 0
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+        response = await super().request(method, path, **kwargs)
+        if path.endswith("/model-versions/create") or path.endswith("/model-versions/get"):
+            if path.endswith("/get"):
+                self.gets += 1
+            data = json.loads(response.body)
+            status = "PENDING_REGISTRATION" if self.gets < self.pending else self.final
+            data["model_version"].update(status=status, status_message=f"probe says {status}")
+            return dataclasses.replace(response, body=json.dumps(data).encode())
+        return response
+
+
+@pytest.mark.parametrize(("pending", "final", "failed"), [
+    (2, "READY", None),
+    (1, "FAILED_REGISTRATION", (Reason.VALIDATION_FAILED, "ended FAILED_REGISTRATION")),
+    # Usually "still PENDING_REGISTRATION"; under load the last poll itself may run out of time.
+    (10**6, "READY", (Reason.TIMEOUT, "")),
+])
+async def test_version_creation_waits_while_pending(
+    mlflow_server: MlflowServer, pending: int, final: str, failed: tuple[Reason, str] | None
+) -> None:
+    model = f"registry-pending-{final.lower()}-{pending}"
+    client = PendingClient(mlflow_server.url, pending, final)
+    try:
+        result = await run_probe(SCENARIOS["mlflow_registry"], client, RegistryOptions(model_name=model,
+                                 experiment_name=model), probe="reg", target="mlflow", timeout=3.0)
+    finally:
+        await client.aclose()
+    if failed is None:
+        assert result.ok and client.gets == 2, describe(result)
+    else:
+        step = result.failed_step
+        assert step is not None and step.name == "model_version_create", describe(result)
+        assert step.reason is failed[0] and failed[1] in (step.error or ""), describe(result)
+    assert all(s.ok for s in result.steps[-3:]) and [s.name for s in result.steps[-3:]] == CLEANUP
     assert_nothing_left(mlflow_server, model, model)
 
 
@@ -243,6 +293,61 @@ async def test_janitor_deletes_only_old_versions_of_this_probe(mlflow_server: Ml
     assert [v["version"] for v in versions_of(mlflow_server, model)] == [theirs]
     assert active_probe_runs(mlflow_server, model, "reg") == []
     assert len(active_probe_runs(mlflow_server, model, "someone-else")) == 1
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def log_events(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in daemon.log_text().splitlines() if line.startswith("{")]
+
+
+def test_daemon_deletes_a_killed_runs_version_and_exports_the_server_version(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """The real daemon: its start-up janitor removes what a SIGKILL mid-run left (a version
+    and a run tagged with the probe's name), its registry runs pass, and /metrics shows
+    synthetic_target_info with the server's version."""
+    model = "registry-daemon"
+    base = api(mlflow_server)
+    httpx.post(f"{base}/registered-models/create", json={"name": model}).raise_for_status()
+    experiment_id = httpx.post(f"{base}/experiments/create", json={"name": model}).json()["experiment_id"]
+    run = httpx.post(f"{base}/runs/create", json={
+        "experiment_id": experiment_id, "start_time": 0, "tags": [{"key": PROBE_TAG, "value": "registry"}],
+    }).json()["run"]["info"]
+    httpx.post(f"{base}/model-versions/create", json={
+        "name": model, "source": f"{run['artifact_uri']}/m", "run_id": run["run_id"],
+        "tags": [{"key": PROBE_TAG, "value": "registry"}],
+    }).raise_for_status()
+    left_at = time.monotonic()
+    deadline = 3.0
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "log": {"format": "json"},
+        "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],
+        "probes": [
+            {"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": "2s"},
+            {"name": "registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "5s",
+             "timeout": f"{deadline}s", "options": {"model_name": model, "experiment_name": model}},
+        ],
+    }))
+    time.sleep(max(0.0, deadline + 0.2 - (time.monotonic() - left_at)))  # the leftover is older than the deadline
+    daemon = DaemonProcess(config, tmp_path).start()
+    try:
+        zero = sample(scrape(daemon.url), "synthetic_probe_step_failures_total", probe="registry",
+                      step="model_alias_get", reason="validation_failed")
+        assert zero is not None  # every step's series exists from start-up
+        wait_for(lambda: any(e.get("event") == "stale_runs_deleted" and e.get("probe") == "registry"
+                             for e in log_events(daemon)), 20, "janitor")
+        wait_for(lambda: sample(scrape(daemon.url), "synthetic_target_info", target="mlflow",
+                                version=installed_version("mlflow")) == 1, 20, "synthetic_target_info")
+        wait_for(lambda: sample(scrape(daemon.url), "synthetic_probe_runs_total", probe="registry",
+                                result="success"), 30, "a passing registry run")
+    finally:
+        assert daemon.stop() == 0
+    (event,) = [e for e in log_events(daemon) if e.get("event") == "stale_runs_deleted"]
+    assert f"run {run['run_id']}" in event["deleted"]
+    assert_nothing_left(mlflow_server, model, model, probe_name="registry")
 
 
 # --------------------------------------------------------------------------- metrics

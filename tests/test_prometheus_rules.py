@@ -317,7 +317,7 @@ def test_prometheus_config_matches_rules():
     assert 'job="synthetic-monitor"' in down["expr"]
     targets = [t for sc in jobs["synthetic-monitor"]["static_configs"] for t in sc["targets"]]
     assert targets == ["127.0.0.1:9356"]
-    assert config["rule_files"] == ["rules.yml"]
+    assert config["rule_files"] == ["rules.yml", "slo.rules.yml"]
 
 
 def test_alertmanager_config_refers_to_real_alerts():

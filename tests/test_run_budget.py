@@ -211,3 +211,21 @@ async def test_scheduler_skips_and_counts_a_run_that_would_overlap() -> None:
         scheduler.shutdown()
     assert runs >= 2 and ("slow", "skipped") in events, (runs, events)
     assert most == 1, "two runs of one probe overlapped"
+
+
+def test_every_cleanup_step_is_declared_by_its_scenario() -> None:
+    """A step opened with cleanup=True but not in `cleanup_steps` would get no reserve: the outer bound could cancel it."""
+    import inspect
+    import re
+
+    for scenario in SCENARIOS.values():
+        source = inspect.getsource(inspect.getmodule(scenario.run))  # type: ignore[arg-type]
+        opened = set(re.findall(r"""run\.step\(\s*["'](\w+)["']\s*,\s*cleanup\s*=\s*True""", source))
+        declared = set(scenario.cleanup_steps)
+        module_scenarios = [s for s in SCENARIOS.values() if inspect.getmodule(s.run) is inspect.getmodule(scenario.run)]
+        declared_in_module = set().union(*(s.cleanup_steps for s in module_scenarios))
+        assert opened <= declared_in_module, (
+            f"{inspect.getmodule(scenario.run).__name__}: cleanup steps {opened - declared_in_module} opened"  # type: ignore[union-attr]
+            " with cleanup=True but in no scenario's cleanup_steps"
+        )
+        assert declared <= set(scenario.steps), f"{scenario.name}: cleanup_steps not among its steps"

@@ -101,6 +101,9 @@ class AlertEngine:
         self.started_at = now
         self._probes: dict[str, str] | None = dict(probes) if probes is not None else None
         self._states: dict[AlertKey, _State] = {}
+        # (target, probe) -> dependencies with a state: a result looks up its own, O(1),
+        # instead of scanning every state (a wide outage has thousands).
+        self._dependencies: dict[tuple[str, str], set[str]] = {}
         # fingerprint -> receiver -> the resolved notice that receiver still has to get.
         self._undelivered: dict[str, dict[str, _Undelivered]] = {}
         self.version = 0
@@ -142,6 +145,7 @@ class AlertEngine:
         for key in sorted(self._states):
             if not self._configured(key.probe, key.target, stall=key.alertname == MONITOR_STALLED):
                 state = self._states.pop(key)
+                self._unindex(key)
                 self.version += 1
                 if state.firing:
                     out.append(self._resolved(state, now))
@@ -160,6 +164,7 @@ class AlertEngine:
         if self._states:
             self.version += 1
         self._states.clear()
+        self._dependencies.clear()
         return out
 
     # -- outputs ---------------------------------------------------------------------
@@ -292,7 +297,7 @@ class AlertEngine:
                     "starts_at": state.starts_at,
                     "labels": state.labels,
                     "annotations": state.annotations,
-                    "notified": state.notified,
+                    "notified": dict(state.notified),  # serialised in a thread: a copy
                 }
                 for key, state in sorted(self._states.items())
             ],
@@ -343,6 +348,9 @@ class AlertEngine:
                 continue
             states[key] = state
         self._states = states
+        self._dependencies = {}
+        for key in states:
+            self._index(key)
         self._undelivered = {}
         names = {r.label for r in self.config.receivers}
         for item in data.get("undelivered") or []:
@@ -375,15 +383,18 @@ class AlertEngine:
             self.version += 1
             if not state.firing:
                 del self._states[key]  # a pending streak is broken
+                self._unindex(key)
                 return None
             state.bad = 0
             state.good += 1
             if state.good < self.config.success_threshold:
                 return None
             del self._states[key]
+            self._unindex(key)
             return self._resolved(state, now)
         if state is None:
             state = self._states[key] = _State()
+            self._index(key)
         self.version += 1
         state.bad += 1
         state.good = 0
@@ -469,7 +480,7 @@ class AlertEngine:
         # The cross-check marks a dependency whose outage is the upstream's own (Asgard's
         # "mlflow unavailable" while MLflow itself is down): the upstream probe's alert covers it.
         covered = facts.dependencies_explained()
-        known = {k.dependency for k in self._states if k.alertname == DEPENDENCY_UNAVAILABLE and k.target == t and k.probe == p}
+        known = self._dependencies.get((t, p), set())
         for dependency in sorted(set(down) | known):
             key = AlertKey(DEPENDENCY_UNAVAILABLE, t, p, dependency)
             if dependency in covered:
@@ -488,6 +499,18 @@ class AlertEngine:
                 )
 
             yield key, verdict, describe
+
+    def _index(self, key: AlertKey) -> None:
+        if key.alertname == DEPENDENCY_UNAVAILABLE:
+            self._dependencies.setdefault((key.target, key.probe), set()).add(key.dependency)
+
+    def _unindex(self, key: AlertKey) -> None:
+        if key.alertname == DEPENDENCY_UNAVAILABLE:
+            known = self._dependencies.get((key.target, key.probe))
+            if known is not None:
+                known.discard(key.dependency)
+                if not known:
+                    del self._dependencies[(key.target, key.probe)]
 
     # -- alert values ------------------------------------------------------------------
 

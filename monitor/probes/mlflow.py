@@ -264,6 +264,7 @@ READ = Scenario(
     default_probe=DefaultProbe("read", "30s", "10s"),
 )
 
+
 async def _write_janitor(
     client: TargetClient, options: WriteOptions, probe_name: str, older_than: float, member: str
 ) -> list[str]:

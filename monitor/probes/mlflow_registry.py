@@ -143,11 +143,12 @@ async def _create_version(run: ScenarioRun, step: Step, model: str, source: str,
                    "model_version")
     version = _require_str(step, created, "version")
     status = created.get("status", "READY")
+    waited_from = run.clock()
     while status == "PENDING_REGISTRATION":
-        left = run.time_left()
-        if left <= 0:
-            step.fail(Reason.TIMEOUT, f"model version {version} still PENDING_REGISTRATION at the deadline")
-        await asyncio.sleep(min(READY_POLL_SECONDS, left))
+        if run.time_left() <= READY_POLL_SECONDS:
+            step.fail(Reason.TIMEOUT, f"model version {version} still PENDING_REGISTRATION after "
+                                      f"{run.clock() - waited_from:.3g}s, at the probe's deadline")
+        await asyncio.sleep(READY_POLL_SECONDS)
         got = await step.request("GET", f"{API}/model-versions/get", params={"name": model, "version": version})
         created = _dig(step, got.json_object(), "model_version")
         status = created.get("status", "READY")
