@@ -116,7 +116,7 @@ class Facts:
 
     def redacted(self, scrub: Callable[[str], str]) -> "Facts":
         """A copy with every string in it (dict keys included) passed through `scrub`."""
-        changes = {}
+        changes: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:

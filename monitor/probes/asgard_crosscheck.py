@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from monitor.probes import mlflow
@@ -84,10 +84,11 @@ def _annotate(result: ProbeResult, root_cause: str | None, verdict: str, text: s
         dataclasses.replace(step, error=f"{step.error}; {text}") if step.name == "status" and not step.ok else step
         for step in result.steps
     )
+    verdict_fact: dict[str, Any] = {"crosscheck": verdict}  # AsgardFacts (asgard.py imports this module)
     return dataclasses.replace(
         result,
         steps=steps,
-        facts=dataclasses.replace(result.facts, crosscheck=verdict),
+        facts=dataclasses.replace(result.facts, **verdict_fact),
         root_cause=root_cause,
         notes=(*result.notes, text),
     )
