@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from monitor.config import ConfigError, load_config
+from monitor.events import Event, JobEvent
 from monitor.http import TargetClient
 from monitor.probes import SCENARIOS
 from monitor.probes.base import CLEANUP_BUDGET_SECONDS, Scenario, ScenarioOptions, ScenarioRun
@@ -180,15 +181,9 @@ async def test_scheduler_skips_and_counts_a_run_that_would_overlap() -> None:
     most = 0
     runs = 0
 
-    class Observer:
-        def job_event(self, probe: str, event: str, detail: str | None = None) -> None:
-            events.append((probe, event))
-
-        def schedule_lag(self, probe: str, seconds: float) -> None:
-            pass
-
-        def heartbeat(self) -> None:
-            pass
+    def emit(event: Event) -> None:
+        if isinstance(event, JobEvent):
+            events.append((event.probe, event.event))
 
     async def job(name: str) -> None:
         nonlocal active, most, runs
@@ -200,7 +195,7 @@ async def test_scheduler_skips_and_counts_a_run_that_would_overlap() -> None:
             active -= 1
             runs += 1
 
-    scheduler = ProbeScheduler(Observer(), heartbeat_interval=5.0, first_run_spread=0.05)
+    scheduler = ProbeScheduler(emit, heartbeat_interval=5.0, first_run_spread=0.05)
     scheduler.start()
     try:
         scheduler.add_probe("slow", 0.5, job)

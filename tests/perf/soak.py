@@ -88,7 +88,7 @@ def established_tcp(inodes: set[str]) -> int:
 def pool_connections(daemon: Any) -> int:
     """Connections held by the daemon's httpx pools (private httpcore attributes; -1 if they moved)."""
     try:
-        return sum(len(client._client._transport._pool.connections) for _, client in daemon._clients.values())
+        return sum(len(client._client._transport._pool.connections) for _, client in daemon.runner.clients.values())
     except AttributeError:
         return -1
 
@@ -104,7 +104,7 @@ def measure(daemon: Any) -> dict[str, float]:
         "tcp_established": established_tcp(sockets),
         "asyncio_tasks": len(asyncio.all_tasks()),
         # Tasks other than the probe runs in flight at this instant: what a leak would grow.
-        "background_tasks": len(asyncio.all_tasks() - set(getattr(daemon, "_inflight", ()))),
+        "background_tasks": len(asyncio.all_tasks() - set(getattr(daemon.runner, "_inflight", ()))),
         "threads": threading.active_count(),
         "pool_connections": pool_connections(daemon),
     }
@@ -121,7 +121,7 @@ async def quiescent_measure(daemon: Any) -> dict[str, float]:
     scheduler.pause()
     try:
         deadline = time.monotonic() + 5
-        while daemon._inflight and time.monotonic() < deadline:
+        while daemon.runner.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # closing transports finish their callbacks
         return measure(daemon)
