@@ -1,4 +1,4 @@
-"""Recent results per probe, for /status, /readyz and the cross-check.
+"""Recent results per probe, for /status and /readyz (the cross-check keeps its own store).
 
 Failures are kept in their own ring so that a stream of successes does not push the
 last incident out of view.
@@ -36,10 +36,6 @@ class HistorySink:
     def last(self, probe: str) -> ProbeResult | None:
         with self._lock:
             return self._last.get(probe)
-
-    def last_results(self) -> dict[str, ProbeResult]:
-        with self._lock:
-            return dict(self._last)
 
     def forget(self, probe: str) -> None:
         with self._lock:
