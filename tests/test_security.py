@@ -682,7 +682,7 @@ def test_a_traceback_quoting_a_secret_is_scrubbed(tmp_path: Path, monkeypatch: p
 
     import structlog
 
-    from monitor import config as config_module, daemon as daemon_module
+    from monitor import config as config_module, daemon as daemon_module, jobs as jobs_module
     from monitor.config import load_config
     from monitor.logsetup import configure_logging
     from monitor.probes.base import Scenario, ScenarioOptions
@@ -697,6 +697,7 @@ def test_a_traceback_quoting_a_secret_is_scrubbed(tmp_path: Path, monkeypatch: p
     scenarios["leaky"] = Scenario("leaky", "mlflow", ("health",), ScenarioOptions, leaky)
     monkeypatch.setattr(config_module, "SCENARIOS", scenarios)
     monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
+    monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({
         "targets": [{"name": "m", "kind": "mlflow", "url": "http://127.0.0.1:9",
@@ -715,7 +716,7 @@ def test_a_traceback_quoting_a_secret_is_scrubbed(tmp_path: Path, monkeypatch: p
             if d.history.last("leaky") is not None:
                 break
             await asyncio.sleep(0.1)
-        out["status"] = json.dumps(d._status())
+        out["status"] = json.dumps(d.endpoints.status())
         d.request_stop()
         await asyncio.wait_for(task, 15)
 
