@@ -501,15 +501,15 @@ class Config(Model):
         if self.location is not None and "location" in self.alerting.labels:
             raise FieldError("alerting.labels.location", "set by the top-level `location` key, not here")
         if self.shard is not None and self.shard.index is None:
-            index = ordinal(self.replica or "")
-            if index is None:
+            member = ordinal(self.replica or "")
+            if member is None:
                 raise FieldError(
                     "shard.index",
                     f"not set, and the replica name {self.replica!r} has no StatefulSet ordinal suffix (-N)",
                 )
-            if index >= self.shard.count:
-                raise FieldError("shard.index", f"ordinal {index} of {self.replica!r} is not below count {self.shard.count}")
-            self.shard.index = index
+            if member >= self.shard.count:
+                raise FieldError("shard.index", f"ordinal {member} of {self.replica!r} is not below count {self.shard.count}")
+            self.shard.index = member
         return self
 
     @property

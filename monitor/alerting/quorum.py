@@ -95,7 +95,7 @@ async def peer_urls(peers: PeersConfig) -> list[str]:
             infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
         except OSError:
             infos = []
-        for address in sorted({info[4][0] for info in infos}):
+        for address in sorted({str(info[4][0]) for info in infos}):
             shown = f"[{address}]" if ":" in address else address
             urls.append(f"{peers.scheme}://{shown}:{port}")
     return urls
