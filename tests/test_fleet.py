@@ -185,7 +185,7 @@ def test_config_show_and_check_say_who_runs_what(tmp_path: Path) -> None:
     assert report["location"] == "ingress" and report["replica"] == "synthetic-monitor-0"
     assert report["probes"][0]["members"] == owners("p0", 3, 2)
     table = _cli("check", "--config", str(path), "--probe", "p0", env=env)
-    assert f"location: ingress, replica: synthetic-monitor-0, shard member 0 of 3" in table.stdout
+    assert "location: ingress, replica: synthetic-monitor-0, shard member 0 of 3" in table.stdout
 
 
 def test_the_daemon_warns_at_start_about_webhooks_in_a_fleet(tmp_path: Path) -> None:
