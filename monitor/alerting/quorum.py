@@ -145,7 +145,12 @@ class QuorumGate:
                 previous = self._sent.pop(key, None)
                 now.append(_variant_of(alert, previous) if previous is not None else alert)
                 continue
-            task = asyncio.get_running_loop().create_task(self._decide(alert, key, generation, submit))
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to ask from: never lose the page
+                now.append(alert)
+                continue
+            task = loop.create_task(self._decide(alert, key, generation, submit))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return now
