@@ -43,6 +43,7 @@ DEFAULT_TIMEOUT_SHARE = 0.8
 # (a skipped run during an outage would look like SyntheticMonitorStalled).
 RUN_SHARE_LIMIT = 0.9
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
+REPLICA_PATTERN = r"^[A-Za-z0-9_.-]{1,253}$"  # a pod or host name; also an MLflow tag value
 
 
 class ConfigError(Exception):
@@ -462,7 +463,7 @@ class Config(Model):
     listen: str = DEFAULT_LISTEN
     # Fleet identity: where this daemon probes from, and which replica it is.
     location: Name | None = None
-    replica: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,253}$")] | None = None
+    replica: Annotated[str, Field(pattern=REPLICA_PATTERN)] | None = None
     shard: ShardConfig | None = None
     peers: Annotated[PeersConfig | None, BeforeValidator(_peers_shorthand)] = None
     log: LogConfig = LogConfig()
@@ -505,15 +506,15 @@ class Config(Model):
         if self.location is not None and "location" in self.alerting.labels:
             raise FieldError("alerting.labels.location", "set by the top-level `location` key, not here")
         if self.shard is not None and self.shard.index is None:
-            index = ordinal(self.replica or "")
-            if index is None:
+            member = ordinal(self.replica or "")
+            if member is None:
                 raise FieldError(
                     "shard.index",
                     f"not set, and the replica name {self.replica!r} has no StatefulSet ordinal suffix (-N)",
                 )
-            if index >= self.shard.count:
-                raise FieldError("shard.index", f"ordinal {index} of {self.replica!r} is not below count {self.shard.count}")
-            self.shard.index = index
+            if member >= self.shard.count:
+                raise FieldError("shard.index", f"ordinal {member} of {self.replica!r} is not below count {self.shard.count}")
+            self.shard.index = member
         return self
 
     @property
@@ -657,7 +658,8 @@ def _apply_identity(document: dict[str, Any], env: Mapping[str, str]) -> None:
     if document.get("replica") is None:
         # The downward API's pod name; HOSTNAME is the pod name in Kubernetes too.
         for name in ("SYNTHETIC_MONITOR_REPLICA", "POD_NAME", "HOSTNAME"):
-            if env.get(name):
+            # An odd HOSTNAME (a shell's, not Kubernetes') must not break a lone daemon's config.
+            if env.get(name) and (name != "HOSTNAME" or re.fullmatch(REPLICA_PATTERN, env[name])):
                 document["replica"] = env[name]
                 break
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 
 class Reason(str, enum.Enum):
@@ -33,15 +33,15 @@ class Reason(str, enum.Enum):
 PHASES = ("connect", "tls", "first_byte", "body")
 
 
-@dataclass(frozen=True, slots=True)
-class PhaseTimings:
+class PhaseTimings(NamedTuple):
     """Where a step's HTTP time went, split as blackbox_exporter does (seconds).
 
     connect and tls are 0 on a reused keep-alive connection; first_byte runs from the
     request written to the first response byte (the server's think time), body from there
     to the last body byte. "Slow to connect" (network, a full accept queue) and "slow to
     answer" (the database behind) are different diagnoses. A step with several requests
-    carries their sum, so the phases add up to (nearly) the step's duration.
+    carries their sum, so the phases add up to (nearly) the step's duration. A named tuple,
+    not a frozen dataclass: one is made per request, and this is the cheap immutable kind.
     """
 
     connect: float = 0.0
@@ -49,17 +49,16 @@ class PhaseTimings:
     first_byte: float = 0.0
     body: float = 0.0
 
-    def __add__(self, other: "PhaseTimings") -> "PhaseTimings":
-        return PhaseTimings(
-            self.connect + other.connect, self.tls + other.tls, self.first_byte + other.first_byte, self.body + other.body
-        )
+    def __add__(self, other: tuple[Any, ...]) -> "PhaseTimings":
+        """Phase by phase (a tuple's + would concatenate)."""
+        return PhaseTimings(self[0] + other[0], self[1] + other[1], self[2] + other[2], self[3] + other[3])
 
     def values(self) -> tuple[float, float, float, float]:
         """In the order of PHASES."""
         return self.connect, self.tls, self.first_byte, self.body
 
     def as_dict(self) -> dict[str, float]:
-        return {name: round(value, 6) for name, value in zip(PHASES, self.values())}
+        return {name: round(value, 6) for name, value in zip(PHASES, self)}
 
 
 @dataclass(frozen=True, slots=True)

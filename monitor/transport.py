@@ -506,15 +506,24 @@ class _ResponseBody(httpx.AsyncByteStream):
 def _serialize(request: httpx.Request, body: bytes) -> bytes:
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     chunked = False
-    for name, value in request.headers.raw:
-        if any(c in name or c in value for c in _FORBIDDEN_IN_HEADERS):
-            raise UnsafeRequestHeader(
-                f"outgoing header {name.decode('latin-1')!r} holds CR, LF or NUL: refused before sending"
-            )
+    raw = request.headers.raw
+    for name, value in raw:
         parts += (name, b": ", value, b"\r\n")
         if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
     parts.append(b"\r\n")
+    # Exactly one CRLF per line (request line, each header, the blank line) and no NUL:
+    # three C-speed scans of the head instead of a check per header and character.
+    lines = len(raw) + 2
+    head = b"".join(parts)
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+        for name, value in raw:
+            if any(c in name or c in value for c in _FORBIDDEN_IN_HEADERS):
+                raise UnsafeRequestHeader(
+                    f"outgoing header {name.decode('latin-1')!r} holds CR, LF or NUL: refused before sending"
+                )
+        raise UnsafeRequestHeader("the request line holds CR, LF or NUL: refused before sending")
+    parts = [head]
     if chunked:
         if body:
             parts += (b"%x\r\n" % len(body), body, b"\r\n")

@@ -79,6 +79,13 @@ def test_location_and_replica_come_from_the_environment(tmp_path: Path) -> None:
     assert identity(config) == {"location": "sidecar", "replica": "a"}
 
 
+def test_an_odd_shell_hostname_does_not_break_a_lone_daemon(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, {}), env={"HOSTNAME": "my laptop (2)"})
+    assert config.replica is None
+    with pytest.raises(ConfigError, match="replica"):
+        load_config(_write(tmp_path, {}), env={"POD_NAME": "bad name"})
+
+
 def test_the_shard_index_is_the_statefulset_ordinal(tmp_path: Path) -> None:
     path = _write(tmp_path, {"shard": {"count": 3, "replicas_per_probe": 2}})
     config = load_config(path, env={"POD_NAME": "synthetic-monitor-2"})
@@ -178,7 +185,7 @@ def test_config_show_and_check_say_who_runs_what(tmp_path: Path) -> None:
     assert report["location"] == "ingress" and report["replica"] == "synthetic-monitor-0"
     assert report["probes"][0]["members"] == owners("p0", 3, 2)
     table = _cli("check", "--config", str(path), "--probe", "p0", env=env)
-    assert f"location: ingress, replica: synthetic-monitor-0, shard member 0 of 3" in table.stdout
+    assert "location: ingress, replica: synthetic-monitor-0, shard member 0 of 3" in table.stdout
 
 
 def test_the_daemon_warns_at_start_about_webhooks_in_a_fleet(tmp_path: Path) -> None:

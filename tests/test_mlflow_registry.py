@@ -327,8 +327,9 @@ def test_daemon_deletes_a_killed_runs_version_and_exports_the_server_version(
         "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],
         "probes": [
             {"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": "2s"},
-            {"name": "registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "5s",
-             "timeout": f"{deadline}s", "options": {"model_name": model, "experiment_name": model}},
+            {"name": "registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "10s",
+             # three cleanup steps of 2 s each must fit after the deadline, in 90 % of the interval
+             "timeout": f"{deadline}s", "step_timeout": "2s", "options": {"model_name": model, "experiment_name": model}},
         ],
     }))
     time.sleep(max(0.0, deadline + 0.2 - (time.monotonic() - left_at)))  # the leftover is older than the deadline

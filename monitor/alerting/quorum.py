@@ -95,7 +95,7 @@ async def peer_urls(peers: PeersConfig) -> list[str]:
             infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
         except OSError:
             infos = []
-        for address in sorted({info[4][0] for info in infos}):
+        for address in sorted({str(info[4][0]) for info in infos}):
             shown = f"[{address}]" if ":" in address else address
             urls.append(f"{peers.scheme}://{shown}:{port}")
     return urls
@@ -145,7 +145,12 @@ class QuorumGate:
                 previous = self._sent.pop(key, None)
                 now.append(_variant_of(alert, previous) if previous is not None else alert)
                 continue
-            task = asyncio.get_running_loop().create_task(self._decide(alert, key, generation, submit))
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to ask from: never lose the page
+                now.append(alert)
+                continue
+            task = loop.create_task(self._decide(alert, key, generation, submit))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return now
