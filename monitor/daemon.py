@@ -23,6 +23,7 @@ from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
 from monitor.crosscheck import cross_check, needs_cross_check
+from monitor.diagnosis import is_monitor_fault
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
@@ -53,11 +54,15 @@ class Daemon:
         self.alerts = AlertSink(config.alerting, self.metrics)
         # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
         self.sinks: list[Sink] = [self.metrics, self.history, LogSink(), self.alerts]
+        # A run the monitor itself spoiled (no connection of its own in time) says nothing
+        # about the target: shown in /status and the log, counted as a job event, not a failure.
+        self.monitor_fault_sinks: list[Sink] = [self.history, self.sinks[2]]
         self.log = structlog.get_logger("monitor.daemon")
         self.scheduler = ProbeScheduler(self, heartbeat_interval=HEARTBEAT_INTERVAL)
         self._clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
         self._probes: dict[str, ProbeConfig] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._sweep_after: dict[str, float] = {}  # probe -> monotonic time its litter may be swept
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_beat = time.monotonic()
         self._stop: asyncio.Event | None = None
@@ -101,10 +106,12 @@ class Daemon:
         await self._shutdown()
         return 0
 
-    async def _delete_stale_runs(self) -> None:
-        """Start-up janitor: runs a killed daemon left behind in MLflow (see mlflow.delete_stale_runs)."""
+    async def _delete_stale_runs(self, only: str | None = None) -> None:
+        """Start-up janitor: runs a killed daemon left behind in MLflow (see mlflow.delete_stale_runs).
+
+        Also run for one probe after a run of it may have left one behind (`cleanup_pending`)."""
         for probe in list(self._probes.values()):
-            if probe.scenario != "mlflow_write":
+            if probe.scenario != "mlflow_write" or (only is not None and probe.name != only):
                 continue
             _, client = self._clients[probe.target]
             try:
@@ -223,15 +230,33 @@ class Daemon:
                 probe=probe.name, target=target.name, timeout=probe.deadline, step_timeout=probe.step_timeout,
             )
             self.dispatch(result)
+            self._sweep_if_due(probe, result)
         finally:
             self._inflight.discard(task)
+
+    def _sweep_if_due(self, probe: ProbeConfig, result: ProbeResult) -> None:
+        """A run whose write may still complete on the server (runs/create timed out, the
+        database went away before runs/delete) leaves a run we have no id for. Once the target
+        answers again and that run is older than the deadline (so a replica's in-flight run
+        is never touched), the janitor deletes it."""
+        now = time.monotonic()
+        if result.facts.get("cleanup_pending"):
+            self._sweep_after.setdefault(probe.name, now + probe.deadline)
+        elif result.ok and self._sweep_after.get(probe.name, now + 1) <= now:
+            del self._sweep_after[probe.name]
+            self._background(self._delete_stale_runs(only=probe.name))
 
     def dispatch(self, result: ProbeResult) -> None:
         """Hand a result to every sink; a failing sink is logged, never fatal."""
         result = result.redacted(self._scrub)
         if needs_cross_check(result):  # skips copying the history for every other result
             result = cross_check(result, self.config, self.history.last_results())
-        for sink in self.sinks:
+        sinks = self.sinks
+        if is_monitor_fault(result):
+            sinks = self.monitor_fault_sinks
+            failed = result.failed_step
+            self.job_event(result.probe, "error", failed.error if failed else None)
+        for sink in sinks:
             try:
                 sink.handle(result)
             except Exception:

@@ -30,6 +30,23 @@ class Reason(str, enum.Enum):
         return self.value
 
 
+# Who is to blame for a failed run (see monitor/diagnosis.py): a fixed set, like Reason.
+COMPONENTS = (
+    "mlflow_server", "backend_store", "artifact_store", "network", "auth", "config", "asgard", "monitor",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The broken part and one line on why we think so: what on-call needs to pick a runbook."""
+
+    component: str
+    summary: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"component": self.component, "summary": self.summary}
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """One step of a scenario. `reason` and `error` are None when it passed."""
@@ -43,6 +60,8 @@ class StepResult:
     method: str | None = None
     path: str | None = None
     skipped: bool = False
+    # The part to blame when the step itself knows (the monitor's own pool, a scenario hint).
+    component: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +74,7 @@ class StepResult:
             "method": self.method,
             "path": self.path,
             "skipped": self.skipped,
+            "component": self.component,
         }
 
 
@@ -79,6 +99,7 @@ class ProbeResult:
     root_cause: str | None = None
     notes: tuple[str, ...] = ()
     traceback: str | None = None
+    diagnosis: Diagnosis | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,6 +144,7 @@ class ProbeResult:
             "reason": failed.reason.value if failed and failed.reason else None,
             "error": failed.error if failed else None,
             "root_cause": self.root_cause,
+            "diagnosis": self.diagnosis.as_dict() if self.diagnosis else None,
             "facts": self.facts,
             "notes": list(self.notes),
             "steps": [step.as_dict() for step in self.steps],
@@ -132,8 +154,11 @@ class ProbeResult:
 class StepFailure(Exception):
     """Raised inside a step to end it with a classified reason and a human message."""
 
-    def __init__(self, reason: Reason, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, reason: Reason, message: str, status_code: int | None = None, component: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status_code = status_code
+        self.component = component

@@ -48,6 +48,14 @@ class MetricsSink:
             "synthetic_asgard_dependency_up", "Asgard's own view of its dependencies (1 up, 0 down).",
             ["target", "dependency"], registry=core,
         )
+        self.mlflow_dependency_up = Gauge(
+            "synthetic_mlflow_dependency_up",
+            "MLflow's backend/artifact store as the latest run that reached it saw it (1 up, 0 down); absent when unknown.",
+            ["target", "dependency"], registry=core,
+        )
+        # (target, dependency) -> the probe whose run set the value: when that probe stops
+        # reaching the store (or is removed) the series goes, instead of showing an old value.
+        self._dependency_source: dict[tuple[str, str], str] = {}
         self.inventory = Gauge(
             "synthetic_asgard_inventory", "Counts Asgard reports.", ["target", "kind"], registry=core
         )
@@ -93,6 +101,10 @@ class MetricsSink:
             return
         self.series.remove(probe)
         t = series.target
+        for key, source in list(self._dependency_source.items()):
+            if source == probe:
+                del self._dependency_source[key]
+                _remove(self.mlflow_dependency_up, *key)
         if series.asgard and not any(s.target == t and s.asgard for s in self._probes.values()):
             for dependency in ASGARD_DEPENDENCIES:
                 _remove(self.dependency_up, t, dependency)
@@ -114,9 +126,24 @@ class MetricsSink:
         )
         for dependency, up in (result.facts.get("dependencies") or {}).items():
             self.dependency_up.labels(t, dependency).set(1 if up else 0)
+        self._mlflow_dependencies(result)
         for kind, value in (result.facts.get("inventory") or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.inventory.labels(t, kind).set(value)
+
+    def _mlflow_dependencies(self, result: ProbeResult) -> None:
+        """Set what this run proved about MLflow's stores; drop what only this probe had
+        proved before and this run could not tell (MLflow unreachable: no evidence either way)."""
+        evidence = result.facts.get("dependency_up")
+        evidence = evidence if isinstance(evidence, dict) else {}
+        t = result.target
+        for dependency, up in evidence.items():
+            self.mlflow_dependency_up.labels(t, str(dependency)).set(1 if up else 0)
+            self._dependency_source[(t, str(dependency))] = result.probe
+        for key, source in list(self._dependency_source.items()):
+            if source == result.probe and key[0] == t and key[1] not in evidence:
+                del self._dependency_source[key]
+                _remove(self.mlflow_dependency_up, *key)
 
     def job_event(self, probe: str, event: str) -> None:
         self.series.job_event(probe, event)
