@@ -31,7 +31,7 @@ WHAT = {
     "auth": "the probe's credentials or permissions",
     "config": "the monitor's configuration of this target (URL, host, path)",
     "asgard": "the Asgard MLOps API",
-    "monitor": "the synthetic monitor itself, not the target",
+    "monitor": "the synthetic monitor itself (not the target)",
 }
 
 _REFUSED = re.compile(r"refused|errno 111", re.I)

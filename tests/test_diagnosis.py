@@ -123,6 +123,17 @@ def test_artifact_step_killed_worker_stays_worker_failure() -> None:
     assert result.diagnosis is not None and result.diagnosis.component == "mlflow_server"
 
 
+def test_flask_html_500_on_a_database_step_is_a_dying_worker() -> None:
+    """Measured: a gunicorn WORKER TIMEOUT of a worker waiting on PostgreSQL answers Flask's page."""
+    error = "POST /api/2.0/mlflow/experiments/search: HTTP 500: HTML page: Internal Server Error"
+    result = explained(ok("health"), bad("experiments_search", Reason.HTTP_ERROR, error, 500))
+    assert result.reason is Reason.WORKER_FAILURE
+    assert result.diagnosis is not None and result.diagnosis.component == "mlflow_server"
+    assert "WORKER TIMEOUT" in result.diagnosis.summary
+    json_500 = "POST /x: HTTP 500: INTERNAL_ERROR boom"  # MLflow's own JSON error: its answer, not a death
+    assert explained(bad("experiments_search", Reason.HTTP_ERROR, json_500, 500)).reason is Reason.HTTP_ERROR
+
+
 def test_artifact_5xx_when_a_run_step_failed_is_not_blamed_on_the_store() -> None:
     result = explained(
         ok("experiment_get_or_create"), ok("runs_create"), bad("runs_log_metric", Reason.HTTP_ERROR, "x", 500),
@@ -294,3 +305,60 @@ def test_diagnosis_in_every_check_format_and_the_log_line() -> None:
 
     LogSink(Capture()).handle(result)
     assert logged[0]["diagnosis"]["component"] == "backend_store"
+
+
+async def test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_failure(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scenario whose own requests hold the whole pool: its next request cannot get a
+    connection. The daemon counts that as the monitor's job event; the target's run
+    counters and alerts do not move, /status shows diagnosis `monitor`."""
+    import yaml
+
+    from monitor import config as config_module, daemon as daemon_module
+    from monitor.config import load_config
+    from monitor.probes.base import Scenario, ScenarioOptions
+
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        await conn.hang()
+
+    async def hog(run: Any, options: Any) -> None:
+        async with run.step("health") as step:
+            hanging = [asyncio.create_task(run.client.request("GET", "/hang", timeout=3.0)) for _ in range(4)]
+            await asyncio.sleep(0.2)
+            try:
+                await step.request("GET", "/health")
+            finally:
+                for task in hanging:
+                    task.cancel()
+                await asyncio.gather(*hanging, return_exceptions=True)
+
+    scenarios = dict(config_module.SCENARIOS)
+    scenarios["hog"] = Scenario("hog", "mlflow", ("health",), ScenarioOptions, hog)
+    monkeypatch.setattr(config_module, "SCENARIOS", scenarios)
+    monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
+    async with serve(handler) as server:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump({
+            "targets": [{"name": "mlflow", "kind": "mlflow", "url": server.url}],
+            "probes": [{"name": "hog", "target": "mlflow", "scenario": "hog", "interval": "2s", "timeout": "1s"}],
+            "alerting": {"failure_threshold": 1, "startup_grace": "0s"},
+        }))
+        d = daemon_module.Daemon(load_config(path), str(path), listen="127.0.0.1:0")
+        task = asyncio.create_task(d.run())
+        deadline = asyncio.get_running_loop().time() + 20
+        while asyncio.get_running_loop().time() < deadline and d.history._runs.get("hog", 0) < 1:
+            await asyncio.sleep(0.1)
+        d.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+    registry = d.registry
+    last = d.history.last("hog")
+    assert last is not None and last.diagnosis is not None and last.diagnosis.component == "monitor"
+    assert registry.get_sample_value("synthetic_monitor_job_events_total", {"probe": "hog", "event": "error"}) >= 1
+    assert registry.get_sample_value("synthetic_probe_runs_total", {"target": "mlflow", "probe": "hog",
+                                                                    "result": "failure"}) == 0
+    assert registry.get_sample_value("synthetic_probe_step_failures_total", {
+        "target": "mlflow", "probe": "hog", "step": "health", "reason": "timeout"}) == 0
+    # Only the monitor's own alert may fire (its jobs are in trouble), none about the target.
+    assert {a.name for a in d.alerts._engine.firing()} <= {"SyntheticMonitorStalled"}

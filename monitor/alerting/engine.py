@@ -36,8 +36,8 @@ from monitor.alerting.alerts import (
     Alert,
     severity,
 )
-from monitor.diagnosis import runbook_anchor
 from monitor.config import AlertingConfig
+from monitor.diagnosis import runbook_anchor
 from monitor.results import ProbeResult, Reason, StepResult
 
 STATE_FORMAT = 1

@@ -242,6 +242,17 @@ def explain(run: ScenarioRun) -> None:
         elif step.name in ARTIFACT_STEPS and _is_artifact_store_error(step, steps):
             steps[index] = _blame(step, "artifact_store")
             up["artifact_store"] = False
+        elif step.name in DB_STEPS and step.status_code == 500 and "HTML page" in (step.error or ""):
+            # Not MLflow's JSON error but Flask's generic page: the worker died mid-request.
+            # Measured on gunicorn + PostgreSQL: a WORKER TIMEOUT aborts a worker waiting on
+            # the database, psycopg turns the abort into a cancelled query, and the dying
+            # worker answers this page instead of dropping the connection.
+            steps[index] = dataclasses.replace(step, reason=Reason.WORKER_FAILURE, component="mlflow_server")
+            run.diagnosis = Diagnosis(
+                "mlflow_server",
+                f"an MLflow worker died handling {step.name} (Flask's HTML 500, not MLflow's JSON error):"
+                " look for WORKER TIMEOUT in MLflow's log",
+            )
     failed = next((s for s in steps if not s.ok), None)
     if failed is not None and failed.reason is Reason.DEPENDENCY_UNAVAILABLE and failed.component:
         run.facts["dependency"] = failed.component
