@@ -362,3 +362,41 @@ async def test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_fa
         "target": "mlflow", "probe": "hog", "step": "health", "reason": "timeout"}) == 0
     # Only the monitor's own alert may fire (its jobs are in trouble), none about the target.
     assert {a.name for a in d.alerts._engine.firing()} <= {"SyntheticMonitorStalled"}
+
+
+def test_a_run_that_may_have_left_a_run_behind_is_swept_once_the_target_answers(tmp_path: Any) -> None:
+    """runs/create timed out on our side, but the server may still commit it: once the probe
+    passes again and that run is older than the deadline, the daemon's janitor deletes it."""
+    import yaml
+
+    from monitor import daemon as daemon_module
+    from monitor.config import load_config
+
+    timed_out = explained(ok("experiment_get_or_create"), bad("runs_create", Reason.TIMEOUT, "no complete response"))
+    assert timed_out.facts["cleanup_pending"] is True
+    assert "cleanup_pending" not in explained(ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS),
+                                              ok("runs_delete")).facts
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:1"}],
+        "probes": [{"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "10s"}],
+    }))
+    config = load_config(path)
+    d = daemon_module.Daemon(config, str(path), listen="127.0.0.1:0")
+    swept: list[str | None] = []
+
+    async def fake_delete(only: str | None = None) -> None:
+        swept.append(only)
+
+    d._delete_stale_runs = fake_delete  # type: ignore[method-assign]
+    d._background = lambda coro: asyncio.run(coro)  # type: ignore[method-assign,assignment,arg-type]
+    probe = config.probes[0]
+    passed = explained(ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS), ok("runs_delete"))
+    d._sweep_if_due(probe, timed_out)
+    d._sweep_if_due(probe, passed)
+    assert swept == []  # too soon: the left-over run may still be a replica's in-flight one
+    d._sweep_after[probe.name] -= probe.deadline + 1
+    d._sweep_if_due(probe, passed)
+    assert swept == ["mlflow_write"]
+    d._sweep_if_due(probe, passed)
+    assert swept == ["mlflow_write"]  # once
