@@ -272,7 +272,12 @@ def test_alert_fires_per_dependency_with_its_severity_and_not_as_worker_or_asgar
     alert = fired[MLFLOW_DEPENDENCY_UNAVAILABLE]
     assert alert.labels["dependency"] == "backend_store" and alert.labels["severity"] == "critical"
     assert "Diagnosis: backend_store" in alert.annotations["description"]
-    assert "#diagnosis-backend_store" in alert.annotations["description"]
+    assert "(runbook #diagnosis-backend_store)" in alert.annotations["description"]
+    with_url = AlertEngine(AlertingConfig.model_validate({
+        "failure_threshold": 1, "startup_grace": 0, "runbook_url": "https://runbooks.example/sm"}),
+        now=T0, probes=[("mlflow_write", "mlflow")])
+    described = {a.name: a for a in with_url.observe(down, T0 + 1)}[MLFLOW_DEPENDENCY_UNAVAILABLE]
+    assert "(runbook https://runbooks.example/sm#diagnosis-backend_store)" in described.annotations["description"]
     assert WORKER_FAILURE not in fired and DEPENDENCY_UNAVAILABLE not in fired
     recovered = explained(ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS), ok("artifact_put"))
     resolved = [a for a in engine.observe(recovered, T0 + 2) if a.name == MLFLOW_DEPENDENCY_UNAVAILABLE]

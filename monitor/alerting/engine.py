@@ -268,7 +268,7 @@ class AlertEngine:
         failed = result.failed_step
         caused_elsewhere = result.root_cause is not None
 
-        diagnosis = _diagnosis_text(result)
+        diagnosis = _diagnosis_text(result, self.config.runbook_url)
 
         def failing(count: int) -> str:
             return (
@@ -442,12 +442,12 @@ def _summary(key: AlertKey) -> str:
     }[key.alertname]
 
 
-def _diagnosis_text(result: ProbeResult) -> str:
-    """' Diagnosis: <component>: <summary> (runbook #anchor).' for a description, or ''."""
+def _diagnosis_text(result: ProbeResult, runbook_url: str | None = None) -> str:
+    """' Diagnosis: <component>: <summary> (runbook <url>#anchor).' for a description, or ''."""
     d = result.diagnosis
     if d is None:
         return ""
-    return f" Diagnosis: {d.component}: {short_error(d.summary)} (runbook #{runbook_anchor(d.component)})."
+    return f" Diagnosis: {d.component}: {short_error(d.summary)} (runbook {runbook_url or ''}#{runbook_anchor(d.component)})."
 
 
 def _first_with(result: ProbeResult, reason: Reason) -> StepResult | None:
