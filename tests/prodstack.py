@@ -348,6 +348,18 @@ class ProdStack:
             ).fetchall()
         return [row[0] for row in rows]
 
+    def model_versions(self, model_name: str | None = None) -> list[tuple[str, int]]:
+        """(name, version) of registered-model versions not deleted, straight from PostgreSQL:
+        for the registry scenario's "nothing accumulates" check (MLflow marks a deleted
+        version `Deleted_Internal` before removing it)."""
+        query = "SELECT name, version FROM model_versions WHERE current_stage <> 'Deleted_Internal'"
+        params: tuple[str, ...] = ()
+        if model_name is not None:
+            query += " AND name = %s"
+            params = (model_name,)
+        with self.postgres.connect() as conn:
+            return [(row[0], int(row[1])) for row in conn.execute(query, params).fetchall()]
+
     def probe_objects(self) -> list[str]:
         """Keys the probe wrote under the artifact prefix and did not delete."""
         return [key for key in self.s3.objects(PREFIX + "/") if "/synthetic-monitor/" in key]

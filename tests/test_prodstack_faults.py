@@ -261,4 +261,5 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     assert rig.daemon.stop(signal.SIGTERM) == 0
     assert stack.active_probe_runs() == [], rig.context()
     assert stack.probe_objects() == [], rig.context()
+    assert stack.model_versions() == []  # nothing registers models yet; the registry scenario's check goes here
     print(f"\nprodstack fault cycle: {time.time() - t0:.1f}s")
