@@ -266,3 +266,14 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     assert stack.probe_objects() == [], rig.context()
     assert stack.model_versions() == []  # nothing registers models yet; the registry scenario's check goes here
     print(f"\nprodstack fault cycle: {time.time() - t0:.1f}s")
+
+
+def test_a_missing_part_is_named_in_the_skip_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No silent skips: without root, or without PostgreSQL, the reason says what to do."""
+    import tests.prodstack as prodstack_module
+
+    monkeypatch.setattr(prodstack_module.os, "geteuid", lambda: 1000)
+    assert "needs root" in (prodstack_module.missing_parts() or "")
+    monkeypatch.setattr(prodstack_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(prodstack_module, "PG_BIN", tmp_path / "no-postgres")
+    assert "apt-get install postgresql" in (prodstack_module.missing_parts() or "")
