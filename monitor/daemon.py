@@ -27,7 +27,7 @@ from monitor.diagnosis import is_monitor_fault
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
-from monitor.probes.mlflow import delete_stale_runs
+from monitor.probes.mlflow import delete_leftover_artifacts, delete_stale_runs
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult
 from monitor.scheduler import ProbeScheduler
@@ -63,6 +63,7 @@ class Daemon:
         self._probes: dict[str, ProbeConfig] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._sweep_after: dict[str, float] = {}  # probe -> monotonic time its litter may be swept
+        self._sweep_artifacts: dict[str, set[str]] = {}  # probe -> artifact paths to delete then
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_beat = time.monotonic()
         self._stop: asyncio.Event | None = None
@@ -106,15 +107,19 @@ class Daemon:
         await self._shutdown()
         return 0
 
-    async def _delete_stale_runs(self, only: str | None = None) -> None:
+    async def _delete_stale_runs(self, only: str | None = None, artifacts: list[str] | None = None) -> None:
         """Start-up janitor: runs a killed daemon left behind in MLflow (see mlflow.delete_stale_runs).
 
-        Also run for one probe after a run of it may have left one behind (`cleanup_pending`)."""
+        Also run for one probe after a run of it may have left a run or an artifact behind
+        (`cleanup_pending`, `leftover_artifacts`)."""
         for probe in list(self._probes.values()):
             if probe.scenario != "mlflow_write" or (only is not None and probe.name != only):
                 continue
             _, client = self._clients[probe.target]
             try:
+                if artifacts:
+                    removed = await delete_leftover_artifacts(client, artifacts)
+                    self.log.info("leftover_artifacts_deleted", probe=probe.name, paths=removed)
                 deleted = await delete_stale_runs(client, probe.options.experiment_name, probe.name, probe.deadline)
             except Exception as exc:  # MLflow may be down at start: the probe itself reports that
                 self.log.info("stale_run_cleanup_skipped", probe=probe.name, error=str(exc))
@@ -242,9 +247,12 @@ class Daemon:
         now = time.monotonic()
         if result.facts.get("cleanup_pending"):
             self._sweep_after.setdefault(probe.name, now + probe.deadline)
+            leftovers = result.facts.get("leftover_artifacts") or []
+            self._sweep_artifacts.setdefault(probe.name, set()).update(str(p) for p in leftovers)
         elif result.ok and self._sweep_after.get(probe.name, now + 1) <= now:
             del self._sweep_after[probe.name]
-            self._background(self._delete_stale_runs(only=probe.name))
+            artifacts = sorted(self._sweep_artifacts.pop(probe.name, set()))
+            self._background(self._delete_stale_runs(only=probe.name, artifacts=artifacts))
 
     def dispatch(self, result: ProbeResult) -> None:
         """Hand a result to every sink; a failing sink is logged, never fatal."""

@@ -390,7 +390,7 @@ def test_a_run_that_may_have_left_a_run_behind_is_swept_once_the_target_answers(
     d = daemon_module.Daemon(config, str(path), listen="127.0.0.1:0")
     swept: list[str | None] = []
 
-    async def fake_delete(only: str | None = None) -> None:
+    async def fake_delete(only: str | None = None, artifacts: list[str] | None = None) -> None:
         swept.append(only)
 
     d._delete_stale_runs = fake_delete  # type: ignore[method-assign]
@@ -405,3 +405,19 @@ def test_a_run_that_may_have_left_a_run_behind_is_swept_once_the_target_answers(
     assert swept == ["mlflow_write"]
     d._sweep_if_due(probe, passed)
     assert swept == ["mlflow_write"]  # once
+
+
+def test_an_artifact_put_stuck_in_a_stalled_store_is_left_for_the_janitor() -> None:
+    """A PUT stuck in a stalled S3 may be stored after our DELETE: its path is kept for the sweep."""
+    path = "/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/synthetic-monitor/probe.txt"
+    result = explained(
+        ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS),
+        bad("artifact_put", Reason.TIMEOUT, "no complete response"),
+        StepResult("artifact_delete", True, 0.1, method="DELETE", path=path), ok("runs_delete"),
+    )
+    assert result.facts["cleanup_pending"] is True and result.facts["leftover_artifacts"] == [path]
+    clean = explained(
+        ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS), ok("artifact_put"),
+        StepResult("artifact_delete", True, 0.1, method="DELETE", path=path), ok("runs_delete"),
+    )
+    assert "leftover_artifacts" not in clean.facts

@@ -259,7 +259,9 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
 
     # A runs/create that timed out on our side may still have been committed once the lock
     # went away: the daemon's janitor deletes it at a passing run after the deadline.
-    rig.wait(lambda: stack.active_probe_runs() == [], 30, "no active probe run left in PostgreSQL")
+    # The same for an artifact PUT that a stalled S3 stored after our DELETE.
+    rig.wait(lambda: stack.active_probe_runs() == [] and stack.probe_objects() == [], 30,
+             "no active probe run in PostgreSQL and no probe object in the bucket")
     # Stop (in-flight runs clean up), then nothing may be left behind.
     assert rig.daemon.stop(signal.SIGTERM) == 0
     assert stack.active_probe_runs() == [], rig.context()

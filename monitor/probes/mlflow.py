@@ -284,6 +284,12 @@ def explain(run: ScenarioRun) -> None:
         for s in steps if not s.ok
     ):
         run.facts["cleanup_pending"] = True
+    # Likewise an artifact: a PUT stuck in a stalled S3 may be stored after our DELETE ran.
+    put = next((s for s in steps if s.name == "artifact_put"), None)
+    delete = next((s for s in steps if s.name == "artifact_delete"), None)
+    if delete is not None and delete.path and (not delete.ok or (put is not None and not put.ok and put.status_code is None)):
+        run.facts["cleanup_pending"] = True
+        run.facts["leftover_artifacts"] = [delete.path]
 
 
 def _is_backend_store_error(step: StepResult) -> bool:
@@ -325,6 +331,18 @@ WRITE = Scenario(
     optional_steps=lambda options: () if options.artifacts else ("artifact_put", "artifact_get", "artifact_delete"),
     explain=explain,
 )
+
+
+async def delete_leftover_artifacts(client: TargetClient, paths: list[str], timeout: float = 10.0) -> list[str]:
+    """Delete probe artifacts a run could not be sure it removed (see `explain`); returns the
+    paths deleted. Only paths the probe itself wrote under its own runs are ever passed in."""
+    deleted = []
+    for path in paths:
+        if not path.startswith(ARTIFACTS_API + "/"):
+            continue
+        check_status(await client.request("DELETE", path, timeout=timeout), {200, 204, 404})
+        deleted.append(path)
+    return deleted
 
 
 async def delete_stale_runs(
