@@ -14,7 +14,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from monitor.config import Config
-from monitor.results import ProbeResult
+from monitor.results import Diagnosis, ProbeResult
 
 MLFLOW_SCENARIOS = ("mlflow_read", "mlflow_write")
 MAX_AGE_SECONDS = 600.0
@@ -79,8 +79,14 @@ def _annotate(result: ProbeResult, root_cause: str | None, verdict: str, text: s
         dataclasses.replace(step, error=f"{step.error}; {text}") if step.name == "status" and not step.ok else step
         for step in result.steps
     )
+    diagnosis = result.diagnosis
+    if root_cause is not None:
+        diagnosis = Diagnosis("mlflow_server", f"MLflow itself is failing ({root_cause}); Asgard's failure follows from it")
+    elif verdict == LINK_BROKEN:
+        diagnosis = Diagnosis("asgard", "Asgard cannot reach MLflow while the direct MLflow probe passes: Asgard's link")
     return dataclasses.replace(
         result,
+        diagnosis=diagnosis,
         steps=steps,
         facts={**result.facts, "crosscheck": verdict},
         root_cause=root_cause,

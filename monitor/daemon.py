@@ -25,10 +25,12 @@ from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
 from monitor.crosscheck import cross_check, needs_cross_check
+from monitor.diagnosis import is_monitor_fault
 from monitor.fleet import alerting_for, fleet_status, identity, run_member, warn_fleet_webhooks
 from monitor.http import TargetClient, redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.probes import SCENARIOS
+from monitor.probes.mlflow import delete_leftover_artifacts
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult
 from monitor.scheduler import ProbeScheduler
@@ -69,11 +71,16 @@ class Daemon:
         self.sinks: list[Sink] = [self.metrics, self.history, LogSink(), self.alerts]
         for sink in self.sinks:  # zero from start: increase() sees the first error
             self.metrics.sink_errors.labels(sink.name)
+        # A run the monitor itself spoiled (no connection of its own in time) says nothing
+        # about the target: shown in /status and the log, counted as a job event, not a failure.
+        self.monitor_fault_sinks: list[Sink] = [self.history, self.sinks[2]]
         self.log = structlog.get_logger("monitor.daemon")
         self.scheduler = ProbeScheduler(self, heartbeat_interval=HEARTBEAT_INTERVAL)
         self._clients: dict[str, tuple[TargetConfig, TargetClient]] = {}
         self._probes: dict[str, ProbeConfig] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._sweep_after: dict[str, float] = {}  # probe -> monotonic time its litter may be swept
+        self._sweep_artifacts: dict[str, set[str]] = {}  # probe -> artifact paths to delete then
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_beat = time.monotonic()
         self._stop: asyncio.Event | None = None
@@ -133,15 +140,21 @@ class Daemon:
         await self._shutdown()
         return 0
 
-    async def _delete_stale_runs(self) -> None:
+    async def _delete_stale_runs(self, only: str | None = None, artifacts: list[str] | None = None) -> None:
         """Start-up janitor: what a killed daemon left behind (each scenario's `janitor` hook,
-        e.g. mlflow.delete_stale_runs and mlflow_registry.delete_stale_versions)."""
+        e.g. mlflow.delete_stale_runs and mlflow_registry.delete_stale_versions).
+
+        Also run for one probe after a run of it may have left a run or an artifact behind
+        (`cleanup_pending`, `leftover_artifacts`)."""
         for probe in list(self._probes.values()):
             janitor = SCENARIOS[probe.scenario].janitor
-            if janitor is None:
+            if janitor is None or (only is not None and probe.name != only):
                 continue
             _, client = self._clients[probe.target]
             try:
+                if artifacts:
+                    removed = await delete_leftover_artifacts(client, artifacts)
+                    self.log.info("leftover_artifacts_deleted", probe=probe.name, paths=removed)
                 deleted = await janitor(client, probe.options, probe.name, probe.deadline, run_member(self.config))
             except Exception as exc:  # MLflow may be down at start: the probe itself reports that
                 self.log.info("stale_run_cleanup_skipped", probe=probe.name, error=str(exc))
@@ -282,15 +295,36 @@ class Daemon:
                 member=run_member(self.config),
             )
             self.dispatch(result)
+            self._sweep_if_due(probe, result)
         finally:
             self._inflight.discard(task)
+
+    def _sweep_if_due(self, probe: ProbeConfig, result: ProbeResult) -> None:
+        """A run whose write may still complete on the server (runs/create timed out, the
+        database went away before runs/delete) leaves a run we have no id for. Once the target
+        answers again and that run is older than the deadline (so a replica's in-flight run
+        is never touched), the janitor deletes it."""
+        now = time.monotonic()
+        if result.facts.get("cleanup_pending"):
+            self._sweep_after.setdefault(probe.name, now + probe.deadline)
+            leftovers = result.facts.get("leftover_artifacts") or []
+            self._sweep_artifacts.setdefault(probe.name, set()).update(str(p) for p in leftovers)
+        elif result.ok and self._sweep_after.get(probe.name, now + 1) <= now:
+            del self._sweep_after[probe.name]
+            artifacts = sorted(self._sweep_artifacts.pop(probe.name, set()))
+            self._background(self._delete_stale_runs(only=probe.name, artifacts=artifacts))
 
     def dispatch(self, result: ProbeResult) -> None:
         """Hand a result to every sink; a failing sink is logged, never fatal."""
         result = result.redacted(self._scrub)
         if needs_cross_check(result):  # skips copying the history for every other result
             result = cross_check(result, self.config, self.history.last_results())
-        for sink in self.sinks:
+        sinks = self.sinks
+        if is_monitor_fault(result):
+            sinks = self.monitor_fault_sinks
+            failed = result.failed_step
+            self.job_event(result.probe, "error", failed.error if failed else None)
+        for sink in sinks:
             try:
                 sink.handle(result)
             except Exception:

@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, NoReturn
 from pydantic import BaseModel, ConfigDict
 
 from monitor.http import HttpResponse, TargetClient, check_status
-from monitor.results import PhaseTimings, Reason, StepFailure, StepResult
+from monitor.results import Diagnosis, PhaseTimings, Reason, StepFailure, StepResult
 
 # Cleanup steps (deleting the probe's run) get at least this long each (capped by the step
 # timeout) even when the deadline is spent, so a timed-out run does not leave litter behind.
@@ -54,6 +54,10 @@ class Scenario:
     # Start-up hook: delete what a killed daemon left behind (client, options, probe name,
     # minimum age in seconds, fleet member or '') -> descriptions of what it deleted.
     janitor: Callable[[TargetClient, Any, str, float, str], Awaitable[list[str]]] | None = None
+    # The scenario's error hints, run after its steps: may re-classify a failed step it
+    # understands better (MLflow's backend store vs its server), add facts and set
+    # `run.diagnosis`. Generic rules in monitor/diagnosis.py cover the rest.
+    explain: Callable[["ScenarioRun"], None] | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
@@ -90,6 +94,7 @@ class ScenarioRun:
     traceback: str | None = None
     # The step that was in progress when the run was cancelled (the runner's outer bound).
     cancelled_step: str | None = None
+    diagnosis: Diagnosis | None = None  # a scenario's hint; monitor/diagnosis.py decides
 
     def step(self, name: str, *, cleanup: bool = False) -> "Step":
         return Step(self, name, cleanup=cleanup)
@@ -148,7 +153,8 @@ class Step:
             return False
         if isinstance(exc, StepFailure):
             self.run.steps.append(
-                StepResult(ok=False, reason=exc.reason, error=exc.message, status_code=exc.status_code, **common)
+                StepResult(ok=False, reason=exc.reason, error=exc.message, status_code=exc.status_code,
+                           component=exc.component, **common)
             )
         elif isinstance(exc, Exception):
             self.run.traceback = "".join(traceback.format_exception(exc_type, exc, tb))

@@ -28,6 +28,7 @@ from monitor.probes.mlflow import (
     _experiment_get_or_create,
     _require_str,
     delete_stale_runs,
+    explain,
 )
 from monitor.results import Reason
 
@@ -240,4 +241,5 @@ REGISTRY = Scenario(
     description="MLflow model registry: register a version from a probe run, alias it, resolve it, delete it",
     cleanup_steps=("model_version_delete", "artifact_delete", "runs_delete"),
     janitor=_registry_janitor,
+    explain=explain,
 )

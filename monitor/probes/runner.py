@@ -7,10 +7,12 @@ gets a result (a bug becomes `internal_error` with its traceback kept for the lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import traceback
 from typing import Any, Callable
 
+from monitor.diagnosis import diagnose
 from monitor.http import TargetClient
 from monitor.probes.base import Scenario, ScenarioAborted, ScenarioRun
 
@@ -64,7 +66,12 @@ async def run_probe(
             StepResult("scenario", ok=False, duration_seconds=clock() - start, reason=Reason.INTERNAL_ERROR,
                        error=f"{type(exc).__name__}: {exc}")
         )
-    return ProbeResult(
+    if scenario.explain is not None:
+        try:
+            scenario.explain(run)
+        except Exception:  # a bug in a hint must not lose the run: keep the unexplained result
+            run.traceback = (run.traceback or "") + traceback.format_exc()
+    result = ProbeResult(
         probe=probe,
         target=target,
         scenario=scenario.name,
@@ -77,3 +84,5 @@ async def run_probe(
         notes=tuple(run.notes),
         traceback=run.traceback,
     )
+    diagnosis = diagnose(result, scenario.target_kind, run.diagnosis)
+    return dataclasses.replace(result, diagnosis=diagnosis) if diagnosis else result

@@ -26,6 +26,8 @@ class LogSink:
                 step["error"] = s.error
             if s.status_code is not None:
                 step["status"] = s.status_code
+            if s.component:
+                step["component"] = s.component
             steps.append(step)
         fields: dict[str, Any] = {
             "probe": result.probe,
@@ -38,6 +40,8 @@ class LogSink:
         failed = result.failed_step
         if failed is not None:
             fields.update(step=failed.name, reason=failed.reason.value if failed.reason else None, error=failed.error)
+        if result.diagnosis is not None:
+            fields["diagnosis"] = result.diagnosis.as_dict()
         if result.root_cause:
             fields["root_cause"] = result.root_cause
         if result.notes:

@@ -51,6 +51,14 @@ class MetricsSink:
             "synthetic_asgard_dependency_up", "Asgard's own view of its dependencies (1 up, 0 down).",
             ["target", "dependency"], registry=core,
         )
+        self.mlflow_dependency_up = Gauge(
+            "synthetic_mlflow_dependency_up",
+            "MLflow's backend/artifact store as the latest run that reached it saw it (1 up, 0 down); absent when unknown.",
+            ["target", "dependency"], registry=core,
+        )
+        # (target, dependency) -> the probe whose run set the value: when that probe stops
+        # reaching the store (or is removed) the series goes, instead of showing an old value.
+        self._dependency_source: dict[tuple[str, str], str] = {}
         self.inventory = Gauge(
             "synthetic_asgard_inventory", "Counts Asgard reports.", ["target", "kind"], registry=core
         )
@@ -103,6 +111,10 @@ class MetricsSink:
         t = series.target
         if not any(s.target == t for s in self._probes.values()):
             self.target_info.forget(t)
+        for key, source in list(self._dependency_source.items()):
+            if source == probe:
+                del self._dependency_source[key]
+                _remove(self.mlflow_dependency_up, *key)
         if series.asgard and not any(s.target == t and s.asgard for s in self._probes.values()):
             for dependency in ASGARD_DEPENDENCIES:
                 _remove(self.dependency_up, t, dependency)
@@ -128,6 +140,7 @@ class MetricsSink:
         )
         if VERSION_FACT in result.facts and result.probe in self._probes:  # not for a probe a reload removed
             self.target_info.observe(t, result.facts[VERSION_FACT])
+        self._mlflow_dependencies(result)
         series = self._probes.get(result.probe)
         if series is not None and series.asgard:
             self._asgard_facts(t, result)
@@ -150,6 +163,20 @@ class MetricsSink:
                 self.inventory.labels(target, kind).set(value)
             else:
                 _remove(self.inventory, target, kind)
+
+    def _mlflow_dependencies(self, result: ProbeResult) -> None:
+        """Set what this run proved about MLflow's stores; drop what only this probe had
+        proved before and this run could not tell (MLflow unreachable: no evidence either way)."""
+        evidence = result.facts.get("dependency_up")
+        evidence = evidence if isinstance(evidence, dict) else {}
+        t = result.target
+        for dependency, up in evidence.items():
+            self.mlflow_dependency_up.labels(t, str(dependency)).set(1 if up else 0)
+            self._dependency_source[(t, str(dependency))] = result.probe
+        for key, source in list(self._dependency_source.items()):
+            if source == result.probe and key[0] == t and key[1] not in evidence:
+                del self._dependency_source[key]
+                _remove(self.mlflow_dependency_up, *key)
 
     def job_event(self, probe: str, event: str) -> None:
         self.series.job_event(probe, event)
