@@ -186,6 +186,7 @@ class ReportSink:
     """Collects each probe's enriched results for the `check` report."""
 
     name = "report"
+    takes_monitor_faults = True  # the report shows every run
 
     def __init__(self, runs: dict[str, list[ProbeResult]]) -> None:
         self.runs = runs

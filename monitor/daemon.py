@@ -78,6 +78,7 @@ class Daemon:
         )
         self.log = structlog.get_logger("monitor.daemon")
         self.runner = JobRunner(self.pipeline)
+        self.runner.background = self._background
         self.scheduler = ProbeScheduler(self.emit, heartbeat_interval=HEARTBEAT_INTERVAL)
         self.endpoints = EndpointLogic(
             self.history, lambda: list(self.runner.probes), lambda: self.config, lambda: self.scheduler.running,

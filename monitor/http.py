@@ -25,6 +25,8 @@ from monitor.transport import LeanTransport, PeerClosed, Phases, UnsafeRequestHe
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})
+# Share of a request's timeout it may spend waiting for a free pooled connection.
+POOL_SHARE = 0.98
 _ERROR_TEXT_LIMIT = 300
 
 # A kind's advice for an unexpected answer: the hint text (with its leading space), or None.
@@ -228,8 +230,10 @@ class TargetClient:
                     url,
                     headers=request_headers,
                     content=content,
+                    # The pool wait gives up just before the whole request's bound, so waiting
+                    # for one of our own connections surfaces as PoolTimeout, not as a timeout.
                     extensions={
-                        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+                        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout * POOL_SHARE},
                         "phases": phases,
                     },
                 )
@@ -245,6 +249,15 @@ class TargetClient:
             if failure.phases is None:
                 failure.phases = _timings(phases)
             raise
+        except httpx.PoolTimeout:
+            # The monitor's own trouble: every connection of its pool to this target is busy
+            # (other probes' requests hang). Nothing was sent, so nothing is known about the target.
+            raise StepFailure(
+                Reason.INTERNAL_ERROR,
+                f"{method} {path}: the monitor got none of its own connections to this target within"
+                f" {timeout * POOL_SHARE:.3g}s (its pool is exhausted by other requests); the target was not asked",
+                component="monitor",
+            ) from None
         except (TimeoutError, httpx.TimeoutException):
             raise StepFailure(
                 Reason.TIMEOUT, f"{method} {path}: no complete response within {timeout:.3g}s", phases=_timings(phases)
@@ -322,9 +335,15 @@ def classify_exception(exc: BaseException) -> tuple[Reason, str]:
     return Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
 
 
-def classify_status(status: int) -> Reason:
-    """The reason for an HTTP status the step did not expect."""
-    if status in WORKER_FAILURE_STATUSES:
+def classify_status(status: int, body: bytes = b"") -> Reason:
+    """The reason for an HTTP status the step did not expect.
+
+    502/503/504 is a worker failure only when something other than the service answered
+    (a proxy, gunicorn's arbiter): the service's own JSON error with an `error_code`
+    (MLflow's 503 TEMPORARILY_UNAVAILABLE when its database is down) proves its worker
+    was alive and answering, so it is an `http_error` unless a scenario knows better.
+    """
+    if status in WORKER_FAILURE_STATUSES and not _service_error_code(body):
         return Reason.WORKER_FAILURE
     return Reason.HTTP_ERROR
 
@@ -333,7 +352,21 @@ def check_status(response: HttpResponse, expected: frozenset[int] | set[int] = f
     """Raise a classified StepFailure when the status is not one the step expects."""
     if response.status_code in expected:
         return
-    raise StepFailure(classify_status(response.status_code), describe_http_error(response), response.status_code)
+    raise StepFailure(
+        classify_status(response.status_code, response.body), describe_http_error(response), response.status_code
+    )
+
+
+def _service_error_code(body: bytes) -> str | None:
+    """MLflow's `{"error_code": ..., "message": ...}`: proof the service itself answered."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    code = data.get("error_code") if isinstance(data, dict) else None
+    return code if isinstance(code, str) and code else None
 
 
 def describe_http_error(response: HttpResponse) -> str:

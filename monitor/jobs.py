@@ -3,15 +3,16 @@
 A job runs the probe's scenario on its target's long-lived client and hands the result
 to the pipeline. The runner knows the current probes and clients (the daemon swaps
 them on reload), refuses new runs once stopping, and lets in-flight runs finish (or
-cancels them after a grace) at shutdown. The start-up janitor runs each scenario's
-`janitor` hook, so no scenario is named here.
+cancels them after a grace) at shutdown. The janitor runs each scenario's `janitor` (and
+`sweep`) hook, at start-up and after a run that may have left litter, so no scenario is
+named here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable, Coroutine
 
 import structlog
 
@@ -20,6 +21,7 @@ from monitor.http import TargetClient
 from monitor.pipeline import Pipeline
 from monitor.probes import SCENARIOS
 from monitor.probes.runner import run_probe
+from monitor.results import ProbeResult
 
 
 class JobRunner:
@@ -30,6 +32,10 @@ class JobRunner:
         self.member = ""  # the fleet member tag of what the scenarios write ('' alone)
         self.stopping = False
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._sweep_after: dict[str, float] = {}  # probe -> monotonic time its litter may be swept
+        self._sweep_artifacts: dict[str, set[str]] = {}  # probe -> leftovers to sweep then
+        # Runs a coroutine as a task someone holds on to (the daemon's background set).
+        self.background: Callable[[Coroutine[Any, Any, Any]], None] = lambda coro: None
         self.log = structlog.get_logger("monitor.daemon")
 
     @property
@@ -54,20 +60,42 @@ class JobRunner:
                 member=self.member,
             )
             self.pipeline.handle(result)
+            self.sweep_if_due(probe, result)
         finally:
             self._inflight.discard(task)
 
-    async def delete_stale_runs(self) -> None:
+    def sweep_if_due(self, probe: ProbeConfig, result: ProbeResult) -> None:
+        """A run whose write may still complete on the server (runs/create timed out, the
+        database went away before runs/delete) leaves something we have no id for. Once the
+        target answers again and that is older than the deadline (so a replica's in-flight
+        run is never touched), the janitor deletes it."""
+        now = time.monotonic()
+        if result.facts.sweep_pending():
+            self._sweep_after.setdefault(probe.name, now + probe.deadline)
+            self._sweep_artifacts.setdefault(probe.name, set()).update(str(p) for p in result.facts.leftovers())
+        elif result.ok and self._sweep_after.get(probe.name, now + 1) <= now:
+            del self._sweep_after[probe.name]
+            leftovers = sorted(self._sweep_artifacts.pop(probe.name, set()))
+            self.background(self.delete_stale_runs(only=probe.name, artifacts=leftovers))
+
+    async def delete_stale_runs(self, only: str | None = None, artifacts: list[str] | None = None) -> None:
         """Start-up janitor: what a killed daemon left behind (each scenario's `janitor` hook,
-        e.g. mlflow.delete_stale_runs and mlflow_registry.delete_stale_versions)."""
+        e.g. mlflow.delete_stale_runs and mlflow_registry.delete_stale_versions).
+
+        Also run for one probe after a run of it may have left something behind
+        (`Facts.sweep_pending`), with what the run knew it left (its scenario's `sweep`)."""
         for probe in list(self.probes.values()):
-            janitor = SCENARIOS[probe.scenario].janitor
-            if janitor is None:
+            scenario = SCENARIOS[probe.scenario]
+            janitor = scenario.janitor
+            if janitor is None or (only is not None and probe.name != only):
                 continue
             _, client = self.clients[probe.target]
             try:
+                if artifacts and scenario.sweep is not None:
+                    removed = await scenario.sweep(client, artifacts)
+                    self.log.info("leftover_artifacts_deleted", probe=probe.name, paths=removed)
                 deleted = await janitor(client, probe.options, probe.name, probe.deadline, self.member)
-            except Exception as exc:  # the target may be down at start: the probe itself reports that
+            except Exception as exc:  # the target may be down: the probe itself reports that
                 self.log.info("stale_run_cleanup_skipped", probe=probe.name, error=str(exc))
                 continue
             if deleted:

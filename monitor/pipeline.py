@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import structlog
 
-from monitor.events import Event
+from monitor.diagnosis import is_monitor_fault
+from monitor.events import Event, JobEvent
 from monitor.probes import SCENARIOS
 from monitor.results import ProbeResult
 from monitor.sinks import Sink
@@ -76,10 +77,19 @@ class Pipeline:
                 errors.zero(sink.name)
 
     def handle(self, result: ProbeResult) -> ProbeResult:
-        """Enrich `result` and hand it to every sink; returns the enriched result."""
+        """Enrich `result` and hand it to every sink; returns the enriched result.
+
+        A run the monitor itself spoiled (no connection of its own in time) says nothing
+        about the target: it goes only to the sinks that show it (`takes_monitor_faults`:
+        /status, the log) and counts as the probe's job event `error`, not as a failure."""
         for enricher in self.enrichers:
             result = enricher.enrich(result)
-        for sink in self.sinks:
+        sinks = self.sinks
+        if is_monitor_fault(result):
+            failed = result.failed_step
+            self.handle_event(JobEvent(result.probe, "error", failed.error if failed else None))
+            sinks = [s for s in sinks if getattr(s, "takes_monitor_faults", False)]
+        for sink in sinks:
             try:
                 sink.handle(result)
             except Exception:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from monitor.diagnosis import runbook_anchor
 from monitor.results import ProbeResult, StepResult
 
 
@@ -79,11 +80,13 @@ def to_json(probes: Sequence[ProbeRuns]) -> dict[str, Any]:
             "runs": len(probe.runs),
             "failed_runs": sum(1 for r in probe.runs if not r.ok),
             "root_cause": last["root_cause"],
+            "diagnosis": last["diagnosis"],
             "facts": last["facts"],
             "notes": last["notes"],
             "steps": [],
             "failures": [
-                {"run": i + 1, "step": s.name, "reason": s.reason.value if s.reason else None, "error": s.error}
+                {"run": i + 1, "step": s.name, "reason": s.reason.value if s.reason else None, "error": s.error,
+                 "component": r.diagnosis.component if r.diagnosis and s is r.failed_step else s.component}
                 for i, r in enumerate(probe.runs) for s in r.steps if not s.ok
             ],
         }
@@ -138,7 +141,15 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
     for probe in probes:
         if probe.last.root_cause or probe.last.notes:
             lines.append(f"{probe.name}: " + "; ".join([*probe.last.notes] + ([f"root cause: {probe.last.root_cause}"] if probe.last.root_cause else [])))
+        if probe.last.diagnosis is not None:
+            lines.append(f"{probe.name}: diagnosis {_diagnosis_line(probe.last)}")
     return "\n".join(lines)
+
+
+def _diagnosis_line(result: ProbeResult) -> str:
+    d = result.diagnosis
+    assert d is not None
+    return f"{d.component}: {d.summary} (runbook #{runbook_anchor(d.component)})"
 
 
 def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None) -> str:
@@ -186,6 +197,9 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
                 lines.append(f"- run {run_no}, `{step.name}`: {step.reason.value if step.reason else ''}: {step.error}")
         if probe.last.root_cause or probe.last.notes:
             lines += ["", *[f"> {note}" for note in probe.last.notes]]
+        if probe.last.diagnosis is not None:
+            lines += ["", f"**Diagnosis:** `{probe.last.diagnosis.component}`: {probe.last.diagnosis.summary}"
+                          f" (runbook `#{runbook_anchor(probe.last.diagnosis.component)}`)"]
         lines.append("")
     title = f"## Response times (average over {repeat} requests)" if repeat > 1 else "## Response times"
     lines += [title, "", "| Probe | Step | Mean | p50 | p95 | Min | Max |", "|---|---|---:|---:|---:|---:|---:|"]

@@ -61,6 +61,23 @@ class PhaseTimings(NamedTuple):
         return {name: round(value, 6) for name, value in zip(PHASES, self)}
 
 
+# Who is to blame for a failed run (see monitor/diagnosis.py): a fixed set, like Reason.
+COMPONENTS = (
+    "mlflow_server", "backend_store", "artifact_store", "network", "auth", "config", "asgard", "monitor",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The broken part and one line on why we think so: what on-call needs to pick a runbook."""
+
+    component: str
+    summary: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"component": self.component, "summary": self.summary}
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """One step of a scenario. `reason` and `error` are None when it passed."""
@@ -75,6 +92,8 @@ class StepResult:
     path: str | None = None
     skipped: bool = False
     phases: PhaseTimings | None = None  # None: the step sent no request
+    # The part to blame when the step itself knows (the monitor's own pool, a scenario hint).
+    component: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +107,7 @@ class StepResult:
             "path": self.path,
             "skipped": self.skipped,
             "phases": self.phases.as_dict() if self.phases is not None else None,
+            "component": self.component,
         }
 
 
@@ -137,6 +157,19 @@ class Facts:
         """Dependencies whose outage another probe's alert already covers (the cross-check)."""
         return frozenset()
 
+    def dependencies_seen(self) -> dict[str, bool] | None:
+        """The target's own dependencies as this run's steps saw them working (True) or
+        failing (False); None when the scenario gathers no such evidence (MLflow's stores)."""
+        return None
+
+    def sweep_pending(self) -> bool:
+        """The run may have left something behind that the scenario's janitor should sweep."""
+        return False
+
+    def leftovers(self) -> list[str]:
+        """What the run knows it may have left (for the scenario's `sweep` hook)."""
+        return []
+
 
 NO_FACTS = Facts()
 
@@ -162,6 +195,7 @@ class ProbeResult:
     root_cause: str | None = None
     notes: tuple[str, ...] = ()
     traceback: str | None = None
+    diagnosis: Diagnosis | None = None
 
     @property
     def ok(self) -> bool:
@@ -209,6 +243,7 @@ class ProbeResult:
             "reason": failed.reason.value if failed and failed.reason else None,
             "error": failed.error if failed else None,
             "root_cause": self.root_cause,
+            "diagnosis": self.diagnosis.as_dict() if self.diagnosis else None,
             "facts": self.facts.as_dict(),
             "notes": list(self.notes),
             "steps": [step.as_dict() for step in self.steps],
@@ -230,10 +265,16 @@ class StepFailure(Exception):
     """Raised inside a step to end it with a classified reason and a human message."""
 
     def __init__(
-        self, reason: Reason, message: str, status_code: int | None = None, phases: PhaseTimings | None = None
+        self,
+        reason: Reason,
+        message: str,
+        status_code: int | None = None,
+        phases: PhaseTimings | None = None,
+        component: str | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status_code = status_code
         self.phases = phases  # how far the failed request got (a timeout: waiting for which phase)
+        self.component = component

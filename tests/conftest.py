@@ -9,6 +9,9 @@ import pytest
 
 from tests.servers import MlflowServer
 
+# The production-shape stack (gunicorn + PostgreSQL + S3) as the session fixture `prodstack`.
+pytest_plugins = ["tests.prodstack"]
+
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:

@@ -6,11 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/local/venv.sh
 
-# Real Prometheus, Alertmanager and blackbox_exporter binaries for the rule and alert tests.
+# Real Prometheus, Alertmanager and blackbox_exporter binaries for the rule and alert tests,
+# and PostgreSQL for the production-stack tests.
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
+# PostgreSQL 15 for the production-stack fixture (tests/prodstack.py runs its own cluster).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages: ${need[*]}" >&2

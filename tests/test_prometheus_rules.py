@@ -42,6 +42,7 @@ EXPECTED_ALERTS = {
     "SyntheticProbeTimeout",
     "MLflowWorkerFailure",
     "AsgardDependencyUnavailable",
+    "MLflowDependencyUnavailable",
     "SyntheticProbeLatencyHigh",
     "SyntheticMonitorStalled",
     "SyntheticMonitorDown",
@@ -284,11 +285,18 @@ def test_every_alert_is_unit_tested_firing_and_quiet():
 
 
 def test_firing_test_cases_expect_rule_severity():
-    severity = {rule["alert"]: rule["labels"]["severity"] for rule in _alert_rules()}
+    # One alert name may have one rule per dependency with its own severity
+    # (MLflowDependencyUnavailable: backend_store critical, artifact_store warning).
+    severity: dict[tuple[str, str], str] = {}
+    for rule in _alert_rules():
+        dependency = re.search(r'dependency="([a-z_]+)"', rule["expr"])
+        severity[(rule["alert"], dependency.group(1) if dependency else "")] = rule["labels"]["severity"]
     for case in _load(RULES_TEST)["tests"]:
         for check in case.get("alert_rule_test") or []:
             for exp in check.get("exp_alerts") or []:
-                assert exp["exp_labels"]["severity"] == severity[check["alertname"]], case["name"]
+                key = (check["alertname"], exp["exp_labels"].get("dependency", ""))
+                expected = severity.get(key) or severity[(check["alertname"], "")]
+                assert exp["exp_labels"]["severity"] == expected, case["name"]
 
 
 @pytest.mark.parametrize("rule", _alert_rules(), ids=lambda r: r["alert"])

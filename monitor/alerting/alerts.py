@@ -16,6 +16,7 @@ PROBE_FAILING = "SyntheticProbeFailing"
 PROBE_TIMEOUT = "SyntheticProbeTimeout"
 WORKER_FAILURE = "MLflowWorkerFailure"
 DEPENDENCY_UNAVAILABLE = "AsgardDependencyUnavailable"
+MLFLOW_DEPENDENCY_UNAVAILABLE = "MLflowDependencyUnavailable"
 LATENCY_HIGH = "SyntheticProbeLatencyHigh"
 MONITOR_STALLED = "SyntheticMonitorStalled"
 
@@ -25,10 +26,21 @@ SEVERITY: dict[str, str] = {
     PROBE_TIMEOUT: "warning",
     WORKER_FAILURE: "critical",
     DEPENDENCY_UNAVAILABLE: "warning",
+    MLFLOW_DEPENDENCY_UNAVAILABLE: "critical",  # for backend_store; see DEPENDENCY_SEVERITY
     LATENCY_HIGH: "warning",
     MONITOR_STALLED: "warning",
 }
 ALERT_NAMES = tuple(SEVERITY)
+# Per-dependency severities where one alert name covers parts of unequal weight: no run
+# works without MLflow's database, while a failing artifact store breaks artifact logging only.
+DEPENDENCY_SEVERITY: dict[tuple[str, str], str] = {
+    (MLFLOW_DEPENDENCY_UNAVAILABLE, "backend_store"): "critical",
+    (MLFLOW_DEPENDENCY_UNAVAILABLE, "artifact_store"): "warning",
+}
+
+
+def severity(alertname: str, dependency: str = "") -> str:
+    return DEPENDENCY_SEVERITY.get((alertname, dependency), SEVERITY[alertname])
 
 
 @dataclass(frozen=True, slots=True)

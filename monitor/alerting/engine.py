@@ -29,14 +29,16 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from monitor.alerting.alerts import (
     DEPENDENCY_UNAVAILABLE,
     LATENCY_HIGH,
+    MLFLOW_DEPENDENCY_UNAVAILABLE,
     MONITOR_STALLED,
     PROBE_FAILING,
     PROBE_TIMEOUT,
-    SEVERITY,
     WORKER_FAILURE,
     Alert,
+    severity,
 )
 from monitor.config import AlertingConfig
+from monitor.diagnosis import runbook_anchor
 from monitor.results import ProbeResult, Reason, StepResult
 
 STATE_FORMAT = 1
@@ -103,7 +105,7 @@ class AlertEngine:
         self._states: dict[AlertKey, _State] = {}
         # (target, probe) -> dependencies with a state: a result looks up its own, O(1),
         # instead of scanning every state (a wide outage has thousands).
-        self._dependencies: dict[tuple[str, str], set[str]] = {}
+        self._dependencies: dict[tuple[str, str, str], set[str]] = {}
         # fingerprint -> receiver -> the resolved notice that receiver still has to get.
         self._undelivered: dict[str, dict[str, _Undelivered]] = {}
         self.version = 0
@@ -417,10 +419,12 @@ class AlertEngine:
         failed = result.failed_step
         caused_elsewhere = result.root_cause is not None
 
+        diagnosis = _diagnosis_text(result, self.config.runbook_url)
+
         def failing(count: int) -> str:
             return (
                 f"Probe {p} against target {t} failed {count} run(s) in a row. Last failure: "
-                + _step_text(failed)
+                + _step_text(failed) + diagnosis
             )
 
         yield (
@@ -434,7 +438,7 @@ class AlertEngine:
         def timeout(count: int) -> str:
             return (
                 f"Probe {p} against target {t} hit its deadline ({result.timeout_seconds:g}s) in {count} run(s)"
-                f" in a row. Last: " + _step_text(timed_out)
+                f" in a row. Last: " + _step_text(timed_out) + diagnosis
             )
 
         yield AlertKey(PROBE_TIMEOUT, t, p), Verdict.BAD if timed_out else Verdict.GOOD, timeout
@@ -445,7 +449,7 @@ class AlertEngine:
             return (
                 f"Probe {p} against target {t} got a closed/reset connection or HTTP 502/503/504 in {count} run(s)"
                 f" in a row: server workers are being killed (e.g. gunicorn worker timeout) or the upstream is"
-                f" down. Last: " + _step_text(worker)
+                f" down. Last: " + _step_text(worker) + diagnosis
             )
 
         yield AlertKey(WORKER_FAILURE, t, p), Verdict.BAD if worker else Verdict.GOOD, worker_failure
@@ -466,6 +470,7 @@ class AlertEngine:
         yield AlertKey(LATENCY_HIGH, t, p), Verdict.BAD if slow else Verdict.GOOD, latency
 
         yield from self._dependency_verdicts(result)
+        yield from self._mlflow_dependency_verdicts(result, diagnosis)
 
         # Any completed run proves the probe's job is scheduled and running.
         yield AlertKey(MONITOR_STALLED, t, p), Verdict.GOOD, None
@@ -473,14 +478,17 @@ class AlertEngine:
     def _dependency_verdicts(self, result: ProbeResult) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
         t, p = result.target, result.probe
         facts = result.facts
+        seen = facts.dependencies_seen()
         down = [str(d) for d in facts.dependencies_down()]
-        if not down and Reason.DEPENDENCY_UNAVAILABLE in result.reasons:
+        if not down and Reason.DEPENDENCY_UNAVAILABLE in result.reasons and seen is None:
             down = ["unknown"]
         step = _first_with(result, Reason.DEPENDENCY_UNAVAILABLE)
         # The cross-check marks a dependency whose outage is the upstream's own (Asgard's
         # "mlflow unavailable" while MLflow itself is down): the upstream probe's alert covers it.
         covered = facts.dependencies_explained()
-        known = self._dependencies.get((t, p), set())
+        known = self._dependencies.get((DEPENDENCY_UNAVAILABLE, t, p), set())
+        if seen is not None:
+            down = []  # the target's own stores, from its steps: MLflowDependencyUnavailable below
         for dependency in sorted(set(down) | known):
             key = AlertKey(DEPENDENCY_UNAVAILABLE, t, p, dependency)
             if dependency in covered:
@@ -501,16 +509,39 @@ class AlertEngine:
             yield key, verdict, describe
 
     def _index(self, key: AlertKey) -> None:
-        if key.alertname == DEPENDENCY_UNAVAILABLE:
-            self._dependencies.setdefault((key.target, key.probe), set()).add(key.dependency)
+        """Dependency alerts by (alertname, target, probe): a result looks up its own, O(1)."""
+        if key.alertname in (DEPENDENCY_UNAVAILABLE, MLFLOW_DEPENDENCY_UNAVAILABLE):
+            self._dependencies.setdefault((key.alertname, key.target, key.probe), set()).add(key.dependency)
 
     def _unindex(self, key: AlertKey) -> None:
-        if key.alertname == DEPENDENCY_UNAVAILABLE:
-            known = self._dependencies.get((key.target, key.probe))
+        if key.alertname in (DEPENDENCY_UNAVAILABLE, MLFLOW_DEPENDENCY_UNAVAILABLE):
+            index = (key.alertname, key.target, key.probe)
+            known = self._dependencies.get(index)
             if known is not None:
                 known.discard(key.dependency)
                 if not known:
-                    del self._dependencies[(key.target, key.probe)]
+                    del self._dependencies[index]
+
+    def _mlflow_dependency_verdicts(
+        self, result: ProbeResult, diagnosis: str
+    ) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
+        """MLflow's backend/artifact store, from the run's evidence (`Facts.dependencies_seen`): a
+        store the run saw failing is bad, one it saw working is good, one it did not reach is neutral."""
+        t, p = result.target, result.probe
+        evidence = result.facts.dependencies_seen() or {}
+        known = self._dependencies.get((MLFLOW_DEPENDENCY_UNAVAILABLE, t, p), set())
+        step = _first_with(result, Reason.DEPENDENCY_UNAVAILABLE)
+        for dependency in sorted(set(evidence) | known):
+            up = evidence.get(dependency)
+            verdict = Verdict.BAD if up is False else Verdict.GOOD if up is True else Verdict.NEUTRAL
+
+            def describe(count: int, dependency: str = dependency) -> str:
+                return (
+                    f"MLflow target {t} (probe {p}): its {dependency} failed in {count} run(s) in a row. "
+                    + _step_text(step) + diagnosis
+                )
+
+            yield AlertKey(MLFLOW_DEPENDENCY_UNAVAILABLE, t, p, str(dependency)), verdict, describe
 
     # -- alert values ------------------------------------------------------------------
 
@@ -524,7 +555,9 @@ class AlertEngine:
 
     def _labels(self, key: AlertKey) -> dict[str, str]:
         labels = dict(self.config.labels)
-        labels.update(alertname=key.alertname, target=key.target, probe=key.probe, severity=SEVERITY[key.alertname])
+        labels.update(
+            alertname=key.alertname, target=key.target, probe=key.probe, severity=severity(key.alertname, key.dependency)
+        )
         if key.dependency:
             labels["dependency"] = key.dependency
         return labels
@@ -570,9 +603,18 @@ def _summary(key: AlertKey) -> str:
         PROBE_TIMEOUT: f"Probe {p} on {t} times out",
         WORKER_FAILURE: f"Server workers failing behind {t} (probe {p})",
         DEPENDENCY_UNAVAILABLE: f"Asgard reports {key.dependency} unavailable ({t})",
+        MLFLOW_DEPENDENCY_UNAVAILABLE: f"MLflow's {key.dependency} is unavailable ({t}, probe {p})",
         LATENCY_HIGH: f"Probe {p} on {t} is slow",
         MONITOR_STALLED: f"Synthetic monitor: jobs of probe {p} are not running normally",
     }[key.alertname]
+
+
+def _diagnosis_text(result: ProbeResult, runbook_url: str | None = None) -> str:
+    """' Diagnosis: <component>: <summary> (runbook <url>#anchor).' for a description, or ''."""
+    d = result.diagnosis
+    if d is None:
+        return ""
+    return f" Diagnosis: {d.component}: {short_error(d.summary)} (runbook {runbook_url or ''}#{runbook_anchor(d.component)})."
 
 
 def _first_with(result: ProbeResult, reason: Reason) -> StepResult | None:

@@ -240,6 +240,7 @@ KIND = TargetKind(
     description="the Asgard MLOps API",
     credential_env=("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
     standalone=StandaloneTarget("asgard", "ASGARD_URL", "http://localhost:8000"),
+    server_component="asgard",
 )
 
 ASGARD = Scenario(

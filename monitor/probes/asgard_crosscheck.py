@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from monitor.probes import mlflow
-from monitor.results import ProbeResult
+from monitor.results import Diagnosis, ProbeResult
 
 if TYPE_CHECKING:
     from monitor.config import Config
@@ -85,8 +85,14 @@ def _annotate(result: ProbeResult, root_cause: str | None, verdict: str, text: s
         for step in result.steps
     )
     verdict_fact: dict[str, Any] = {"crosscheck": verdict}  # AsgardFacts (asgard.py imports this module)
+    diagnosis = result.diagnosis
+    if root_cause is not None:
+        diagnosis = Diagnosis("mlflow_server", f"MLflow itself is failing ({root_cause}); Asgard's failure follows from it")
+    elif verdict == LINK_BROKEN:
+        diagnosis = Diagnosis("asgard", "Asgard cannot reach MLflow while the direct MLflow probe passes: Asgard's link")
     return dataclasses.replace(
         result,
+        diagnosis=diagnosis,
         steps=steps,
         facts=dataclasses.replace(result.facts, **verdict_fact),
         root_cause=root_cause,

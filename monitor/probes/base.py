@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, NoReturn
 from pydantic import BaseModel, ConfigDict
 
 from monitor.http import ErrorHint, HttpResponse, TargetClient, check_status
-from monitor.results import NO_FACTS, Facts, PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
+from monitor.results import NO_FACTS, Diagnosis, Facts, PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
 
 if TYPE_CHECKING:  # config imports this registry: only the type, no cycle at run time
     from prometheus_client import CollectorRegistry
@@ -76,6 +76,9 @@ class TargetKind:
     standalone: StandaloneTarget | None = None
     # Advice for an unexpected HTTP answer of this kind of server (see http.describe_http_error).
     error_hint: ErrorHint | None = None
+    # The diagnosis component that answers for this kind when nothing more specific is known
+    # (results.COMPONENTS is a contract with no generic "server": other kinds get MLflow's).
+    server_component: str = "mlflow_server"
 
 
 class MetricFamilies:
@@ -128,6 +131,13 @@ class Scenario:
     correlate: Correlate | None = None
     # Its typed facts: a run starts with `facts_model()` and the scenario replaces it.
     facts_model: type[Facts] = Facts
+    # The scenario's error hints, run after its steps: may re-classify a failed step it
+    # understands better (MLflow's backend store vs its server), add facts and set
+    # `run.diagnosis`. Generic rules in monitor/diagnosis.py cover the rest.
+    explain: Callable[["ScenarioRun"], None] | None = None
+    # Delete what a run reported it may have left behind (`Facts.leftovers()`), once the
+    # target answers again: client, paths -> what it deleted.
+    sweep: Callable[[TargetClient, list[str]], Awaitable[list[str]]] | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
@@ -164,6 +174,7 @@ class ScenarioRun:
     traceback: str | None = None
     # The step that was in progress when the run was cancelled (the runner's outer bound).
     cancelled_step: str | None = None
+    diagnosis: Diagnosis | None = None  # a scenario's hint; monitor/diagnosis.py decides
 
     def step(self, name: str, *, cleanup: bool = False) -> "Step":
         return Step(self, name, cleanup=cleanup)
@@ -222,7 +233,8 @@ class Step:
             return False
         if isinstance(exc, StepFailure):
             self.run.steps.append(
-                StepResult(ok=False, reason=exc.reason, error=exc.message, status_code=exc.status_code, **common)
+                StepResult(ok=False, reason=exc.reason, error=exc.message, status_code=exc.status_code,
+                           component=exc.component, **common)
             )
         elif isinstance(exc, Exception):
             self.run.traceback = "".join(traceback.format_exception(exc_type, exc, tb))

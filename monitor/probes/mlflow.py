@@ -16,11 +16,23 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
 from monitor.http import HttpResponse, TargetClient, check_status
-from monitor.probes.base import DefaultProbe, Scenario, ScenarioOptions, ScenarioRun, StandaloneTarget, Step, TargetKind
-from monitor.results import Reason
+from monitor.probes.base import (
+    DefaultProbe,
+    MetricFamilies,
+    Scenario,
+    ScenarioOptions,
+    ScenarioRun,
+    StandaloneTarget,
+    Step,
+    TargetKind,
+)
+from monitor.results import Diagnosis, Facts, ProbeResult, Reason, StepResult
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
@@ -31,6 +43,70 @@ METRIC_KEY = "synthetic_probe_value"
 PARAM_KEY = "synthetic_probe_token"
 # What /version may answer: "3.17.2", "2.9.0rc1", "3.1.0.dev0+g1234abc".
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+
+
+@dataclass(frozen=True)
+class MlflowFacts(Facts):
+    """What a run of an MLflow scenario learnt (None: not learnt), besides the server version."""
+
+    dependency: str | None = None  # the store the failed step blames (backend_store, artifact_store)
+    dependency_up: dict[str, bool] | None = None  # the stores this run's own steps saw working or failing
+    cleanup_pending: bool | None = None  # the run may have left a run or an artifact behind
+    leftover_artifacts: tuple[str, ...] | None = None  # artifact paths to delete once MLflow answers
+
+    def dependencies_seen(self) -> dict[str, bool] | None:
+        return self.dependency_up
+
+    def sweep_pending(self) -> bool:
+        return bool(self.cleanup_pending)
+
+    def leftovers(self) -> list[str]:
+        return list(self.leftover_artifacts or ())
+
+
+def _learnt(run: ScenarioRun, **facts: Any) -> None:
+    current = run.facts if isinstance(run.facts, MlflowFacts) else MlflowFacts(target_version=run.facts.target_version)
+    run.facts = dataclasses.replace(current, **facts)
+
+
+class MlflowStoreGauges(MetricFamilies):
+    """synthetic_mlflow_dependency_up{target, dependency}: MLflow's backend/artifact store as
+    the latest run that reached it saw it. Each series remembers the probe whose run set it:
+    when that probe stops reaching the store (or is removed) the series goes, instead of
+    showing an old value."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.dependency_up = Gauge(
+            "synthetic_mlflow_dependency_up",
+            "MLflow's backend/artifact store as the latest run that reached it saw it (1 up, 0 down); absent when unknown.",
+            ["target", "dependency"], registry=registry,
+        )
+        self._source: dict[tuple[str, str], str] = {}  # (target, dependency) -> probe
+
+    def observe(self, result: ProbeResult) -> None:
+        """Set what this run proved; drop what only this probe had proved before and this run
+        could not tell (MLflow unreachable: no evidence either way)."""
+        evidence = result.facts.dependencies_seen() or {}
+        t = result.target
+        for dependency, up in evidence.items():
+            self.dependency_up.labels(t, str(dependency)).set(1 if up else 0)
+            self._source[(t, str(dependency))] = result.probe
+        for key, source in list(self._source.items()):
+            if source == result.probe and key[0] == t and key[1] not in evidence:
+                self._drop(key)
+
+    def forget(self, target: str, probe: str, *, last_of_target: bool) -> None:
+        for key, source in list(self._source.items()):
+            if source == probe:
+                self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        del self._source[key]
+        try:
+            self.dependency_up.remove(*key)
+        except KeyError:
+            pass
 
 
 class ReadOptions(ScenarioOptions):
@@ -93,7 +169,7 @@ async def _read_version(run: ScenarioRun, step: Step) -> None:
     version = response.text.strip()
     if not VERSION_PATTERN.fullmatch(version):
         step.fail(Reason.INVALID_RESPONSE, f"GET /version: expected a version string, got {version[:60]!r}")
-    run.facts = dataclasses.replace(run.facts, target_version=version)
+    run.facts = dataclasses.replace(run.facts, target_version=version)  # the base Facts field
 
 
 async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
@@ -235,6 +311,18 @@ def _require_list(step: Step, data: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+async def delete_leftover_artifacts(client: TargetClient, paths: list[str], timeout: float = 10.0) -> list[str]:
+    """Delete probe artifacts a run could not be sure it removed (see `explain`); returns the
+    paths deleted. Only paths the probe itself wrote under its own runs are ever passed in."""
+    deleted = []
+    for path in paths:
+        if not path.startswith(ARTIFACTS_API + "/"):
+            continue
+        check_status(await client.request("DELETE", path, timeout=timeout), {200, 204, 404})
+        deleted.append(path)
+    return deleted
+
+
 def error_hint(response: HttpResponse) -> str | None:
     """MLflow 3's host check answers a plain-text 403: say how to let the probe in."""
     if response.status_code == 403 and b"Invalid Host header" in response.body:
@@ -254,6 +342,119 @@ KIND = TargetKind(
     error_hint=error_hint,
 )
 
+# Which steps prove which dependency works (MLflow's /health answers without the database).
+DB_STEPS = frozenset({
+    "experiments_search", "registered_models_search", "runs_search", "experiment_get_or_create", "runs_create",
+    "runs_log_metric", "runs_log_parameter", "runs_update", "runs_get", "runs_delete",
+})
+RUN_STEPS = ("runs_create", "runs_log_metric", "runs_log_parameter", "runs_update", "runs_get")
+WRITE_STEPS = frozenset({"runs_create", "runs_log_metric", "runs_log_parameter", "runs_update"})
+ARTIFACT_STEPS = frozenset({"artifact_put", "artifact_get", "artifact_delete"})
+# MLflow's SQLAlchemy store answers 503 TEMPORARILY_UNAVAILABLE for an OperationalError
+# and quotes it: "(psycopg.OperationalError) connection failed: ...".
+_DB_ERROR = re.compile(
+    r"OperationalError|psycopg|sqlalchemy|sqlite3?\.|pymysql|mysql|database|could not connect to server"
+    r"|connection (?:failed|refused)|server closed the connection",
+    re.I,
+)
+
+
+def explain(run: ScenarioRun) -> None:
+    """MLflow's error hints: name the backend store or the artifact store when the evidence does.
+
+    - a 503 TEMPORARILY_UNAVAILABLE quoting a database error is the backend store down;
+    - an artifact step failing with a 5xx or a timeout after the run steps of the same run
+      passed is the artifact store (MLflow and its database just answered);
+    - a write step timing out after an earlier database-backed step of the same run passed
+      stays a `timeout`, blamed on the backend store: the server and its database answered
+      moments before and the write is the first request that needs a row/table lock or a
+      free database connection, so a lock or a saturated pool is the likely cause, not
+      the workers (a dead worker closes the connection: `worker_failure`).
+    Each run also records which dependency it saw working or failing (`dependency_up`).
+    """
+    steps = run.steps
+    up: dict[str, bool] = {}
+    timed_out = {s.name for s in steps if s.reason is Reason.TIMEOUT}
+    for index, step in enumerate(steps):
+        if step.ok and not step.skipped:
+            if step.name in DB_STEPS:
+                up.setdefault("backend_store", True)
+            if step.name in ("artifact_put", "artifact_get"):
+                up.setdefault("artifact_store", True)
+            continue
+        if step.ok:
+            continue
+        if _is_backend_store_error(step):
+            steps[index] = _blame(step, "backend_store")
+            up["backend_store"] = False
+        elif step.name in ARTIFACT_STEPS and _is_artifact_store_error(step, steps):
+            steps[index] = _blame(step, "artifact_store")
+            up["artifact_store"] = False
+        elif step.name in DB_STEPS and step.status_code == 500 and "HTML page" in (step.error or ""):
+            # Not MLflow's JSON error but Flask's generic page: the worker died mid-request.
+            # Measured on gunicorn + PostgreSQL: a WORKER TIMEOUT aborts a worker waiting on
+            # the database, psycopg turns the abort into a cancelled query, and the dying
+            # worker answers this page instead of dropping the connection.
+            steps[index] = dataclasses.replace(step, reason=Reason.WORKER_FAILURE, component="mlflow_server")
+            run.diagnosis = Diagnosis(
+                "mlflow_server",
+                f"an MLflow worker died handling {step.name} (Flask's HTML 500, not MLflow's JSON error):"
+                " look for WORKER TIMEOUT in MLflow's log",
+            )
+    failed = next((s for s in steps if not s.ok), None)
+    if failed is not None and failed.reason is Reason.DEPENDENCY_UNAVAILABLE and failed.component:
+        _learnt(run, dependency=failed.component)
+        if failed.component == "artifact_store":
+            slow = failed.name in timed_out
+            run.diagnosis = Diagnosis(
+                "artifact_store",
+                f"the artifact store is {'slow or stalled' if slow else 'failing'}: {failed.name} "
+                f"{'timed out' if slow else f'got HTTP {failed.status_code}'} while the run steps passed",
+            )
+        else:
+            run.diagnosis = Diagnosis(
+                "backend_store", f"MLflow reports its backend store (database) unavailable at {failed.name}"
+            )
+    elif failed is not None and failed.reason is Reason.TIMEOUT and failed.name in WRITE_STEPS:
+        earlier = [s.name for s in steps[: steps.index(failed)] if s.ok and s.name in DB_STEPS]
+        if earlier:
+            run.diagnosis = Diagnosis(
+                "backend_store",
+                f"database lock or saturation: {failed.name} timed out while {earlier[-1]} of the same run"
+                " had just answered",
+            )
+    if up:
+        _learnt(run, dependency_up=up)
+    # A run the server may have made that we could not delete: runs/create ended on our side
+    # without an answer (the server may still finish it), or runs/delete failed.
+    if any(
+        (s.name == "runs_create" and s.reason in (Reason.TIMEOUT, Reason.WORKER_FAILURE)) or s.name == "runs_delete"
+        for s in steps if not s.ok
+    ):
+        _learnt(run, cleanup_pending=True)
+    # Likewise an artifact: a PUT stuck in a stalled S3 may be stored after our DELETE ran.
+    put = next((s for s in steps if s.name == "artifact_put"), None)
+    delete = next((s for s in steps if s.name == "artifact_delete"), None)
+    if delete is not None and delete.path and (not delete.ok or (put is not None and not put.ok and put.status_code is None)):
+        _learnt(run, cleanup_pending=True, leftover_artifacts=(delete.path,))
+
+
+def _is_backend_store_error(step: StepResult) -> bool:
+    error = step.error or ""
+    return step.status_code == 503 and "TEMPORARILY_UNAVAILABLE" in error and bool(_DB_ERROR.search(error))
+
+
+def _is_artifact_store_error(step: StepResult, steps: list[StepResult]) -> bool:
+    server_error = step.status_code is not None and step.status_code >= 500
+    timed_out = step.reason is Reason.TIMEOUT
+    ran = {s.name: s.ok for s in steps if s.name in RUN_STEPS}
+    return (server_error or timed_out) and bool(ran) and all(ran.values())
+
+
+def _blame(step: StepResult, component: str) -> StepResult:
+    return dataclasses.replace(step, reason=Reason.DEPENDENCY_UNAVAILABLE, component=component)
+
+
 READ = Scenario(
     name="mlflow_read",
     target_kind="mlflow",
@@ -262,6 +463,10 @@ READ = Scenario(
     run=run_read,
     description="MLflow read path: health, experiment, registered model and runs search, server version",
     default_probe=DefaultProbe("read", "30s", "10s"),
+    explain=explain,
+    metric_families=MlflowStoreGauges,
+    facts_model=MlflowFacts,
+    sweep=delete_leftover_artifacts,
 )
 
 
@@ -288,6 +493,10 @@ WRITE = Scenario(
     default_probe=DefaultProbe(
         "write", "5m", "30s", standalone_options={"experiment_name": "synthetic-monitor", "artifacts": True}
     ),
+    explain=explain,
+    metric_families=MlflowStoreGauges,
+    facts_model=MlflowFacts,
+    sweep=delete_leftover_artifacts,
 )
 
 

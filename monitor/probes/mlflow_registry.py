@@ -28,6 +28,10 @@ from monitor.probes.mlflow import (
     _experiment_get_or_create,
     _require_str,
     delete_stale_runs,
+    MlflowFacts,
+    MlflowStoreGauges,
+    delete_leftover_artifacts,
+    explain,
 )
 from monitor.results import Reason
 
@@ -244,6 +248,10 @@ REGISTRY = Scenario(
         "registry", "5m", "30s",
         standalone_options={"model_name": "synthetic-monitor-probe", "experiment_name": "synthetic-monitor"},
     ),
+    explain=explain,
+    metric_families=MlflowStoreGauges,
+    facts_model=MlflowFacts,
+    sweep=delete_leftover_artifacts,
 )
 
 

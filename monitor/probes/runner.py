@@ -7,17 +7,20 @@ gets a result (a bug becomes `internal_error` with its traceback kept for the lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import traceback
 from typing import Any, Callable
 
+from monitor.diagnosis import diagnose
 from monitor.http import TargetClient
-from monitor.probes.base import Scenario, ScenarioAborted, ScenarioRun
+from monitor.probes import KINDS
+from monitor.probes.base import Scenario, ScenarioAborted, ScenarioRun, TargetKind
+from monitor.results import ProbeResult, Reason, StepResult
 
 # Past the deadline and the cleanup reserve, this much more for code between steps before
 # the outer bound cancels the run (steps bound themselves; this only catches a hang).
 OUTER_GRACE_SECONDS = 1.0
-from monitor.results import ProbeResult, Reason, StepResult
 
 
 async def run_probe(
@@ -65,7 +68,12 @@ async def run_probe(
             StepResult("scenario", ok=False, duration_seconds=clock() - start, reason=Reason.INTERNAL_ERROR,
                        error=f"{type(exc).__name__}: {exc}")
         )
-    return ProbeResult(
+    if scenario.explain is not None:
+        try:
+            scenario.explain(run)
+        except Exception:  # a bug in a hint must not lose the run: keep the unexplained result
+            run.traceback = (run.traceback or "") + traceback.format_exc()
+    result = ProbeResult(
         probe=probe,
         target=target,
         scenario=scenario.name,
@@ -78,3 +86,6 @@ async def run_probe(
         notes=tuple(run.notes),
         traceback=run.traceback,
     )
+    kind = KINDS.get(scenario.target_kind) or TargetKind(scenario.target_kind)
+    diagnosis = diagnose(result, kind.server_component, run.diagnosis)
+    return dataclasses.replace(result, diagnosis=diagnosis) if diagnosis else result

@@ -15,6 +15,7 @@ from monitor.results import ProbeResult
 
 class HistorySink:
     name = "history"
+    takes_monitor_faults = True  # /status shows the monitor's own trouble too
 
     def __init__(self, keep: int = 20, keep_failures: int = 50) -> None:
         self._keep = keep

@@ -12,6 +12,7 @@ from monitor.results import ProbeResult
 
 class LogSink:
     name = "log"
+    takes_monitor_faults = True
 
     def __init__(self, logger: Any = None) -> None:
         self.log = logger or structlog.get_logger("monitor.probe")
@@ -32,6 +33,8 @@ class LogSink:
                 step["error"] = s.error
             if s.status_code is not None:
                 step["status"] = s.status_code
+            if s.component:
+                step["component"] = s.component
             steps.append(step)
         fields: dict[str, Any] = {
             "probe": result.probe,
@@ -44,6 +47,8 @@ class LogSink:
         failed = result.failed_step
         if failed is not None:
             fields.update(step=failed.name, reason=failed.reason.value if failed.reason else None, error=failed.error)
+        if result.diagnosis is not None:
+            fields["diagnosis"] = result.diagnosis.as_dict()
         if result.root_cause:
             fields["root_cause"] = result.root_cause
         if result.notes:
