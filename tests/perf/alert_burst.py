@@ -28,7 +28,6 @@ from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
 from monitor.logsetup import configure_logging
 from monitor.results import ProbeResult, Reason, StepResult
-from monitor.sinks.metrics import MetricsSink
 from monitor.standin.webhook import serve_in_thread
 
 
@@ -43,7 +42,7 @@ async def _one(probes: int, rounds: int, state_file: Path | None, hook_url: str 
         config["state_file"] = str(state_file)
     if hook_url is not None:
         config["receivers"] = [{"kind": "webhook", "url": hook_url}]
-    sink = AlertSink(AlertingConfig.model_validate(config), MetricsSink(CollectorRegistry(), [1.0]))
+    sink = AlertSink(AlertingConfig.model_validate(config), CollectorRegistry())
     names = [f"p{i:05d}" for i in range(probes)]
     await sink.start([(n, "mlflow") for n in names])
     durations: list[float] = []
