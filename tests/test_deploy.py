@@ -330,14 +330,18 @@ def _mebibytes(quantity: str) -> float:
     return float(match.group(1)) * units.get(match.group(2) or "", 1 / 2**20)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", (*OVERLAYS, "fleet"))
 def test_memory_limit_covers_the_measured_wide_outage_peak(overlay: str) -> None:
     """The limit comes from README "### Wide outage" (1,000 failing probes): at least 1.5x its highest RSS peak."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Wide outage", 1)[1].split("\n## ", 1)[0]
     peaks = [float(x) for x in re.findall(r"\| (\d+(?:\.\d+)?) MiB", section)]
     assert peaks, "README's wide-outage table lists no RSS peak"
-    _, _, container = monitor_pod(overlay)
+    if overlay == "fleet":  # a StatefulSet: each member may hold every probe (K = N)
+        pod = one(overlay, "StatefulSet", "synthetic-monitor")["spec"]["template"]["spec"]
+        container = next(c for c in pod["containers"] if c["name"] == MONITOR_CONTAINER)
+    else:
+        _, _, container = monitor_pod(overlay)
     limit = _mebibytes(container["resources"]["limits"]["memory"])
     assert limit >= 1.5 * max(peaks), f"{overlay}: memory limit {limit:.0f} MiB < 1.5 x measured peak {max(peaks)} MiB"
 

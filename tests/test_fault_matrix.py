@@ -342,7 +342,7 @@ README_ROWS = {
     "closed_without_response": "connection closed with no response", "reset_mid_body": "TCP reset",
     "http_500": "HTTP 500", "http_502": "HTTP 502", "http_503": "HTTP 502 / 503", "http_504": "HTTP 502 / 503 / 504",
     "http_401": "HTTP 401", "http_403_invalid_host": "Invalid Host header",
-    "http_403_permission_denied": "Permission denied", "html_200": "HTML page",
+    "http_403_permission_denied": "Permission denied", "html_200": "200 with an HTML page",
     "malformed_json_200": "malformed JSON", "wrong_shape_list": "wrong shape (a list",
     "wrong_shape_object": "wrong shape (a list; `{\"unexpected\": 1}`)",
     "wrong_shape_field": "field of the wrong type", "body_50mb": "a 50 MB body, chunked",
@@ -352,7 +352,13 @@ README_ROWS = {
 }
 # README rows proven by a test elsewhere (not a proxy fault): phrase -> file and test name.
 OTHER_ROWS = {
-    "gunicorn `WORKER TIMEOUT`": ("test_alert_e2e.py", "test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure"),
+    "a real gunicorn `WORKER TIMEOUT`": (
+        "test_alert_e2e.py", "test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure"
+    ),
+    "production stack:": ("test_prodstack_faults.py", "test_each_real_fault_names_its_broken_part_and_recovers"),
+    "connection pool exhausted": (
+        "test_diagnosis.py", "test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_failure"
+    ),
     "Asgard stand-in switches": ("test_asgard_probe.py", "test_each_switch_gives_its_reason_then_recovers"),
 }
 SCENARIO_NAMES = {"mlflow_read", "mlflow_write", "asgard_api"}
@@ -364,7 +370,7 @@ def readme_fault_rows() -> list[tuple[str, list[str], list[str]]]:
     head = "### What each fault becomes"
     assert head in text, f"README lacks the section {head!r}"
     rows = []
-    for line in text.split(head, 1)[1].split("\n## ", 1)[0].splitlines():
+    for line in re.split(r"\n##+ ", text.split(head, 1)[1], maxsplit=1)[0].splitlines():  # up to the next heading
         if not line.startswith("|") or line.startswith("|---") or line.startswith("| fault |"):
             continue
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
