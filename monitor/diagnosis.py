@@ -16,8 +16,12 @@ Order of evidence, most specific first:
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from monitor.results import COMPONENTS, Diagnosis, ProbeResult, Reason, StepResult
+
+# A target kind's own rule for a failed step it recognises: (component, what) or None.
+KindRule = Callable[[StepResult], "tuple[str, str] | None"]
 
 
 # One line per component: what it means and where to look (README "Runbook by component").
@@ -48,9 +52,12 @@ def runbook_anchor(component: str) -> str:
     return f"diagnosis-{component}"
 
 
-def diagnose(result: ProbeResult, server: str, hint: Diagnosis | None = None) -> Diagnosis | None:
+def diagnose(
+    result: ProbeResult, server: str, hint: Diagnosis | None = None, kind_rule: KindRule | None = None
+) -> Diagnosis | None:
     """The diagnosis of a failed run (None when it passed); `server` is the component that
-    answers for the target's kind when nothing more specific is known (`TargetKind.server_component`)."""
+    answers for the target's kind when nothing more specific is known, and `kind_rule` the
+    kind's own rule, tried before the generic ones (`TargetKind.server_component`, `.diagnose`)."""
     step = result.failed_step
     if step is None:
         return None
@@ -61,7 +68,8 @@ def diagnose(result: ProbeResult, server: str, hint: Diagnosis | None = None) ->
         return Diagnosis(step.component, f"{WHAT[step.component]} failing ({where})")
     if hint is not None and hint.component in COMPONENTS:
         return hint
-    component, what = _generic(step, server)
+    known = kind_rule(step) if kind_rule is not None else None
+    component, what = known if known is not None else _generic(step, server)
     return Diagnosis(component, f"{what} ({where})")
 
 
@@ -77,8 +85,6 @@ def _generic(step: StepResult, server: str) -> tuple[str, str]:
         return "network", "cannot connect to the target (DNS, routing or a firewall)"
     if reason is Reason.TLS_ERROR:
         return "network", "the TLS handshake failed (certificate, CA bundle or an intercepting proxy)"
-    if status == 403 and "Invalid Host header" in error:
-        return "config", "the server rejects the Host the monitor uses (MLflow --allowed-hosts)"
     if status in (401, 403):
         return "auth", f"the server refused the probe's credentials or permissions (HTTP {status})"
     if status in (404, 405) and reason is Reason.HTTP_ERROR:

@@ -55,7 +55,7 @@ def explained(*steps: StepResult, kind: str = "mlflow") -> ProbeResult:
     if kind == "mlflow":
         explain(run)
     result = ProbeResult("mlflow_write", "mlflow", "mlflow_write", T0, 1.0, tuple(run.steps), 5.0, facts=run.facts)
-    d = diagnose(result, KINDS[kind].server_component, run.diagnosis)
+    d = diagnose(result, KINDS[kind].server_component, run.diagnosis, KINDS[kind].diagnose)
     return ProbeResult(**{**{f: getattr(result, f) for f in result.__dataclass_fields__}, "diagnosis": d})
 
 

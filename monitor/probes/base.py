@@ -79,6 +79,9 @@ class TargetKind:
     # The diagnosis component that answers for this kind when nothing more specific is known
     # (results.COMPONENTS is a contract with no generic "server": other kinds get MLflow's).
     server_component: str = "mlflow_server"
+    # The kind's own diagnosis rule for a failed step, tried before the generic rules
+    # (monitor/diagnosis.py): (component, what) or None.
+    diagnose: Callable[[StepResult], tuple[str, str] | None] | None = None
 
 
 class MetricFamilies:

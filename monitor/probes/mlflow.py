@@ -333,6 +333,13 @@ def error_hint(response: HttpResponse) -> str | None:
     return None
 
 
+def diagnose_step(step: StepResult) -> tuple[str, str] | None:
+    """MLflow's own diagnosis rule: its host check's 403 is the monitor's configuration."""
+    if step.status_code == 403 and "Invalid Host header" in (step.error or ""):
+        return "config", "the server rejects the Host the monitor uses (MLflow --allowed-hosts)"
+    return None
+
+
 KIND = TargetKind(
     name="mlflow",
     description="an MLflow tracking server",
@@ -340,6 +347,7 @@ KIND = TargetKind(
     credential_env=("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"),
     standalone=StandaloneTarget("mlflow", "MLFLOW_TRACKING_URI", "http://localhost:5000"),
     error_hint=error_hint,
+    diagnose=diagnose_step,
 )
 
 # Which steps prove which dependency works (MLflow's /health answers without the database).

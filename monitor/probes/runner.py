@@ -87,5 +87,5 @@ async def run_probe(
         traceback=run.traceback,
     )
     kind = KINDS.get(scenario.target_kind) or TargetKind(scenario.target_kind)
-    diagnosis = diagnose(result, kind.server_component, run.diagnosis)
+    diagnosis = diagnose(result, kind.server_component, run.diagnosis, kind.diagnose)
     return dataclasses.replace(result, diagnosis=diagnosis) if diagnosis else result
