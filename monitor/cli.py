@@ -23,7 +23,8 @@ from monitor.probes import SCENARIOS
 from monitor.probes.runner import run_probe
 from monitor.report import RENDERERS, ProbeRuns
 from monitor.results import ProbeResult
-from monitor.slo.command import add_parser as add_slo_parser, run_slo
+from monitor.slo.command import add_parser as add_slo_parser
+from monitor.slo.command import run_slo
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -122,8 +122,8 @@ def test_the_daemon_runs_the_new_kind_and_exports_its_metrics(plugged: Path, hea
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(plugged)}
     log = open(tmp_path / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config),
-                             "--listen", f"127.0.0.1:{port}"], env=env, cwd=plugged, stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "monitor", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(command, env=env, cwd=plugged, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}

@@ -13,10 +13,9 @@ import random
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
-
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field

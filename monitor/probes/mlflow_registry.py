@@ -17,20 +17,26 @@ from typing import Any
 from pydantic import Field
 
 from monitor.http import TargetClient, check_status
-from monitor.probes.base import DefaultProbe, Scenario, ScenarioOptions, ScenarioRun, Step
+from monitor.probes.base import (
+    DefaultProbe,
+    Scenario,
+    ScenarioOptions,
+    ScenarioRun,
+    Step,
+)
 from monitor.probes.mlflow import (
     API,
     MEMBER_TAG,
     PROBE_TAG,
     SYNTHETIC_TAG,
+    MlflowFacts,
+    MlflowStoreGauges,
     _artifact_path,
     _dig,
     _experiment_get_or_create,
     _require_str,
-    delete_stale_runs,
-    MlflowFacts,
-    MlflowStoreGauges,
     delete_leftover_artifacts,
+    delete_stale_runs,
     explain,
 )
 from monitor.results import Reason
