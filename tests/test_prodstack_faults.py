@@ -76,10 +76,12 @@ class Rig:
             "log": {"format": "json", "level": "info"},
             "targets": [{"name": "mlflow", "kind": "mlflow", "url": stack.mlflow.url}],
             "probes": [
+                # A run, its cleanup reserve included, fits in 90 % of the interval (config rule).
                 {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "8s",
-                 "timeout": "8s"},
-                {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "7s",
-                 "timeout": "6s", "step_timeout": "3s",
+                 "timeout": "7s"},
+                # Two cleanup steps of at most 2 s each after a 4 s deadline: 8 s <= 90 % of 9 s.
+                {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "9s",
+                 "timeout": "4s", "step_timeout": "2s",
                  "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
             ],
             "alerting": {
@@ -228,8 +230,13 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
             conn.rollback()
     rig.resolved("SyntheticProbeTimeout", cleared, probe="mlflow_write")
 
-    # Nothing so far was the workers' fault.
-    assert not [a for a in _alerts(rig.hook) if a["labels"]["alertname"] == "MLflowWorkerFailure"], rig.context()
+    # Nothing so far was the write path's workers' fault. The read probe's runs_search reads
+    # the locked runs table too, and here gunicorn's 5 s timeout is shorter than the read
+    # deadline, so gunicorn may kill that worker first: a worker failure that really happened
+    # (in production the 300 s gunicorn timeout is longer than any deadline: a timeout).
+    workers = [a for a in _alerts(rig.hook) if a["labels"]["alertname"] == "MLflowWorkerFailure"]
+    assert all(a["labels"]["probe"] == "mlflow_read" and "runs_search" in a["annotations"]["description"]
+               for a in workers if a["status"] == "firing"), rig.context()
 
     # -- gunicorn worker timeout: experiments locked past gunicorn's 5 s --------------------
     since = time.time()
