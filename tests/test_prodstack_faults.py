@@ -83,6 +83,11 @@ class Rig:
                 {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "9s",
                  "timeout": "4s", "step_timeout": "2s",
                  "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
+                # The registry path rides along: after every fault no model version is left.
+                # Three cleanup steps of at most 2 s after a 4 s deadline: 10 s <= 90 % of 12 s.
+                {"name": "mlflow_registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "12s",
+                 "timeout": "4s", "step_timeout": "2s",
+                 "options": {"model_name": "synthetic-monitor-probe", "experiment_name": "synthetic-monitor"}},
             ],
             "alerting": {
                 "failure_threshold": 1, "success_threshold": 1, "startup_grace": "0s", "resend_interval": "30s",
@@ -159,9 +164,10 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     t0 = time.time()
     # Healthy: every run of both probes passes (artifacts round-trip through S3, runs in
     # PostgreSQL), at least two each, and nothing is sent to the receiver.
-    for probe in ("mlflow_read", "mlflow_write"):
-        rig.wait(lambda probe=probe: len(next(p for p in rig.status()["probes"] if p["name"] == probe)["recent_ok"])
-                 >= 2, 40, f"two runs of {probe}")
+    for probe, runs in (("mlflow_read", 2), ("mlflow_write", 2), ("mlflow_registry", 1)):
+        rig.wait(lambda probe=probe, runs=runs: len(
+            next(p for p in rig.status()["probes"] if p["name"] == probe)["recent_ok"]) >= runs,
+            40, f"{runs} run(s) of {probe}")
     assert all(all(p["recent_ok"]) for p in rig.status()["probes"]), rig.context()
     assert not _alerts(rig.hook), rig.context()
     print(f"\nprodstack start-up {stack.startup_seconds:.1f}s, healthy phase {time.time() - t0:.1f}s")
@@ -267,13 +273,13 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     # A runs/create that timed out on our side may still have been committed once the lock
     # went away: the daemon's janitor deletes it at a passing run after the deadline.
     # The same for an artifact PUT that a stalled S3 stored after our DELETE.
-    rig.wait(lambda: stack.active_probe_runs() == [] and stack.probe_objects() == [], 30,
-             "no active probe run in PostgreSQL and no probe object in the bucket")
+    rig.wait(lambda: stack.active_probe_runs() == [] and stack.probe_objects() == [] and stack.model_versions() == [],
+             40, "no active probe run in PostgreSQL, no probe object in the bucket, no model version")
     # Stop (in-flight runs clean up), then nothing may be left behind.
     assert rig.daemon.stop(signal.SIGTERM) == 0
     assert stack.active_probe_runs() == [], rig.context()
     assert stack.probe_objects() == [], rig.context()
-    assert stack.model_versions() == []  # nothing registers models yet; the registry scenario's check goes here
+    assert stack.model_versions() == [], rig.context()  # the registry probe's versions: all deleted
     print(f"\nprodstack fault cycle: {time.time() - t0:.1f}s")
 
 
