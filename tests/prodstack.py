@@ -363,7 +363,7 @@ class ProdStack:
 
     def probe_objects(self) -> list[str]:
         """Keys the probe wrote under the artifact prefix and did not delete."""
-        return [key for key in self.s3.objects(PREFIX + "/") if "/synthetic-monitor/" in key]
+        return [key for key in self.s3.objects(PREFIX + "/") if "/synthetic-monitor/" in key or "/synthetic-monitor-model/" in key]
 
     def tails(self) -> str:
         mlflow = self.mlflow.log_text()[-2500:] if self.mlflow.log_path.exists() else "(none)"

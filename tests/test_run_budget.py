@@ -157,9 +157,12 @@ async def test_hung_target_neither_leaks_the_run_nor_blames_scenario(mlflow_serv
     names = [s.name for s in result.steps]
     assert "scenario" not in names, describe(result)
     assert result.failed_step is not None and result.failed_step.name == "artifact_put", describe(result)
-    assert result.reason is Reason.TIMEOUT
+    # An artifact step that timed out while the run steps passed is the artifact store's
+    # (monitor/diagnosis.py): the timeout is reclassified, and the step still named.
+    assert result.reason is Reason.DEPENDENCY_UNAVAILABLE, describe(result)
+    assert result.diagnosis is not None and result.diagnosis.component == "artifact_store", result.diagnosis
     cleanup = {s.name: s for s in result.steps if s.name in ("artifact_delete", "runs_delete")}
-    assert cleanup["artifact_delete"].reason is Reason.TIMEOUT, describe(result)
+    assert cleanup["artifact_delete"].reason is Reason.DEPENDENCY_UNAVAILABLE, describe(result)  # hung like the PUT
     assert cleanup["runs_delete"].ok, describe(result)
     assert 11.0 < elapsed < 5.0 + 2 * CLEANUP_BUDGET_SECONDS + OUTER_GRACE_SECONDS, elapsed
     found = httpx.get(f"{mlflow_server.url}/api/2.0/mlflow/experiments/get-by-name",
