@@ -492,16 +492,16 @@ class Config(Model):
             if probe.name in seen:
                 raise FieldError(f"probes[{index}].name", f"duplicate probe name {probe.name!r}")
             seen.add(probe.name)
-            target = targets.get(probe.target)
-            if target is None:
+            probe_target = targets.get(probe.target)
+            if probe_target is None:
                 raise FieldError(
                     f"probes[{index}].target", f"no target named {probe.target!r} (targets: {', '.join(targets)})"
                 )
             wanted = SCENARIOS[probe.scenario].target_kind
-            if target.kind != wanted:
+            if probe_target.kind != wanted:
                 raise FieldError(
                     f"probes[{index}].scenario",
-                    f"scenario {probe.scenario!r} needs a {wanted} target, {probe.target!r} is {target.kind}",
+                    f"scenario {probe.scenario!r} needs a {wanted} target, {probe.target!r} is {probe_target.kind}",
                 )
         if self.location is not None and "location" in self.alerting.labels:
             raise FieldError("alerting.labels.location", "set by the top-level `location` key, not here")
@@ -552,7 +552,8 @@ class Config(Model):
                     found.add(secret.get_secret_value())
             if auth.basic is not None:
                 found.add(_basic_token(*auth.basic))
-        for endpoint in [*self.targets, *self.alerting.receivers]:
+        endpoints: list[TargetConfig | ReceiverConfig] = [*self.targets, *self.alerting.receivers]
+        for endpoint in endpoints:
             parts = urlsplit(endpoint.url)
             if parts.password:
                 found.update({parts.password, unquote(parts.password)})

@@ -15,7 +15,7 @@ import re
 import ssl
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -285,7 +285,8 @@ class TargetClient:
         decoder = _DECODERS[encoding]()
         chunks: list[bytes] = []
         size = 0
-        async for raw in response.stream:  # type: ignore[union-attr]  # the transport's stream, no wrapper
+        stream = cast(httpx.AsyncByteStream, response.stream)  # the transport's own stream, no wrapper
+        async for raw in stream:
             try:
                 chunk = decoder.decompress(raw, cap - size + 1) if decoder else raw
             except zlib.error as exc:
@@ -423,8 +424,8 @@ def _has_ssl_cause(exc: BaseException) -> bool:
 
 
 def _root_message(exc: BaseException) -> str:
-    current: BaseException = exc
-    while (current.__cause__ or current.__context__) is not None:
-        current = current.__cause__ or current.__context__  # type: ignore[assignment]
+    current = exc
+    while (parent := current.__cause__ or current.__context__) is not None:
+        current = parent
     text = str(current) or str(exc) or type(current).__name__
     return _truncate(" ".join(text.split()))

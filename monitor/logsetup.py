@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, MutableMapping, TextIO
 
 import structlog
 
@@ -52,7 +52,7 @@ class Redactor:
             return [self._walk(v) for v in value]
         return value
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         return {k: self._walk(v) for k, v in event_dict.items()}
 
 

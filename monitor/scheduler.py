@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -47,7 +47,7 @@ class PhasedIntervalTrigger(IntervalTrigger):
 
     def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
         if previous_fire_time is None:
-            return super().get_next_fire_time(previous_fire_time, now)  # type: ignore[no-any-return]
+            return cast("dt.datetime | None", super().get_next_fire_time(previous_fire_time, now))
         start = self.start_date.timestamp()
         earliest = previous_fire_time.timestamp() + self.interval_length * 0.5
         steps = max(0, math.ceil((earliest - start) / self.interval_length))

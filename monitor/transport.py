@@ -20,7 +20,7 @@ import select
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import httpx
@@ -191,7 +191,8 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream connection: asyncio hands its Transport here (typed as the base class).
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self._poll = select.poll()
@@ -387,7 +388,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     # After the TCP connect, any failure is the TLS handshake's, be it an
                     # alert, a reset or a close (a TLS proxy without a backend).
                     try:
-                        conn.transport = await loop.start_tls(raw, conn, tls, server_hostname=host)  # type: ignore[assignment]
+                        conn.transport = await loop.start_tls(raw, conn, tls, server_hostname=host)
                     except BaseException as exc:
                         raw.close()
                         if not isinstance(exc, OSError):
@@ -424,7 +425,9 @@ async def _exchange(conn: _Connection, method: str, wire: bytes, timeout: float 
     """Send the request and wait for the head of the final response (1xx ones are skipped)."""
     response = _Response(method)
     conn.response = response
-    conn.transport.write(wire)  # type: ignore[union-attr]
+    if conn.transport is None:  # made and closed before any request: report it as a peer close
+        raise PeerClosed("connection closed before the request was sent")
+    conn.transport.write(wire)
     sent = time.monotonic()
     try:
         while not response.head_done:

@@ -171,7 +171,7 @@ class Dispatcher:
             return
         try:
             self._outcome(receiver, batch, ok)
-        except Exception:  # noqa: BLE001 - bookkeeping must not stop a receiver's worker
+        except Exception:  # bookkeeping must not stop a receiver's worker
             if self._log is not None:
                 self._log.exception("alert_outcome_failed", receiver=receiver)
 
@@ -183,7 +183,7 @@ class Dispatcher:
                 await notifier.send(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure is retried the same way
+            except Exception as exc:  # any failure is retried the same way
                 error = _describe(exc)
                 if attempt >= self._attempts:
                     self._count(notifier.name, "failure")

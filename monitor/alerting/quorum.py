@@ -160,7 +160,7 @@ class QuorumGate:
             urls = await peer_urls(self.peers)
             answers = await (self._fetch or self._ask)(urls, self.peers.timeout)
             votes = tally(self.location, answers, *key)
-        except Exception:  # noqa: BLE001 - never lose the alert: unknown peers, our verdict alone
+        except Exception:  # never lose the alert: unknown peers, our verdict alone
             self._log.exception("quorum_failed", target=key[0], probe=key[1])
             votes = Votes(frozenset({self.location or UNNAMED}), frozenset())
         if self._generation.get(key) != generation:

@@ -100,7 +100,7 @@ class AlertSink:
             return
         try:
             self._emit(self._engine.observe(result, self._clock()))
-        except Exception:  # noqa: BLE001 - alerting must never break a probe run
+        except Exception:  # alerting must never break a probe run
             self._failed()
             self._log.exception("alert_sink_failed", probe=getattr(result, "probe", None))
 
@@ -117,7 +117,7 @@ class AlertSink:
             return
         try:
             self._emit(self._engine.job_event(probe, event, self._clock()))
-        except Exception:  # noqa: BLE001
+        except Exception:
             self._failed()
             self._log.exception("alert_sink_failed", probe=probe, event=event)
 
@@ -159,7 +159,7 @@ class AlertSink:
         """Apply a reloaded config: removed probes resolve, changed receivers are swapped."""
         try:
             self._reconfigure(config, list(probes))
-        except Exception:  # noqa: BLE001 - a reload must not crash the daemon
+        except Exception:  # a reload must not crash the daemon
             self._failed()
             self._log.exception("alerting_reconfigure_failed")
 
@@ -289,7 +289,7 @@ class AlertSink:
                                     why="not delivered before the state aged out (state_max_age)")
                 if retry or expired:
                     self._save()
-            except Exception:  # noqa: BLE001 - keep ticking
+            except Exception:  # keep ticking
                 self._failed()
                 self._log.exception("alert_resend_failed")
 

@@ -170,8 +170,8 @@ def _model_list(step: Step, data: Any, key: str | None) -> list[Any]:
                 return value
             step.fail(Reason.INVALID_RESPONSE, f"models response has no list under {key!r}")
         for candidate in LIST_KEYS:
-            if isinstance(data.get(candidate), list):
-                return data[candidate]
+            if isinstance(found := data.get(candidate), list):
+                return found
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) == 1:
             return lists[0]

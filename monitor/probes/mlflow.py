@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -189,7 +189,7 @@ async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
                 ],
             }
             info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
-            run_id = _require_str(step, info, "run_id")
+            run_id = created = _require_str(step, info, "run_id")
             artifact_uri = str(info.get("artifact_uri", ""))
         metric_value = round(random.uniform(0.0, 1000.0), 6)
         param_value = secrets.token_hex(8)
@@ -214,7 +214,7 @@ async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
             data = (await step.request("GET", f"{API}/runs/get", params={"run_id": run_id})).json_object()
             _verify_read_back(step, data, metric_value, param_value)
         if options.artifacts:
-            await _artifact_round_trip(run, _artifact_path(experiment_id, run_id, artifact_uri))
+            await _artifact_round_trip(run, _artifact_path(experiment_id, created, artifact_uri))
     finally:
         if run_id is not None:
             async with run.step("runs_delete", cleanup=True) as step:
@@ -293,7 +293,7 @@ def _dig(step: Step, data: dict[str, Any], *keys: str) -> dict[str, Any]:
         current = current.get(key) if isinstance(current, dict) else None
         if not isinstance(current, dict):
             step.fail(Reason.INVALID_RESPONSE, f"response lacks the object {'.'.join(keys)}")
-    return current
+    return cast("dict[str, Any]", current)
 
 
 def _require_str(step: Step, data: dict[str, Any], key: str) -> str:

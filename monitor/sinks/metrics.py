@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
+from prometheus_client import CollectorRegistry, Gauge
 
 from monitor import __version__
 from monitor.events import ConfigLoaded, Event, Heartbeat, JobEvent, ScheduleLag
 from monitor.probes import SCENARIOS
+from monitor.promtypes import disable_created_metrics
 from monitor.probes.base import MetricFamilies
 from monitor.results import ProbeResult
 from monitor.sinks.exposition import Exposition

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import yaml
-from prometheus_client.utils import floatToGoString
 
+from monitor.promtypes import float_to_go
 from monitor.slo.model import Objectives, format_window
 
 RUNS = "synthetic_probe_runs_total"
@@ -197,7 +197,7 @@ def build_rules(objectives: Sequence[Objectives], buckets: Sequence[float]) -> t
             bound, warning = bucket_bound(obj.latency_threshold, buckets)
             if warning:
                 warnings.append(f"probe {obj.probe}: {warning}")
-            rules += _sli_rules(_SLI("latency", obj, le=floatToGoString(bound)))
+            rules += _sli_rules(_SLI("latency", obj, le=float_to_go(bound)))
         groups.append({"name": f"synthetic-monitor.slo.{obj.probe}", "rules": rules})
     return {"groups": groups}, warnings
 

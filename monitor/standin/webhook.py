@@ -33,7 +33,7 @@ class WebhookServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
 
     def record(self, path: str, body: Any) -> None:
         entry = {"path": path, "received_at": time.time(), "body": body}
@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _reply(self, status: int, payload: Any) -> None:
@@ -75,18 +75,18 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return raw.decode("utf-8", errors="replace")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.startswith("/received"):
             self._reply(200, self.server.snapshot())
         else:
             self._reply(404, {"detail": "not found"})
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         with self.server.lock:
             self.server.received.clear()
         self._reply(200, [])
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self._body()
         if self.path == "/admin":
             self.server.fail_next = int(body.get("fail", 0)) if isinstance(body, dict) else 0
