@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import yaml
 
@@ -41,11 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML config file (default: $SYNTHETIC_MONITOR_CONFIG, else built-in defaults)")
     run.add_argument("--listen", help="HOST:PORT for /metrics and friends (default: config, 0.0.0.0:9356)")
     run.add_argument(
-        "--web.config.file", dest="web_config_file", metavar="FILE",
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
         help="exporter-toolkit web configuration: TLS (tls_server_config) and basic auth (basic_auth_users)",
     )
     run.add_argument(
-        "--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
+        "--web.enable-lifecycle",
+        dest="web_enable_lifecycle",
+        action="store_true",
         help="allow POST /-/reload (as Prometheus; SIGHUP always reloads)",
     )
 
@@ -80,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (exc.name or "").startswith("monitor.standin"):
                 raise
             # The wheel and the image ship no stand-ins (monitor/standin is excluded).
-            print("synthetic-monitor demo: the demo runs from a clone of the repository"
-                  " (./deploy/local/demo.sh); the installed package carries no stand-ins", file=sys.stderr)
+            print(
+                "synthetic-monitor demo: the demo runs from a clone of the repository"
+                " (./deploy/local/demo.sh); the installed package carries no stand-ins",
+                file=sys.stderr,
+            )
             return 2
         return run_demo(argv[1:])
     args = build_parser().parse_args(argv)
@@ -171,10 +178,17 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
     try:
         for _ in range(repeat):
             for probe in selected:
-                pipeline.handle(await run_probe(
-                    SCENARIOS[probe.scenario], clients[probe.target], probe.options,
-                    probe=probe.name, target=probe.target, timeout=probe.deadline, step_timeout=probe.step_timeout,
-                ))
+                pipeline.handle(
+                    await run_probe(
+                        SCENARIOS[probe.scenario],
+                        clients[probe.target],
+                        probe.options,
+                        probe=probe.name,
+                        target=probe.target,
+                        timeout=probe.deadline,
+                        step_timeout=probe.step_timeout,
+                    )
+                )
     finally:
         for client in clients.values():
             await client.aclose()

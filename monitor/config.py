@@ -13,8 +13,9 @@ import math
 import os
 import re
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -75,7 +76,7 @@ def _check_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// URL with a host, got {_safe_url(value)!r}")
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when it is read
     except ValueError:
         raise ValueError(f"has an invalid port: {_safe_url(value)!r}") from None
     return value.rstrip("/")
@@ -125,7 +126,7 @@ class AuthConfig(Model):
     token_file: Path | None = None
 
     @model_validator(mode="after")
-    def _resolve(self) -> "AuthConfig":
+    def _resolve(self) -> AuthConfig:
         if self.password_file is not None:
             if self.password is not None:
                 raise FieldError("password_file", "set password or password_file, not both")
@@ -136,8 +137,10 @@ class AuthConfig(Model):
             self.token = SecretStr(_read_secret("token_file", self.token_file))
         if self.token is not None and any(c in self.token.get_secret_value() for c in "\r\n\0"):
             # It is sent raw in `Authorization: Bearer ...`; the value itself is never shown.
-            raise FieldError("token_file" if self.token_file is not None else "token",
-                             "the token holds a CR, LF or NUL character (one line of text only)")
+            raise FieldError(
+                "token_file" if self.token_file is not None else "token",
+                "the token holds a CR, LF or NUL character (one line of text only)",
+            )
         if self.token is not None and self.username is not None:
             raise FieldError("token", "set either username/password or token, not both")
         if self.password is not None and self.username is None:
@@ -217,7 +220,7 @@ class ProbeConfig(Model):
         return value
 
     @model_validator(mode="after")
-    def _deadline_and_options(self) -> "ProbeConfig":
+    def _deadline_and_options(self) -> ProbeConfig:
         options_model = SCENARIOS[self.scenario].options_model
         raw = self.options if self.options is not None else {}
         if not isinstance(raw, BaseModel):
@@ -297,6 +300,7 @@ class ReceiverConfig(Model):
     repeat_interval: Duration = 4 * 3600.0
 
     _check_url = field_validator("url")(classmethod(lambda cls, v: _check_url(v)))
+
     @property
     def label(self) -> str:
         return self.name or self.kind
@@ -348,7 +352,7 @@ class AlertingConfig(Model):
         return None if value is None else _check_url(value.strip())
 
     @model_validator(mode="after")
-    def _unique_receivers(self) -> "AlertingConfig":
+    def _unique_receivers(self) -> AlertingConfig:
         seen: set[str] = set()
         for index, receiver in enumerate(self.receivers):
             if receiver.label in seen:
@@ -390,7 +394,7 @@ class ServerTLSConfig(Model):
     key_file: Path
 
     @model_validator(mode="after")
-    def _loads(self) -> "ServerTLSConfig":
+    def _loads(self) -> ServerTLSConfig:
         for key in ("cert_file", "key_file"):
             if not os.access(getattr(self, key), os.R_OK):
                 raise FieldError(key, f"cannot read {getattr(self, key)}")
@@ -416,7 +420,7 @@ class ShardConfig(Model):
     index: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _within(self) -> "ShardConfig":
+    def _within(self) -> ShardConfig:
         if self.replicas_per_probe > self.count:
             raise FieldError("replicas_per_probe", f"{self.replicas_per_probe} exceeds count {self.count}")
         if self.index is not None and self.index >= self.count:
@@ -453,7 +457,7 @@ class PeersConfig(Model):
         return value
 
     @model_validator(mode="after")
-    def _some(self) -> "PeersConfig":
+    def _some(self) -> PeersConfig:
         if not self.urls and self.service is None:
             raise FieldError("urls", "give peer urls or a headless service name")
         return self
@@ -481,7 +485,7 @@ class Config(Model):
         return value
 
     @model_validator(mode="after")
-    def _cross_references(self) -> "Config":
+    def _cross_references(self) -> Config:
         targets: dict[str, TargetConfig] = {}
         for index, target in enumerate(self.targets):
             if target.name in targets:
@@ -513,7 +517,9 @@ class Config(Model):
                     f"not set, and the replica name {self.replica!r} has no StatefulSet ordinal suffix (-N)",
                 )
             if member >= self.shard.count:
-                raise FieldError("shard.index", f"ordinal {member} of {self.replica!r} is not below count {self.shard.count}")
+                raise FieldError(
+                    "shard.index", f"ordinal {member} of {self.replica!r} is not below count {self.shard.count}"
+                )
             self.shard.index = member
         return self
 
@@ -533,8 +539,9 @@ class Config(Model):
         if self.shard is None:
             return list(self.probes)
         assert self.shard.index is not None
-        mine = set(probes_of(self.shard.index, [p.name for p in self.probes], self.shard.count,
-                             self.shard.replicas_per_probe))
+        mine = set(
+            probes_of(self.shard.index, [p.name for p in self.probes], self.shard.count, self.shard.replicas_per_probe)
+        )
         return [p for p in self.probes if p.name in mine]
 
     def target(self, name: str) -> TargetConfig:
@@ -615,8 +622,13 @@ def default_probes(targets: list[dict[str, Any]], *, standalone: bool = False) -
             default = scenario.default_probe
             if default is None:
                 continue
-            probe: dict[str, Any] = {"name": f"{name}_{default.suffix}", "target": name, "scenario": scenario.name,
-                                     "interval": default.interval, "timeout": default.timeout}
+            probe: dict[str, Any] = {
+                "name": f"{name}_{default.suffix}",
+                "target": name,
+                "scenario": scenario.name,
+                "interval": default.interval,
+                "timeout": default.timeout,
+            }
             if standalone and default.standalone_options is not None:
                 probe["options"] = dict(default.standalone_options)
             probes.append(probe)
@@ -626,7 +638,11 @@ def default_probes(targets: list[dict[str, Any]], *, standalone: bool = False) -
 def default_document(env: Mapping[str, str]) -> dict[str, Any]:
     """The configuration with no file: each kind's usual port-forward address, or the environment's."""
     targets = [
-        {"name": kind.standalone.name, "kind": kind.name, "url": env.get(kind.standalone.url_env) or kind.standalone.url}
+        {
+            "name": kind.standalone.name,
+            "kind": kind.name,
+            "url": env.get(kind.standalone.url_env) or kind.standalone.url,
+        }
         for kind in KINDS.values()
         if kind.standalone is not None
     ]

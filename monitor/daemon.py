@@ -14,7 +14,8 @@ import gc
 import os
 import signal
 import ssl
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
@@ -81,7 +82,10 @@ class Daemon:
         self.runner.background = self._background
         self.scheduler = ProbeScheduler(self.emit, heartbeat_interval=HEARTBEAT_INTERVAL)
         self.endpoints = EndpointLogic(
-            self.history, lambda: list(self.runner.probes), lambda: self.config, lambda: self.scheduler.running,
+            self.history,
+            lambda: list(self.runner.probes),
+            lambda: self.config,
+            lambda: self.scheduler.running,
             HEARTBEAT_STALE_AFTER,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -155,7 +159,10 @@ class Daemon:
         self.scheduler.start()
         self._background(self.runner.delete_stale_runs())
         self.log.info(
-            "monitor_started", version=__version__, listen=self.listen, pid=os.getpid(),
+            "monitor_started",
+            version=__version__,
+            listen=self.listen,
+            pid=os.getpid(),
             probes=sorted(self.runner.probes),
             targets={n: redact_url(c.url) for n, (c, _) in self.runner.clients.items()},
             tls=security is not None and security.tls_enabled,

@@ -16,7 +16,7 @@ Order of evidence, most specific first:
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from monitor.results import COMPONENTS, Diagnosis, ProbeResult, Reason, StepResult
 

@@ -8,7 +8,8 @@ the history sink, which keeps the recent results for exactly this.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from monitor import __version__
 from monitor.config import Config

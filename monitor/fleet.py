@@ -42,8 +42,11 @@ def alerting_for(config: Config) -> AlertingConfig:
 def fleet_status(config: Config) -> dict[str, Any]:
     """Which shard member runs which probe (every member computes the same table)."""
     data: dict[str, Any] = {
-        "peers": None if config.peers is None else {
-            "urls": list(config.peers.urls), "service": config.peers.service,
+        "peers": None
+        if config.peers is None
+        else {
+            "urls": list(config.peers.urls),
+            "service": config.peers.service,
             "min_locations": config.peers.min_locations,
         },
         "shard": None,

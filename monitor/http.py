@@ -14,8 +14,9 @@ import json
 import re
 import ssl
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, cast
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -45,7 +46,7 @@ class HttpResponse:
     phases: PhaseTimings | None = None
     # The target kind's error hints (probes/: e.g. MLflow's --allowed-hosts advice), so
     # every check_status on this response can name a likely fix.
-    hint: "ErrorHint | None" = None
+    hint: ErrorHint | None = None
 
     @property
     def text(self) -> str:
@@ -233,7 +234,12 @@ class TargetClient:
                     # The pool wait gives up just before the whole request's bound, so waiting
                     # for one of our own connections surfaces as PoolTimeout, not as a timeout.
                     extensions={
-                        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout * POOL_SHARE},
+                        "timeout": {
+                            "connect": timeout,
+                            "read": timeout,
+                            "write": timeout,
+                            "pool": timeout * POOL_SHARE,
+                        },
                         "phases": phases,
                     },
                 )
@@ -278,7 +284,9 @@ class TargetClient:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in _DECODERS:
             raise StepFailure(
-                Reason.INVALID_RESPONSE, f"{method} {path}: unsupported content-encoding {encoding!r}", response.status_code
+                Reason.INVALID_RESPONSE,
+                f"{method} {path}: unsupported content-encoding {encoding!r}",
+                response.status_code,
             )
         # Raw bytes, inflated here with a bound on the output: httpx would inflate each
         # network read whole, so a small gzip bomb could allocate far beyond the cap.
@@ -291,7 +299,9 @@ class TargetClient:
                 chunk = decoder.decompress(raw, cap - size + 1) if decoder else raw
             except zlib.error as exc:
                 raise StepFailure(
-                    Reason.INVALID_RESPONSE, f"{method} {path}: undecodable {encoding} body: {exc}", response.status_code
+                    Reason.INVALID_RESPONSE,
+                    f"{method} {path}: undecodable {encoding} body: {exc}",
+                    response.status_code,
                 ) from None
             size += len(chunk)
             if size > cap:
@@ -396,7 +406,7 @@ def _error_detail(body: bytes) -> str:
 
 
 def _snippet(body: bytes) -> str:
-    text = body[:_ERROR_TEXT_LIMIT * 2].decode("utf-8", errors="replace")
+    text = body[: _ERROR_TEXT_LIMIT * 2].decode("utf-8", errors="replace")
     if _looks_like_html(body):
         title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
         text = f"HTML page{': ' + title.group(1).strip() if title else ''}"

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -55,8 +56,13 @@ class JobRunner:
                 return
             target, client = self.clients[probe.target]
             result = await run_probe(
-                SCENARIOS[probe.scenario], client, probe.options,
-                probe=probe.name, target=target.name, timeout=probe.deadline, step_timeout=probe.step_timeout,
+                SCENARIOS[probe.scenario],
+                client,
+                probe.options,
+                probe=probe.name,
+                target=target.name,
+                timeout=probe.deadline,
+                step_timeout=probe.step_timeout,
                 member=self.member,
             )
             self.pipeline.handle(result)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any, Iterable, MutableMapping, TextIO
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 

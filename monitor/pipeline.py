@@ -10,7 +10,8 @@ failing sink is counted and logged, never fatal, and never stops the other sinks
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -44,7 +45,7 @@ class CrossCheck:
     (Asgard's "MLflow unavailable" against the direct MLflow probe). It keeps its own
     store of the latest enriched result per probe: no sink's state feeds it."""
 
-    def __init__(self, config: "Config", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
         self._latest: dict[str, ProbeResult] = {}

@@ -6,7 +6,8 @@ signatures once here keeps `mypy --strict` meaningful everywhere else.
 
 from __future__ import annotations
 
-from typing import Callable, cast
+from collections.abc import Callable
+from typing import cast
 
 from prometheus_client import disable_created_metrics as _disable_created_metrics
 from prometheus_client.utils import floatToGoString as _float_to_go_string

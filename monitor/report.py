@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from monitor.diagnosis import runbook_anchor
 from monitor.results import ProbeResult, StepResult
@@ -85,9 +86,16 @@ def to_json(probes: Sequence[ProbeRuns]) -> dict[str, Any]:
             "notes": last["notes"],
             "steps": [],
             "failures": [
-                {"run": i + 1, "step": s.name, "reason": s.reason.value if s.reason else None, "error": s.error,
-                 "component": r.diagnosis.component if r.diagnosis and s is r.failed_step else s.component}
-                for i, r in enumerate(probe.runs) for s in r.steps if not s.ok
+                {
+                    "run": i + 1,
+                    "step": s.name,
+                    "reason": s.reason.value if s.reason else None,
+                    "error": s.error,
+                    "component": r.diagnosis.component if r.diagnosis and s is r.failed_step else s.component,
+                }
+                for i, r in enumerate(probe.runs)
+                for s in r.steps
+                if not s.ok
             ],
         }
         for step in last["steps"]:
@@ -124,15 +132,29 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
             stats = step_stats(probe)
             for name, s in stats.items():
                 errors = [st.error for r in probe.runs for st in r.steps if st.name == name and not st.ok]
-                rows.append([probe.name, name, f"{s['passed']}/{s['n']}", _ms(s["mean"]), _ms(s["p50"]),
-                             _ms(s["p95"]), (errors[-1] or "")[:80] if errors else ""])
+                rows.append(
+                    [
+                        probe.name,
+                        name,
+                        f"{s['passed']}/{s['n']}",
+                        _ms(s["mean"]),
+                        _ms(s["p50"]),
+                        _ms(s["p95"]),
+                        (errors[-1] or "")[:80] if errors else "",
+                    ]
+                )
     else:
         header = ["PROBE", "STEP", "RESULT", "TIME", "CONN/TLS/TTFB/BODY MS", "DETAIL"]
         for probe in probes:
             for step in probe.last.steps:
-                result = "skip" if step.skipped else ("ok" if step.ok else f"FAIL {step.reason.value if step.reason else ''}")
-                rows.append([probe.name, step.name, result, _ms(step.duration_seconds), _phases(step),
-                             (step.error or "")[:100]])
+                result = (
+                    "skip"
+                    if step.skipped
+                    else ("ok" if step.ok else f"FAIL {step.reason.value if step.reason else ''}")
+                )
+                rows.append(
+                    [probe.name, step.name, result, _ms(step.duration_seconds), _phases(step), (step.error or "")[:100]]
+                )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     passed = sum(1 for p in probes if p.ok)
@@ -140,7 +162,12 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
     lines.append(f"{passed}/{len(probes)} probes passed" + (f" over {repeat} runs each" if repeat > 1 else ""))
     for probe in probes:
         if probe.last.root_cause or probe.last.notes:
-            lines.append(f"{probe.name}: " + "; ".join([*probe.last.notes] + ([f"root cause: {probe.last.root_cause}"] if probe.last.root_cause else [])))
+            lines.append(
+                f"{probe.name}: "
+                + "; ".join(
+                    [*probe.last.notes] + ([f"root cause: {probe.last.root_cause}"] if probe.last.root_cause else [])
+                )
+            )
         if probe.last.diagnosis is not None:
             lines.append(f"{probe.name}: diagnosis {_diagnosis_line(probe.last)}")
     return "\n".join(lines)
@@ -153,7 +180,7 @@ def _diagnosis_line(result: ProbeResult) -> str:
 
 
 def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     repeat = max((len(p.runs) for p in probes), default=1)
     lines = [
         "# Synthetic monitor report",
@@ -181,11 +208,18 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
     lines.append(f"| **Total** | **{total_tests}** | **{total_passed}** | **{total_tests - total_passed}** |")
     lines += ["", "## Endpoints", ""]
     for probe in probes:
-        lines += [f"### {probe.name} ({probe.scenario} on {probe.target})", "",
-                  "| Step | Method | Endpoint | Status | Response time | Connect / TLS / first byte / body (ms) | Result |",
-                  "|---|---|---|---:|---:|---:|---|"]
+        lines += [
+            f"### {probe.name} ({probe.scenario} on {probe.target})",
+            "",
+            "| Step | Method | Endpoint | Status | Response time | Connect / TLS / first byte / body (ms) | Result |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
         for step in probe.last.steps:
-            result = "SKIPPED" if step.skipped else ("PASS" if step.ok else f"FAIL ({step.reason.value if step.reason else ''})")
+            result = (
+                "SKIPPED"
+                if step.skipped
+                else ("PASS" if step.ok else f"FAIL ({step.reason.value if step.reason else ''})")
+            )
             lines.append(
                 f"| {step.name} | {step.method or '-'} | `{step.path or '-'}` | {step.status_code or '-'} | "
                 f"{_ms(step.duration_seconds)} | {_phases(step)} | {result} |"
@@ -198,15 +232,20 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
         if probe.last.root_cause or probe.last.notes:
             lines += ["", *[f"> {note}" for note in probe.last.notes]]
         if probe.last.diagnosis is not None:
-            lines += ["", f"**Diagnosis:** `{probe.last.diagnosis.component}`: {probe.last.diagnosis.summary}"
-                          f" (runbook `#{runbook_anchor(probe.last.diagnosis.component)}`)"]
+            lines += [
+                "",
+                f"**Diagnosis:** `{probe.last.diagnosis.component}`: {probe.last.diagnosis.summary}"
+                f" (runbook `#{runbook_anchor(probe.last.diagnosis.component)}`)",
+            ]
         lines.append("")
     title = f"## Response times (average over {repeat} requests)" if repeat > 1 else "## Response times"
     lines += [title, "", "| Probe | Step | Mean | p50 | p95 | Min | Max |", "|---|---|---:|---:|---:|---:|---:|"]
     for probe in probes:
         for name, s in step_stats(probe).items():
-            lines.append(f"| {probe.name} | {name} | {_ms(s['mean'])} | {_ms(s['p50'])} | {_ms(s['p95'])} | "
-                         f"{_ms(s['min'])} | {_ms(s['max'])} |")
+            lines.append(
+                f"| {probe.name} | {name} | {_ms(s['mean'])} | {_ms(s['p50'])} | {_ms(s['p95'])} | "
+                f"{_ms(s['min'])} | {_ms(s['max'])} |"
+            )
     verdict = "All probes passed." if all(p.ok for p in probes) else "Some probes FAILED."
     lines += ["", f"**{verdict}**", ""]
     return "\n".join(lines)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 
 class Reason(str, enum.Enum):
@@ -49,7 +50,7 @@ class PhaseTimings(NamedTuple):
     first_byte: float = 0.0
     body: float = 0.0
 
-    def __add__(self, other: tuple[Any, ...]) -> "PhaseTimings":
+    def __add__(self, other: tuple[Any, ...]) -> PhaseTimings:
         """Phase by phase (a tuple's + would concatenate)."""
         return PhaseTimings(self[0] + other[0], self[1] + other[1], self[2] + other[2], self[3] + other[3])
 
@@ -63,7 +64,14 @@ class PhaseTimings(NamedTuple):
 
 # Who is to blame for a failed run (see monitor/diagnosis.py): a fixed set, like Reason.
 COMPONENTS = (
-    "mlflow_server", "backend_store", "artifact_store", "network", "auth", "config", "asgard", "monitor",
+    "mlflow_server",
+    "backend_store",
+    "artifact_store",
+    "network",
+    "auth",
+    "config",
+    "asgard",
+    "monitor",
 )
 
 
@@ -133,7 +141,7 @@ class Facts:
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
 
-    def redacted(self, scrub: Callable[[str], str]) -> "Facts":
+    def redacted(self, scrub: Callable[[str], str]) -> Facts:
         """A copy with every string in it (dict keys included) passed through `scrub`."""
         changes: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -215,7 +223,7 @@ class ProbeResult:
     def reasons(self) -> frozenset[Reason]:
         return frozenset(s.reason for s in self.steps if s.reason is not None)
 
-    def redacted(self, scrub: Callable[[str], str]) -> "ProbeResult":
+    def redacted(self, scrub: Callable[[str], str]) -> ProbeResult:
         """A copy whose free texts and facts have secrets scrubbed: a server may quote
         credentials back, and facts (Asgard's mlflow_tracking_uri) are server-provided
         values that reach /status, logs and alerts like any error text."""

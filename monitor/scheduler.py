@@ -12,24 +12,25 @@ import logging
 import math
 import random
 import time
-from typing import Any, Awaitable, Callable, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
     EVENT_JOB_SUBMITTED,
-    JobEvent,
     JobExecutionEvent,
     JobSubmissionEvent,
 )
+from apscheduler.events import JobEvent as SchedulerEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.events import Event, Heartbeat, JobEvent, ScheduleLag
 
 HEARTBEAT_JOB = "__heartbeat__"
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 
 
 class PhasedIntervalTrigger(IntervalTrigger):
@@ -76,7 +77,9 @@ class ProbeScheduler:
     """Schedules the probes' jobs; what it sees (trouble, lag, heartbeat) it reports as
     typed events through `emit` (the daemon hands them to the pipeline's sinks)."""
 
-    def __init__(self, emit: Callable[[Event], None], heartbeat_interval: float = 2.0, first_run_spread: float = 2.0) -> None:
+    def __init__(
+        self, emit: Callable[[Event], None], heartbeat_interval: float = 2.0, first_run_spread: float = 2.0
+    ) -> None:
         self._emit = emit
         self._heartbeat_interval = heartbeat_interval
         self._first_run_spread = first_run_spread
@@ -88,8 +91,13 @@ class ProbeScheduler:
 
     def start(self) -> None:
         self._scheduler.add_job(
-            self._beat, IntervalTrigger(seconds=self._heartbeat_interval, timezone=_UTC), id=HEARTBEAT_JOB,
-            max_instances=1, coalesce=True, misfire_grace_time=None, next_run_time=_now(),
+            self._beat,
+            IntervalTrigger(seconds=self._heartbeat_interval, timezone=_UTC),
+            id=HEARTBEAT_JOB,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=_now(),
         )
         self._scheduler.start()
 
@@ -146,7 +154,7 @@ class ProbeScheduler:
     async def _beat(self) -> None:
         self._emit(Heartbeat(time.time()))
 
-    def _on_event(self, event: JobEvent) -> None:
+    def _on_event(self, event: SchedulerEvent) -> None:
         probe = event.job_id
         if probe == HEARTBEAT_JOB:
             return

@@ -11,9 +11,10 @@ import json
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -37,7 +38,7 @@ LIFECYCLE_DISABLED = b"Lifecycle API is not enabled.\n"  # Prometheus' own answe
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "MonitorHTTPServer"
+    server: MonitorHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "synthetic-monitor"
     timeout = 10  # an idle or silent connection is closed, freeing its thread

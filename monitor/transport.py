@@ -393,7 +393,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         raw.close()
                         if not isinstance(exc, OSError):
                             raise
-                        cause = exc if isinstance(exc, ssl.SSLError) else ssl.SSLEOFError(f"handshake interrupted: {exc}")
+                        cause = (
+                            exc if isinstance(exc, ssl.SSLError) else ssl.SSLEOFError(f"handshake interrupted: {exc}")
+                        )
                         raise httpx.ConnectError(f"TLS handshake failed: {exc}") from cause
                     phases.tls = time.monotonic() - connected
         except TimeoutError:

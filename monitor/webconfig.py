@@ -41,8 +41,15 @@ TLS_VERSIONS = {
 }
 TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version"}
 # Keys of the format this daemon does not implement: named, rather than "unknown key".
-TLS_UNSUPPORTED = {"cert", "key", "client_ca", "cipher_suites", "curve_preferences",
-                   "prefer_server_cipher_suites", "client_allowed_sans"}
+TLS_UNSUPPORTED = {
+    "cert",
+    "key",
+    "client_ca",
+    "cipher_suites",
+    "curve_preferences",
+    "prefer_server_cipher_suites",
+    "client_allowed_sans",
+}
 TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
 TOP_UNSUPPORTED = {"rate_limit"}
 # A failed bcrypt check still costs one comparison, so an unknown user is not told apart by timing.
@@ -116,7 +123,9 @@ def _tls(where: str, base: Path, raw: Any) -> ServerTLS | None:
         raise ConfigError(f"{where}: tls_server_config: must be a mapping")
     for key in raw:
         if key in TLS_UNSUPPORTED:
-            raise ConfigError(f"{where}: tls_server_config.{key}: not supported by synthetic-monitor (use the *_file keys)")
+            raise ConfigError(
+                f"{where}: tls_server_config.{key}: not supported by synthetic-monitor (use the *_file keys)"
+            )
         if key not in TLS_KEYS:
             raise ConfigError(f"{where}: tls_server_config.{key}: unknown key")
     for key in ("cert_file", "key_file"):
@@ -262,7 +271,9 @@ class ServerSecurity:
                 tls = web.tls or self._legacy
                 context = tls.context() if tls else None
             except (ConfigError, ssl.SSLError, OSError, ValueError) as exc:
-                self.log.error("web_config_reload_failed", error=str(exc) if isinstance(exc, ConfigError) else _ssl_reason(exc))
+                self.log.error(
+                    "web_config_reload_failed", error=str(exc) if isinstance(exc, ConfigError) else _ssl_reason(exc)
+                )
                 return
             self._tls, self._context = tls, context
             self.auth = BasicAuth(web.users) if web.users else None

@@ -62,18 +62,48 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ADMIN_PATH = "/__faultproxy__"
-KINDS = frozenset({
-    "pass", "hang", "trickle", "close", "reset", "status", "html", "malformed_json", "json", "big",
-    "redirect", "rewrite",
-})
+KINDS = frozenset(
+    {
+        "pass",
+        "hang",
+        "trickle",
+        "close",
+        "reset",
+        "status",
+        "html",
+        "malformed_json",
+        "json",
+        "big",
+        "redirect",
+        "rewrite",
+    }
+)
 # Hop-by-hop headers (RFC 9110 7.6.1) and the framing headers we set ourselves.
-_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "transfer-encoding", "upgrade", "content-length",
-})
+_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
 _REASONS = {
-    200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    200: "OK",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 INVALID_HOST_BODY = b"Invalid Host header - possible DNS rebinding attack detected"
 MLFLOW_401_BODY = (
@@ -95,18 +125,18 @@ class Fault:
     """One fault rule. Immutable: the proxy swaps whole rule tuples, never edits one."""
 
     kind: str = "pass"
-    path: str | None = None          # only requests whose path contains this substring
+    path: str | None = None  # only requests whose path contains this substring
     status: int = 500
-    body: str | None = None          # for `status` (default: a short text per status)
+    body: str | None = None  # for `status` (default: a short text per status)
     headers: dict[str, str] = field(default_factory=dict)
-    json: Any = None                 # for `json`
-    interval: float = 0.25           # for `trickle`: seconds per byte
-    size: int = 50 * 1024 * 1024     # for `big`
-    chunked: bool = True             # for `big`
-    gzip: bool = False               # for `big`
+    json: Any = None  # for `json`
+    interval: float = 0.25  # for `trickle`: seconds per byte
+    size: int = 50 * 1024 * 1024  # for `big`
+    chunked: bool = True  # for `big`
+    gzip: bool = False  # for `big`
     edits: tuple[dict[str, Any], ...] = ()  # for `rewrite`
-    echo: bool = False               # for `status`: quote the request's credentials in the error body
-    delay: float = 0.0               # seconds to wait before serving (any kind; `pass` = a slow upstream)
+    echo: bool = False  # for `status`: quote the request's credentials in the error body
+    delay: float = 0.0  # seconds to wait before serving (any kind; `pass` = a slow upstream)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -152,8 +182,9 @@ class _ClientGone(Exception):
 class FaultProxy:
     """The proxy; `start()` runs it in a background thread with its own event loop."""
 
-    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, upstream: str, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must be http://host:port, got {upstream!r}")
@@ -217,7 +248,7 @@ class FaultProxy:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> "FaultProxy":
+    def start(self, timeout: float = 10.0) -> FaultProxy:
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -257,7 +288,7 @@ class FaultProxy:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -271,7 +302,12 @@ class FaultProxy:
         if self._server is not None:
             return
         self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, ssl=self.tls, reuse_address=True, limit=256 * 1024,
+            self._handle,
+            self.host,
+            self.port,
+            ssl=self.tls,
+            reuse_address=True,
+            limit=256 * 1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -318,8 +354,15 @@ class FaultProxy:
                     keep, aborted = await self._serve(fault, request, reader, writer)
                 if not keep or request.wants_close or aborted:
                     break
-        except (_ClientGone, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                ssl.SSLError, OSError):
+        except (
+            _ClientGone,
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            ssl.SSLError,
+            OSError,
+        ):
             pass
         except asyncio.CancelledError:
             aborted = True
@@ -334,8 +377,9 @@ class FaultProxy:
                 except (ConnectionError, OSError, TimeoutError, ssl.SSLError, asyncio.CancelledError):
                     pass
 
-    async def _serve(self, fault: Fault, request: _Request, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> tuple[bool, bool]:
+    async def _serve(
+        self, fault: Fault, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[bool, bool]:
         """Answer one request; returns (keep the connection, connection was aborted)."""
         kind = fault.kind
         if fault.delay > 0:
@@ -395,8 +439,12 @@ class FaultProxy:
             await _respond(writer, 200, [("Content-Type", "application/json")], json.dumps(fault.json).encode())
             return True, False
         if kind == "redirect":
-            await _respond(writer, 302, [("Location", request.target), ("Content-Type", "text/html")],
-                           b"<html><body>Redirecting...</body></html>")
+            await _respond(
+                writer,
+                302,
+                [("Location", request.target), ("Content-Type", "text/html")],
+                b"<html><body>Redirecting...</body></html>",
+            )
             return True, False
         if kind == "big":
             await self._big(fault, writer)
@@ -450,8 +498,9 @@ class FaultProxy:
                 data = json.loads(request.body or b"{}")
                 faults = [Fault(**{k: v for k, v in f.items()}) for f in data.get("faults", [])]
             except (ValueError, TypeError) as exc:
-                await _respond(writer, 400, [("Content-Type", "application/json")],
-                               json.dumps({"error": str(exc)}).encode())
+                await _respond(
+                    writer, 400, [("Content-Type", "application/json")], json.dumps({"error": str(exc)}).encode()
+                )
                 return True
             self.set_faults(faults)
         elif request.method == "DELETE":
@@ -459,8 +508,12 @@ class FaultProxy:
         elif request.method != "GET":
             await _respond(writer, 405, [("Content-Type", "text/plain")], b"GET, PUT, POST or DELETE\n")
             return True
-        state = {"faults": [f.to_json() for f in self._faults], "listening": self.listening,
-                 "open_connections": len(self._writers), "stats": dict(self.stats)}
+        state = {
+            "faults": [f.to_json() for f in self._faults],
+            "listening": self.listening,
+            "open_connections": len(self._writers),
+            "stats": dict(self.stats),
+        }
         await _respond(writer, 200, [("Content-Type", "application/json")], json.dumps(state).encode())
         return True
 
@@ -523,13 +576,17 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "Server: faultproxy",
-             *(f"{k}: {v}" for k, v in headers)]
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+        "Server: faultproxy",
+        *(f"{k}: {v}" for k, v in headers),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, headers: list[tuple[str, str]], body: bytes,
-                   head: bool = False) -> None:
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, headers: list[tuple[str, str]], body: bytes, head: bool = False
+) -> None:
     headers = [(k, v) for k, v in headers if k.lower() not in _HOP] + [("Content-Length", str(len(body)))]
     await _send(writer, _head(status, headers) + (b"" if head else body))
 
@@ -591,8 +648,10 @@ def _default_body(status: int) -> bytes:
         return json.dumps({"error_code": "INTERNAL_ERROR", "message": "faultproxy: simulated server error"}).encode()
     if status in (502, 503, 504):
         name = _REASONS[status]
-        return f"<html><head><title>{status} {name}</title></head><body><center><h1>{status} {name}</h1>" \
-               f"</center><hr><center>nginx</center></body></html>".encode()
+        return (
+            f"<html><head><title>{status} {name}</title></head><body><center><h1>{status} {name}</h1>"
+            f"</center><hr><center>nginx</center></body></html>".encode()
+        )
     return f"{status} {_REASONS.get(status, 'Status')}\n".encode()
 
 
@@ -610,8 +669,9 @@ def _echo_body(status: int, request: _Request) -> bytes:
     extra = {k: v for k, v in request.headers if k.lower().startswith("x-")}
     if extra:
         message += f" headers {extra}"
-    return json.dumps({"error_code": "UNAUTHENTICATED" if status == 401 else "PERMISSION_DENIED",
-                       "message": message}).encode()
+    return json.dumps(
+        {"error_code": "UNAUTHENTICATED" if status == 401 else "PERMISSION_DENIED", "message": message}
+    ).encode()
 
 
 def _guess_type(body: bytes) -> str:
@@ -711,7 +771,7 @@ def make_self_signed(directory: Path, name: str = "faultproxy") -> tuple[Path, P
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -720,15 +780,18 @@ def make_self_signed(directory: Path, name: str = "faultproxy") -> tuple[Path, P
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_file.chmod(0o600)
     return cert_file, key_file
 

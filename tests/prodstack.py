@@ -24,9 +24,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -102,17 +103,28 @@ class Postgres:
 
     def _as_postgres(self, *command: str, timeout: float = 60) -> str:
         done = subprocess.run(
-            ["runuser", "-u", "postgres", "--", *command], capture_output=True, text=True, timeout=timeout,
+            ["runuser", "-u", "postgres", "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             cwd=self.dir,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{command[0]} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
         return done.stdout
 
-    def init(self) -> "Postgres":
+    def init(self) -> Postgres:
         self._as_postgres(
-            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
-            "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8",
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+            "-E",
+            "UTF8",
         )
         self.start()
         # Two statements, as the issue's setup does (CREATE DATABASE cannot share a transaction).
@@ -122,8 +134,17 @@ class Postgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         return self._as_postgres(
-            str(PG_BIN / "psql"), "-h", str(self.dir), "-p", str(self.port), "-d", database, "-v",
-            "ON_ERROR_STOP=1", "-Atqc", sql,
+            str(PG_BIN / "psql"),
+            "-h",
+            str(self.dir),
+            "-p",
+            str(self.port),
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atqc",
+            sql,
         )
 
     def start(self) -> None:
@@ -133,8 +154,17 @@ class Postgres:
             " -c full_page_writes=off -c client_connection_check_interval=1s"
         )
         self._as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "postgres.log"), "-o", options,
-            "-w", "-t", "60", "start",
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self) -> None:
@@ -175,12 +205,16 @@ class MotoS3:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "MotoS3":
+    def start(self) -> MotoS3:
         binary = VENV_BIN / "moto_server"
         command = [str(binary) if binary.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(self.port)]
         self._log = open(self.workdir / "moto.log", "ab")
         self.proc = subprocess.Popen(
-            command, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            command,
+            cwd=self.workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env=dict(os.environ, **AWS_ENV),
         )
         _wait_port(self.port, 30, self.proc)
@@ -193,8 +227,11 @@ class MotoS3:
         from botocore.config import Config
 
         return boto3.client(
-            "s3", endpoint_url=self.url, region_name=AWS_ENV["AWS_DEFAULT_REGION"],
-            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"], aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            "s3",
+            endpoint_url=self.url,
+            region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
             config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}),
         )
 
@@ -246,20 +283,33 @@ class ProdMlflow:
     def log_path(self) -> Path:
         return self.workdir / "mlflow.log"
 
-    def start(self, timeout: float = 150.0) -> "ProdMlflow":
+    def start(self, timeout: float = 150.0) -> ProdMlflow:
         command = [
-            mlflow_executable(), "server",
-            "--backend-store-uri", self.postgres.uri,
-            "--artifacts-destination", f"s3://{BUCKET}/{PREFIX}",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "4",
+            mlflow_executable(),
+            "server",
+            "--backend-store-uri",
+            self.postgres.uri,
+            "--artifacts-destination",
+            f"s3://{BUCKET}/{PREFIX}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "4",
             # --no-control-socket: gunicorn >= 24 otherwise shares ~/.gunicorn/gunicorn.ctl between servers.
-            "--gunicorn-opts", f"--worker-class sync --timeout {self.timeout} --keep-alive 5 --no-control-socket",
+            "--gunicorn-opts",
+            f"--worker-class sync --timeout {self.timeout} --keep-alive 5 --no-control-socket",
         ]
         env = dict(
-            os.environ, **AWS_ENV, MLFLOW_S3_ENDPOINT_URL=self.s3.url, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            os.environ,
+            **AWS_ENV,
+            MLFLOW_S3_ENDPOINT_URL=self.s3.url,
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
             PYTHONUNBUFFERED="1",
             # One retry, not boto's default four with backoff: a dead S3 shows as an error, not a hang.
-            AWS_RETRY_MODE="standard", AWS_MAX_ATTEMPTS="2",
+            AWS_RETRY_MODE="standard",
+            AWS_MAX_ATTEMPTS="2",
         )
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -326,7 +376,7 @@ class ProdStack:
         self.mlflow = ProdMlflow(workdir, self.postgres, self.s3)
         self.startup_seconds = 0.0
 
-    def start(self) -> "ProdStack":
+    def start(self) -> ProdStack:
         started = time.monotonic()
         self.postgres.init()
         self.s3.start()
@@ -363,7 +413,11 @@ class ProdStack:
 
     def probe_objects(self) -> list[str]:
         """Keys the probe wrote under the artifact prefix and did not delete."""
-        return [key for key in self.s3.objects(PREFIX + "/") if "/synthetic-monitor/" in key or "/synthetic-monitor-model/" in key]
+        return [
+            key
+            for key in self.s3.objects(PREFIX + "/")
+            if "/synthetic-monitor/" in key or "/synthetic-monitor-model/" in key
+        ]
 
     def tails(self) -> str:
         mlflow = self.mlflow.log_text()[-2500:] if self.mlflow.log_path.exists() else "(none)"

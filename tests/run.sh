@@ -25,4 +25,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 ensure_venv test
+# Lint, format and types first (a few seconds): the same checks for every change.
+bin="$(dirname "$VENV_PY")"
+echo "ruff check, ruff format --check, mypy --strict monitor/ ..." >&2
+"$bin/ruff" check --quiet monitor tests deploy
+"$bin/ruff" format --check --quiet monitor tests deploy
+"$bin/mypy" --no-error-summary
 exec "$VENV_PY" -m pytest "$@"

@@ -38,7 +38,7 @@ class Conn:
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    server: "ScriptedServer"
+    server: ScriptedServer
 
     async def read_request(self) -> Request:
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -113,7 +113,7 @@ class ScriptedServer:
             if not writer.is_closing():
                 writer.close()
 
-    async def start(self) -> "ScriptedServer":
+    async def start(self) -> ScriptedServer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -70,13 +70,21 @@ class MlflowServer:
     def log_path(self) -> Path:
         return self.workdir / "mlflow.log"
 
-    def start(self, timeout: float = 90.0) -> "MlflowServer":
+    def start(self, timeout: float = 90.0) -> MlflowServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [
-            mlflow_executable(), "server",
-            "--backend-store-uri", f"sqlite:///{self.db_path}",
-            "--artifacts-destination", str(self.workdir / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            mlflow_executable(),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.db_path}",
+            "--artifacts-destination",
+            str(self.workdir / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
         ]
         if self.gunicorn_opts:
             command += ["--gunicorn-opts", self.gunicorn_opts]
@@ -140,7 +148,10 @@ class DaemonProcess:
     """`synthetic-monitor run` as a subprocess, with its JSON log captured to a file."""
 
     def __init__(
-        self, config_path: Path, workdir: Path, env: dict[str, str] | None = None,
+        self,
+        config_path: Path,
+        workdir: Path,
+        env: dict[str, str] | None = None,
         args: tuple[str, ...] = ("--web.enable-lifecycle",),
     ) -> None:
         self.config_path = config_path
@@ -155,13 +166,26 @@ class DaemonProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "DaemonProcess":
+    def start(self) -> DaemonProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "run", "--config", str(self.config_path),
-             "--listen", f"127.0.0.1:{self.port}", *self.args],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *self.args,
+            ],
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         self.wait_ready()
         return self

@@ -18,8 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -66,7 +67,9 @@ async def test_a_failed_resolve_is_kept_across_a_restart_and_delivered_when_the_
     probes = [("mlflow_read", "mlflow")]
     async with recorder() as hook:
         config = alerting(
-            [receiver("webhook", hook.url, name="hook")], state_file=str(state), retry_attempts=2,
+            [receiver("webhook", hook.url, name="hook")],
+            state_file=str(state),
+            retry_attempts=2,
             resend_interval="30s",
         )
         sink, registry = metrics()
@@ -108,8 +111,12 @@ async def test_a_failed_resolve_is_kept_across_a_restart_and_delivered_when_the_
 
 def _config(**kw: Any) -> AlertingConfig:
     base: dict[str, Any] = {
-        "failure_threshold": 1, "success_threshold": 1, "startup_grace": 0, "resend_interval": 60,
-        "state_max_age": "10m", "receivers": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook", "name": "hook"}],
+        "failure_threshold": 1,
+        "success_threshold": 1,
+        "startup_grace": 0,
+        "resend_interval": 60,
+        "state_max_age": "10m",
+        "receivers": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook", "name": "hook"}],
     }
     base.update(kw)
     return AlertingConfig.model_validate(base)
@@ -191,9 +198,12 @@ async def test_a_wide_outage_reaches_each_receiver_in_a_few_requests() -> None:
                 alerts.handle(failing_result(probe, target))
             await asyncio.sleep(0.05)
         assert len(alerts.firing()) == 1000
-        assert registry.get_sample_value(
-            "synthetic_monitor_alerts_firing", {"alertname": PROBE_FAILING, "target": "mlflow", "probe": "p0999"}
-        ) == 1
+        assert (
+            registry.get_sample_value(
+                "synthetic_monitor_alerts_firing", {"alertname": PROBE_FAILING, "target": "mlflow", "probe": "p0999"}
+            )
+            == 1
+        )
         await alerts.stop(flush_timeout=20)
     to_hook = [a["labels"]["probe"] for r in hook.requests for a in r.json()["alerts"]]
     to_am = [a["labels"]["probe"] for r in am.requests for a in r.json()]
@@ -265,7 +275,9 @@ def test_a_killed_writer_leaves_a_whole_state_file(tmp_path: Path) -> None:
     seen: list[int] = []
     for delay in (0.05, 0.13, 0.21, 0.29, 0.37):
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(state)], cwd=REPO, stdout=subprocess.PIPE,
+            [sys.executable, "-c", WRITER, str(state)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         try:
@@ -327,27 +339,47 @@ def test_a_daemon_restart_keeps_a_failed_resolve_and_delivers_it(mlflow_server: 
     proxy = FaultProxy(mlflow_server.url).start()
     daemons: list[DaemonProcess] = []
     config = tmp_path / "monitor.yaml"
-    config.write_text(yaml.safe_dump({
-        "log": {"format": "json", "level": "info"},
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": proxy.url}],
-        "probes": [{"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read",
-                    "interval": "1s", "timeout": "800ms"}],
-        "alerting": {
-            "failure_threshold": 1, "success_threshold": 1, "startup_grace": "0s", "resend_interval": "2s",
-            "retry_attempts": 1, "state_file": str(state),
-            "receivers": [{"kind": "webhook", "url": f"{hook.url}/hook", "name": "hook"}],
-        },
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "log": {"format": "json", "level": "info"},
+                "targets": [{"name": "mlflow", "kind": "mlflow", "url": proxy.url}],
+                "probes": [
+                    {
+                        "name": "mlflow_read",
+                        "target": "mlflow",
+                        "scenario": "mlflow_read",
+                        "interval": "1s",
+                        "timeout": "800ms",
+                    }
+                ],
+                "alerting": {
+                    "failure_threshold": 1,
+                    "success_threshold": 1,
+                    "startup_grace": "0s",
+                    "resend_interval": "2s",
+                    "retry_attempts": 1,
+                    "state_file": str(state),
+                    "receivers": [{"kind": "webhook", "url": f"{hook.url}/hook", "name": "hook"}],
+                },
+            }
+        )
+    )
 
     def notices(status: str) -> list[dict[str, Any]]:
-        return [a for e in hook.snapshot() for a in e["body"]["alerts"]
-                if a["status"] == status and a["labels"]["alertname"] == PROBE_FAILING]
+        return [
+            a
+            for e in hook.snapshot()
+            for a in e["body"]["alerts"]
+            if a["status"] == status and a["labels"]["alertname"] == PROBE_FAILING
+        ]
 
     def wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
         while not (value := check()):
             assert time.monotonic() < deadline, f"timed out waiting for {what}\n" + "\n".join(
-                d.log_text()[-3000:] for d in daemons)
+                d.log_text()[-3000:] for d in daemons
+            )
             time.sleep(0.05)
         return value
 

@@ -27,9 +27,10 @@ import sqlite3
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -59,23 +60,35 @@ def received_alerts(hook: WebhookServer) -> list[dict[str, Any]]:
         if not isinstance(body, dict):
             continue
         for alert in body.get("alerts") or []:
-            out.append(dict(alert, received_at=entry["received_at"], receiver=body.get("receiver"),
-                            message_status=body.get("status")))
+            out.append(
+                dict(
+                    alert,
+                    received_at=entry["received_at"],
+                    receiver=body.get("receiver"),
+                    message_status=body.get("status"),
+                )
+            )
     return out
 
 
-def find_alert(hook: WebhookServer, alertname: str, status: str, since: float = 0.0,
-               **labels: str) -> dict[str, Any] | None:
+def find_alert(
+    hook: WebhookServer, alertname: str, status: str, since: float = 0.0, **labels: str
+) -> dict[str, Any] | None:
     for alert in received_alerts(hook):
         got = alert.get("labels") or {}
-        if (alert.get("status") == status and alert["received_at"] >= since and got.get("alertname") == alertname
-                and all(got.get(k) == v for k, v in labels.items())):
+        if (
+            alert.get("status") == status
+            and alert["received_at"] >= since
+            and got.get("alertname") == alertname
+            and all(got.get(k) == v for k, v in labels.items())
+        ):
             return alert
     return None
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               context: Callable[[], str] | None = None) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, context: Callable[[], str] | None = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -125,32 +138,70 @@ class AlertStack:
     def prom_url(self) -> str:
         return f"http://127.0.0.1:{self.prom_port}"
 
-    def start(self) -> "AlertStack":
+    def start(self) -> AlertStack:
         assert PROMETHEUS and ALERTMANAGER
         work = self.workdir
         work.mkdir(parents=True, exist_ok=True)
-        (work / "alertmanager.yml").write_text(yaml.safe_dump({
-            "route": {"receiver": "webhook-b", "group_by": ["alertname", "target", "probe"],
-                      "group_wait": "0s", "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "webhook-b",
-                           "webhook_configs": [{"url": f"{self.hook_b.url}/alertmanager", "send_resolved": True}]}],
-        }))
-        self.procs.append(start_proc("alertmanager", [
-            ALERTMANAGER, f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{self.am_port}", "--cluster.listen-address=",
-        ], work, f"http://127.0.0.1:{self.am_port}/-/ready"))
+        (work / "alertmanager.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "route": {
+                        "receiver": "webhook-b",
+                        "group_by": ["alertname", "target", "probe"],
+                        "group_wait": "0s",
+                        "group_interval": "1s",
+                        "repeat_interval": "1h",
+                    },
+                    "receivers": [
+                        {
+                            "name": "webhook-b",
+                            "webhook_configs": [{"url": f"{self.hook_b.url}/alertmanager", "send_resolved": True}],
+                        }
+                    ],
+                }
+            )
+        )
+        self.procs.append(
+            start_proc(
+                "alertmanager",
+                [
+                    ALERTMANAGER,
+                    f"--config.file={work / 'alertmanager.yml'}",
+                    f"--storage.path={work / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{self.am_port}",
+                    "--cluster.listen-address=",
+                ],
+                work,
+                f"http://127.0.0.1:{self.am_port}/-/ready",
+            )
+        )
         names = shortened_rules(RULES, work / "rules.yml")
         assert {"SyntheticProbeFailing", "SyntheticProbeTimeout", "MLflowWorkerFailure"} <= names
-        (work / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(work / "rules.yml")],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]},
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{self.daemon_port}"]}]}],
-        }))
-        self.procs.append(start_proc("prometheus", [
-            PROMETHEUS, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom-data'}",
-            f"--web.listen-address=127.0.0.1:{self.prom_port}",
-        ], work, f"{self.prom_url}/-/ready"))
+        (work / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(work / "rules.yml")],
+                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]},
+                    "scrape_configs": [
+                        {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{self.daemon_port}"]}]}
+                    ],
+                }
+            )
+        )
+        self.procs.append(
+            start_proc(
+                "prometheus",
+                [
+                    PROMETHEUS,
+                    f"--config.file={work / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={work / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                ],
+                work,
+                f"{self.prom_url}/-/ready",
+            )
+        )
         return self
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -163,9 +214,15 @@ class AlertStack:
     def wait_scraping(self, timeout: float = 20) -> None:
         """Prometheus holds >= 3 samples of the daemon's failure counters (increase() needs a baseline)."""
         wait_until(
-            lambda: any(float(r["value"][1]) >= 3 for r in self.query(
-                f'count_over_time(synthetic_probe_step_failures_total{{job="{JOB}",reason="timeout"}}[1m])')),
-            timeout, "Prometheus to scrape the daemon", self.tails,
+            lambda: any(
+                float(r["value"][1]) >= 3
+                for r in self.query(
+                    f'count_over_time(synthetic_probe_step_failures_total{{job="{JOB}",reason="timeout"}}[1m])'
+                )
+            ),
+            timeout,
+            "Prometheus to scrape the daemon",
+            self.tails,
         )
 
     def tails(self) -> str:
@@ -188,21 +245,43 @@ class Rig:
     daemons: list[DaemonProcess]
     stacks: list[AlertStack]
 
-    def start_daemon(self, mlflow_url: str, *, interval: str = "1s", timeout: str = "800ms",
-                     failure_threshold: int = 1,
-                     with_prometheus: bool = True) -> tuple[DaemonProcess, AlertStack | None]:
+    def start_daemon(
+        self,
+        mlflow_url: str,
+        *,
+        interval: str = "1s",
+        timeout: str = "800ms",
+        failure_threshold: int = 1,
+        with_prometheus: bool = True,
+    ) -> tuple[DaemonProcess, AlertStack | None]:
         config = self.workdir / "monitor.yaml"
-        config.write_text(yaml.safe_dump({
-            "log": {"format": "json", "level": "info"},
-            "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_url}],
-            "probes": [{"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read",
-                        "interval": interval, "timeout": timeout}],
-            "alerting": {
-                "failure_threshold": failure_threshold, "success_threshold": 1, "startup_grace": "0s",
-                "resend_interval": "3s", "labels": EXTRA_LABELS, "state_file": str(self.workdir / "alerts.json"),
-                "retry_backoff": "200ms", "receivers": [{"kind": "webhook", "url": f"{self.hook_a.url}/daemon"}],
-            },
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "log": {"format": "json", "level": "info"},
+                    "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_url}],
+                    "probes": [
+                        {
+                            "name": "mlflow_read",
+                            "target": "mlflow",
+                            "scenario": "mlflow_read",
+                            "interval": interval,
+                            "timeout": timeout,
+                        }
+                    ],
+                    "alerting": {
+                        "failure_threshold": failure_threshold,
+                        "success_threshold": 1,
+                        "startup_grace": "0s",
+                        "resend_interval": "3s",
+                        "labels": EXTRA_LABELS,
+                        "state_file": str(self.workdir / "alerts.json"),
+                        "retry_backoff": "200ms",
+                        "receivers": [{"kind": "webhook", "url": f"{self.hook_a.url}/daemon"}],
+                    },
+                }
+            )
+        )
         daemon = DaemonProcess(config, self.workdir)
         stack = None
         if with_prometheus:
@@ -211,20 +290,26 @@ class Rig:
                 self.stacks.append(stack)
                 stack.start()
             else:
-                warnings.warn("prometheus/prometheus-alertmanager not installed (apt-get install prometheus "
-                              "prometheus-alertmanager): the Prometheus -> Alertmanager half is skipped")
+                warnings.warn(
+                    "prometheus/prometheus-alertmanager not installed (apt-get install prometheus "
+                    "prometheus-alertmanager): the Prometheus -> Alertmanager half is skipped",
+                    stacklevel=2,
+                )
         self.daemons.append(daemon)  # before start: a daemon that never gets healthy is stopped too
         daemon.start()
         return daemon, stack
 
     def context(self, *extra: Callable[[], str]) -> Callable[[], str]:
         def text() -> str:
-            parts = [f"webhook A: {received_alerts(self.hook_a)[-6:]}",
-                     f"webhook B: {received_alerts(self.hook_b)[-6:]}"]
+            parts = [
+                f"webhook A: {received_alerts(self.hook_a)[-6:]}",
+                f"webhook B: {received_alerts(self.hook_b)[-6:]}",
+            ]
             parts += [f"--- daemon log ---\n{d.log_text()[-3000:]}" for d in self.daemons]
             parts += [s.tails() for s in self.stacks]
             parts += [f() for f in extra]
             return "\n".join(parts)
+
         return text
 
 
@@ -274,8 +359,12 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
 
         mlflow.kill()
         killed_at = time.time()
-        fired_a = wait_until(lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", probe="mlflow_read"),
-                             10, "SyntheticProbeFailing at webhook A (daemon push)", rig.context())
+        fired_a = wait_until(
+            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", probe="mlflow_read"),
+            10,
+            "SyntheticProbeFailing at webhook A (daemon push)",
+            rig.context(),
+        )
         # Threshold 1 at a 1 s interval: one interval, plus a second for delivery.
         assert fired_a["received_at"] - killed_at < 1 + 0.8 + 1.5
         expect_labels(fired_a, "SyntheticProbeFailing", "critical")
@@ -290,7 +379,10 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
         if stack is not None:
             fired_b = wait_until(
                 lambda: find_alert(rig.hook_b, "SyntheticProbeFailing", "firing", probe="mlflow_read"),
-                20, "SyntheticProbeFailing at webhook B (Prometheus -> Alertmanager)", rig.context())
+                20,
+                "SyntheticProbeFailing at webhook B (Prometheus -> Alertmanager)",
+                rig.context(),
+            )
             expect_labels(fired_b, "SyntheticProbeFailing", "critical")
             assert fired_b["labels"]["job"] == JOB and fired_b["receiver"] == "webhook-b"
             assert fired_b["annotations"]["runbook_url"].endswith("#syntheticprobefailing")
@@ -299,13 +391,20 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
         back_at = time.time()
         resolved_a = wait_until(
             lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
-            10, "resolved SyntheticProbeFailing at webhook A", rig.context())
+            10,
+            "resolved SyntheticProbeFailing at webhook A",
+            rig.context(),
+        )
         assert resolved_a["received_at"] >= back_at - 1
         assert resolved_a["startsAt"] == fired_a["startsAt"] and not resolved_a["endsAt"].startswith("0001-")
         assert resolved_a["labels"] == fired_a["labels"]
         if stack is not None:
-            wait_until(lambda: find_alert(rig.hook_b, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
-                       20, "resolved SyntheticProbeFailing at webhook B", rig.context())
+            wait_until(
+                lambda: find_alert(rig.hook_b, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
+                20,
+                "resolved SyntheticProbeFailing at webhook B",
+                rig.context(),
+            )
         # Nothing about the read probe is left firing at the daemon.
         firing = httpx.get(f"{daemon.url}/metrics", timeout=2).text
         assert 'synthetic_monitor_alerts_firing{alertname="SyntheticProbeFailing"' not in firing
@@ -330,7 +429,10 @@ def test_hung_mlflow_fires_timeout_and_resolves_on_sigcont(rig: Rig) -> None:
         try:
             fired_a = wait_until(
                 lambda: find_alert(rig.hook_a, "SyntheticProbeTimeout", "firing", probe="mlflow_read"),
-                10, "SyntheticProbeTimeout at webhook A", rig.context())
+                10,
+                "SyntheticProbeTimeout at webhook A",
+                rig.context(),
+            )
             # Within one interval plus the deadline, plus delivery.
             assert fired_a["received_at"] - paused_at < 1 + 0.8 + 1.5
             expect_labels(fired_a, "SyntheticProbeTimeout", "warning")
@@ -339,7 +441,10 @@ def test_hung_mlflow_fires_timeout_and_resolves_on_sigcont(rig: Rig) -> None:
             if stack is not None:
                 fired_b = wait_until(
                     lambda: find_alert(rig.hook_b, "SyntheticProbeTimeout", "firing", probe="mlflow_read"),
-                    20, "SyntheticProbeTimeout at webhook B", rig.context())
+                    20,
+                    "SyntheticProbeTimeout at webhook B",
+                    rig.context(),
+                )
                 expect_labels(fired_b, "SyntheticProbeTimeout", "warning")
                 assert fired_b["labels"]["reason"] == "timeout" and fired_b["labels"]["job"] == JOB
         finally:
@@ -347,10 +452,17 @@ def test_hung_mlflow_fires_timeout_and_resolves_on_sigcont(rig: Rig) -> None:
         resumed_at = time.time()
         resolved = wait_until(
             lambda: find_alert(rig.hook_a, "SyntheticProbeTimeout", "resolved", since=resumed_at, probe="mlflow_read"),
-            10, "resolved SyntheticProbeTimeout at webhook A", rig.context())
+            10,
+            "resolved SyntheticProbeTimeout at webhook A",
+            rig.context(),
+        )
         assert resolved["startsAt"] == fired_a["startsAt"]
-        wait_until(lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
-                   5, "resolved SyntheticProbeFailing at webhook A", rig.context())
+        wait_until(
+            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
+            5,
+            "resolved SyntheticProbeFailing at webhook A",
+            rig.context(),
+        )
         # The rule's increase(...[5m]) keeps the Prometheus copy firing for 5 minutes
         # after the last timeout by design; its resolution is covered by promtool tests.
         assert daemon.stop() == 0
@@ -402,8 +514,12 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         def mlflow_log() -> str:
             return "--- mlflow log ---\n" + mlflow.log_path.read_text(errors="replace")[-2500:]
 
-        fired = wait_until(lambda: find_alert(rig.hook_a, "MLflowWorkerFailure", "firing", probe="mlflow_read"),
-                           8 + 6.5 + 2, "MLflowWorkerFailure at webhook A", rig.context(mlflow_log))
+        fired = wait_until(
+            lambda: find_alert(rig.hook_a, "MLflowWorkerFailure", "firing", probe="mlflow_read"),
+            8 + 6.5 + 2,
+            "MLflowWorkerFailure at webhook A",
+            rig.context(mlflow_log),
+        )
         release.set()
         released_at = time.time()
         expect_labels(fired, "MLflowWorkerFailure", "critical")
@@ -420,7 +536,10 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         if stack is not None:
             fired_b = wait_until(
                 lambda: find_alert(rig.hook_b, "MLflowWorkerFailure", "firing", probe="mlflow_read"),
-                10, "MLflowWorkerFailure at webhook B", rig.context(mlflow_log))
+                10,
+                "MLflowWorkerFailure at webhook B",
+                rig.context(mlflow_log),
+            )
             assert fired_b["labels"]["step"] == "experiments_search" and fired_b["labels"]["reason"] == "worker_failure"
 
         holder.join(10)
@@ -428,7 +547,10 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         # The next run after the release passes (one interval at most), which resolves both alerts.
         passed = wait_until(
             lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", since=released_at, probe="mlflow_read"),
-            8 + 7 + 2, "a passing run after the lock is released", rig.context(mlflow_log))
+            8 + 7 + 2,
+            "a passing run after the lock is released",
+            rig.context(mlflow_log),
+        )
         resolved = find_alert(rig.hook_a, "MLflowWorkerFailure", "resolved", since=released_at, probe="mlflow_read")
         assert resolved is not None and resolved["received_at"] <= passed["received_at"]
         assert resolved["startsAt"] == fired["startsAt"]

@@ -22,9 +22,9 @@ from monitor.alerting.alerts import (
     rfc3339,
 )
 from monitor.alerting.engine import AlertEngine
-from monitor.probes.asgard import AsgardFacts
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
+from monitor.probes.asgard import AsgardFacts
 from monitor.results import NO_FACTS, Facts, ProbeResult, Reason, StepResult
 
 PROBES = [("mlflow_read", "mlflow"), ("asgard_api", "asgard"), ("mlflow_write", "mlflow")]
@@ -75,10 +75,16 @@ def fail(**kw: Any) -> ProbeResult:
 def asgard(*, mlflow: bool = True, feast: bool = True, root_cause: str | None = None) -> ProbeResult:
     deps = {"mlflow": mlflow, "feast": feast}
     down = [d for d, up in deps.items() if not up]
-    facts = AsgardFacts(dependencies=deps, unavailable=tuple(down) or None,
-                        crosscheck="mlflow_down" if root_cause else None)
+    facts = AsgardFacts(
+        dependencies=deps, unavailable=tuple(down) or None, crosscheck="mlflow_down" if root_cause else None
+    )
     return run(
-        "asgard_api", "asgard", scenario="asgard", step="status", facts=facts, root_cause=root_cause,
+        "asgard_api",
+        "asgard",
+        scenario="asgard",
+        step="status",
+        facts=facts,
+        root_cause=root_cause,
         reason=Reason.DEPENDENCY_UNAVAILABLE if down else None,
         error=f"Asgard reports {' and '.join(down)} unavailable" if down else None,
     )
@@ -106,7 +112,12 @@ def test_fires_on_the_nth_consecutive_failure_not_before() -> None:
     fired = e.observe(fail(), T0 + 60)
     assert names(fired) == [(PROBE_FAILING, "firing")]
     alert = fired[0]
-    assert alert.labels == {"alertname": PROBE_FAILING, "target": "mlflow", "probe": "mlflow_read", "severity": "critical"}
+    assert alert.labels == {
+        "alertname": PROBE_FAILING,
+        "target": "mlflow",
+        "probe": "mlflow_read",
+        "severity": "critical",
+    }
     assert alert.starts_at == T0 + 60 and alert.ends_at == T0 + 60 + 4 * 60
     assert e.observe(fail(), T0 + 90) == []  # no second notification while firing
     assert [a.labels["alertname"] for a in e.firing()] == [PROBE_FAILING]
@@ -215,8 +226,11 @@ def test_dependency_alert_carries_the_dependency_label() -> None:
     assert names(out) == [(DEPENDENCY_UNAVAILABLE, "firing"), (PROBE_FAILING, "firing")]
     dep = next(a for a in out if a.name == DEPENDENCY_UNAVAILABLE)
     assert dep.labels == {
-        "alertname": DEPENDENCY_UNAVAILABLE, "target": "asgard", "probe": "asgard_api",
-        "severity": "warning", "dependency": "feast",
+        "alertname": DEPENDENCY_UNAVAILABLE,
+        "target": "asgard",
+        "probe": "asgard_api",
+        "severity": "warning",
+        "dependency": "feast",
     }
     assert dep.annotations["summary"] == "Asgard reports feast unavailable (asgard)"
     # mlflow going down too (MLflow itself fine: the link is broken) is its own alert.
@@ -257,7 +271,10 @@ def test_stall_alert_from_job_events_resolved_by_runs() -> None:
     out = e.job_event("mlflow_write", "skipped", T0 + 300)
     assert names(out) == [(MONITOR_STALLED, "firing")]
     assert out[0].labels == {
-        "alertname": MONITOR_STALLED, "target": "mlflow", "probe": "mlflow_write", "severity": "warning",
+        "alertname": MONITOR_STALLED,
+        "target": "mlflow",
+        "probe": "mlflow_write",
+        "severity": "warning",
     }
     assert "'skipped'" in out[0].annotations["description"]
     assert e.job_event("unknown_probe", "error", T0) == []  # not configured
@@ -281,7 +298,9 @@ def test_extra_labels_runbook_and_generator_url() -> None:
     )
     alert = feed(e, [fail(reason=Reason.WORKER_FAILURE)] * 2)[0]
     assert alert.labels["cluster"] == "prod-eu" and alert.labels["namespace"] == "mlops"
-    assert alert.annotations["runbook_url"] == f"https://runbooks.example.internal/synthetic-monitor#{alert.name.lower()}"
+    assert (
+        alert.annotations["runbook_url"] == f"https://runbooks.example.internal/synthetic-monitor#{alert.name.lower()}"
+    )
     assert alert.generator_url == "http://monitor.mlops.svc:9356/status"
     assert alert.as_alertmanager()["generatorURL"] == "http://monitor.mlops.svc:9356/status"
     plain = feed(engine(), [fail()] * 2)[0]
@@ -341,9 +360,7 @@ def test_restart_keeps_firing_alerts_without_a_new_fire() -> None:
     assert names(again) == [(PROBE_FAILING, "firing")] and again[0].starts_at == T0 + 30
     assert e.observe(fail(), T0 + 80) == []  # still failing: no duplicate "new" fire
     # The pending counter survived too: one more failure of mlflow_write fires it.
-    assert names(e.observe(fail(probe="mlflow_write", scenario="mlflow_write"), T0 + 90)) == [
-        (PROBE_FAILING, "firing")
-    ]
+    assert names(e.observe(fail(probe="mlflow_write", scenario="mlflow_write"), T0 + 90)) == [(PROBE_FAILING, "firing")]
     assert names(feed(e, [run()] * 2, start=T0 + 100)) == [(PROBE_FAILING, "resolved")]
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from monitor.config import Config, load_config
-from monitor.probes.asgard_crosscheck import LINK_BROKEN, MLFLOW_DOWN, cross_check
 from monitor.http import TargetClient
 from monitor.probes import SCENARIOS
 from monitor.probes.asgard import AsgardOptions
+from monitor.probes.asgard_crosscheck import LINK_BROKEN, MLFLOW_DOWN, cross_check
 from monitor.probes.mlflow import ReadOptions
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult, Reason
@@ -42,8 +43,9 @@ def set_faults(url: str, **switches: Any) -> None:
 async def asgard(url: str, timeout: float = 2.0, **options: Any) -> ProbeResult:
     client = TargetClient(url)
     try:
-        return await run_probe(SCENARIOS["asgard"], client, AsgardOptions(**options), probe="asgard_api",
-                               target="asgard", timeout=timeout)
+        return await run_probe(
+            SCENARIOS["asgard"], client, AsgardOptions(**options), probe="asgard_api", target="asgard", timeout=timeout
+        )
     finally:
         await client.aclose()
 
@@ -120,8 +122,9 @@ async def test_array_payload_is_accepted(standin: tuple[AsgardServer, str]) -> N
 
 
 async def test_renamed_fields_follow_the_config(standin: tuple[AsgardServer, str]) -> None:
-    set_faults(standin[1], rename={"mlflow_available": "mlflowUp", "registered_models": "models_total"},
-               mlflow_available=False)
+    set_faults(
+        standin[1], rename={"mlflow_available": "mlflowUp", "registered_models": "models_total"}, mlflow_available=False
+    )
     unconfigured = await asgard(standin[1])
     # Not knowing the renamed flag, the probe cannot see MLflow is down: it reports what it can.
     assert unconfigured.ok and "mlflow" not in unconfigured.facts.dependencies
@@ -152,8 +155,9 @@ def two_target_config(mlflow_url: str, asgard_url: str) -> Config:
 async def read_mlflow(url: str) -> ProbeResult:
     client = TargetClient(url)
     try:
-        return await run_probe(SCENARIOS["mlflow_read"], client, ReadOptions(), probe="mlflow_read",
-                               target="mlflow", timeout=3.0)
+        return await run_probe(
+            SCENARIOS["mlflow_read"], client, ReadOptions(), probe="mlflow_read", target="mlflow", timeout=3.0
+        )
     finally:
         await client.aclose()
 

@@ -80,7 +80,7 @@ def start_standin(*args: str, port: int | None = None) -> Standin:
         if ready:
             line = proc.stdout.readline()
             if line.startswith(READY_PREFIX):
-                url = line[len(READY_PREFIX):].strip()
+                url = line[len(READY_PREFIX) :].strip()
                 assert url == f"http://127.0.0.1:{port}"
                 return Standin(proc, url)
             if not line and proc.poll() is not None:
@@ -214,8 +214,12 @@ def test_keep_alive_and_content_length(standin: Standin) -> None:
         assert first.status == 200
         assert int(first.headers["Content-Length"]) == len(body1)
         assert first.headers.get("Connection", "").lower() != "close"
-        conn.request("POST", "/mlops/inference", body=json.dumps({"model": "demo-model", "inputs": [1]}),
-                      headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/mlops/inference",
+            body=json.dumps({"model": "demo-model", "inputs": [1]}),
+            headers={"Content-Type": "application/json"},
+        )
         second = conn.getresponse()
         body2 = second.read()
         assert second.status == 200
@@ -389,8 +393,9 @@ def test_non_json(client: httpx.Client) -> None:
 
 
 def test_rename_and_omit(client: httpx.Client) -> None:
-    set_faults(client, rename={"registered_models": "registeredModels", "mlflow_available": "mlflowUp"},
-               omit=["feature_views"])
+    set_faults(
+        client, rename={"registered_models": "registeredModels", "mlflow_available": "mlflowUp"}, omit=["feature_views"]
+    )
     status = client.get("/mlops/status").json()
     assert status == {
         "mlflow_tracking_uri": "http://localhost:5000",
@@ -416,15 +421,35 @@ def test_sigusr1_resets_faults(client: httpx.Client, standin: Standin) -> None:
 
 def test_startup_flags_are_the_reset_values() -> None:
     s = start_standin(
-        "--host", "127.0.0.1", "--models", "a,b", "--latency", "0.2", "--error-status", "502",
-        "--mlflow-available", "false", "--feast-available", "false", "--models-shape", "array",
-        "--rename", "feature_views=views", "--omit", "active_experiments",
+        "--host",
+        "127.0.0.1",
+        "--models",
+        "a,b",
+        "--latency",
+        "0.2",
+        "--error-status",
+        "502",
+        "--mlflow-available",
+        "false",
+        "--feast-available",
+        "false",
+        "--models-shape",
+        "array",
+        "--rename",
+        "feature_views=views",
+        "--omit",
+        "active_experiments",
     )
     try:
         with httpx.Client(base_url=s.url, timeout=5) as c:
             expected = {
-                **DEFAULT_FAULTS, "latency": 0.2, "error_status": 502, "mlflow_available": False,
-                "feast_available": False, "models_shape": "array", "rename": {"feature_views": "views"},
+                **DEFAULT_FAULTS,
+                "latency": 0.2,
+                "error_status": 502,
+                "mlflow_available": False,
+                "feast_available": False,
+                "models_shape": "array",
+                "rename": {"feature_views": "views"},
                 "omit": ["active_experiments"],
             }
             assert c.get("/admin/faults").json() == expected
@@ -491,7 +516,10 @@ def test_bad_arguments_exit_2() -> None:
     for bad in (["--models-shape", "list"], ["--feast-available", "maybe"], ["--error-status", "42"]):
         proc = subprocess.run(
             [sys.executable, "-m", "monitor.standin.asgard", "--port", "0", *bad],
-            cwd=REPO, capture_output=True, text=True, timeout=20,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         assert proc.returncode == 2, (bad, proc.stderr)
 
@@ -552,10 +580,18 @@ def test_backed_by_real_mlflow(tmp_path: Path) -> None:
     log = (tmp_path / "mlflow.log").open("wb")
     proc = subprocess.Popen(
         [
-            mlflow_executable(), "server",
-            "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
-            "--artifacts-destination", str(tmp_path / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            mlflow_executable(),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ],
         cwd=tmp_path,
         env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
@@ -604,8 +640,9 @@ def test_backed_by_real_mlflow(tmp_path: Path) -> None:
             models = c.get("/mlops/models").json()["models"]
             assert [(m["name"], m["latest_version"]) for m in models] == [("m1", None), ("static-one", "1")]
 
-            ml.post("/api/2.0/mlflow/model-versions/create",
-                    json={"name": "m1", "source": "s3://bucket/m1"}).raise_for_status()
+            ml.post(
+                "/api/2.0/mlflow/model-versions/create", json={"name": "m1", "source": "s3://bucket/m1"}
+            ).raise_for_status()
             m1 = c.get("/mlops/models/m1")
             assert m1.status_code == 200
             assert m1.json()["latest_version"] == "1" and m1.json()["source"] == "mlflow"

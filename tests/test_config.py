@@ -12,10 +12,11 @@ import base64
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -34,7 +35,8 @@ ERROR_PREFIX = "synthetic-monitor: config error: "
 def clean_env(**extra: str) -> dict[str, str]:
     """The inherited environment without anything the config loader reads, plus `extra`."""
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("MLFLOW_", "ASGARD_", "SYNTHETIC_MONITOR_")) and k != "PYTHONWARNINGS"
     }
     env.update(extra)
@@ -44,7 +46,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 def base_doc() -> dict[str, Any]:
     return {
         "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:5000"}],
-        "probes": [{"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s", "timeout": "10s"}],
+        "probes": [
+            {"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s", "timeout": "10s"}
+        ],
     }
 
 
@@ -131,7 +135,9 @@ def test_defaults_with_no_file_and_empty_env(monkeypatch: pytest.MonkeyPatch) ->
     assert (probes["mlflow_write"].interval, probes["mlflow_write"].timeout) == (300.0, 30.0)
     assert probes["mlflow_write"].options.experiment_name == "synthetic-monitor"
     assert (probes["mlflow_registry"].interval, probes["mlflow_registry"].options.model_name) == (
-        300.0, "synthetic-monitor-probe")
+        300.0,
+        "synthetic-monitor-probe",
+    )
     assert config.metrics.buckets == list(DEFAULT_BUCKETS)
     assert config.alerting.failure_threshold == 2 and config.alerting.success_threshold == 2
     assert config.secret_values() == set()
@@ -170,18 +176,27 @@ def test_bearer_token_from_env() -> None:
 
 
 def test_env_credentials_precedence_follows_mlflow() -> None:
-    config = load_config(None, env={
-        "MLFLOW_TRACKING_USERNAME": "probe", "MLFLOW_TRACKING_PASSWORD": "pw", "MLFLOW_TRACKING_TOKEN": "tok",
-    })
+    config = load_config(
+        None,
+        env={
+            "MLFLOW_TRACKING_USERNAME": "probe",
+            "MLFLOW_TRACKING_PASSWORD": "pw",
+            "MLFLOW_TRACKING_TOKEN": "tok",
+        },
+    )
     auth = config.target("mlflow").auth
     assert auth is not None and auth.basic == ("probe", "pw")
 
 
 def test_env_credentials_apply_to_file_targets_without_auth(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(doc(lambda d: d["targets"].append(
-        {"name": "other", "kind": "mlflow", "url": "http://127.0.0.1:5001", "auth": {"token": "file-token"}}
-    )))
+    path.write_text(
+        doc(
+            lambda d: d["targets"].append(
+                {"name": "other", "kind": "mlflow", "url": "http://127.0.0.1:5001", "auth": {"token": "file-token"}}
+            )
+        )
+    )
     config = load_config(path, env={"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p"})
     assert config.target("mlflow").auth.basic == ("u", "p")  # type: ignore[union-attr]
     assert config.target("other").auth.bearer == "file-token"  # type: ignore[union-attr]
@@ -193,9 +208,7 @@ def test_config_path_from_env(tmp_path: Path) -> None:
     assert load_config(None, env={"SYNTHETIC_MONITOR_CONFIG": str(path)}).listen == "127.0.0.1:9999"
 
 
-@pytest.mark.parametrize(
-    ("interval", "timeout"), [("30s", 24.0), ("5m", 240.0), ("1s", 0.8), (10, 8.0)]
-)
+@pytest.mark.parametrize(("interval", "timeout"), [("30s", 24.0), ("5m", 240.0), ("1s", 0.8), (10, 8.0)])
 def test_timeout_defaults_to_80_percent_of_interval(tmp_path: Path, interval: object, timeout: float) -> None:
     path = tmp_path / "c.yaml"
 
@@ -233,15 +246,27 @@ def test_password_file_and_token_file_are_read(tmp_path: Path) -> None:
     (tmp_path / "password").write_text("file-password\n")
     (tmp_path / "token").write_text("  file-token \n")
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [
-            {"name": "a", "kind": "mlflow", "url": "http://127.0.0.1:5000",
-             "auth": {"username": "probe", "password_file": str(tmp_path / "password")}},
-            {"name": "b", "kind": "mlflow", "url": "http://127.0.0.1:5001",
-             "auth": {"token_file": str(tmp_path / "token")}},
-        ],
-        "probes": [{"name": "p", "target": "a", "scenario": "mlflow_read"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "a",
+                        "kind": "mlflow",
+                        "url": "http://127.0.0.1:5000",
+                        "auth": {"username": "probe", "password_file": str(tmp_path / "password")},
+                    },
+                    {
+                        "name": "b",
+                        "kind": "mlflow",
+                        "url": "http://127.0.0.1:5001",
+                        "auth": {"token_file": str(tmp_path / "token")},
+                    },
+                ],
+                "probes": [{"name": "p", "target": "a", "scenario": "mlflow_read"}],
+            }
+        )
+    )
     config = load_config(path, env={"MLFLOW_TRACKING_TOKEN": "env-token-ignored"})
     assert config.target("a").auth.basic == ("probe", "file-password")  # type: ignore[union-attr]
     assert config.target("b").auth.bearer == "file-token"  # type: ignore[union-attr]
@@ -287,8 +312,11 @@ CORPUS = [
     Bad("targets_not_a_list", doc(_set("targets", "mlflow")), field="targets"),
     Bad("url_not_a_string", doc(_set("targets.0.url", 5000)), field="targets[0].url"),
     Bad("unknown_top_level_key", doc(_set("colour", "blue")), field="colour"),
-    Bad("unknown_auth_key", doc(_set("targets.0.auth", {"username": "u", "passwd": "x"})),
-        field="targets[0].auth.passwd"),
+    Bad(
+        "unknown_auth_key",
+        doc(_set("targets.0.auth", {"username": "u", "passwd": "x"})),
+        field="targets[0].auth.passwd",
+    ),
     Bad("negative_interval", doc(_set("probes.0.interval", -5)), field="probes[0].interval"),
     Bad("timeout_above_interval", doc(_set("probes.0.timeout", "40s")), field="probes[0].timeout"),
     Bad("duplicate_probe_names", doc(_duplicate_probe), field="probes[1].name"),
@@ -305,8 +333,11 @@ CORPUS = [
     Bad("top_level_list", "- listen: 0.0.0.0:9356\n", phrase="the top level must be a mapping"),
     Bad("bad_listen", doc(_set("listen", "localhost")), field="listen"),
     Bad("bad_log_level", doc(_set("log.level", "verbose")), field="log.level"),
-    Bad("unknown_option_key", doc(_set("probes.0.options", {"max_result": 5})), field="probes[0].options.max_result",
-        ),
+    Bad(
+        "unknown_option_key",
+        doc(_set("probes.0.options", {"max_result": 5})),
+        field="probes[0].options.max_result",
+    ),
     Bad("buckets_not_increasing", doc(_set("metrics.buckets", [0.1, 1, 0.5])), field="metrics.buckets"),
 ]
 
@@ -321,46 +352,70 @@ MORE = [
     Bad("zero_timeout", doc(_set("probes.0.timeout", 0)), field="probes[0].timeout"),
     Bad("url_port_not_a_number", doc(_set("targets.0.url", "http://127.0.0.1:50a0")), field="targets[0].url"),
     Bad("buckets_not_numbers", doc(_set("metrics.buckets", ["fast", "slow"])), field="metrics.buckets[0]"),
-    Bad("receiver_bad_url", doc(_set("alerting.receivers", [{"kind": "webhook", "url": "hooks.internal"}])),
-        field="alerting.receivers[0].url"),
+    Bad(
+        "receiver_bad_url",
+        doc(_set("alerting.receivers", [{"kind": "webhook", "url": "hooks.internal"}])),
+        field="alerting.receivers[0].url",
+    ),
     Bad("listen_port_out_of_range", doc(_set("listen", "0.0.0.0:70000")), field="listen"),
     Bad("listen_not_a_string", doc(_set("listen", 9356)), field="listen"),
     Bad("log_format", doc(_set("log.format", "xml")), field="log.format"),
     Bad("failure_threshold_zero", doc(_set("alerting.failure_threshold", 0)), field="alerting.failure_threshold"),
-    Bad("receiver_unknown_kind", doc(_set("alerting.receivers", [{"kind": "pager", "url": "http://x"}])),
-        field="alerting.receivers[0].kind"),
+    Bad(
+        "receiver_unknown_kind",
+        doc(_set("alerting.receivers", [{"kind": "pager", "url": "http://x"}])),
+        field="alerting.receivers[0].kind",
+    ),
     Bad("probe_name_with_spaces", doc(_set("probes.0.name", "my probe!")), field="probes[0].name"),
     Bad("probe_without_target", doc(lambda d: d["probes"][0].pop("target")), field="probes[0].target"),
     Bad("no_targets", doc(_set("targets", [])), field="targets"),
     Bad("no_probes", doc(_set("probes", [])), field="probes"),
     Bad("negative_step_timeout", doc(_set("probes.0.step_timeout", "-1s")), field="probes[0].step_timeout"),
     Bad("nan_interval", doc(_set("probes.0.interval", float("nan"))), field="probes[0].interval"),
-    Bad("infinite_interval_default_timeout", doc(lambda d: (_no_timeout(d), _set("probes.0.interval", "inf")(d))),
-        field="probes[0].interval"),
-    Bad("ca_file_unreadable", doc(_set("targets.0.tls", {"ca_file": "/nonexistent/ca.pem"})),
-        field="targets[0].tls.ca_file"),
+    Bad(
+        "infinite_interval_default_timeout",
+        doc(lambda d: (_no_timeout(d), _set("probes.0.interval", "inf")(d))),
+        field="probes[0].interval",
+    ),
+    Bad(
+        "ca_file_unreadable",
+        doc(_set("targets.0.tls", {"ca_file": "/nonexistent/ca.pem"})),
+        field="targets[0].tls.ca_file",
+    ),
     Bad("headers_not_strings", doc(_set("targets.0.headers", {"X-Team": ["a"]})), field="targets[0].headers.X-Team"),
     # CR or LF in a header would split it on the wire (header injection): refused by field.
-    Bad("header_value_with_crlf", doc(_set("targets.0.headers", {"X-Team": "a\r\nX-Injected: 1"})),
-        field="targets[0].headers.X-Team"),
+    Bad(
+        "header_value_with_crlf",
+        doc(_set("targets.0.headers", {"X-Team": "a\r\nX-Injected: 1"})),
+        field="targets[0].headers.X-Team",
+    ),
     Bad("header_value_with_lf", doc(_set("targets.0.headers", {"X-Team": "a\nb"})), field="targets[0].headers.X-Team"),
     Bad("header_name_not_a_token", doc(_set("targets.0.headers", {"X Team": "a"})), field="targets[0].headers.X Team"),
-    Bad("receiver_header_value_with_cr", doc(_set("alerting.receivers", [
-        {"kind": "webhook", "url": "http://x", "headers": {"X-Key": "k\rv"}}])),
-        field="alerting.receivers[0].headers.X-Key"),
+    Bad(
+        "receiver_header_value_with_cr",
+        doc(_set("alerting.receivers", [{"kind": "webhook", "url": "http://x", "headers": {"X-Key": "k\rv"}}])),
+        field="alerting.receivers[0].headers.X-Key",
+    ),
     Bad("token_with_lf", doc(_set("targets.0.auth", {"token": "abc\ndef"})), field="targets[0].auth.token"),
     Bad("target_kind_unknown", doc(_set("targets.0.kind", "kubeflow")), field="targets[0].kind"),
     Bad("buckets_empty", doc(_set("metrics.buckets", [])), field="metrics.buckets"),
     Bad("options_not_a_mapping", doc(_set("probes.0.options", [1, 2])), field="probes[0].options"),
-    Bad("option_value_out_of_range", doc(_set("probes.0.options", {"max_results": 0})),
-        field="probes[0].options.max_results"),
-    Bad("token_and_username", doc(_set("targets.0.auth", {"username": "u", "token": "t"})),
-        field="targets[0].auth.token"),
-    Bad("password_without_username", doc(_set("targets.0.auth", {"password": "p"})),
-        field="targets[0].auth.username"),
-    Bad("password_and_password_file", doc(_set("targets.0.auth", {"username": "u", "password": "p",
-                                                                   "password_file": "/etc/hostname"})),
-        field="targets[0].auth.password_file"),
+    Bad(
+        "option_value_out_of_range",
+        doc(_set("probes.0.options", {"max_results": 0})),
+        field="probes[0].options.max_results",
+    ),
+    Bad(
+        "token_and_username",
+        doc(_set("targets.0.auth", {"username": "u", "token": "t"})),
+        field="targets[0].auth.token",
+    ),
+    Bad("password_without_username", doc(_set("targets.0.auth", {"password": "p"})), field="targets[0].auth.username"),
+    Bad(
+        "password_and_password_file",
+        doc(_set("targets.0.auth", {"username": "u", "password": "p", "password_file": "/etc/hostname"})),
+        field="targets[0].auth.password_file",
+    ),
     Bad("not_utf8", b"targets: \xff\xfe\n", phrase="not a UTF-8 text file"),
     Bad("tabs_in_yaml", "targets:\n\t- name: x\n", phrase="not valid YAML"),
 ]
@@ -374,10 +429,7 @@ def _field_check(case: Bad, line: str, path: Path) -> None:
 
 
 def _params(cases: list[Bad]) -> list[Any]:
-    return [
-        pytest.param(case, id=case.id)
-        for case in cases
-    ]
+    return [pytest.param(case, id=case.id) for case in cases]
 
 
 def _write(directory: Path, case: Bad) -> Path:
@@ -452,7 +504,11 @@ class Run:
 def _execute(run: Run, cwd: Path) -> Run:
     proc = subprocess.run(
         [str(PYTHON if PYTHON.exists() else sys.executable), "-m", "monitor", *run.args],
-        cwd=cwd, env=run.env, capture_output=True, text=True, timeout=50,
+        cwd=cwd,
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=50,
     )
     run.returncode, run.stdout, run.stderr = proc.returncode, proc.stdout, proc.stderr
     return run
@@ -472,22 +528,47 @@ CANARIES = {
 def _show_config(directory: Path) -> Path:
     (directory / "password").write_text(CANARIES["file"] + "\n")
     path = directory / "show.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [
-            {"name": "inline", "kind": "mlflow", "url": "http://127.0.0.1:5000",
-             "auth": {"username": "probe", "password": CANARIES["inline"]}},
-            {"name": "from_file", "kind": "mlflow", "url": "http://127.0.0.1:5001",
-             "auth": {"username": "probe", "password_file": str(directory / "password")}},
-            {"name": "from_env", "kind": "mlflow", "url": "http://127.0.0.1:5002"},
-            {"name": "userinfo", "kind": "mlflow", "url": f"http://probe:{CANARIES['url']}@127.0.0.1:5003",
-             "auth": {"username": "probe", "password": "x"}},
-            {"name": "header", "kind": "mlflow", "url": "http://127.0.0.1:5004", "auth": {"token": "x"},
-             "headers": {"Authorization": f"Bearer {CANARIES['header']}"}},
-        ],
-        "probes": [{"name": "read", "target": "inline", "scenario": "mlflow_read", "interval": "1m"}],
-        "alerting": {"receivers": [
-            {"kind": "webhook", "url": f"http://hook:{CANARIES['receiver_url']}@hooks.internal/alerts"}]},
-    }, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "inline",
+                        "kind": "mlflow",
+                        "url": "http://127.0.0.1:5000",
+                        "auth": {"username": "probe", "password": CANARIES["inline"]},
+                    },
+                    {
+                        "name": "from_file",
+                        "kind": "mlflow",
+                        "url": "http://127.0.0.1:5001",
+                        "auth": {"username": "probe", "password_file": str(directory / "password")},
+                    },
+                    {"name": "from_env", "kind": "mlflow", "url": "http://127.0.0.1:5002"},
+                    {
+                        "name": "userinfo",
+                        "kind": "mlflow",
+                        "url": f"http://probe:{CANARIES['url']}@127.0.0.1:5003",
+                        "auth": {"username": "probe", "password": "x"},
+                    },
+                    {
+                        "name": "header",
+                        "kind": "mlflow",
+                        "url": "http://127.0.0.1:5004",
+                        "auth": {"token": "x"},
+                        "headers": {"Authorization": f"Bearer {CANARIES['header']}"},
+                    },
+                ],
+                "probes": [{"name": "read", "target": "inline", "scenario": "mlflow_read", "interval": "1m"}],
+                "alerting": {
+                    "receivers": [
+                        {"kind": "webhook", "url": f"http://hook:{CANARIES['receiver_url']}@hooks.internal/alerts"}
+                    ]
+                },
+            },
+            sort_keys=False,
+        )
+    )
     return path
 
 
@@ -508,8 +589,10 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     )
     runs["show:defaults"] = Run(
         ["config", "show", "--format", "json"],
-        env=clean_env(MLFLOW_TRACKING_TOKEN=CANARIES["token_env"],
-                      MLFLOW_TRACKING_URI=f"http://probe:{CANARIES['url']}@mlflow.svc:5000"),
+        env=clean_env(
+            MLFLOW_TRACKING_TOKEN=CANARIES["token_env"],
+            MLFLOW_TRACKING_URI=f"http://probe:{CANARIES['url']}@mlflow.svc:5000",
+        ),
     )
     with ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2) * 2)) as pool:
         list(pool.map(lambda run: _execute(run, directory), runs.values()))

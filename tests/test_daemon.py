@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -39,18 +40,33 @@ EXPECTED_FAMILIES = {
 
 
 def write_config(path: Path, mlflow_url: str, read_interval: str = "2s", write_interval: str = "5s") -> Path:
-    path.write_text(yaml.safe_dump({
-        "log": {"format": "json", "level": "info"},
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_url}],
-        "probes": [
-            {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": read_interval,
-             "timeout": "1500ms"},
-            {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": write_interval,
-             # deadline + 2 cleanup steps x step_timeout must fit in 90% of the interval
-             "timeout": "2500ms", "step_timeout": "1s",
-             "options": {"experiment_name": "daemon-test", "artifacts": True}},
-        ],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "log": {"format": "json", "level": "info"},
+                "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_url}],
+                "probes": [
+                    {
+                        "name": "mlflow_read",
+                        "target": "mlflow",
+                        "scenario": "mlflow_read",
+                        "interval": read_interval,
+                        "timeout": "1500ms",
+                    },
+                    {
+                        "name": "mlflow_write",
+                        "target": "mlflow",
+                        "scenario": "mlflow_write",
+                        "interval": write_interval,
+                        # deadline + 2 cleanup steps x step_timeout must fit in 90% of the interval
+                        "timeout": "2500ms",
+                        "step_timeout": "1s",
+                        "options": {"experiment_name": "daemon-test", "artifacts": True},
+                    },
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -99,27 +115,44 @@ def test_metrics_health_ready_status(mlflow_server: MlflowServer, daemon_for) ->
     for name, kind in EXPECTED_FAMILIES.items():
         assert name in families, name
         assert families[name].type == kind, name
-    assert sample(families, "synthetic_probe_step_failures_total", probe="mlflow_write", step="runs_get",
-                  reason="validation_failed") == 0
+    assert (
+        sample(
+            families,
+            "synthetic_probe_step_failures_total",
+            probe="mlflow_write",
+            step="runs_get",
+            reason="validation_failed",
+        )
+        == 0
+    )
     assert sample(families, "synthetic_probe_timeout_seconds", probe="mlflow_read") == 1.5
-    assert sample(families, "synthetic_probe_step_phase_seconds", probe="mlflow_read", step="health",
-                  phase="first_byte") == 0
+    assert (
+        sample(families, "synthetic_probe_step_phase_seconds", probe="mlflow_read", step="health", phase="first_byte")
+        == 0
+    )
 
     wait_for(lambda: httpx.get(f"{daemon.url}/readyz").status_code == 200, 20, "/readyz 200")
     assert httpx.get(f"{daemon.url}/healthz").status_code == 200
 
     families = wait_for(
-        lambda: (f := scrape(daemon.url)) and (sample(f, "synthetic_probe_runs_total", probe="mlflow_read",
-                                                      result="success") or 0) >= 2 and f,
-        20, "two successful read runs",
+        lambda: (
+            (f := scrape(daemon.url))
+            and (sample(f, "synthetic_probe_runs_total", probe="mlflow_read", result="success") or 0) >= 2
+            and f
+        ),
+        20,
+        "two successful read runs",
     )
     assert sample(families, "synthetic_probe_success", target="mlflow", probe="mlflow_write") == 1
     for step in ("experiment_get_or_create", "runs_get", "artifact_get", "runs_delete"):
-        count = sample(families, "synthetic_probe_step_duration_seconds_count", target="mlflow",
-                       probe="mlflow_write", step=step)
+        count = sample(
+            families, "synthetic_probe_step_duration_seconds_count", target="mlflow", probe="mlflow_write", step=step
+        )
         assert count and count >= 1, step
-    assert sample(families, "synthetic_probe_step_duration_seconds_bucket", probe="mlflow_read", step="health",
-                  le="+Inf") >= 2
+    assert (
+        sample(families, "synthetic_probe_step_duration_seconds_bucket", probe="mlflow_read", step="health", le="+Inf")
+        >= 2
+    )
     assert sample(families, "synthetic_monitor_build_info") == 1
     assert time.time() - sample(families, "synthetic_monitor_heartbeat_timestamp_seconds") < 10
     assert sample(families, "synthetic_monitor_schedule_lag_seconds_count", probe="mlflow_read") >= 2
@@ -133,8 +166,17 @@ def test_metrics_health_ready_status(mlflow_server: MlflowServer, daemon_for) ->
     phases = last["steps"][0]["phases"]
     assert set(phases) == {"connect", "tls", "first_byte", "body"} and phases["tls"] == 0
     assert 0 < phases["first_byte"] <= last["steps"][0]["duration_seconds"]
-    assert (sample(families, "synthetic_probe_step_phase_seconds", target="mlflow", probe="mlflow_read", step="health",
-                   phase="first_byte") or 0) > 0
+    assert (
+        sample(
+            families,
+            "synthetic_probe_step_phase_seconds",
+            target="mlflow",
+            probe="mlflow_read",
+            step="health",
+            phase="first_byte",
+        )
+        or 0
+    ) > 0
     assert status["recent_failures"] == []
 
     log = daemon.log_text()
@@ -150,9 +192,21 @@ def test_killed_mlflow_shows_unreachable_within_one_interval(own_mlflow: MlflowS
     own_mlflow.kill()
     killed_at = time.monotonic()
     wait_for(
-        lambda: (sample(scrape(daemon.url), "synthetic_probe_step_failures_total", probe="mlflow_read",
-                        step="health", reason="unreachable") or 0) >= 1,
-        2 + 1.5 + 1, "an unreachable failure of the read probe",
+        lambda: (
+            (
+                sample(
+                    scrape(daemon.url),
+                    "synthetic_probe_step_failures_total",
+                    probe="mlflow_read",
+                    step="health",
+                    reason="unreachable",
+                )
+                or 0
+            )
+            >= 1
+        ),
+        2 + 1.5 + 1,
+        "an unreachable failure of the read probe",
     )
     assert time.monotonic() - killed_at <= 2 + 1.5 + 1
     assert httpx.get(f"{daemon.url}/healthz").status_code == 200
@@ -169,7 +223,9 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in a scenario is counted and logged with a traceback; the job keeps being scheduled."""
-    from monitor import config as config_module, daemon as daemon_module, jobs as jobs_module
+    from monitor import config as config_module
+    from monitor import daemon as daemon_module
+    from monitor import jobs as jobs_module
     from monitor.config import load_config
     from monitor.probes.base import Scenario, ScenarioOptions
 
@@ -184,10 +240,14 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
     monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],
-        "probes": [{"name": "broken", "target": "mlflow", "scenario": "broken", "interval": "1s"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],
+                "probes": [{"name": "broken", "target": "mlflow", "scenario": "broken", "interval": "1s"}],
+            }
+        )
+    )
     config = load_config(path)
 
     async def scenario() -> dict[str, Any]:
@@ -198,14 +258,26 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
             await asyncio.sleep(0.1)
         d.request_stop()
         assert await asyncio.wait_for(task, 15) == 0
-        families = {f.name: f for f in text_string_to_metric_families(
-            __import__("prometheus_client").generate_latest(d.registry).decode())}
+        families = {
+            f.name: f
+            for f in text_string_to_metric_families(
+                __import__("prometheus_client").generate_latest(d.registry).decode()
+            )
+        }
         return {"runs": d.history._runs.get("broken", 0), "families": families, "last": d.history.last("broken")}
 
     out = asyncio.run(scenario())
     assert out["runs"] >= 3
-    assert sample(out["families"], "synthetic_probe_step_failures_total", probe="broken", step="scenario",
-                  reason="internal_error") >= 3
+    assert (
+        sample(
+            out["families"],
+            "synthetic_probe_step_failures_total",
+            probe="broken",
+            step="scenario",
+            reason="internal_error",
+        )
+        >= 3
+    )
     last = out["last"]
     assert last.reason.value == "internal_error" and last.failed_step.name == "scenario"
     assert "RuntimeError: bug in the scenario" in last.traceback
@@ -222,10 +294,14 @@ def test_healthz_turns_503_while_the_event_loop_is_wedged(tmp_path: Path) -> Non
     server, url = serve_in_thread()
     port = free_port()
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
-        "probes": [{"name": "api", "target": "asgard", "scenario": "asgard", "interval": "1s"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
+                "probes": [{"name": "api", "target": "asgard", "scenario": "asgard", "interval": "1s"}],
+            }
+        )
+    )
     d = daemon_module.Daemon(load_config(path), str(path), listen=f"127.0.0.1:{port}")
     d.heartbeat_stale_after = 3.0  # the heartbeat beats every 2 s
     seen: dict[str, int] = {}

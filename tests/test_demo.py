@@ -49,9 +49,22 @@ def test_demo_starts_passes_shows_a_fault_and_stops_clean(tmp_path: Path) -> Non
     out_path = tmp_path / "demo.out"
     with out_path.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "demo", "--mlflow-port", str(ports["mlflow"]),
-             "--asgard-port", str(ports["asgard"]), "--monitor-port", str(ports["monitor"])],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "demo",
+                "--mlflow-port",
+                str(ports["mlflow"]),
+                "--asgard-port",
+                str(ports["asgard"]),
+                "--monitor-port",
+                str(ports["monitor"]),
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     try:
         deadline = time.monotonic() + 120
@@ -71,8 +84,14 @@ def test_demo_starts_passes_shows_a_fault_and_stops_clean(tmp_path: Path) -> Non
         seen = False
         while time.monotonic() < deadline and not seen:
             metrics = httpx.get(f"{monitor}/metrics").text
-            seen = re.search(r'synthetic_probe_step_failures_total\{[^}]*probe="asgard_api"[^}]*'
-                             r'reason="worker_failure"[^}]*step="status"[^}]*\} [1-9]', metrics) is not None
+            seen = (
+                re.search(
+                    r'synthetic_probe_step_failures_total\{[^}]*probe="asgard_api"[^}]*'
+                    r'reason="worker_failure"[^}]*step="status"[^}]*\} [1-9]',
+                    metrics,
+                )
+                is not None
+            )
             time.sleep(0.5)
         assert seen, "no worker_failure of asgard_api within one interval"
         httpx.delete(f"{asgard}/admin/faults").raise_for_status()

@@ -31,8 +31,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -124,8 +125,7 @@ def _cli() -> list[str]:
 
 def _clean_env(**extra: str) -> dict[str, str]:
     """The environment without anything that would change how the daemon reads its config."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "ASGARD_", "SYNTHETIC_MONITOR_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ASGARD_", "SYNTHETIC_MONITOR_"))}
     env.update(extra)
     return env
 
@@ -431,7 +431,9 @@ def test_prometheusrule_is_rules_yml() -> None:
     rules = _all_rules()
     committed = yaml.safe_load(PROMETHEUSRULE.read_text(encoding="utf-8"))
     assert committed["kind"] == "PrometheusRule"
-    assert committed["spec"] == rules, "prometheusrule.yaml is stale: run deploy/kubernetes/base/generate_prometheusrule.py"
+    assert committed["spec"] == rules, (
+        "prometheusrule.yaml is stale: run deploy/kubernetes/base/generate_prometheusrule.py"
+    )
     generator = _load_generator(KUSTOMIZE_DIR / "base" / "generate_prometheusrule.py")
     assert generator.render() == PROMETHEUSRULE.read_text(encoding="utf-8"), (
         "prometheusrule.yaml differs from the generator's output: run generate_prometheusrule.py"
@@ -521,16 +523,23 @@ def test_dashboard_is_importable() -> None:
     used = set().union(*(metric_names(q) for q in dashboard_queries()))
     assert DASHBOARD_METRICS <= used, f"dashboard misses {sorted(DASHBOARD_METRICS - used)}"
     for quantile in ("0.5", "0.95", "0.99"):
-        assert any(f"histogram_quantile({quantile}," in q and "synthetic_probe_step_duration_seconds_bucket" in q
-                   for q in dashboard_queries()), f"no step latency p{quantile}"
+        assert any(
+            f"histogram_quantile({quantile}," in q and "synthetic_probe_step_duration_seconds_bucket" in q
+            for q in dashboard_queries()
+        ), f"no step latency p{quantile}"
 
 
 def test_dashboard_queries_pass_promtool(tmp_path: Path) -> None:
     promtool = _need("promtool")
     queries = dashboard_queries()
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}:check", "expr": q} for i, q in enumerate(queries)
-    ]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{i}:check", "expr": q} for i, q in enumerate(queries)],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
     proc = _run([promtool, "check", "rules", str(path)])
@@ -557,8 +566,23 @@ def test_dashboard_configmap_is_dashboard_json() -> None:
 
 # ------------------------------------------------------- metric names vs. the running daemon
 
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-                 "offset", "inf", "nan", "Inf", "NaN"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "Inf",
+    "NaN",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -577,8 +601,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.95, sum by (target, le) (rate(a_bucket{x="b c", y=~"$t"}[5m] offset 1m)))'
-            ' / on (target) group_left (probe) b_total > bool 1e-3 or vector(0) unless time() - c')
+    expr = (
+        'histogram_quantile(0.95, sum by (target, le) (rate(a_bucket{x="b c", y=~"$t"}[5m] offset 1m)))'
+        " / on (target) group_left (probe) b_total > bool 1e-3 or vector(0) unless time() - c"
+    )
     assert metric_names(expr) == {"a_bucket", "b_total", "c"}
     assert metric_names('up{job="synthetic-monitor"} == 0 or absent(up{job="x"})') == {"up"}
 
@@ -637,7 +663,7 @@ def exposed_names(exposition: str) -> set[str]:
 
 
 def test_exposed_names_expand_types() -> None:
-    page = ("# HELP a_total x\n# TYPE a_total counter\n# TYPE h histogram\n# TYPE g gauge\ng 1\n")
+    page = "# HELP a_total x\n# TYPE a_total counter\n# TYPE h histogram\n# TYPE g gauge\ng 1\n"
     assert exposed_names(page) == {"a_total", "h_bucket", "h_sum", "h_count", "g"}
 
 
@@ -654,8 +680,9 @@ def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
     ]
     if "asgard" in SCENARIOS:
         targets.append({"name": "asgard", "kind": "asgard", "url": f"http://127.0.0.1:{refused}"})
-        probes.append({"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "30s",
-                       "timeout": "5s"})
+        probes.append(
+            {"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "30s", "timeout": "5s"}
+        )
     config = {
         "listen": f"127.0.0.1:{port}",
         "log": {"level": "warning", "format": "json"},
@@ -674,7 +701,10 @@ def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
     log = (tmp_path / "daemon.log").open("wb")
     proc = subprocess.Popen(
         [*_cli(), "run", "--config", str(config_path), "--listen", f"127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, env=_clean_env(), cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_clean_env(),
+        cwd=tmp_path,
     )
     try:
         base = f"http://127.0.0.1:{port}"

@@ -26,8 +26,9 @@ def _config() -> dict[str, Any]:
 
 def test_fleet_renders_its_objects_in_one_namespace() -> None:
     kinds = sorted(d["kind"] for d in render(FLEET))
-    assert kinds == sorted(["ConfigMap", "StatefulSet", "Service", "Service", "PodDisruptionBudget",
-                            "PrometheusRule", "ServiceMonitor"])
+    assert kinds == sorted(
+        ["ConfigMap", "StatefulSet", "Service", "Service", "PodDisruptionBudget", "PrometheusRule", "ServiceMonitor"]
+    )
     assert all(d["metadata"].get("namespace") == "asgard" for d in render(FLEET))
 
 
@@ -51,8 +52,11 @@ def test_fleet_prometheus_operator_objects_validate() -> None:
 
     for kind in ("ServiceMonitor", "PrometheusRule"):
         doc = one(FLEET, kind)
-        dumped = getattr(prometheus_operator, kind).model_validate(doc).model_dump(mode="json", by_alias=True,
-                                                                                   exclude_none=True)
+        dumped = (
+            getattr(prometheus_operator, kind)
+            .model_validate(doc)
+            .model_dump(mode="json", by_alias=True, exclude_none=True)
+        )
         assert not _dropped_keys(doc, dumped), f"unknown fields in {kind}: {_dropped_keys(doc, dumped)}"
 
 

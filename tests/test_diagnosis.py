@@ -32,7 +32,7 @@ from tests.scripted import Conn, answer, client_for, closed_port, failure_of, se
 pytestmark = pytest.mark.timeout(30)
 
 PG_DOWN = (
-    'POST /api/2.0/mlflow/experiments/search: HTTP 503: TEMPORARILY_UNAVAILABLE (psycopg.OperationalError)'
+    "POST /api/2.0/mlflow/experiments/search: HTTP 503: TEMPORARILY_UNAVAILABLE (psycopg.OperationalError)"
     ' connection failed: connection to server at "127.0.0.1", port 5432 failed: Connection refused'
 )
 RUN_STEPS = ("runs_create", "runs_log_metric", "runs_log_parameter", "runs_update", "runs_get")
@@ -49,8 +49,12 @@ def bad(name: str, reason: Reason, error: str = "failed", status: int | None = N
 
 def explained(*steps: StepResult, kind: str = "mlflow") -> ProbeResult:
     """What the runner does after a scenario: its hints, then the generic diagnosis."""
-    run = ScenarioRun(client=None, deadline=0.0, step_timeout=1.0,  # type: ignore[arg-type]
-                      facts=MlflowFacts() if kind == "mlflow" else Facts())
+    run = ScenarioRun(
+        client=None,
+        deadline=0.0,
+        step_timeout=1.0,  # type: ignore[arg-type]
+        facts=MlflowFacts() if kind == "mlflow" else Facts(),
+    )
     run.steps.extend(steps)
     if kind == "mlflow":
         explain(run)
@@ -71,7 +75,9 @@ async def test_mlflow_json_error_503_is_not_worker_failure() -> None:
 
 
 async def test_proxy_503_page_stays_worker_failure() -> None:
-    async with serve(answer(503, b"<html><title>503 Service Unavailable</title></html>", content_type="text/html")) as s:
+    async with serve(
+        answer(503, b"<html><title>503 Service Unavailable</title></html>", content_type="text/html")
+    ) as s:
         failure = await failure_of(s.url)
     assert failure.reason is Reason.WORKER_FAILURE
 
@@ -94,17 +100,22 @@ def test_503_without_a_database_error_is_left_alone() -> None:
     assert result.diagnosis == Diagnosis("mlflow_server", result.diagnosis.summary)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("reason", "status", "words"), [
-    (Reason.HTTP_ERROR, 500, "failing"),
-    (Reason.TIMEOUT, None, "slow or stalled"),
-])
+@pytest.mark.parametrize(
+    ("reason", "status", "words"),
+    [
+        (Reason.HTTP_ERROR, 500, "failing"),
+        (Reason.TIMEOUT, None, "slow or stalled"),
+    ],
+)
 def test_artifact_step_failing_after_run_steps_passed_is_artifact_store(
     reason: Reason, status: int | None, words: str
 ) -> None:
     result = explained(
-        ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS),
+        ok("experiment_get_or_create"),
+        *(ok(s) for s in RUN_STEPS),
         bad("artifact_put", reason, "PUT /api/2.0/mlflow-artifacts/artifacts/x: trouble", status),
-        bad("artifact_delete", reason, "DELETE ...: trouble", status), ok("runs_delete"),
+        bad("artifact_delete", reason, "DELETE ...: trouble", status),
+        ok("runs_delete"),
     )
     assert result.reason is Reason.DEPENDENCY_UNAVAILABLE and result.failed_step.name == "artifact_put"  # type: ignore[union-attr]
     assert result.steps[-2].reason is Reason.DEPENDENCY_UNAVAILABLE  # the cleanup too
@@ -117,8 +128,10 @@ def test_artifact_step_failing_after_run_steps_passed_is_artifact_store(
 def test_artifact_step_killed_worker_stays_worker_failure() -> None:
     """A closed connection is the worker's death, whatever it was doing: no status, no re-blame."""
     result = explained(
-        ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS),
-        bad("artifact_put", Reason.WORKER_FAILURE, "connection closed by the server"), ok("runs_delete"),
+        ok("experiment_get_or_create"),
+        *(ok(s) for s in RUN_STEPS),
+        bad("artifact_put", Reason.WORKER_FAILURE, "connection closed by the server"),
+        ok("runs_delete"),
     )
     assert result.reason is Reason.WORKER_FAILURE
     assert result.diagnosis is not None and result.diagnosis.component == "mlflow_server"
@@ -137,7 +150,9 @@ def test_flask_html_500_on_a_database_step_is_a_dying_worker() -> None:
 
 def test_artifact_5xx_when_a_run_step_failed_is_not_blamed_on_the_store() -> None:
     result = explained(
-        ok("experiment_get_or_create"), ok("runs_create"), bad("runs_log_metric", Reason.HTTP_ERROR, "x", 500),
+        ok("experiment_get_or_create"),
+        ok("runs_create"),
+        bad("runs_log_metric", Reason.HTTP_ERROR, "x", 500),
         bad("artifact_delete", Reason.HTTP_ERROR, "y", 500),
     )
     assert result.steps[-1].reason is Reason.HTTP_ERROR and result.facts.dependency is None
@@ -160,19 +175,28 @@ def test_first_step_timing_out_is_the_server() -> None:
 # ------------------------------------------------------------------ generic rules
 
 
-@pytest.mark.parametrize(("step", "kind", "component"), [
-    (bad("health", Reason.UNREACHABLE, "GET /health: cannot connect: [Errno 111] Connection refused"), "mlflow",
-     "mlflow_server"),
-    (bad("health", Reason.UNREACHABLE, "GET /health: cannot connect: [Errno -2] Name or service not known"), "mlflow",
-     "network"),
-    (bad("health", Reason.TLS_ERROR, "TLS error: CERTIFICATE_VERIFY_FAILED"), "mlflow", "network"),
-    (bad("experiments_search", Reason.HTTP_ERROR, "HTTP 401: UNAUTHENTICATED", 401), "mlflow", "auth"),
-    (bad("health", Reason.HTTP_ERROR, "HTTP 403: Invalid Host header", 403), "mlflow", "config"),
-    (bad("health", Reason.HTTP_ERROR, "HTTP 404: Not Found", 404), "mlflow", "config"),
-    (bad("scenario", Reason.INTERNAL_ERROR, "KeyError: 'x'"), "mlflow", "monitor"),
-    (bad("status", Reason.TIMEOUT, "no complete response"), "asgard", "asgard"),
-    (bad("status", Reason.WORKER_FAILURE, "connection closed"), "asgard", "asgard"),
-])
+@pytest.mark.parametrize(
+    ("step", "kind", "component"),
+    [
+        (
+            bad("health", Reason.UNREACHABLE, "GET /health: cannot connect: [Errno 111] Connection refused"),
+            "mlflow",
+            "mlflow_server",
+        ),
+        (
+            bad("health", Reason.UNREACHABLE, "GET /health: cannot connect: [Errno -2] Name or service not known"),
+            "mlflow",
+            "network",
+        ),
+        (bad("health", Reason.TLS_ERROR, "TLS error: CERTIFICATE_VERIFY_FAILED"), "mlflow", "network"),
+        (bad("experiments_search", Reason.HTTP_ERROR, "HTTP 401: UNAUTHENTICATED", 401), "mlflow", "auth"),
+        (bad("health", Reason.HTTP_ERROR, "HTTP 403: Invalid Host header", 403), "mlflow", "config"),
+        (bad("health", Reason.HTTP_ERROR, "HTTP 404: Not Found", 404), "mlflow", "config"),
+        (bad("scenario", Reason.INTERNAL_ERROR, "KeyError: 'x'"), "mlflow", "monitor"),
+        (bad("status", Reason.TIMEOUT, "no complete response"), "asgard", "asgard"),
+        (bad("status", Reason.WORKER_FAILURE, "connection closed"), "asgard", "asgard"),
+    ],
+)
 def test_generic_rules(step: StepResult, kind: str, component: str) -> None:
     result = explained(step, kind=kind)
     assert result.diagnosis is not None and result.diagnosis.component == component
@@ -222,8 +246,14 @@ def test_pool_fault_result_is_a_monitor_fault() -> None:
 
 async def test_runner_attaches_the_diagnosis() -> None:
     async with client_for(f"http://127.0.0.1:{closed_port()}") as client:
-        result = await run_probe(SCENARIOS["mlflow_read"], client, SCENARIOS["mlflow_read"].options_model(),
-                                 probe="mlflow_read", target="mlflow", timeout=2.0)
+        result = await run_probe(
+            SCENARIOS["mlflow_read"],
+            client,
+            SCENARIOS["mlflow_read"].options_model(),
+            probe="mlflow_read",
+            target="mlflow",
+            timeout=2.0,
+        )
     assert result.diagnosis is not None and result.diagnosis.component == "mlflow_server"
     assert result.as_dict()["diagnosis"]["component"] == "mlflow_server"
 
@@ -247,7 +277,9 @@ def test_dependency_gauge_absent_until_evidence_then_follows_it_and_never_goes_s
     sink, registry = _metrics()
 
     def value(dependency: str) -> float | None:
-        return registry.get_sample_value("synthetic_mlflow_dependency_up", {"target": "mlflow", "dependency": dependency})
+        return registry.get_sample_value(
+            "synthetic_mlflow_dependency_up", {"target": "mlflow", "dependency": dependency}
+        )
 
     no_evidence = explained(bad("health", Reason.UNREACHABLE, "refused"))
     sink.handle(no_evidence)
@@ -266,25 +298,35 @@ def test_dependency_gauge_absent_until_evidence_then_follows_it_and_never_goes_s
 
 
 def test_alert_fires_per_dependency_with_its_severity_and_not_as_worker_or_asgard_alert() -> None:
-    engine = AlertEngine(AlertingConfig.model_validate({"failure_threshold": 1, "success_threshold": 1,
-                                                        "startup_grace": 0}), now=T0, probes=[("mlflow_write", "mlflow")])
+    engine = AlertEngine(
+        AlertingConfig.model_validate({"failure_threshold": 1, "success_threshold": 1, "startup_grace": 0}),
+        now=T0,
+        probes=[("mlflow_write", "mlflow")],
+    )
     down = explained(bad("experiment_get_or_create", Reason.HTTP_ERROR, PG_DOWN, 503))
     fired = {a.name: a for a in engine.observe(down, T0 + 1)}
     alert = fired[MLFLOW_DEPENDENCY_UNAVAILABLE]
     assert alert.labels["dependency"] == "backend_store" and alert.labels["severity"] == "critical"
     assert "Diagnosis: backend_store" in alert.annotations["description"]
     assert "(runbook #diagnosis-backend_store)" in alert.annotations["description"]
-    with_url = AlertEngine(AlertingConfig.model_validate({
-        "failure_threshold": 1, "startup_grace": 0, "runbook_url": "https://runbooks.example/sm"}),
-        now=T0, probes=[("mlflow_write", "mlflow")])
+    with_url = AlertEngine(
+        AlertingConfig.model_validate(
+            {"failure_threshold": 1, "startup_grace": 0, "runbook_url": "https://runbooks.example/sm"}
+        ),
+        now=T0,
+        probes=[("mlflow_write", "mlflow")],
+    )
     described = {a.name: a for a in with_url.observe(down, T0 + 1)}[MLFLOW_DEPENDENCY_UNAVAILABLE]
     assert "(runbook https://runbooks.example/sm#diagnosis-backend_store)" in described.annotations["description"]
     assert WORKER_FAILURE not in fired and DEPENDENCY_UNAVAILABLE not in fired
     recovered = explained(ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS), ok("artifact_put"))
     resolved = [a for a in engine.observe(recovered, T0 + 2) if a.name == MLFLOW_DEPENDENCY_UNAVAILABLE]
     assert resolved and resolved[0].resolved
-    s3 = explained(ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS),
-                   bad("artifact_put", Reason.HTTP_ERROR, "PUT x: HTTP 500: HTML page", 500))
+    s3 = explained(
+        ok("experiment_get_or_create"),
+        *(ok(s) for s in RUN_STEPS),
+        bad("artifact_put", Reason.HTTP_ERROR, "PUT x: HTTP 500: HTML page", 500),
+    )
     fired = {a.name: a for a in engine.observe(s3, T0 + 3)}
     assert fired[MLFLOW_DEPENDENCY_UNAVAILABLE].labels["dependency"] == "artifact_store"
     assert fired[MLFLOW_DEPENDENCY_UNAVAILABLE].labels["severity"] == "warning"
@@ -321,7 +363,9 @@ async def test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_fa
     counters and alerts do not move, /status shows diagnosis `monitor`."""
     import yaml
 
-    from monitor import config as config_module, daemon as daemon_module, jobs as jobs_module
+    from monitor import config as config_module
+    from monitor import daemon as daemon_module
+    from monitor import jobs as jobs_module
     from monitor.config import load_config
     from monitor.probes.base import Scenario, ScenarioOptions
 
@@ -347,11 +391,17 @@ async def test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_fa
     monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
     async with serve(handler) as server:
         path = tmp_path / "c.yaml"
-        path.write_text(yaml.safe_dump({
-            "targets": [{"name": "mlflow", "kind": "mlflow", "url": server.url}],
-            "probes": [{"name": "hog", "target": "mlflow", "scenario": "hog", "interval": "2s", "timeout": "1s"}],
-            "alerting": {"failure_threshold": 1, "startup_grace": "0s"},
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "targets": [{"name": "mlflow", "kind": "mlflow", "url": server.url}],
+                    "probes": [
+                        {"name": "hog", "target": "mlflow", "scenario": "hog", "interval": "2s", "timeout": "1s"}
+                    ],
+                    "alerting": {"failure_threshold": 1, "startup_grace": "0s"},
+                }
+            )
+        )
         d = daemon_module.Daemon(load_config(path), str(path), listen="127.0.0.1:0")
         task = asyncio.create_task(d.run())
         deadline = asyncio.get_running_loop().time() + 20
@@ -363,10 +413,19 @@ async def test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_fa
     last = d.history.last("hog")
     assert last is not None and last.diagnosis is not None and last.diagnosis.component == "monitor"
     assert registry.get_sample_value("synthetic_monitor_job_events_total", {"probe": "hog", "event": "error"}) >= 1
-    assert registry.get_sample_value("synthetic_probe_runs_total", {"target": "mlflow", "probe": "hog",
-                                                                    "result": "failure"}) == 0
-    assert registry.get_sample_value("synthetic_probe_step_failures_total", {
-        "target": "mlflow", "probe": "hog", "step": "health", "reason": "timeout"}) == 0
+    assert (
+        registry.get_sample_value(
+            "synthetic_probe_runs_total", {"target": "mlflow", "probe": "hog", "result": "failure"}
+        )
+        == 0
+    )
+    assert (
+        registry.get_sample_value(
+            "synthetic_probe_step_failures_total",
+            {"target": "mlflow", "probe": "hog", "step": "health", "reason": "timeout"},
+        )
+        == 0
+    )
     # Only the monitor's own alert may fire (its jobs are in trouble), none about the target.
     assert {a.name for a in d.alerts._engine.firing()} <= {"SyntheticMonitorStalled"}
 
@@ -381,13 +440,19 @@ def test_a_run_that_may_have_left_a_run_behind_is_swept_once_the_target_answers(
 
     timed_out = explained(ok("experiment_get_or_create"), bad("runs_create", Reason.TIMEOUT, "no complete response"))
     assert timed_out.facts.cleanup_pending is True
-    assert explained(ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS),
-                     ok("runs_delete")).facts.cleanup_pending is None
+    assert (
+        explained(ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS), ok("runs_delete")).facts.cleanup_pending
+        is None
+    )
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:1"}],
-        "probes": [{"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "10s"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:1"}],
+                "probes": [{"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "10s"}],
+            }
+        )
+    )
     config = load_config(path)
     d = daemon_module.Daemon(config, str(path), listen="127.0.0.1:0")
     swept: list[str | None] = []
@@ -414,13 +479,18 @@ def test_an_artifact_put_stuck_in_a_stalled_store_is_left_for_the_janitor() -> N
     """A PUT stuck in a stalled S3 may be stored after our DELETE: its path is kept for the sweep."""
     path = "/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/synthetic-monitor/probe.txt"
     result = explained(
-        ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS),
+        ok("experiment_get_or_create"),
+        *(ok(s) for s in RUN_STEPS),
         bad("artifact_put", Reason.TIMEOUT, "no complete response"),
-        StepResult("artifact_delete", True, 0.1, method="DELETE", path=path), ok("runs_delete"),
+        StepResult("artifact_delete", True, 0.1, method="DELETE", path=path),
+        ok("runs_delete"),
     )
     assert result.facts.cleanup_pending is True and result.facts.leftover_artifacts == (path,)
     clean = explained(
-        ok("experiment_get_or_create"), *(ok(s) for s in RUN_STEPS), ok("artifact_put"),
-        StepResult("artifact_delete", True, 0.1, method="DELETE", path=path), ok("runs_delete"),
+        ok("experiment_get_or_create"),
+        *(ok(s) for s in RUN_STEPS),
+        ok("artifact_put"),
+        StepResult("artifact_delete", True, 0.1, method="DELETE", path=path),
+        ok("runs_delete"),
     )
     assert clean.facts.leftover_artifacts is None

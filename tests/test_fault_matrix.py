@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -84,10 +85,21 @@ class Matrix:
             "log": {"format": "json", "level": "info"},
             "targets": [target],
             "probes": [
-                {"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": INTERVAL,
-                 "timeout": TIMEOUT},
-                {"name": "write", "target": "mlflow", "scenario": "mlflow_write", "interval": WRITE_INTERVAL,
-                 "timeout": TIMEOUT, "options": {"experiment_name": EXPERIMENT}},
+                {
+                    "name": "read",
+                    "target": "mlflow",
+                    "scenario": "mlflow_read",
+                    "interval": INTERVAL,
+                    "timeout": TIMEOUT,
+                },
+                {
+                    "name": "write",
+                    "target": "mlflow",
+                    "scenario": "mlflow_write",
+                    "interval": WRITE_INTERVAL,
+                    "timeout": TIMEOUT,
+                    "options": {"experiment_name": EXPERIMENT},
+                },
             ],
         }
 
@@ -113,8 +125,11 @@ class Matrix:
             self.reload(self.proxy.url)
         since = time.time()
         for probe in ("read", "write"):
-            wait_for(lambda: (r := self.last(probe)) and r["started_at"] > since and r["ok"], 10,
-                     f"{probe} passing at baseline (last: {self.last(probe)})")
+            wait_for(
+                lambda probe=probe: (r := self.last(probe)) and r["started_at"] > since and r["ok"],
+                10,
+                f"{probe} passing at baseline (last: {self.last(probe)})",
+            )
 
     # -- observation -------------------------------------------------------------------
 
@@ -158,15 +173,15 @@ class Matrix:
 @dataclass(frozen=True)
 class Case:
     id: str
-    fault: str                      # how the README names it
-    probe: str                      # "read" (mlflow_read) or "write" (mlflow_write)
+    fault: str  # how the README names it
+    probe: str  # "read" (mlflow_read) or "write" (mlflow_write)
     step: str
     reason: str
-    text: tuple[str, ...]           # in the error text /status shows
+    text: tuple[str, ...]  # in the error text /status shows
     apply: Callable[[Matrix], None]
     clear: Callable[[Matrix], None] = lambda m: m.proxy.clear()
-    memory: str | None = None       # "rss" or "peak": bound the daemon's memory growth
-    bug: str | None = None          # a known monitor bug: the case is xfail(strict)
+    memory: str | None = None  # "rss" or "peak": bound the daemon's memory growth
+    bug: str | None = None  # a known monitor bug: the case is xfail(strict)
 
 
 def fault(kind: str, **params: Any) -> Callable[[Matrix], None]:
@@ -178,63 +193,228 @@ def _unresolvable(m: Matrix) -> None:
 
 
 CASES: list[Case] = [
-    Case("connection_refused", "connection refused (nothing listens)", "read", "health", "unreachable",
-         ("cannot connect",), lambda m: m.proxy.refuse(), lambda m: m.proxy.accept()),
-    Case("unresolvable_name", "a host name that does not resolve", "read", "health", "unreachable",
-         ("cannot connect",), _unresolvable, lambda m: m.reload(m.proxy.url)),
-    Case("accept_never_answer", "connection accepted, request never answered", "read", "experiments_search",
-         "timeout", ("no complete response within",), fault("hang", path="/experiments/search")),
-    Case("body_trickles", "headers sent, then the body trickles slower than the deadline", "write", "runs_get",
-         "timeout", ("no complete response within",), fault("trickle", path="/runs/get")),
-    Case("closed_without_response", "connection closed with no response (worker killed mid-request)", "write",
-         "runs_create", "worker_failure", ("connection closed by the server",), fault("close", path="/runs/create")),
-    Case("reset_mid_body", "TCP reset in the middle of the body", "write", "runs_log_metric", "worker_failure",
-         ("/runs/log-metric",), fault("reset", path="/runs/log-metric")),
-    Case("http_500", "HTTP 500", "write", "experiment_get_or_create", "http_error", ("HTTP 500", "INTERNAL_ERROR"),
-         fault("status", status=500, path="/experiments/get-by-name")),
-    Case("http_502", "HTTP 502", "read", "health", "worker_failure", ("HTTP 502", "Bad Gateway"),
-         fault("status", status=502, path="/health")),
-    Case("http_503", "HTTP 503", "write", "runs_update", "worker_failure", ("HTTP 503",),
-         fault("status", status=503, path="/runs/update")),
-    Case("http_504", "HTTP 504", "read", "registered_models_search", "worker_failure", ("HTTP 504",),
-         fault("status", status=504, path="/registered-models/search")),
-    Case("http_401", "HTTP 401", "read", "experiments_search", "http_error",
-         ("HTTP 401", "check the target's credentials"), fault("status", status=401, path="/experiments/search")),
-    Case("http_403_invalid_host", "HTTP 403 \"Invalid Host header - possible DNS rebinding attack detected\"",
-         "read", "health", "http_error", ("HTTP 403", "Invalid Host header", "--allowed-hosts"),
-         fault("status", status=403)),
-    Case("http_403_permission_denied", "HTTP 403 \"Permission denied\" (basic-auth app)", "write",
-         "runs_log_parameter", "http_error", ("HTTP 403", "Permission denied"),
-         fault("status", status=403, body="Permission denied", path="/runs/log-parameter")),
-    Case("html_200", "200 with an HTML page", "read", "experiments_search", "invalid_response",
-         ("expected JSON, got HTML", "Sign in"), fault("html", path="/experiments/search")),
-    Case("malformed_json_200", "200 with malformed JSON", "write", "runs_get", "invalid_response",
-         ("expected JSON, got malformed JSON",), fault("malformed_json", path="/runs/get")),
-    Case("wrong_shape_list", "200 with valid JSON of the wrong shape (a list)", "read", "experiments_search",
-         "invalid_response", ("expected a JSON object, got list",),
-         fault("json", json=[{"experiment_id": "0"}], path="/experiments/search")),
-    Case("wrong_shape_object", "200 with valid JSON of the wrong shape ({\"unexpected\": 1})", "write",
-         "runs_create", "invalid_response", ("lacks the object run.info",),
-         fault("json", json={"unexpected": 1}, path="/runs/create")),
-    Case("wrong_shape_field", "200 with a field of the wrong type (run.data.metrics is a number)", "write",
-         "runs_get", "invalid_response", ("metrics",),
-         fault("rewrite", path="/runs/get", edits=[{"at": "run.data.metrics", "set": 5}])),
-    Case("body_50mb", "a 50 MB body (chunked, no length)", "read", "registered_models_search", "invalid_response",
-         ("exceeds the 4194304 byte cap",), fault("big", path="/registered-models/search"), memory="rss"),
-    Case("body_50mb_declared", "a 50 MB body with Content-Length", "read", "registered_models_search",
-         "invalid_response", ("52428800 bytes exceeds the 4194304 byte cap",),
-         fault("big", chunked=False, path="/registered-models/search"), memory="rss"),
-    Case("body_50mb_gzip", "a 50 MB body gzip-compressed to ~50 KB (a zip bomb)", "read",
-         "registered_models_search", "invalid_response", ("byte cap",),
-         fault("big", gzip=True, path="/registered-models/search"), memory="peak"),
-    Case("redirect_loop", "a redirect loop (302 to itself)", "read", "health", "http_error", ("HTTP 302",),
-         fault("redirect", path="/health")),
-    Case("tls_untrusted", "TLS server with an untrusted (self-signed) certificate", "read", "health", "tls_error",
-         ("TLS error", "certificate verify failed"), lambda m: m.reload(m.tls_front.url),
-         lambda m: m.reload(m.tls_front.url, ca_file=m.ca_file)),
-    Case("read_back_mismatch", "read-back returns a different metric value", "write", "runs_get",
-         "validation_failed", (f"read-back mismatch: metric {METRIC}",),
-         fault("rewrite", path="/runs/get", edits=[{"at": f"run.data.metrics[key={METRIC}].value", "add": 1.5}])),
+    Case(
+        "connection_refused",
+        "connection refused (nothing listens)",
+        "read",
+        "health",
+        "unreachable",
+        ("cannot connect",),
+        lambda m: m.proxy.refuse(),
+        lambda m: m.proxy.accept(),
+    ),
+    Case(
+        "unresolvable_name",
+        "a host name that does not resolve",
+        "read",
+        "health",
+        "unreachable",
+        ("cannot connect",),
+        _unresolvable,
+        lambda m: m.reload(m.proxy.url),
+    ),
+    Case(
+        "accept_never_answer",
+        "connection accepted, request never answered",
+        "read",
+        "experiments_search",
+        "timeout",
+        ("no complete response within",),
+        fault("hang", path="/experiments/search"),
+    ),
+    Case(
+        "body_trickles",
+        "headers sent, then the body trickles slower than the deadline",
+        "write",
+        "runs_get",
+        "timeout",
+        ("no complete response within",),
+        fault("trickle", path="/runs/get"),
+    ),
+    Case(
+        "closed_without_response",
+        "connection closed with no response (worker killed mid-request)",
+        "write",
+        "runs_create",
+        "worker_failure",
+        ("connection closed by the server",),
+        fault("close", path="/runs/create"),
+    ),
+    Case(
+        "reset_mid_body",
+        "TCP reset in the middle of the body",
+        "write",
+        "runs_log_metric",
+        "worker_failure",
+        ("/runs/log-metric",),
+        fault("reset", path="/runs/log-metric"),
+    ),
+    Case(
+        "http_500",
+        "HTTP 500",
+        "write",
+        "experiment_get_or_create",
+        "http_error",
+        ("HTTP 500", "INTERNAL_ERROR"),
+        fault("status", status=500, path="/experiments/get-by-name"),
+    ),
+    Case(
+        "http_502",
+        "HTTP 502",
+        "read",
+        "health",
+        "worker_failure",
+        ("HTTP 502", "Bad Gateway"),
+        fault("status", status=502, path="/health"),
+    ),
+    Case(
+        "http_503",
+        "HTTP 503",
+        "write",
+        "runs_update",
+        "worker_failure",
+        ("HTTP 503",),
+        fault("status", status=503, path="/runs/update"),
+    ),
+    Case(
+        "http_504",
+        "HTTP 504",
+        "read",
+        "registered_models_search",
+        "worker_failure",
+        ("HTTP 504",),
+        fault("status", status=504, path="/registered-models/search"),
+    ),
+    Case(
+        "http_401",
+        "HTTP 401",
+        "read",
+        "experiments_search",
+        "http_error",
+        ("HTTP 401", "check the target's credentials"),
+        fault("status", status=401, path="/experiments/search"),
+    ),
+    Case(
+        "http_403_invalid_host",
+        'HTTP 403 "Invalid Host header - possible DNS rebinding attack detected"',
+        "read",
+        "health",
+        "http_error",
+        ("HTTP 403", "Invalid Host header", "--allowed-hosts"),
+        fault("status", status=403),
+    ),
+    Case(
+        "http_403_permission_denied",
+        'HTTP 403 "Permission denied" (basic-auth app)',
+        "write",
+        "runs_log_parameter",
+        "http_error",
+        ("HTTP 403", "Permission denied"),
+        fault("status", status=403, body="Permission denied", path="/runs/log-parameter"),
+    ),
+    Case(
+        "html_200",
+        "200 with an HTML page",
+        "read",
+        "experiments_search",
+        "invalid_response",
+        ("expected JSON, got HTML", "Sign in"),
+        fault("html", path="/experiments/search"),
+    ),
+    Case(
+        "malformed_json_200",
+        "200 with malformed JSON",
+        "write",
+        "runs_get",
+        "invalid_response",
+        ("expected JSON, got malformed JSON",),
+        fault("malformed_json", path="/runs/get"),
+    ),
+    Case(
+        "wrong_shape_list",
+        "200 with valid JSON of the wrong shape (a list)",
+        "read",
+        "experiments_search",
+        "invalid_response",
+        ("expected a JSON object, got list",),
+        fault("json", json=[{"experiment_id": "0"}], path="/experiments/search"),
+    ),
+    Case(
+        "wrong_shape_object",
+        '200 with valid JSON of the wrong shape ({"unexpected": 1})',
+        "write",
+        "runs_create",
+        "invalid_response",
+        ("lacks the object run.info",),
+        fault("json", json={"unexpected": 1}, path="/runs/create"),
+    ),
+    Case(
+        "wrong_shape_field",
+        "200 with a field of the wrong type (run.data.metrics is a number)",
+        "write",
+        "runs_get",
+        "invalid_response",
+        ("metrics",),
+        fault("rewrite", path="/runs/get", edits=[{"at": "run.data.metrics", "set": 5}]),
+    ),
+    Case(
+        "body_50mb",
+        "a 50 MB body (chunked, no length)",
+        "read",
+        "registered_models_search",
+        "invalid_response",
+        ("exceeds the 4194304 byte cap",),
+        fault("big", path="/registered-models/search"),
+        memory="rss",
+    ),
+    Case(
+        "body_50mb_declared",
+        "a 50 MB body with Content-Length",
+        "read",
+        "registered_models_search",
+        "invalid_response",
+        ("52428800 bytes exceeds the 4194304 byte cap",),
+        fault("big", chunked=False, path="/registered-models/search"),
+        memory="rss",
+    ),
+    Case(
+        "body_50mb_gzip",
+        "a 50 MB body gzip-compressed to ~50 KB (a zip bomb)",
+        "read",
+        "registered_models_search",
+        "invalid_response",
+        ("byte cap",),
+        fault("big", gzip=True, path="/registered-models/search"),
+        memory="peak",
+    ),
+    Case(
+        "redirect_loop",
+        "a redirect loop (302 to itself)",
+        "read",
+        "health",
+        "http_error",
+        ("HTTP 302",),
+        fault("redirect", path="/health"),
+    ),
+    Case(
+        "tls_untrusted",
+        "TLS server with an untrusted (self-signed) certificate",
+        "read",
+        "health",
+        "tls_error",
+        ("TLS error", "certificate verify failed"),
+        lambda m: m.reload(m.tls_front.url),
+        lambda m: m.reload(m.tls_front.url, ca_file=m.ca_file),
+    ),
+    Case(
+        "read_back_mismatch",
+        "read-back returns a different metric value",
+        "write",
+        "runs_get",
+        "validation_failed",
+        (f"read-back mismatch: metric {METRIC}",),
+        fault("rewrite", path="/runs/get", edits=[{"at": f"run.data.metrics[key={METRIC}].value", "add": 1.5}]),
+    ),
 ]
 
 
@@ -337,27 +517,41 @@ def test_fault(matrix: Matrix, case: Case) -> None:
 # Which README row ("### What each fault becomes") documents each case: a phrase of its
 # fault cell. Rows may group cases (502/503/504); every case needs its row.
 README_ROWS = {
-    "connection_refused": "connection refused", "unresolvable_name": "does not resolve",
-    "accept_never_answer": "request never answered", "body_trickles": "trickles slower",
-    "closed_without_response": "connection closed with no response", "reset_mid_body": "TCP reset",
-    "http_500": "HTTP 500", "http_502": "HTTP 502", "http_503": "HTTP 502 / 503", "http_504": "HTTP 502 / 503 / 504",
-    "http_401": "HTTP 401", "http_403_invalid_host": "Invalid Host header",
-    "http_403_permission_denied": "Permission denied", "html_200": "200 with an HTML page",
-    "malformed_json_200": "malformed JSON", "wrong_shape_list": "wrong shape (a list",
-    "wrong_shape_object": "wrong shape (a list; `{\"unexpected\": 1}`)",
-    "wrong_shape_field": "field of the wrong type", "body_50mb": "a 50 MB body, chunked",
-    "body_50mb_declared": "a 50 MB body, chunked or with Content-Length", "body_50mb_gzip": "gzip-compressed",
-    "redirect_loop": "redirect loop", "tls_untrusted": "untrusted (self-signed) certificate",
+    "connection_refused": "connection refused",
+    "unresolvable_name": "does not resolve",
+    "accept_never_answer": "request never answered",
+    "body_trickles": "trickles slower",
+    "closed_without_response": "connection closed with no response",
+    "reset_mid_body": "TCP reset",
+    "http_500": "HTTP 500",
+    "http_502": "HTTP 502",
+    "http_503": "HTTP 502 / 503",
+    "http_504": "HTTP 502 / 503 / 504",
+    "http_401": "HTTP 401",
+    "http_403_invalid_host": "Invalid Host header",
+    "http_403_permission_denied": "Permission denied",
+    "html_200": "200 with an HTML page",
+    "malformed_json_200": "malformed JSON",
+    "wrong_shape_list": "wrong shape (a list",
+    "wrong_shape_object": 'wrong shape (a list; `{"unexpected": 1}`)',
+    "wrong_shape_field": "field of the wrong type",
+    "body_50mb": "a 50 MB body, chunked",
+    "body_50mb_declared": "a 50 MB body, chunked or with Content-Length",
+    "body_50mb_gzip": "gzip-compressed",
+    "redirect_loop": "redirect loop",
+    "tls_untrusted": "untrusted (self-signed) certificate",
     "read_back_mismatch": "different metric value",
 }
 # README rows proven by a test elsewhere (not a proxy fault): phrase -> file and test name.
 OTHER_ROWS = {
     "a real gunicorn `WORKER TIMEOUT`": (
-        "test_alert_e2e.py", "test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure"
+        "test_alert_e2e.py",
+        "test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure",
     ),
     "production stack:": ("test_prodstack_faults.py", "test_each_real_fault_names_its_broken_part_and_recovers"),
     "connection pool exhausted": (
-        "test_diagnosis.py", "test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_failure"
+        "test_diagnosis.py",
+        "test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_failure",
     ),
     "Asgard stand-in switches": ("test_asgard_probe.py", "test_each_switch_gives_its_reason_then_recovers"),
 }
@@ -393,7 +587,9 @@ def test_fault_table_covers_the_matrix() -> None:
         used.add(matches[0])
         scenario = "mlflow_read" if case.probe == "read" else "mlflow_write"
         named = [n for n in names if n in SCENARIO_NAMES]
-        assert not named or scenario in named, f"{case.id}: README row {fault_cell!r} names {named}, test runs {scenario}"
+        assert not named or scenario in named, (
+            f"{case.id}: README row {fault_cell!r} names {named}, test runs {scenario}"
+        )
         assert case.step in names, f"{case.id}: README row {fault_cell!r} gives steps {names}, test: {case.step}"
         assert case.reason in reasons, f"{case.id}: README row {fault_cell!r} gives {reasons}, test: {case.reason}"
     for i, (fault_cell, _, _) in enumerate(rows):
@@ -401,8 +597,10 @@ def test_fault_table_covers_the_matrix() -> None:
             continue
         other = [v for k, v in OTHER_ROWS.items() if k in fault_cell]
         assert other, f"README row {fault_cell!r} is backed by no fault case and no other test"
-        (file, test), = other
-        assert f"def {test}(" in (REPO / "tests" / file).read_text(), f"README row {fault_cell!r}: {file}::{test} is gone"
+        ((file, test),) = other
+        assert f"def {test}(" in (REPO / "tests" / file).read_text(), (
+            f"README row {fault_cell!r}: {file}::{test} is gone"
+        )
 
 
 def test_daemon_log_has_one_line_per_failed_run(matrix: Matrix) -> None:

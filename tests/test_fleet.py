@@ -62,7 +62,9 @@ def test_statefulset_ordinal() -> None:
 def _write(tmp_path: Path, extra: dict[str, object]) -> Path:
     document = {
         "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:1"}],
-        "probes": [{"name": f"p{i}", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s"} for i in range(12)],
+        "probes": [
+            {"name": f"p{i}", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s"} for i in range(12)
+        ],
         **extra,
     }
     path = tmp_path / "config.yaml"
@@ -75,7 +77,9 @@ def test_location_and_replica_come_from_the_environment(tmp_path: Path) -> None:
     config = load_config(path, env={"SYNTHETIC_MONITOR_LOCATION": "eu-west", "POD_NAME": "synthetic-monitor-1"})
     assert identity(config) == {"location": "eu-west", "replica": "synthetic-monitor-1"}
     # The file wins over the environment.
-    config = load_config(_write(tmp_path, {"location": "sidecar", "replica": "a"}), env={"SYNTHETIC_MONITOR_LOCATION": "x"})
+    config = load_config(
+        _write(tmp_path, {"location": "sidecar", "replica": "a"}), env={"SYNTHETIC_MONITOR_LOCATION": "x"}
+    )
     assert identity(config) == {"location": "sidecar", "replica": "a"}
 
 
@@ -113,7 +117,9 @@ def test_the_shard_index_is_the_statefulset_ordinal(tmp_path: Path) -> None:
         ({"location": "a", "alerting": {"labels": {"location": "b"}}}, {}, "alerting.labels.location"),
     ],
 )
-def test_fleet_config_errors_name_the_field(tmp_path: Path, extra: dict[str, object], env: dict[str, str], field: str) -> None:
+def test_fleet_config_errors_name_the_field(
+    tmp_path: Path, extra: dict[str, object], env: dict[str, str], field: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(_write(tmp_path, extra), env=env)
     message = str(caught.value)
@@ -121,10 +127,14 @@ def test_fleet_config_errors_name_the_field(tmp_path: Path, extra: dict[str, obj
 
 
 def test_location_is_a_label_of_every_pushed_alert_but_the_replica_is_not(tmp_path: Path) -> None:
-    one = load_config(_write(tmp_path, {"location": "in-cluster", "alerting": {"labels": {"team": "ml"}}}),
-                      env={"POD_NAME": "synthetic-monitor-0"})
-    two = load_config(_write(tmp_path, {"location": "in-cluster", "alerting": {"labels": {"team": "ml"}}}),
-                      env={"POD_NAME": "synthetic-monitor-1"})
+    one = load_config(
+        _write(tmp_path, {"location": "in-cluster", "alerting": {"labels": {"team": "ml"}}}),
+        env={"POD_NAME": "synthetic-monitor-0"},
+    )
+    two = load_config(
+        _write(tmp_path, {"location": "in-cluster", "alerting": {"labels": {"team": "ml"}}}),
+        env={"POD_NAME": "synthetic-monitor-1"},
+    )
     assert alerting_for(one).labels == alerting_for(two).labels == {"team": "ml", "location": "in-cluster"}
     assert one.alerting.labels == {"team": "ml"}  # the config itself is not changed
     plain = load_config(_write(tmp_path, {}), env={})
@@ -140,9 +150,15 @@ def test_alert_label_sets_of_two_replicas_are_identical(tmp_path: Path) -> None:
     for pod in ("synthetic-monitor-0", "synthetic-monitor-1"):
         config = load_config(_write(tmp_path, {"location": "eu-west"}), env={"POD_NAME": pod})
         engine = AlertEngine(alerting_for(config).model_copy(update={"startup_grace": 0}), now=0.0)
-        failed = ProbeResult(probe="p0", target="mlflow", scenario="mlflow_read", started_at=0.0, duration_seconds=0.1,
-                             steps=(StepResult("health", ok=False, duration_seconds=0.1, reason=Reason.UNREACHABLE,
-                                               error="refused"),), timeout_seconds=1.0)
+        failed = ProbeResult(
+            probe="p0",
+            target="mlflow",
+            scenario="mlflow_read",
+            started_at=0.0,
+            duration_seconds=0.1,
+            steps=(StepResult("health", ok=False, duration_seconds=0.1, reason=Reason.UNREACHABLE, error="refused"),),
+            timeout_seconds=1.0,
+        )
         alerts = engine.observe(failed, 1.0) + engine.observe(failed, 2.0)
         labels.append({a.name: a.labels for a in alerts})
     assert labels[0] == labels[1]
@@ -168,8 +184,14 @@ def test_write_runs_carry_the_member_only_in_a_fleet(tmp_path: Path) -> None:
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "monitor", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
 
 
 def test_config_show_and_check_say_who_runs_what(tmp_path: Path) -> None:
@@ -191,8 +213,14 @@ def test_config_show_and_check_say_who_runs_what(tmp_path: Path) -> None:
 def test_the_daemon_warns_at_start_about_webhooks_in_a_fleet(tmp_path: Path) -> None:
     from tests.servers import DaemonProcess
 
-    path = _write(tmp_path, {"location": "sidecar", "peers": ["http://127.0.0.1:1"],
-                             "alerting": {"receivers": [{"kind": "webhook", "url": "http://127.0.0.1:1/hook"}]}})
+    path = _write(
+        tmp_path,
+        {
+            "location": "sidecar",
+            "peers": ["http://127.0.0.1:1"],
+            "alerting": {"receivers": [{"kind": "webhook", "url": "http://127.0.0.1:1/hook"}]},
+        },
+    )
     daemon = DaemonProcess(path, tmp_path).start()
     try:
         import httpx

@@ -17,8 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -48,10 +49,15 @@ class Standin:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Standin":
+    def start(self) -> Standin:
         log = open(self.workdir / f"standin-{self.port}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "monitor.standin.asgard", "--port", str(self.port)],
-                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.standin.asgard", "--port", str(self.port)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         wait_http(f"{self.url}/mlops/status", timeout=20, proc=self.proc)
         return self
@@ -68,15 +74,18 @@ def notifications(hook: WebhookServer, alertname: str, status: str) -> list[dict
     out = []
     for entry in hook.snapshot():
         body = entry["body"]
-        if isinstance(body, dict) and any(a.get("status") == status and a.get("labels", {}).get("alertname") == alertname
-                                          for a in body.get("alerts") or []):
+        if isinstance(body, dict) and any(
+            a.get("status") == status and a.get("labels", {}).get("alertname") == alertname
+            for a in body.get("alerts") or []
+        ):
             out.append(body)
     return out
 
 
 def prometheus_alerts(url: str, alertname: str) -> list[dict[str, str]]:
-    data = httpx.get(f"{url}/api/v1/query", params={"query": f'ALERTS{{alertname="{alertname}",alertstate="firing"}}'},
-                     timeout=5).json()
+    data = httpx.get(
+        f"{url}/api/v1/query", params={"query": f'ALERTS{{alertname="{alertname}",alertstate="firing"}}'}, timeout=5
+    ).json()
     return [r["metric"] for r in data["data"]["result"]]
 
 
@@ -97,7 +106,9 @@ def first_seen(checks: dict[str, Any], since: float, timeout: float, context: An
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
     if not (ALERTMANAGER and PROMETHEUS):
-        pytest.skip("prometheus / prometheus-alertmanager not installed (apt-get install prometheus prometheus-alertmanager)")
+        pytest.skip(
+            "prometheus / prometheus-alertmanager not installed (apt-get install prometheus prometheus-alertmanager)"
+        )
     procs: list[Proc] = []
     daemons: list[DaemonProcess] = []
     hook = serve_in_thread()
@@ -106,50 +117,119 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         # Two Alertmanagers, one cluster over loopback; group_wait long enough for both
         # locations' alerts to land in one notification.
-        (tmp_path / "am.yml").write_text(yaml.safe_dump({
-            "route": {"receiver": "hook", "group_by": ["alertname", "target", "probe"],
-                      "group_wait": "4s", "group_interval": "4s", "repeat_interval": "1h"},
-            "receivers": [{"name": "hook", "webhook_configs": [{"url": f"{hook.url}/am", "send_resolved": True}]}],
-        }))
+        (tmp_path / "am.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "route": {
+                        "receiver": "hook",
+                        "group_by": ["alertname", "target", "probe"],
+                        "group_wait": "4s",
+                        "group_interval": "4s",
+                        "repeat_interval": "1h",
+                    },
+                    "receivers": [
+                        {"name": "hook", "webhook_configs": [{"url": f"{hook.url}/am", "send_resolved": True}]}
+                    ],
+                }
+            )
+        )
         web, gossip = [free_port(), free_port()], [free_port(), free_port()]
         for i in (0, 1):
-            procs.append(start_proc(f"alertmanager-{i}", [
-                ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / f'am{i}'}",
-                f"--web.listen-address=127.0.0.1:{web[i]}", f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
-                f"--cluster.peer=127.0.0.1:{gossip[1 - i]}", "--cluster.settle-timeout=2s",
-                "--cluster.peer-timeout=2s", "--cluster.gossip-interval=100ms", "--cluster.pushpull-interval=2s",
-            ], tmp_path, f"http://127.0.0.1:{web[i]}/-/ready"))
+            procs.append(
+                start_proc(
+                    f"alertmanager-{i}",
+                    [
+                        ALERTMANAGER,
+                        f"--config.file={tmp_path / 'am.yml'}",
+                        f"--storage.path={tmp_path / f'am{i}'}",
+                        f"--web.listen-address=127.0.0.1:{web[i]}",
+                        f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
+                        f"--cluster.peer=127.0.0.1:{gossip[1 - i]}",
+                        "--cluster.settle-timeout=2s",
+                        "--cluster.peer-timeout=2s",
+                        "--cluster.gossip-interval=100ms",
+                        "--cluster.pushpull-interval=2s",
+                    ],
+                    tmp_path,
+                    f"http://127.0.0.1:{web[i]}/-/ready",
+                )
+            )
         daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path) for name in ("alpha", "beta")]
-        for name, daemon, url, other in (("alpha", daemons[0], proxy.url, daemons[1]),
-                                         ("beta", daemons[1], standin.url, daemons[0])):
-            daemon.config_path.write_text(yaml.safe_dump({
-                "location": name,
-                "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
-                "probes": [{"name": PROBE, "target": "asgard", "scenario": "asgard", "interval": "1s",
-                            "timeout": "800ms"}],
-                "peers": {"urls": [other.url], "timeout": "500ms"},
-                "alerting": {"failure_threshold": 1, "success_threshold": 1, "startup_grace": "0s",
-                             "resend_interval": "2s", "retry_backoff": "200ms",
-                             "receivers": [{"kind": "alertmanager", "name": f"am{i}", "url": f"http://127.0.0.1:{web[i]}"}
-                                           for i in (0, 1)]},
-            }))
+        for name, daemon, url, other in (
+            ("alpha", daemons[0], proxy.url, daemons[1]),
+            ("beta", daemons[1], standin.url, daemons[0]),
+        ):
+            daemon.config_path.write_text(
+                yaml.safe_dump(
+                    {
+                        "location": name,
+                        "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
+                        "probes": [
+                            {
+                                "name": PROBE,
+                                "target": "asgard",
+                                "scenario": "asgard",
+                                "interval": "1s",
+                                "timeout": "800ms",
+                            }
+                        ],
+                        "peers": {"urls": [other.url], "timeout": "500ms"},
+                        "alerting": {
+                            "failure_threshold": 1,
+                            "success_threshold": 1,
+                            "startup_grace": "0s",
+                            "resend_interval": "2s",
+                            "retry_backoff": "200ms",
+                            "receivers": [
+                                {"kind": "alertmanager", "name": f"am{i}", "url": f"http://127.0.0.1:{web[i]}"}
+                                for i in (0, 1)
+                            ],
+                        },
+                    }
+                )
+            )
         for daemon in daemons:
             daemon.start()
         prom_port = free_port()
         shortened_rules(RULES, tmp_path / "rules.yml")
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(tmp_path / "rules.yml")],
-            "scrape_configs": [{"job_name": "synthetic-monitor", "static_configs": [
-                {"targets": [f"127.0.0.1:{d.port}"], "labels": {"location": name}}
-                for name, d in zip(("alpha", "beta"), daemons)]}],
-        }))
-        procs.append(start_proc("prometheus", [
-            PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ], tmp_path, f"http://127.0.0.1:{prom_port}/-/ready"))
-        yield {"hook": hook, "standin": standin, "proxy": proxy, "daemons": daemons, "procs": procs,
-               "prometheus": f"http://127.0.0.1:{prom_port}"}
+        (tmp_path / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(tmp_path / "rules.yml")],
+                    "scrape_configs": [
+                        {
+                            "job_name": "synthetic-monitor",
+                            "static_configs": [
+                                {"targets": [f"127.0.0.1:{d.port}"], "labels": {"location": name}}
+                                for name, d in zip(("alpha", "beta"), daemons)
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
+        procs.append(
+            start_proc(
+                "prometheus",
+                [
+                    PROMETHEUS,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                tmp_path,
+                f"http://127.0.0.1:{prom_port}/-/ready",
+            )
+        )
+        yield {
+            "hook": hook,
+            "standin": standin,
+            "proxy": proxy,
+            "daemons": daemons,
+            "procs": procs,
+            "prometheus": f"http://127.0.0.1:{prom_port}",
+        }
     finally:
         for daemon in daemons:
             if daemon.proc is not None and daemon.proc.poll() is None:
@@ -166,23 +246,42 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
     daemons, prom = fleet["daemons"], fleet["prometheus"]
 
     def context() -> str:
-        return "\n".join([f"hook: {[e['body'] for e in hook.snapshot()][-4:]}"]
-                         + [d.log_text()[-2000:] for d in daemons] + [p.tail(800) for p in fleet["procs"]])
+        return "\n".join(
+            [f"hook: {[e['body'] for e in hook.snapshot()][-4:]}"]
+            + [d.log_text()[-2000:] for d in daemons]
+            + [p.tail(800) for p in fleet["procs"]]
+        )
 
     def passing(daemon: DaemonProcess) -> bool:
         last = httpx.get(f"{daemon.url}/status", timeout=3).json()["probes"][0]["last"]
         return bool(last and last["ok"])
 
     wait_until(lambda: all(passing(d) for d in daemons), 30, "both locations passing", context)
-    wait_until(lambda: len(httpx.get(f"{prom}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]) == 2
-               and all(t["health"] == "up" for t in httpx.get(f"{prom}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]),
-               20, "Prometheus scraping both daemons", context)
+    wait_until(
+        lambda: (
+            len(httpx.get(f"{prom}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]) == 2
+            and all(
+                t["health"] == "up"
+                for t in httpx.get(f"{prom}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]
+            )
+        ),
+        20,
+        "Prometheus scraping both daemons",
+        context,
+    )
 
     # 1. Only alpha's path breaks: a warning naming alpha, never a page.
     broken = time.monotonic()
     proxy.refuse()
-    seen = first_seen({"push": lambda: notifications(hook, ONE_LOCATION, "firing"),
-                       "rule": lambda: prometheus_alerts(prom, ONE_LOCATION)}, broken, 30, context)
+    seen = first_seen(
+        {
+            "push": lambda: notifications(hook, ONE_LOCATION, "firing"),
+            "rule": lambda: prometheus_alerts(prom, ONE_LOCATION),
+        },
+        broken,
+        30,
+        context,
+    )
     warned_after, rule_warned_after = seen["push"][0], seen["rule"][0]
     warning, rule = seen["push"][1], seen["rule"][1]
     alert = next(a for a in warning[0]["alerts"] if a["labels"]["alertname"] == ONE_LOCATION)
@@ -196,8 +295,12 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
     # 2. The target dies: both locations agree -> one critical notification.
     killed = time.monotonic()
     standin.kill()
-    seen = first_seen({"push": lambda: notifications(hook, FAILING, "firing"),
-                       "rule": lambda: prometheus_alerts(prom, FAILING)}, killed, 30, context)
+    seen = first_seen(
+        {"push": lambda: notifications(hook, FAILING, "firing"), "rule": lambda: prometheus_alerts(prom, FAILING)},
+        killed,
+        30,
+        context,
+    )
     paged_after, ruled_after = seen["push"][0], seen["rule"][0]
     time.sleep(6)  # more than group_interval: a duplicate (second daemon, second Alertmanager) would show
     pages = notifications(hook, FAILING, "firing")
@@ -217,16 +320,23 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
     am_b.proc.wait(timeout=10)
     standin.start()
     proxy.accept()
-    wait_until(lambda: [m for m in notifications(hook, FAILING, "resolved") if m.get("status") == "resolved"],
-               40, "the resolved notification", context)
+    wait_until(
+        lambda: [m for m in notifications(hook, FAILING, "resolved") if m.get("status") == "resolved"],
+        40,
+        "the resolved notification",
+        context,
+    )
     time.sleep(6)
     resolved = [m for m in notifications(hook, FAILING, "resolved") if m.get("status") == "resolved"]
     assert len(resolved) == 1, context()
     # The two locations may resolve on either side of a group_interval tick: a message
     # with one copy resolved and one still firing is an update, not a second page.
-    pages = [m for m in notifications(hook, FAILING, "firing")
-             if not any(a.get("status") == "resolved" for a in m["alerts"])]
+    pages = [
+        m for m in notifications(hook, FAILING, "firing") if not any(a.get("status") == "resolved" for a in m["alerts"])
+    ]
     assert len(pages) == 1, context()
-    print(f"\ntime to page (interval 1 s, threshold 1, group_wait 4 s; rules: scrape/eval 1 s, `for` 1 s):"
-          f" daemon push via the Alertmanager pair: warning {warned_after:.1f} s, critical {paged_after:.1f} s;"
-          f" rules (ALERTS firing in Prometheus): warning {rule_warned_after:.1f} s, critical {ruled_after:.1f} s")
+    print(
+        f"\ntime to page (interval 1 s, threshold 1, group_wait 4 s; rules: scrape/eval 1 s, `for` 1 s):"
+        f" daemon push via the Alertmanager pair: warning {warned_after:.1f} s, critical {paged_after:.1f} s;"
+        f" rules (ALERTS firing in Prometheus): warning {rule_warned_after:.1f} s, critical {ruled_after:.1f} s"
+    )

@@ -22,8 +22,11 @@ def _run_tags(url: str, run_id: str) -> dict[str, str]:
 
 def _leftover(url: str, experiment_id: str, member: str, started_ms: int) -> str:
     """A run a killed member left behind (created, never cleaned up)."""
-    body = {"experiment_id": experiment_id, "start_time": started_ms,
-            "tags": [{"key": PROBE_TAG, "value": "fleet_write"}, {"key": MEMBER_TAG, "value": member}]}
+    body = {
+        "experiment_id": experiment_id,
+        "start_time": started_ms,
+        "tags": [{"key": PROBE_TAG, "value": "fleet_write"}, {"key": MEMBER_TAG, "value": member}],
+    }
     return str(httpx.post(f"{url}{API}/runs/create", json=body).json()["run"]["info"]["run_id"])
 
 
@@ -32,14 +35,33 @@ async def test_the_janitor_deletes_only_its_own_members_leftovers(mlflow_server:
     client = TargetClient(url)
     try:
         options = WriteOptions(experiment_name="fleet-janitor", artifacts=False)
-        result = await run_probe(SCENARIOS["mlflow_write"], client, options, probe="fleet_write", target="mlflow",
-                                 timeout=20.0, member="synthetic-monitor-1")
+        result = await run_probe(
+            SCENARIOS["mlflow_write"],
+            client,
+            options,
+            probe="fleet_write",
+            target="mlflow",
+            timeout=20.0,
+            member="synthetic-monitor-1",
+        )
         assert result.ok, [(s.name, s.error) for s in result.steps if not s.ok]
-        experiment = httpx.get(f"{url}{API}/experiments/get-by-name", params={"experiment_name": "fleet-janitor"}).json()
+        experiment = httpx.get(
+            f"{url}{API}/experiments/get-by-name", params={"experiment_name": "fleet-janitor"}
+        ).json()
         experiment_id = experiment["experiment"]["experiment_id"]
-        written = httpx.post(f"{url}{API}/runs/search", json={
-            "experiment_ids": [experiment_id], "run_view_type": "DELETED_ONLY", "max_results": 10,
-            "filter": f"tags.`{MEMBER_TAG}` = 'synthetic-monitor-1'"}).json().get("runs", [])
+        written = (
+            httpx.post(
+                f"{url}{API}/runs/search",
+                json={
+                    "experiment_ids": [experiment_id],
+                    "run_view_type": "DELETED_ONLY",
+                    "max_results": 10,
+                    "filter": f"tags.`{MEMBER_TAG}` = 'synthetic-monitor-1'",
+                },
+            )
+            .json()
+            .get("runs", [])
+        )
         assert len(written) == 1  # the probe's own (cleaned-up) run carried its member tag
         old = int((time.time() - 3600) * 1000)
         mine = _leftover(url, experiment_id, "synthetic-monitor-0", old)

@@ -6,8 +6,9 @@ import asyncio
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,9 @@ def status(location: str | None, ok: bool | None, probe: str = "mlflow_read", ta
 
 
 def test_quorum_counts_locations_not_replicas() -> None:
-    same_place = tally("in-cluster", [("p1", status("in-cluster", False)), ("p2", status("ingress", True))], "mlflow", "mlflow_read")
+    same_place = tally(
+        "in-cluster", [("p1", status("in-cluster", False)), ("p2", status("ingress", True))], "mlflow", "mlflow_read"
+    )
     assert same_place.failing == {"in-cluster"} and not same_place.quorum(2)
     two = tally("in-cluster", [("p1", status("ingress", False))], "mlflow", "mlflow_read")
     assert two.failing == {"in-cluster", "ingress"} and two.quorum(2)
@@ -33,8 +36,16 @@ def test_quorum_counts_locations_not_replicas() -> None:
 
 
 def test_a_silent_peer_is_unknown_never_a_vote() -> None:
-    votes = tally("in-cluster", [("http://p1", None), ("http://p2", status("ingress", None)),
-                                 ("http://p3", status("eu", True, target="other"))], "mlflow", "mlflow_read")
+    votes = tally(
+        "in-cluster",
+        [
+            ("http://p1", None),
+            ("http://p2", status("ingress", None)),
+            ("http://p3", status("eu", True, target="other")),
+        ],
+        "mlflow",
+        "mlflow_read",
+    )
     assert votes.failing == {"in-cluster"} and votes.passing == frozenset()
     assert votes.unknown == ("http://p1", "http://p2", "http://p3")
     # Fewer locations report than the quorum: all of them (here: us) decide.
@@ -43,10 +54,18 @@ def test_a_silent_peer_is_unknown_never_a_vote() -> None:
 
 
 def _alert(resolved: bool = False) -> Alert:
-    labels = {"alertname": PROBE_FAILING, "target": "mlflow", "probe": "mlflow_read", "severity": "critical",
-              "location": "ingress"}
-    annotations = {"summary": "s", "description": "Probe failed 2 runs in a row.",
-                   "runbook_url": "https://runbooks.example.internal/synthetic-monitor#syntheticprobefailing"}
+    labels = {
+        "alertname": PROBE_FAILING,
+        "target": "mlflow",
+        "probe": "mlflow_read",
+        "severity": "critical",
+        "location": "ingress",
+    }
+    annotations = {
+        "summary": "s",
+        "description": "Probe failed 2 runs in a row.",
+        "runbook_url": "https://runbooks.example.internal/synthetic-monitor#syntheticprobefailing",
+    }
     return Alert(labels, annotations, starts_at=1000.0, ends_at=1240.0 if not resolved else 1300.0, resolved=resolved)
 
 
@@ -165,7 +184,9 @@ async def test_real_peers_over_loopback_with_a_short_timeout(peer_servers: dict[
     assert answers[peer_servers["silent"]] is None and answers[peer_servers["closed"]] is None
     assert elapsed < 5.0  # bounded by the timeout, not by the silent peer
     votes = tally("ingress", answers.items(), "mlflow", "mlflow_read")
-    assert votes == Votes(frozenset({"ingress", "in-cluster"}), frozenset(), (peer_servers["silent"], peer_servers["closed"]))
+    assert votes == Votes(
+        frozenset({"ingress", "in-cluster"}), frozenset(), (peer_servers["silent"], peer_servers["closed"])
+    )
 
 
 async def test_a_headless_service_name_resolves_to_its_addresses() -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -32,8 +32,10 @@ def _config(tmp_path: Path, k: int) -> Path:
     document = {
         "log": {"level": "error", "format": "json"},
         "targets": [{"name": "closed", "kind": "mlflow", "url": f"http://127.0.0.1:{closed}"}],
-        "probes": [{"name": n, "target": "closed", "scenario": "mlflow_read", "interval": f"{INTERVAL:g}s",
-                    "timeout": "2s"} for n in PROBES],
+        "probes": [
+            {"name": n, "target": "closed", "scenario": "mlflow_read", "interval": f"{INTERVAL:g}s", "timeout": "2s"}
+            for n in PROBES
+        ],
         "alerting": {"enabled": False},
         "shard": {"count": MEMBERS, "replicas_per_probe": k},
         "location": "loopback",
@@ -124,9 +126,14 @@ def test_every_probe_runs_exactly_k_times_per_interval_across_the_fleet(fleet: l
     total = sum(sum(d.values()) for d in deltas)
     # Across the fleet: K runs per probe per interval, within the window's uncertainty.
     assert k * shortest / INTERVAL * 0.97 <= total / len(PROBES) <= k * longest / INTERVAL * 1.03, (
-        total, shortest, longest)
-    print(f"\nK={k}: {total / len(PROBES):.2f} runs per probe in a window of {shortest:.2f}-{longest:.2f} s"
-          f" ({INTERVAL:g} s interval, {MEMBERS} members)")
+        total,
+        shortest,
+        longest,
+    )
+    print(
+        f"\nK={k}: {total / len(PROBES):.2f} runs per probe in a window of {shortest:.2f}-{longest:.2f} s"
+        f" ({INTERVAL:g} s interval, {MEMBERS} members)"
+    )
 
     if k < 2:
         return

@@ -23,8 +23,9 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -72,11 +73,15 @@ def validate(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 # --------------------------------------------------------------------------- 1. bad TLS files
 
 
-def test_a_ca_file_that_is_not_a_certificate_fails_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_ca_file_that_is_not_a_certificate_fails_validation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bogus = tmp_path / "ca.pem"
     bogus.write_text("this is not a certificate\n")
-    path = write_config(tmp_path / "c.yaml", targets=[
-        {"name": "asgard", "kind": "asgard", "url": "https://127.0.0.1:9", "tls": {"ca_file": str(bogus)}}])
+    path = write_config(
+        tmp_path / "c.yaml",
+        targets=[{"name": "asgard", "kind": "asgard", "url": "https://127.0.0.1:9", "tls": {"ca_file": str(bogus)}}],
+    )
     code, err = validate(path, capsys)
     assert code == 2
     assert err.count("\n") == 1 and "targets[0].tls.ca_file" in err and "not a PEM CA certificate" in err, err
@@ -89,9 +94,11 @@ def test_serving_cert_and_key_that_do_not_load_fail_validation(
     _, other_key = make_self_signed(tmp_path / "b", "two")
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
-    for tls, field in (({"cert_file": str(garbage), "key_file": str(key)}, "tls.cert_file"),
-                       ({"cert_file": str(cert), "key_file": str(other_key)}, "tls.cert_file"),
-                       ({"cert_file": str(cert), "key_file": str(tmp_path / "missing.key")}, "tls.key_file")):
+    for tls, field in (
+        ({"cert_file": str(garbage), "key_file": str(key)}, "tls.cert_file"),
+        ({"cert_file": str(cert), "key_file": str(other_key)}, "tls.cert_file"),
+        ({"cert_file": str(cert), "key_file": str(tmp_path / "missing.key")}, "tls.key_file"),
+    ):
         code, err = validate(write_config(tmp_path / "c.yaml", tls=tls), capsys)
         assert code == 2 and err.count("\n") == 1 and field in err, (tls, err)
         assert "Traceback" not in err
@@ -130,9 +137,13 @@ def test_a_reload_with_a_bad_ca_file_keeps_the_old_config(tmp_path: Path) -> Non
     bogus.write_text("not a certificate")
 
     def spoil(path: Path) -> None:
-        write_config(path, targets=[{"name": "asgard", "kind": "asgard", "url": "https://127.0.0.1:9",
-                                     "tls": {"ca_file": str(bogus)}}],
-                     probes=[{"name": "other", "target": "asgard", "scenario": "asgard", "interval": "30s"}])
+        write_config(
+            path,
+            targets=[
+                {"name": "asgard", "kind": "asgard", "url": "https://127.0.0.1:9", "tls": {"ca_file": str(bogus)}}
+            ],
+            probes=[{"name": "other", "target": "asgard", "scenario": "asgard", "interval": "30s"}],
+        )
 
     out = _reload_scenario(tmp_path, spoil)
     ok, message = out["answer"]
@@ -236,8 +247,9 @@ async def test_an_mlflow_run_id_that_makes_no_valid_url_is_an_invalid_response()
 
     async with serve(handler) as server:
         async with client_for(server.url) as client:
-            result = await run_probe(SCENARIOS["mlflow_write"], client, WriteOptions(), probe="write",
-                                     target="mlflow", timeout=5)
+            result = await run_probe(
+                SCENARIOS["mlflow_write"], client, WriteOptions(), probe="write", target="mlflow", timeout=5
+            )
     step = result.failed_step
     assert step is not None and step.name == "runs_get", result.steps
     assert step.reason is Reason.INVALID_RESPONSE and "no valid URL" in (step.error or "")
@@ -253,8 +265,11 @@ class Endpoint:
     def __init__(self, *, lifecycle: bool = True, security: ServerSecurity | None = None) -> None:
         self.reloads = 0
         endpoints = Endpoints(
-            metrics=lambda: b"up 1\n", healthy=lambda: (True, "ok"), ready=lambda: (True, "ok"),
-            status=lambda: {"ok": True}, reload=self._reload,
+            metrics=lambda: b"up 1\n",
+            healthy=lambda: (True, "ok"),
+            ready=lambda: (True, "ok"),
+            status=lambda: {"ok": True},
+            reload=self._reload,
         )
         self.server = MonitorHTTPServer(("127.0.0.1", 0), endpoints, security=security, lifecycle=lifecycle)
         self.port = self.server.server_address[1]
@@ -308,14 +323,24 @@ def test_a_body_within_the_limit_is_read_whole_and_the_connection_stays_in_step(
     # 70,000 > 64 KiB: refused. A 60,000-byte body is read whole; the next request follows it.
     assert exchange(endpoint.port, first).startswith(b"HTTP/1.1 413")
     body = b"z" * 60_000
-    raw = (b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-           + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = (
+        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+        + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     answer = exchange(endpoint.port, raw)
     assert answer.count(b"HTTP/1.1 200") == 2 and endpoint.reloads == 1, answer
 
 
-@pytest.mark.parametrize("header", [b"Content-Length: abc", b"Content-Length: -5", b"Content-Length: 1\r\nContent-Length: 2",
-                                    b"Transfer-Encoding: chunked"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Content-Length: abc",
+        b"Content-Length: -5",
+        b"Content-Length: 1\r\nContent-Length: 2",
+        b"Transfer-Encoding: chunked",
+    ],
+)
 def test_bad_framing_is_a_clean_4xx_without_a_traceback(
     endpoint: Endpoint, header: bytes, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -360,10 +385,20 @@ def test_run_accepts_the_exporter_flags() -> None:
 def test_facts_are_scrubbed_and_lose_url_userinfo() -> None:
     secret = "s3cr3t-facts-canary"
     result = ProbeResult(
-        probe="api", target="asgard", scenario="asgard", started_at=0.0, duration_seconds=0.1,
-        steps=(StepResult("status", True, 0.1),), timeout_seconds=1.0,
-        facts=AsgardFacts(mlflow_tracking_uri="http://probe:hunter22@mlflow:5000", inventory={f"token {secret}": 1},
-                          crosscheck=f"note: token {secret}", dependencies={"mlflow": True}, models_listed=3),
+        probe="api",
+        target="asgard",
+        scenario="asgard",
+        started_at=0.0,
+        duration_seconds=0.1,
+        steps=(StepResult("status", True, 0.1),),
+        timeout_seconds=1.0,
+        facts=AsgardFacts(
+            mlflow_tracking_uri="http://probe:hunter22@mlflow:5000",
+            inventory={f"token {secret}": 1},
+            crosscheck=f"note: token {secret}",
+            dependencies={"mlflow": True},
+            models_listed=3,
+        ),
     )
     clean = result.redacted(Redactor([secret]).scrub)
     text = json.dumps(clean.as_dict())
@@ -373,19 +408,35 @@ def test_facts_are_scrubbed_and_lose_url_userinfo() -> None:
 
 
 async def test_asgard_keeps_its_tracking_uri_without_credentials() -> None:
-    status = json.dumps({"mlflow_available": True, "feast_available": True,
-                         "mlflow_tracking_uri": "http://probe:hunter22@mlflow.internal:5000"}).encode()
+    status = json.dumps(
+        {
+            "mlflow_available": True,
+            "feast_available": True,
+            "mlflow_tracking_uri": "http://probe:hunter22@mlflow.internal:5000",
+        }
+    ).encode()
     async with serve(_asgard_server(status)) as server:
         result = await _asgard_result(server.url)
     assert result.facts.mlflow_tracking_uri == "http://mlflow.internal:5000"
 
 
 def test_only_secret_header_values_are_redacted(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", targets=[{
-        "name": "asgard", "kind": "asgard", "url": "http://127.0.0.1:9",
-        "headers": {"X-Env": "prod", "X-Team": "mlops-platform", "X-Api-Key": "key-canary-123",
-                    "Authorization": "Bearer tok-canary-456"},
-    }])
+    path = write_config(
+        tmp_path / "c.yaml",
+        targets=[
+            {
+                "name": "asgard",
+                "kind": "asgard",
+                "url": "http://127.0.0.1:9",
+                "headers": {
+                    "X-Env": "prod",
+                    "X-Team": "mlops-platform",
+                    "X-Api-Key": "key-canary-123",
+                    "Authorization": "Bearer tok-canary-456",
+                },
+            }
+        ],
+    )
     config = load_config(path)
     secrets = config.secret_values()
     assert {"key-canary-123", "Bearer tok-canary-456", "tok-canary-456"} <= secrets
@@ -410,13 +461,21 @@ def test_asgard_gauges_are_absent_while_asgard_cannot_tell() -> None:
     sink = MetricsSink(registry, [0.1, 1.0])
     sink.register(ProbeSeries("asgard", "api", ("status",), 1.0, "asgard"))
     sink.register(ProbeSeries("mlflow", "read", ("health",), 1.0))
-    up = lambda dep: registry.get_sample_value("synthetic_asgard_dependency_up", {"target": "asgard", "dependency": dep})  # noqa: E731
-    inventory = lambda: registry.get_sample_value("synthetic_asgard_inventory", {"target": "asgard", "kind": "feature_views"})  # noqa: E731
-    sink.handle(_asgard_run({"dependencies": {"mlflow": True, "feast": False},
-                             "inventory": {"feature_views": 4}}, ok=False))
+
+    def up(dep: str) -> float | None:
+        return registry.get_sample_value("synthetic_asgard_dependency_up", {"target": "asgard", "dependency": dep})
+
+    def inventory() -> float | None:
+        return registry.get_sample_value("synthetic_asgard_inventory", {"target": "asgard", "kind": "feature_views"})
+
+    sink.handle(
+        _asgard_run({"dependencies": {"mlflow": True, "feast": False}, "inventory": {"feature_views": 4}}, ok=False)
+    )
     assert (up("mlflow"), up("feast"), inventory()) == (1, 0, 4)
     # An MLflow probe's result says nothing about Asgard.
-    sink.handle(ProbeResult("read", "mlflow", "mlflow_read", time.time(), 0.01, (StepResult("health", True, 0.01),), 1.0))
+    sink.handle(
+        ProbeResult("read", "mlflow", "mlflow_read", time.time(), 0.01, (StepResult("health", True, 0.01),), 1.0)
+    )
     assert up("mlflow") == 1
     # Asgard unreachable: no status, so neither flag nor count is known.
     sink.handle(_asgard_run({}, ok=False))
@@ -443,21 +502,33 @@ def _web_dir(tmp_path: Path, name: str = "metrics") -> Path:
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool missing (Debian package prometheus)")
 def test_promtool_accepts_the_shipped_web_config(tmp_path: Path) -> None:
     folder = _web_dir(tmp_path)
-    done = subprocess.run([PROMTOOL, "check", "web-config", str(folder / "web-config.yml")],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [PROMTOOL, "check", "web-config", str(folder / "web-config.yml")], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     web = load_web_config(folder / "web-config.yml")
     assert web.tls is not None and set(web.users) == {"prometheus"}
 
 
-@pytest.mark.parametrize("document, field", [
-    ({"basic_auth_users": {"prometheus": "plain-password"}}, "basic_auth_users.prometheus"),
-    ({"tls_server_config": {"cert_file": "tls.crt"}}, "tls_server_config.key_file"),
-    ({"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key", "client_auth_type": "RequireAnyClientCert"}},
-     "tls_server_config.client_auth_type"),
-    ({"tls_server_config": {"cert_file": "nope.crt", "key_file": "tls.key"}}, "tls_server_config.cert_file"),
-    ({"tls_sever_config": {}}, "tls_sever_config: unknown key"),
-])
+@pytest.mark.parametrize(
+    "document, field",
+    [
+        ({"basic_auth_users": {"prometheus": "plain-password"}}, "basic_auth_users.prometheus"),
+        ({"tls_server_config": {"cert_file": "tls.crt"}}, "tls_server_config.key_file"),
+        (
+            {
+                "tls_server_config": {
+                    "cert_file": "tls.crt",
+                    "key_file": "tls.key",
+                    "client_auth_type": "RequireAnyClientCert",
+                }
+            },
+            "tls_server_config.client_auth_type",
+        ),
+        ({"tls_server_config": {"cert_file": "nope.crt", "key_file": "tls.key"}}, "tls_server_config.cert_file"),
+        ({"tls_sever_config": {}}, "tls_sever_config: unknown key"),
+    ],
+)
 def test_a_bad_web_config_is_exit_2_naming_the_field(
     tmp_path: Path, document: dict[str, Any], field: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -465,19 +536,36 @@ def test_a_bad_web_config_is_exit_2_naming_the_field(
     (folder / "bad.yml").write_text(yaml.safe_dump(document))
     config = write_config(tmp_path / "c.yaml")
     # In process: `run` checks the web config before it starts anything.
-    code = cli_main(["run", "--config", str(config), "--listen", "127.0.0.1:0",
-                     "--web.config.file", str(folder / "bad.yml")])
+    code = cli_main(
+        ["run", "--config", str(config), "--listen", "127.0.0.1:0", "--web.config.file", str(folder / "bad.yml")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and field in err and err.count("\n") == 1, err
 
 
 def test_legacy_tls_together_with_the_web_config_points_to_the_flag(tmp_path: Path) -> None:
     folder = _web_dir(tmp_path)
-    config = write_config(tmp_path / "c.yaml", tls={"cert_file": str(folder / "tls.crt"),
-                                                     "key_file": str(folder / "tls.key")})
-    done = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(config), "--listen",
-                           "127.0.0.1:0", "--web.config.file", str(folder / "web-config.yml")],
-                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    config = write_config(
+        tmp_path / "c.yaml", tls={"cert_file": str(folder / "tls.crt"), "key_file": str(folder / "tls.key")}
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "--config",
+            str(config),
+            "--listen",
+            "127.0.0.1:0",
+            "--web.config.file",
+            str(folder / "web-config.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
     assert done.returncode == 2 and "--web.config.file" in done.stderr, done.stderr
 
 
@@ -522,7 +610,9 @@ def test_basic_auth_from_the_web_config(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/metrics", verify=verify, timeout=5).status_code == 401
         wrong = httpx.get(f"{url}/metrics", verify=verify, auth=("prometheus", "wrong"), timeout=5)
         assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Basic")
-        assert httpx.get(f"{url}/metrics", verify=verify, auth=("nobody", EXAMPLE_PASSWORD), timeout=5).status_code == 401
+        assert (
+            httpx.get(f"{url}/metrics", verify=verify, auth=("nobody", EXAMPLE_PASSWORD), timeout=5).status_code == 401
+        )
         for _ in range(3):  # the second and third are answered from the cache
             good = httpx.get(f"{url}/metrics", verify=verify, auth=("prometheus", EXAMPLE_PASSWORD), timeout=5)
             assert good.status_code == 200 and good.text == "up 1\n"
@@ -538,34 +628,75 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
 
     folder = _web_dir(tmp_path)
     asgard, asgard_url = serve_in_thread()
-    config = write_config(tmp_path / "c.yaml", targets=[{"name": "asgard", "kind": "asgard", "url": asgard_url}],
-                          probes=[{"name": "api", "target": "asgard", "scenario": "asgard", "interval": "1s"}])
+    config = write_config(
+        tmp_path / "c.yaml",
+        targets=[{"name": "asgard", "kind": "asgard", "url": asgard_url}],
+        probes=[{"name": "api", "target": "asgard", "scenario": "asgard", "interval": "1s"}],
+    )
     port = free_port()
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-         "--web.config.file", str(folder / "web-config.yml")],
-        cwd=REPO, stdout=open(tmp_path / "daemon.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--web.config.file",
+            str(folder / "web-config.yml"),
+        ],
+        cwd=REPO,
+        stdout=open(tmp_path / "daemon.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     prom_port = free_port()
     procs = []
     try:
         verify = ssl.create_default_context(cafile=str(folder / "tls.crt"))
-        _wait(lambda: httpx.get(f"https://127.0.0.1:{port}/healthz", verify=verify, timeout=2,
-                                auth=("prometheus", EXAMPLE_PASSWORD)).status_code == 200, 30, "the TLS daemon")
+        _wait(
+            lambda: (
+                httpx.get(
+                    f"https://127.0.0.1:{port}/healthz", verify=verify, timeout=2, auth=("prometheus", EXAMPLE_PASSWORD)
+                ).status_code
+                == 200
+            ),
+            30,
+            "the TLS daemon",
+        )
 
         def job(name: str, password: str) -> dict[str, Any]:
-            return {"job_name": name, "scheme": "https", "tls_config": {"ca_file": str(folder / "tls.crt")},
-                    "basic_auth": {"username": "prometheus", "password": password},
-                    "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+            return {
+                "job_name": name,
+                "scheme": "https",
+                "tls_config": {"ca_file": str(folder / "tls.crt")},
+                "basic_auth": {"username": "prometheus", "password": password},
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+            }
 
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [job("good", EXAMPLE_PASSWORD), job("wrong", "not-the-password")],
-        }))
-        procs.append(start_proc("prometheus", [
-            str(PROMETHEUS), f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'prom-data'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-        ], tmp_path, f"http://127.0.0.1:{prom_port}/-/ready"))
+        (tmp_path / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                    "scrape_configs": [job("good", EXAMPLE_PASSWORD), job("wrong", "not-the-password")],
+                }
+            )
+        )
+        procs.append(
+            start_proc(
+                "prometheus",
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                tmp_path,
+                f"http://127.0.0.1:{prom_port}/-/ready",
+            )
+        )
 
         def targets() -> dict[str, dict[str, Any]]:
             data = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/targets", timeout=2).json()
@@ -577,18 +708,22 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
         assert "401" in seen["wrong"]["lastError"], seen["wrong"]
 
         def up(job_name: str) -> float | None:
-            data = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": f'up{{job="{job_name}"}}'},
-                             timeout=2).json()["data"]["result"]
+            data = httpx.get(
+                f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": f'up{{job="{job_name}"}}'}, timeout=2
+            ).json()["data"]["result"]
             return float(data[0]["value"][1]) if data else None
 
         _wait(lambda: up("good") == 1.0 and up("wrong") == 0.0, 20, "up == 1 / 0")
-        runs = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/query",
-                         params={"query": 'synthetic_probe_runs_total{job="good",probe="api",result="success"}'},
-                         timeout=2).json()["data"]["result"]
+        runs = httpx.get(
+            f"http://127.0.0.1:{prom_port}/api/v1/query",
+            params={"query": 'synthetic_probe_runs_total{job="good",probe="api",result="success"}'},
+            timeout=2,
+        ).json()["data"]["result"]
         assert runs, "Prometheus holds the daemon's series through TLS + basic auth"
         # This daemon runs without --web.enable-lifecycle: even an authenticated reload is refused.
-        refused = httpx.post(f"https://127.0.0.1:{port}/-/reload", verify=verify, timeout=5,
-                             auth=("prometheus", EXAMPLE_PASSWORD))
+        refused = httpx.post(
+            f"https://127.0.0.1:{port}/-/reload", verify=verify, timeout=5, auth=("prometheus", EXAMPLE_PASSWORD)
+        )
         assert refused.status_code == 403 and "Lifecycle API is not enabled" in refused.text
     finally:
         for proc in procs:
@@ -620,9 +755,18 @@ def _wait(check: Any, timeout: float, what: str) -> None:
 def test_client_certificates_when_the_web_config_requires_them(tmp_path: Path) -> None:
     folder = _web_dir(tmp_path)
     client_cert, client_key = make_self_signed(tmp_path / "client", "scraper")  # its own CA
-    (folder / "mtls.yml").write_text(yaml.safe_dump({"tls_server_config": {
-        "cert_file": "tls.crt", "key_file": "tls.key",
-        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": str(client_cert)}}))
+    (folder / "mtls.yml").write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {
+                    "cert_file": "tls.crt",
+                    "key_file": "tls.key",
+                    "client_auth_type": "RequireAndVerifyClientCert",
+                    "client_ca_file": str(client_cert),
+                }
+            }
+        )
+    )
     endpoint = Endpoint(security=ServerSecurity(load_web_config(folder / "mtls.yml")))
     url = f"https://127.0.0.1:{endpoint.port}/metrics"
     try:

@@ -333,15 +333,36 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         if shutil.which("openssl") is None:
             pytest.skip("neither the cryptography package nor openssl is available to make a test certificate")
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:TRUE"],
-            check=True, capture_output=True, timeout=30,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         return cert, key
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -619,7 +640,10 @@ async def test_step_fail_keeps_last_status() -> None:
         result = await _run(server, body)
     step = result.steps[0]
     assert (step.reason, step.status_code, step.error) == (
-        Reason.VALIDATION_FAILED, 200, "metric read back as 1.0, wrote 2.0")
+        Reason.VALIDATION_FAILED,
+        200,
+        "metric read back as 1.0, wrote 2.0",
+    )
 
 
 async def test_deadline_exhaustion_in_a_request_is_timeout() -> None:

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.alerting.sink import AlertSink
-from monitor.probes.asgard import AsgardFacts
 from monitor.config import AlertingConfig
 from monitor.events import JobEvent, ScheduleLag
+from monitor.probes.asgard import AsgardFacts
 from monitor.results import PHASES, PhaseTimings, ProbeResult, Reason, StepResult
 from monitor.sinks.errors import SinkErrors
 from monitor.sinks.exposition import Exposition
@@ -35,7 +35,9 @@ class Reference:
         self.registry = CollectorRegistry()
         r = self.registry
         tp = ["target", "probe"]
-        (runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag, phase) = FAMILIES
+        (runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag, phase) = (
+            FAMILIES
+        )
         self.runs = Counter(runs[0], runs[2], [*tp, "result"], registry=r)
         self.success = Gauge(success[0], success[2], tp, registry=r)
         self.duration = Histogram(duration[0], duration[2], tp, buckets=BUCKETS, registry=r)
@@ -90,16 +92,30 @@ def random_result(rng: random.Random, target: str, probe: str) -> ProbeResult:
         # Exactly on a bucket bound, between bounds, and beyond the last one.
         seconds = rng.choice([0.005, 0.1, 10.0, rng.random() / 10, rng.random() * 30])
         # Phases: none (no request), zeros (a reused connection's connect), odd floats.
-        phases = rng.choice([None, PhaseTimings(), PhaseTimings(0.0, 0.0, seconds * 0.9, seconds * 0.1),
-                             PhaseTimings(rng.random() / 1000, 1e-7, rng.random(), 123456.789)])
+        phases = rng.choice(
+            [
+                None,
+                PhaseTimings(),
+                PhaseTimings(0.0, 0.0, seconds * 0.9, seconds * 0.1),
+                PhaseTimings(rng.random() / 1000, 1e-7, rng.random(), 123456.789),
+            ]
+        )
         if rng.random() < 0.25:
-            steps.append(StepResult(name, ok=False, duration_seconds=seconds, reason=rng.choice(list(Reason)), error="x",
-                                    phases=phases))
+            steps.append(
+                StepResult(
+                    name, ok=False, duration_seconds=seconds, reason=rng.choice(list(Reason)), error="x", phases=phases
+                )
+            )
             break
         steps.append(StepResult(name, ok=True, duration_seconds=seconds, skipped=rng.random() < 0.1, phases=phases))
     return ProbeResult(
-        probe=probe, target=target, scenario="s", started_at=1_790_000_000 + rng.random() * 1e6,
-        duration_seconds=sum(s.duration_seconds for s in steps), steps=tuple(steps), timeout_seconds=5.0,
+        probe=probe,
+        target=target,
+        scenario="s",
+        started_at=1_790_000_000 + rng.random() * 1e6,
+        duration_seconds=sum(s.duration_seconds for s in steps),
+        steps=tuple(steps),
+        timeout_seconds=5.0,
     )
 
 
@@ -159,8 +175,18 @@ def test_render_is_byte_identical_to_generate_latest_with_other_series_and_reloa
     alerts.alerts_firing.labels("SyntheticProbeFailing", "t0", "p0").set(1)
     alerts.notifications.labels("am", "success").inc()
     errors.failed("history")
-    sink.handle(ProbeResult(probe="p3", target="t1", scenario="asgard", started_at=0.0, duration_seconds=0.1,
-                            steps=(), timeout_seconds=5.0, facts=AsgardFacts(dependencies={"mlflow": True})))
+    sink.handle(
+        ProbeResult(
+            probe="p3",
+            target="t1",
+            scenario="asgard",
+            started_at=0.0,
+            duration_seconds=0.1,
+            steps=(),
+            timeout_seconds=5.0,
+            facts=AsgardFacts(dependencies={"mlflow": True}),
+        )
+    )
     rendered = sink.render()
     assert rendered == generate_latest(registry)
     text = rendered.decode()
@@ -176,14 +202,30 @@ def test_a_step_outside_the_declared_ones_gets_series_on_first_use() -> None:
     sink = MetricsSink(registry, BUCKETS)
     sink.register(ProbeSeries("t", "p", ("health",), 5.0))
     failure = StepResult("scenario", ok=False, duration_seconds=6.0, reason=Reason.TIMEOUT, error="overran")
-    sink.handle(ProbeResult(probe="p", target="t", scenario="s", started_at=0.0, duration_seconds=6.0,
-                            steps=(failure,), timeout_seconds=5.0))
-    assert registry.get_sample_value(
-        "synthetic_probe_step_failures_total", {"target": "t", "probe": "p", "step": "scenario", "reason": "timeout"}
-    ) == 1.0
-    assert registry.get_sample_value(
-        "synthetic_probe_step_duration_seconds_count", {"target": "t", "probe": "p", "step": "scenario"}
-    ) == 1.0
+    sink.handle(
+        ProbeResult(
+            probe="p",
+            target="t",
+            scenario="s",
+            started_at=0.0,
+            duration_seconds=6.0,
+            steps=(failure,),
+            timeout_seconds=5.0,
+        )
+    )
+    assert (
+        registry.get_sample_value(
+            "synthetic_probe_step_failures_total",
+            {"target": "t", "probe": "p", "step": "scenario", "reason": "timeout"},
+        )
+        == 1.0
+    )
+    assert (
+        registry.get_sample_value(
+            "synthetic_probe_step_duration_seconds_count", {"target": "t", "probe": "p", "step": "scenario"}
+        )
+        == 1.0
+    )
     assert sink.render() == generate_latest(registry)
 
 

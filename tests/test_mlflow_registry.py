@@ -30,8 +30,15 @@ from tests.servers import DaemonProcess, MlflowServer
 from tests.test_daemon import sample, scrape, wait_for
 
 REGISTRY_STEPS = [
-    "registered_model_get_or_create", "experiment_get_or_create", "runs_create", "artifact_put",
-    "model_version_create", "model_alias_set", "model_alias_get", "model_version_delete", "artifact_delete",
+    "registered_model_get_or_create",
+    "experiment_get_or_create",
+    "runs_create",
+    "artifact_put",
+    "model_version_create",
+    "model_alias_set",
+    "model_alias_get",
+    "model_version_delete",
+    "artifact_delete",
     "runs_delete",
 ]
 CLEANUP = ["model_version_delete", "artifact_delete", "runs_delete"]
@@ -50,23 +57,30 @@ def api(server: MlflowServer) -> str:
 
 
 def registered_models(server: MlflowServer, name: str) -> list[dict[str, Any]]:
-    data = httpx.get(f"{api(server)}/registered-models/search",
-                     params={"filter": f"name = '{name}'", "max_results": 100}).json()
+    data = httpx.get(
+        f"{api(server)}/registered-models/search", params={"filter": f"name = '{name}'", "max_results": 100}
+    ).json()
     return data.get("registered_models", [])
 
 
 def versions_of(server: MlflowServer, name: str) -> list[dict[str, Any]]:
-    data = httpx.get(f"{api(server)}/model-versions/search",
-                     params={"filter": f"name = '{name}'", "max_results": 1000}).json()
+    data = httpx.get(
+        f"{api(server)}/model-versions/search", params={"filter": f"name = '{name}'", "max_results": 1000}
+    ).json()
     return data.get("model_versions", [])
 
 
 def active_probe_runs(server: MlflowServer, experiment: str, probe_name: str) -> list[dict[str, Any]]:
     found = httpx.get(f"{api(server)}/experiments/get-by-name", params={"experiment_name": experiment}).json()
-    data = httpx.post(f"{api(server)}/runs/search", json={
-        "experiment_ids": [found["experiment"]["experiment_id"]], "run_view_type": "ACTIVE_ONLY", "max_results": 1000,
-        "filter": f"tags.`{PROBE_TAG}` = '{probe_name}'",
-    }).json()
+    data = httpx.post(
+        f"{api(server)}/runs/search",
+        json={
+            "experiment_ids": [found["experiment"]["experiment_id"]],
+            "run_view_type": "ACTIVE_ONLY",
+            "max_results": 1000,
+            "filter": f"tags.`{PROBE_TAG}` = '{probe_name}'",
+        },
+    ).json()
     return data.get("runs", [])
 
 
@@ -96,12 +110,20 @@ async def test_read_reports_the_server_version_and_searches_runs(mlflow_server: 
         await client.aclose()
     assert result.ok, describe(result)
     assert [s.name for s in result.steps] == [
-        "health", "experiments_search", "registered_models_search", "runs_search", "version"
+        "health",
+        "experiments_search",
+        "registered_models_search",
+        "runs_search",
+        "version",
     ]
     assert result.facts.target_version == installed_version("mlflow")
     search = result.steps[-2]
-    assert (search.method, search.path, search.status_code, search.skipped) == ("POST", "/api/2.0/mlflow/runs/search",
-                                                                               200, False)
+    assert (search.method, search.path, search.status_code, search.skipped) == (
+        "POST",
+        "/api/2.0/mlflow/runs/search",
+        200,
+        False,
+    )
     assert empty.ok, describe(empty)
 
 
@@ -130,12 +152,17 @@ class VersionClient(TargetClient):
         return response
 
 
-@pytest.mark.parametrize(("status", "body", "outcome"), [
-    (404, b"<html>Not Found</html>", "skipped"),
-    (200, b"<!doctype html><html><body>Sign in</body></html>", "invalid_response"),
-    (500, b"<html>Internal Server Error</html>", "http_error"),
-])
-async def test_version_step_without_a_version(mlflow_server: MlflowServer, status: int, body: bytes, outcome: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (404, b"<html>Not Found</html>", "skipped"),
+        (200, b"<!doctype html><html><body>Sign in</body></html>", "invalid_response"),
+        (500, b"<html>Internal Server Error</html>", "http_error"),
+    ],
+)
+async def test_version_step_without_a_version(
+    mlflow_server: MlflowServer, status: int, body: bytes, outcome: str
+) -> None:
     client = VersionClient(mlflow_server.url, status, body)
     try:
         result = await probe(client, "mlflow_read", ReadOptions())
@@ -191,11 +218,14 @@ class FaultClient(TargetClient):
         return response
 
 
-@pytest.mark.parametrize(("fault", "step", "reason"), [
-    ("alias_set_rejected", "model_alias_set", Reason.HTTP_ERROR),
-    ("alias_resolves_elsewhere", "model_alias_get", Reason.VALIDATION_FAILED),
-    ("create_answer_lost", "model_version_create", Reason.WORKER_FAILURE),
-])
+@pytest.mark.parametrize(
+    ("fault", "step", "reason"),
+    [
+        ("alias_set_rejected", "model_alias_set", Reason.HTTP_ERROR),
+        ("alias_resolves_elsewhere", "model_alias_get", Reason.VALIDATION_FAILED),
+        ("create_answer_lost", "model_version_create", Reason.WORKER_FAILURE),
+    ],
+)
 async def test_a_failed_registry_step_still_deletes_everything(
     mlflow_server: MlflowServer, fault: str, step: str, reason: Reason
 ) -> None:
@@ -232,20 +262,29 @@ class PendingClient(TargetClient):
         return response
 
 
-@pytest.mark.parametrize(("pending", "final", "failed"), [
-    (2, "READY", None),
-    (1, "FAILED_REGISTRATION", (Reason.VALIDATION_FAILED, "ended FAILED_REGISTRATION")),
-    # Usually "still PENDING_REGISTRATION"; under load the last poll itself may run out of time.
-    (10**6, "READY", (Reason.TIMEOUT, "")),
-])
+@pytest.mark.parametrize(
+    ("pending", "final", "failed"),
+    [
+        (2, "READY", None),
+        (1, "FAILED_REGISTRATION", (Reason.VALIDATION_FAILED, "ended FAILED_REGISTRATION")),
+        # Usually "still PENDING_REGISTRATION"; under load the last poll itself may run out of time.
+        (10**6, "READY", (Reason.TIMEOUT, "")),
+    ],
+)
 async def test_version_creation_waits_while_pending(
     mlflow_server: MlflowServer, pending: int, final: str, failed: tuple[Reason, str] | None
 ) -> None:
     model = f"registry-pending-{final.lower()}-{pending}"
     client = PendingClient(mlflow_server.url, pending, final)
     try:
-        result = await run_probe(SCENARIOS["mlflow_registry"], client, RegistryOptions(model_name=model,
-                                 experiment_name=model), probe="reg", target="mlflow", timeout=3.0)
+        result = await run_probe(
+            SCENARIOS["mlflow_registry"],
+            client,
+            RegistryOptions(model_name=model, experiment_name=model),
+            probe="reg",
+            target="mlflow",
+            timeout=3.0,
+        )
     finally:
         await client.aclose()
     if failed is None:
@@ -266,13 +305,22 @@ async def test_janitor_deletes_only_old_versions_of_this_probe(mlflow_server: Ml
     experiment_id = httpx.post(f"{base}/experiments/create", json={"name": model}).json()["experiment_id"]
 
     def leftover(probe_name: str) -> str:
-        run = httpx.post(f"{base}/runs/create", json={
-            "experiment_id": experiment_id, "tags": [{"key": PROBE_TAG, "value": probe_name}],
-        }).json()["run"]["info"]
-        created = httpx.post(f"{base}/model-versions/create", json={
-            "name": model, "source": f"{run['artifact_uri']}/m", "run_id": run["run_id"],
-            "tags": [{"key": PROBE_TAG, "value": probe_name}],
-        })
+        run = httpx.post(
+            f"{base}/runs/create",
+            json={
+                "experiment_id": experiment_id,
+                "tags": [{"key": PROBE_TAG, "value": probe_name}],
+            },
+        ).json()["run"]["info"]
+        created = httpx.post(
+            f"{base}/model-versions/create",
+            json={
+                "name": model,
+                "source": f"{run['artifact_uri']}/m",
+                "run_id": run["run_id"],
+                "tags": [{"key": PROBE_TAG, "value": probe_name}],
+            },
+        )
         created.raise_for_status()
         return str(created.json()["model_version"]["version"])
 
@@ -312,38 +360,80 @@ def test_daemon_deletes_a_killed_runs_version_and_exports_the_server_version(
     base = api(mlflow_server)
     httpx.post(f"{base}/registered-models/create", json={"name": model}).raise_for_status()
     experiment_id = httpx.post(f"{base}/experiments/create", json={"name": model}).json()["experiment_id"]
-    run = httpx.post(f"{base}/runs/create", json={
-        "experiment_id": experiment_id, "start_time": 0, "tags": [{"key": PROBE_TAG, "value": "registry"}],
-    }).json()["run"]["info"]
-    httpx.post(f"{base}/model-versions/create", json={
-        "name": model, "source": f"{run['artifact_uri']}/m", "run_id": run["run_id"],
-        "tags": [{"key": PROBE_TAG, "value": "registry"}],
-    }).raise_for_status()
+    run = httpx.post(
+        f"{base}/runs/create",
+        json={
+            "experiment_id": experiment_id,
+            "start_time": 0,
+            "tags": [{"key": PROBE_TAG, "value": "registry"}],
+        },
+    ).json()["run"]["info"]
+    httpx.post(
+        f"{base}/model-versions/create",
+        json={
+            "name": model,
+            "source": f"{run['artifact_uri']}/m",
+            "run_id": run["run_id"],
+            "tags": [{"key": PROBE_TAG, "value": "registry"}],
+        },
+    ).raise_for_status()
     left_at = time.monotonic()
     deadline = 3.0
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "log": {"format": "json"},
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],
-        "probes": [
-            {"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": "2s"},
-            {"name": "registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "10s",
-             # three cleanup steps of 2 s each must fit after the deadline, in 90 % of the interval
-             "timeout": f"{deadline}s", "step_timeout": "2s", "options": {"model_name": model, "experiment_name": model}},
-        ],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "log": {"format": "json"},
+                "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_server.url}],
+                "probes": [
+                    {"name": "read", "target": "mlflow", "scenario": "mlflow_read", "interval": "2s"},
+                    {
+                        "name": "registry",
+                        "target": "mlflow",
+                        "scenario": "mlflow_registry",
+                        "interval": "10s",
+                        # three cleanup steps of 2 s each must fit after the deadline, in 90 % of the interval
+                        "timeout": f"{deadline}s",
+                        "step_timeout": "2s",
+                        "options": {"model_name": model, "experiment_name": model},
+                    },
+                ],
+            }
+        )
+    )
     time.sleep(max(0.0, deadline + 0.2 - (time.monotonic() - left_at)))  # the leftover is older than the deadline
     daemon = DaemonProcess(config, tmp_path).start()
     try:
-        zero = sample(scrape(daemon.url), "synthetic_probe_step_failures_total", probe="registry",
-                      step="model_alias_get", reason="validation_failed")
+        zero = sample(
+            scrape(daemon.url),
+            "synthetic_probe_step_failures_total",
+            probe="registry",
+            step="model_alias_get",
+            reason="validation_failed",
+        )
         assert zero is not None  # every step's series exists from start-up
-        wait_for(lambda: any(e.get("event") == "stale_runs_deleted" and e.get("probe") == "registry"
-                             for e in log_events(daemon)), 20, "janitor")
-        wait_for(lambda: sample(scrape(daemon.url), "synthetic_target_info", target="mlflow",
-                                version=installed_version("mlflow")) == 1, 20, "synthetic_target_info")
-        wait_for(lambda: sample(scrape(daemon.url), "synthetic_probe_runs_total", probe="registry",
-                                result="success"), 30, "a passing registry run")
+        wait_for(
+            lambda: any(
+                e.get("event") == "stale_runs_deleted" and e.get("probe") == "registry" for e in log_events(daemon)
+            ),
+            20,
+            "janitor",
+        )
+        wait_for(
+            lambda: (
+                sample(
+                    scrape(daemon.url), "synthetic_target_info", target="mlflow", version=installed_version("mlflow")
+                )
+                == 1
+            ),
+            20,
+            "synthetic_target_info",
+        )
+        wait_for(
+            lambda: sample(scrape(daemon.url), "synthetic_probe_runs_total", probe="registry", result="success"),
+            30,
+            "a passing registry run",
+        )
     finally:
         assert daemon.stop() == 0
     (event,) = [e for e in log_events(daemon) if e.get("event") == "stale_runs_deleted"]
@@ -355,9 +445,16 @@ def test_daemon_deletes_a_killed_runs_version_and_exports_the_server_version(
 
 
 def _result(probe_name: str, target: str, facts: dict[str, Any]) -> ProbeResult:
-    return ProbeResult(probe=probe_name, target=target, scenario="mlflow_read", started_at=1.0, duration_seconds=0.1,
-                       steps=(StepResult("version", ok=True, duration_seconds=0.01),), timeout_seconds=5.0,
-                       facts=Facts(**facts))
+    return ProbeResult(
+        probe=probe_name,
+        target=target,
+        scenario="mlflow_read",
+        started_at=1.0,
+        duration_seconds=0.1,
+        steps=(StepResult("version", ok=True, duration_seconds=0.01),),
+        timeout_seconds=5.0,
+        facts=Facts(**facts),
+    )
 
 
 def test_target_info_is_absent_until_known_and_one_series_per_target() -> None:
@@ -368,8 +465,12 @@ def test_target_info_is_absent_until_known_and_one_series_per_target() -> None:
     sink.register(ProbeSeries("mlflow", "read2", read.steps_for(ReadOptions()), 5.0))
 
     def versions() -> dict[str, float]:
-        return {s.labels["version"]: s.value for m in registry.collect() for s in m.samples
-                if s.name == "synthetic_target_info" and s.labels["target"] == "mlflow"}
+        return {
+            s.labels["version"]: s.value
+            for m in registry.collect()
+            for s in m.samples
+            if s.name == "synthetic_target_info" and s.labels["target"] == "mlflow"
+        }
 
     assert versions() == {}
     sink.handle(_result("read", "mlflow", {}))

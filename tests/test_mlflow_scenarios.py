@@ -7,22 +7,31 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 
 from monitor.http import TargetClient
 from monitor.probes import SCENARIOS
-from monitor.probes.mlflow import SYNTHETIC_TAG, WriteOptions, ReadOptions
+from monitor.probes.mlflow import SYNTHETIC_TAG, ReadOptions, WriteOptions
 from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult, Reason
 from tests.servers import MlflowServer, free_port
 
 WRITE_STEPS = [
-    "experiment_get_or_create", "runs_create", "runs_log_metric", "runs_log_parameter", "runs_update",
-    "runs_get", "artifact_put", "artifact_get", "artifact_delete", "runs_delete",
+    "experiment_get_or_create",
+    "runs_create",
+    "runs_log_metric",
+    "runs_log_parameter",
+    "runs_update",
+    "runs_get",
+    "artifact_put",
+    "artifact_get",
+    "artifact_delete",
+    "runs_delete",
 ]
 
 
-async def probe(client: TargetClient, scenario: str, options: Any, timeout: float = 10.0, name: str = "p") -> ProbeResult:
+async def probe(
+    client: TargetClient, scenario: str, options: Any, timeout: float = 10.0, name: str = "p"
+) -> ProbeResult:
     return await run_probe(SCENARIOS[scenario], client, options, probe=name, target="mlflow", timeout=timeout)
 
 
@@ -31,14 +40,18 @@ def describe(result: ProbeResult) -> str:
 
 
 def experiments_named(url: str, name: str) -> list[dict[str, Any]]:
-    data = httpx.post(f"{url}/api/2.0/mlflow/experiments/search",
-                      json={"max_results": 1000, "filter": f"name = '{name}'", "view_type": "ALL"}).json()
+    data = httpx.post(
+        f"{url}/api/2.0/mlflow/experiments/search",
+        json={"max_results": 1000, "filter": f"name = '{name}'", "view_type": "ALL"},
+    ).json()
     return data.get("experiments", [])
 
 
 def active_runs(url: str, experiment_id: str) -> list[dict[str, Any]]:
-    data = httpx.post(f"{url}/api/2.0/mlflow/runs/search",
-                      json={"experiment_ids": [experiment_id], "run_view_type": "ACTIVE_ONLY", "max_results": 1000}).json()
+    data = httpx.post(
+        f"{url}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": [experiment_id], "run_view_type": "ACTIVE_ONLY", "max_results": 1000},
+    ).json()
     return data.get("runs", [])
 
 
@@ -50,7 +63,11 @@ async def test_read_scenario_passes(mlflow_server: MlflowServer) -> None:
         await client.aclose()
     assert result.ok, describe(result)
     assert [s.name for s in result.steps] == [
-        "health", "experiments_search", "registered_models_search", "runs_search", "version"
+        "health",
+        "experiments_search",
+        "registered_models_search",
+        "runs_search",
+        "version",
     ]
     assert all(s.status_code == 200 and s.duration_seconds > 0 for s in result.steps)
 
@@ -106,7 +123,9 @@ async def test_many_runs_keep_one_experiment_and_no_active_runs(mlflow_server: M
     name = "many-runs"
     try:
         # Two at once race on creating the experiment: RESOURCE_ALREADY_EXISTS must count as success.
-        first = await asyncio.gather(*(probe(client, "mlflow_write", WriteOptions(experiment_name=name)) for _ in range(2)))
+        first = await asyncio.gather(
+            *(probe(client, "mlflow_write", WriteOptions(experiment_name=name)) for _ in range(2))
+        )
         rest = [await probe(client, "mlflow_write", WriteOptions(experiment_name=name)) for _ in range(6)]
     finally:
         await client.aclose()
@@ -115,9 +134,14 @@ async def test_many_runs_keep_one_experiment_and_no_active_runs(mlflow_server: M
     experiments = experiments_named(mlflow_server.url, name)
     assert len(experiments) == 1
     assert active_runs(mlflow_server.url, experiments[0]["experiment_id"]) == []
-    deleted = httpx.post(f"{mlflow_server.url}/api/2.0/mlflow/runs/search",
-                         json={"experiment_ids": [experiments[0]["experiment_id"]], "run_view_type": "DELETED_ONLY",
-                               "max_results": 1000}).json()["runs"]
+    deleted = httpx.post(
+        f"{mlflow_server.url}/api/2.0/mlflow/runs/search",
+        json={
+            "experiment_ids": [experiments[0]["experiment_id"]],
+            "run_view_type": "DELETED_ONLY",
+            "max_results": 1000,
+        },
+    ).json()["runs"]
     assert len(deleted) == 8
     tags = {t["key"]: t["value"] for t in deleted[0]["data"]["tags"]}
     assert tags[SYNTHETIC_TAG] == "true"
@@ -128,8 +152,10 @@ async def test_deleted_probe_experiment_is_restored(mlflow_server: MlflowServer)
     try:
         assert (await probe(client, "mlflow_write", WriteOptions(experiment_name="restored"))).ok
         (experiment,) = experiments_named(mlflow_server.url, "restored")
-        httpx.post(f"{mlflow_server.url}/api/2.0/mlflow/experiments/delete",
-                   json={"experiment_id": experiment["experiment_id"]}).raise_for_status()
+        httpx.post(
+            f"{mlflow_server.url}/api/2.0/mlflow/experiments/delete",
+            json={"experiment_id": experiment["experiment_id"]},
+        ).raise_for_status()
         result = await probe(client, "mlflow_write", WriteOptions(experiment_name="restored"))
     finally:
         await client.aclose()

@@ -17,9 +17,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -64,7 +65,7 @@ class Recorder:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> "Recorder":
+    async def start(self) -> Recorder:
         self._arrived = asyncio.Condition()
         self._stopping = asyncio.Event()
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -172,8 +173,12 @@ def passing_result(probe: str = "mlflow_read", target: str = "mlflow") -> ProbeR
 
 def alerting(receivers: list[ReceiverConfig], **kw: Any) -> AlertingConfig:
     base: dict[str, Any] = {
-        "failure_threshold": 1, "success_threshold": 1, "startup_grace": 0,
-        "retry_backoff": 0.05, "retry_backoff_max": 0.2, "receivers": [r.model_dump() for r in receivers],
+        "failure_threshold": 1,
+        "success_threshold": 1,
+        "startup_grace": 0,
+        "retry_backoff": 0.05,
+        "retry_backoff_max": 0.2,
+        "receivers": [r.model_dump() for r in receivers],
         "batch_wait": 0,  # tests of batching set it
     }
     base.update(kw)
@@ -204,8 +209,11 @@ async def test_alertmanager_payload_is_the_v2_list() -> None:
         assert RFC3339.match(item["startsAt"]) and RFC3339.match(item["endsAt"])
         assert item["generatorURL"] == "http://127.0.0.1:9356/status"
     assert body[0]["labels"] == {
-        "alertname": "SyntheticProbeFailing", "target": "mlflow", "probe": "mlflow_read",
-        "severity": "critical", "cluster": "test",
+        "alertname": "SyntheticProbeFailing",
+        "target": "mlflow",
+        "probe": "mlflow_read",
+        "severity": "critical",
+        "cluster": "test",
     }
     assert body[0]["endsAt"] > body[0]["startsAt"]
     assert body[1]["labels"]["alertname"] == "SyntheticProbeTimeout"
@@ -213,7 +221,9 @@ async def test_alertmanager_payload_is_the_v2_list() -> None:
 
 async def test_webhook_payload_is_the_alertmanager_webhook_json() -> None:
     async with recorder() as server:
-        notifier = WebhookNotifier(receiver("webhook", server.url + "/hook", name="hooks", auth={"username": "u", "password": "p"}))
+        notifier = WebhookNotifier(
+            receiver("webhook", server.url + "/hook", name="hooks", auth={"username": "u", "password": "p"})
+        )
         try:
             await notifier.send([alert(), alert(probe="mlflow_write"), alert("SyntheticProbeTimeout", resolved=True)])
         finally:
@@ -223,11 +233,23 @@ async def test_webhook_payload_is_the_alertmanager_webhook_json() -> None:
     assert firing.headers["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
     body = firing.json()
     assert set(body) >= {
-        "version", "groupKey", "status", "receiver", "groupLabels", "commonLabels", "commonAnnotations",
-        "externalURL", "alerts",
+        "version",
+        "groupKey",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
     }
     assert body["version"] == "4" and body["status"] == "firing" and body["receiver"] == "hooks"
-    assert body["commonLabels"] == {"alertname": "SyntheticProbeFailing", "cluster": "test", "severity": "critical", "target": "mlflow"}
+    assert body["commonLabels"] == {
+        "alertname": "SyntheticProbeFailing",
+        "cluster": "test",
+        "severity": "critical",
+        "target": "mlflow",
+    }
     assert body["groupLabels"] == {"alertname": "SyntheticProbeFailing", "target": "mlflow"}
     assert body["groupKey"] == '{}:{alertname="SyntheticProbeFailing", target="mlflow"}'
     assert body["commonAnnotations"] == {"description": "step health, reason unreachable"}
@@ -252,7 +274,9 @@ async def test_retry_on_500_then_success_is_counted() -> None:
         dispatcher = Dispatcher(
             [receiver("webhook", server.url, name="hook")],
             lambda r, res: counter.labels(r, res).inc(),
-            backoff=0.05, backoff_max=0.2, attempts=5,
+            backoff=0.05,
+            backoff_max=0.2,
+            attempts=5,
         )
         dispatcher.start()
         dispatcher.submit([alert()])
@@ -270,8 +294,11 @@ async def test_gives_up_after_max_attempts_and_counts_failure() -> None:
     counter = notifications(registry)
     async with recorder(statuses=[500] * 10) as server:
         dispatcher = Dispatcher(
-            [receiver("alertmanager", server.url)], lambda r, res: counter.labels(r, res).inc(),
-            backoff=0.01, backoff_max=0.02, attempts=3,
+            [receiver("alertmanager", server.url)],
+            lambda r, res: counter.labels(r, res).inc(),
+            backoff=0.01,
+            backoff_max=0.02,
+            attempts=3,
         )
         dispatcher.start()
         dispatcher.submit([alert()])
@@ -295,7 +322,9 @@ async def test_retry_on_connection_refused_until_the_receiver_comes_up() -> None
     dispatcher = Dispatcher(
         [receiver("alertmanager", f"http://127.0.0.1:{port}", name="late")],
         lambda r, res: counter.labels(r, res).inc(),
-        backoff=0.1, backoff_max=0.4, attempts=10,
+        backoff=0.1,
+        backoff_max=0.4,
+        attempts=10,
     )
     dispatcher.start()
     dispatcher.submit([alert()])
@@ -374,9 +403,14 @@ async def test_webhook_gets_fire_repeat_and_resolve_while_alertmanager_gets_the_
     clock = [time.time()]
     async with recorder() as hook, recorder() as am:
         alerts = AlertSink(
-            alerting([receiver("webhook", hook.url, repeat_interval="1h"), receiver("alertmanager", am.url)],
-                     resend_interval="10s", success_threshold=2, labels={"namespace": "mlops"}),
-            sink, clock=lambda: clock[0],
+            alerting(
+                [receiver("webhook", hook.url, repeat_interval="1h"), receiver("alertmanager", am.url)],
+                resend_interval="10s",
+                success_threshold=2,
+                labels={"namespace": "mlops"},
+            ),
+            sink,
+            clock=lambda: clock[0],
         )
         alerts.tick_seconds = 0.02
         await alerts.start([("mlflow_read", "mlflow")])
@@ -434,9 +468,17 @@ async def test_real_alertmanager_accepts_the_push_and_delivers_to_a_webhook(tmp_
             f"    webhook_configs: [{{url: '{hook.url}/am', send_resolved: true}}]\n"
         )
         proc = subprocess.Popen(
-            [binary, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"), start_new_session=True,
+            [
+                binary,
+                f"--config.file={tmp_path / 'am.yml'}",
+                f"--storage.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "am.log", "wb"),
+            start_new_session=True,
         )
         am_url = f"http://127.0.0.1:{port}"
         notifier = AlertmanagerNotifier(receiver("alertmanager", am_url))

@@ -66,12 +66,25 @@ def test_built_wheel_holds_no_standin(tmp_path: Path) -> None:
     shutil.copytree(REPO / "monitor", source / "monitor", ignore=shutil.ignore_patterns("__pycache__"))
     assert (source / STANDIN / "asgard.py").exists()
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
-         "--wheel-dir", str(tmp_path / "wheels"), str(source)],
-        capture_output=True, text=True, timeout=170,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
     )
-    if done.returncode != 0 and re.search(r"Could not (find|fetch)|NewConnectionError|Network is unreachable",
-                                          done.stderr):
+    if done.returncode != 0 and re.search(
+        r"Could not (find|fetch)|NewConnectionError|Network is unreachable", done.stderr
+    ):
         pytest.skip(f"pip cannot fetch the build backend (setuptools>=68) here: {done.stderr.strip()[-200:]}")
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "wheels").glob("synthetic_monitor-*.whl")
@@ -88,17 +101,30 @@ def _dockerignored(path: str, rules: list[str]) -> bool:
         negate = rule.startswith("!")
         pattern = rule[1:] if negate else rule
         pattern = pattern.rstrip("/")
-        if (pattern == "**" or fnmatch.fnmatchcase(path, pattern) or path.startswith(pattern + "/")
-                or (pattern.startswith("**/") and fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern[3:]))):
+        if (
+            pattern == "**"
+            or fnmatch.fnmatchcase(path, pattern)
+            or path.startswith(pattern + "/")
+            or (pattern.startswith("**/") and fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern[3:]))
+        ):
             ignored = not negate
     return ignored
 
 
 def test_docker_build_context_has_no_standin_and_has_the_lock() -> None:
-    rules = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    for path in ("monitor/standin/asgard.py", "monitor/standin/webhook.py", "monitor/standin/demo.py",
-                 "tests/servers.py", ".venv/bin/python", "monitor/__pycache__/cli.cpython-311.pyc"):
+    rules = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for path in (
+        "monitor/standin/asgard.py",
+        "monitor/standin/webhook.py",
+        "monitor/standin/demo.py",
+        "tests/servers.py",
+        ".venv/bin/python",
+        "monitor/__pycache__/cli.cpython-311.pyc",
+    ):
         assert _dockerignored(path, rules), f".dockerignore lets {path} into the image's build context"
     for path in ("pyproject.toml", "README.md", "deploy/constraints.txt", "monitor/cli.py", "monitor/probes/base.py"):
         assert not _dockerignored(path, rules), f".dockerignore keeps {path} out, the build needs it"

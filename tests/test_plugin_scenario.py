@@ -22,8 +22,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -90,8 +90,9 @@ def test_the_plugin_is_one_new_file_and_one_changed_line(plugged: Path) -> None:
 
 def _monitor(plugged: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(plugged)}
-    return subprocess.run([sys.executable, "-m", "monitor", *args], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=plugged, **kw)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args], env=env, capture_output=True, text=True, timeout=60, cwd=plugged, **kw
+    )  # type: ignore[call-overload]
 
 
 def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, health_url: str, tmp_path: Path) -> None:
@@ -110,15 +111,23 @@ def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, hea
     assert report["probes"][0]["steps"][0]["name"] == "health"
     assert report["probes"][0]["facts"] == {"body_bytes": 16}
     # An unknown kind is still a config error naming the field (the real package has no `http` kind).
-    bad = subprocess.run([sys.executable, "-m", "monitor", "config", "validate", str(config)], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "monitor", "config", "validate", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "targets[0].kind" in bad.stderr and "unknown kind 'http'" in bad.stderr
 
 
 def test_the_daemon_runs_the_new_kind_and_exports_its_metrics(plugged: Path, health_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"targets": [{"name": "web", "kind": "http", "url": health_url}],
-                                      "alerting": {"enabled": False}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"targets": [{"name": "web", "kind": "http", "url": health_url}], "alerting": {"enabled": False}}
+        )
+    )
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(plugged)}
     log = open(tmp_path / "daemon.log", "w")
@@ -133,18 +142,24 @@ def test_the_daemon_runs_the_new_kind_and_exports_its_metrics(plugged: Path, hea
             except httpx.HTTPError:
                 time.sleep(0.2)
                 continue
-            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                       for f in text_string_to_metric_families(text) for s in f.samples}
-            if samples.get(("synthetic_probe_runs_total", (("probe", "web_health"), ("result", "success"),
-                                                           ("target", "web")))):
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+            }
+            if samples.get(
+                ("synthetic_probe_runs_total", (("probe", "web_health"), ("result", "success"), ("target", "web")))
+            ):
                 break
             time.sleep(0.2)
         else:
             pytest.fail(f"no successful run in 30 s:\n{(tmp_path / 'daemon.log').read_text()}")
         assert samples[("synthetic_probe_success", (("probe", "web_health"), ("target", "web")))] == 1
         assert samples[("synthetic_http_health_body_bytes", (("target", "web"),))] == 16
-        assert ("synthetic_probe_step_duration_seconds_count",
-                (("probe", "web_health"), ("step", "health"), ("target", "web"))) in samples
+        assert (
+            "synthetic_probe_step_duration_seconds_count",
+            (("probe", "web_health"), ("step", "health"), ("target", "web")),
+        ) in samples
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)

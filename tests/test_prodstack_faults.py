@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -60,8 +61,12 @@ def _alerts(hook: WebhookServer) -> list[dict[str, Any]]:
 def _find(hook: WebhookServer, alertname: str, status: str, since: float, **labels: str) -> dict[str, Any] | None:
     for alert in _alerts(hook):
         got = alert.get("labels") or {}
-        if (alert["status"] == status and alert["received_at"] >= since and got.get("alertname") == alertname
-                and all(got.get(k) == v for k, v in labels.items())):
+        if (
+            alert["status"] == status
+            and alert["received_at"] >= since
+            and got.get("alertname") == alertname
+            and all(got.get(k) == v for k, v in labels.items())
+        ):
             return alert
     return None
 
@@ -72,28 +77,56 @@ class Rig:
         self.workdir = workdir
         self.hook = serve_in_thread()
         config = workdir / "monitor.yaml"
-        config.write_text(yaml.safe_dump({
-            "log": {"format": "json", "level": "info"},
-            "targets": [{"name": "mlflow", "kind": "mlflow", "url": stack.mlflow.url}],
-            "probes": [
-                # A run, its cleanup reserve included, fits in 90 % of the interval (config rule).
-                {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "8s",
-                 "timeout": "7s"},
-                # Two cleanup steps of at most 2 s each after a 4 s deadline: 8 s <= 90 % of 9 s.
-                {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "9s",
-                 "timeout": "4s", "step_timeout": "2s",
-                 "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
-                # The registry path rides along: after every fault no model version is left.
-                # Three cleanup steps of at most 2 s after a 4 s deadline: 10 s <= 90 % of 12 s.
-                {"name": "mlflow_registry", "target": "mlflow", "scenario": "mlflow_registry", "interval": "12s",
-                 "timeout": "4s", "step_timeout": "2s",
-                 "options": {"model_name": "synthetic-monitor-probe", "experiment_name": "synthetic-monitor"}},
-            ],
-            "alerting": {
-                "failure_threshold": 1, "success_threshold": 1, "startup_grace": "0s", "resend_interval": "30s",
-                "retry_backoff": "200ms", "receivers": [{"kind": "webhook", "url": f"{self.hook.url}/hook"}],
-            },
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "log": {"format": "json", "level": "info"},
+                    "targets": [{"name": "mlflow", "kind": "mlflow", "url": stack.mlflow.url}],
+                    "probes": [
+                        # A run, its cleanup reserve included, fits in 90 % of the interval (config rule).
+                        {
+                            "name": "mlflow_read",
+                            "target": "mlflow",
+                            "scenario": "mlflow_read",
+                            "interval": "8s",
+                            "timeout": "7s",
+                        },
+                        # Two cleanup steps of at most 2 s each after a 4 s deadline: 8 s <= 90 % of 9 s.
+                        {
+                            "name": "mlflow_write",
+                            "target": "mlflow",
+                            "scenario": "mlflow_write",
+                            "interval": "9s",
+                            "timeout": "4s",
+                            "step_timeout": "2s",
+                            "options": {"experiment_name": "synthetic-monitor", "artifacts": True},
+                        },
+                        # The registry path rides along: after every fault no model version is left.
+                        # Three cleanup steps of at most 2 s after a 4 s deadline: 10 s <= 90 % of 12 s.
+                        {
+                            "name": "mlflow_registry",
+                            "target": "mlflow",
+                            "scenario": "mlflow_registry",
+                            "interval": "12s",
+                            "timeout": "4s",
+                            "step_timeout": "2s",
+                            "options": {
+                                "model_name": "synthetic-monitor-probe",
+                                "experiment_name": "synthetic-monitor",
+                            },
+                        },
+                    ],
+                    "alerting": {
+                        "failure_threshold": 1,
+                        "success_threshold": 1,
+                        "startup_grace": "0s",
+                        "resend_interval": "30s",
+                        "retry_backoff": "200ms",
+                        "receivers": [{"kind": "webhook", "url": f"{self.hook.url}/hook"}],
+                    },
+                }
+            )
+        )
         self.daemon = DaemonProcess(config, workdir)
 
     def status(self) -> dict[str, Any]:
@@ -104,8 +137,7 @@ class Rig:
 
     def context(self) -> str:
         alerts = [(a["labels"].get("alertname"), a["labels"].get("probe"), a["status"]) for a in _alerts(self.hook)]
-        return (f"alerts: {alerts[-12:]}\n--- daemon log ---\n{self.daemon.log_text()[-4000:]}\n"
-                f"{self.stack.tails()}")
+        return f"alerts: {alerts[-12:]}\n--- daemon log ---\n{self.daemon.log_text()[-4000:]}\n{self.stack.tails()}"
 
     def wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
@@ -117,12 +149,14 @@ class Rig:
         raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{self.context()}")
 
     def fired(self, alertname: str, since: float, timeout: float = 25, **labels: str) -> dict[str, Any]:
-        return self.wait(lambda: _find(self.hook, alertname, "firing", since, **labels), timeout,
-                         f"{alertname} {labels} firing")
+        return self.wait(
+            lambda: _find(self.hook, alertname, "firing", since, **labels), timeout, f"{alertname} {labels} firing"
+        )
 
     def resolved(self, alertname: str, since: float, timeout: float = 25, **labels: str) -> dict[str, Any]:
-        return self.wait(lambda: _find(self.hook, alertname, "resolved", since, **labels), timeout,
-                         f"{alertname} {labels} resolved")
+        return self.wait(
+            lambda: _find(self.hook, alertname, "resolved", since, **labels), timeout, f"{alertname} {labels} resolved"
+        )
 
     def failure(self, probe: str, since: float) -> dict[str, Any]:
         """The newest failed run of `probe` that started after `since` (from /status)."""
@@ -165,9 +199,13 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     # Healthy: every run of both probes passes (artifacts round-trip through S3, runs in
     # PostgreSQL), at least two each, and nothing is sent to the receiver.
     for probe, runs in (("mlflow_read", 2), ("mlflow_write", 2), ("mlflow_registry", 1)):
-        rig.wait(lambda probe=probe, runs=runs: len(
-            next(p for p in rig.status()["probes"] if p["name"] == probe)["recent_ok"]) >= runs,
-            40, f"{runs} run(s) of {probe}")
+        rig.wait(
+            lambda probe=probe, runs=runs: (
+                len(next(p for p in rig.status()["probes"] if p["name"] == probe)["recent_ok"]) >= runs
+            ),
+            40,
+            f"{runs} run(s) of {probe}",
+        )
     assert all(all(p["recent_ok"]) for p in rig.status()["probes"]), rig.context()
     assert not _alerts(rig.hook), rig.context()
     print(f"\nprodstack start-up {stack.startup_seconds:.1f}s, healthy phase {time.time() - t0:.1f}s")
@@ -241,8 +279,11 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     # deadline, so gunicorn may kill that worker first: a worker failure that really happened
     # (in production the 300 s gunicorn timeout is longer than any deadline: a timeout).
     workers = [a for a in _alerts(rig.hook) if a["labels"]["alertname"] == "MLflowWorkerFailure"]
-    assert all(a["labels"]["probe"] == "mlflow_read" and "runs_search" in a["annotations"]["description"]
-               for a in workers if a["status"] == "firing"), rig.context()
+    assert all(
+        a["labels"]["probe"] == "mlflow_read" and "runs_search" in a["annotations"]["description"]
+        for a in workers
+        if a["status"] == "firing"
+    ), rig.context()
 
     # -- gunicorn worker timeout: experiments locked past gunicorn's 5 s --------------------
     since = time.time()
@@ -273,8 +314,11 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     # A runs/create that timed out on our side may still have been committed once the lock
     # went away: the daemon's janitor deletes it at a passing run after the deadline.
     # The same for an artifact PUT that a stalled S3 stored after our DELETE.
-    rig.wait(lambda: stack.active_probe_runs() == [] and stack.probe_objects() == [] and stack.model_versions() == [],
-             40, "no active probe run in PostgreSQL, no probe object in the bucket, no model version")
+    rig.wait(
+        lambda: stack.active_probe_runs() == [] and stack.probe_objects() == [] and stack.model_versions() == [],
+        40,
+        "no active probe run in PostgreSQL, no probe object in the bucket, no model version",
+    )
     # Stop (in-flight runs clean up), then nothing may be left behind.
     assert rig.daemon.stop(signal.SIGTERM) == 0
     assert stack.active_probe_runs() == [], rig.context()

@@ -22,7 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -70,12 +70,9 @@ def _tool(name: str, *alternatives: str) -> str:
 
 
 def _run(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        list(args), cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, (
-        f"{' '.join(args)} exited {proc.returncode}\n"
-        f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     )
     return proc
 
@@ -130,8 +127,13 @@ def test_amtool_check_config():
 def test_alertmanager_routing(labels, receivers):
     amtool = _tool("amtool")
     _run(
-        amtool, "config", "routes", "test", f"--config.file={AM_CONFIG}",
-        f"--verify.receivers={receivers}", *labels,
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={AM_CONFIG}",
+        f"--verify.receivers={receivers}",
+        *labels,
     )
 
 
@@ -143,9 +145,7 @@ def _free_port() -> int:
 
 def _http(method: str, url: str, body: object | None = None) -> object:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         raw = resp.read()
     return json.loads(raw) if raw else None
@@ -180,10 +180,7 @@ def alertmanager(tmp_path):
         deadline = time.monotonic() + 20
         while not _ready(f"{base}/-/ready"):
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "alertmanager did not start:\n"
-                    + (tmp_path / "alertmanager.log").read_text()
-                )
+                pytest.fail("alertmanager did not start:\n" + (tmp_path / "alertmanager.log").read_text())
             time.sleep(0.1)
         yield base
     finally:
@@ -198,7 +195,7 @@ def alertmanager(tmp_path):
 
 def test_mlflow_outage_inhibits_asgard_dependency_alert(alertmanager):
     """A down MLflow pages once: the Asgard `dependency=mlflow` symptom is muted."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     window = {
         "startsAt": now.isoformat(),
         "endsAt": (now + timedelta(minutes=10)).isoformat(),
@@ -212,26 +209,67 @@ def test_mlflow_outage_inhibits_asgard_dependency_alert(alertmanager):
         f"{alertmanager}/api/v2/alerts",
         [
             # sources
-            alert(alertname="SyntheticProbeFailing", severity="critical", target="mlflow",
-                  probe="mlflow_read", namespace="prod"),
-            alert(alertname="MLflowWorkerFailure", severity="critical", target="mlflow",
-                  probe="mlflow_write", step="runs_create", reason="worker_failure",
-                  namespace="staging"),
+            alert(
+                alertname="SyntheticProbeFailing",
+                severity="critical",
+                target="mlflow",
+                probe="mlflow_read",
+                namespace="prod",
+            ),
+            alert(
+                alertname="MLflowWorkerFailure",
+                severity="critical",
+                target="mlflow",
+                probe="mlflow_write",
+                step="runs_create",
+                reason="worker_failure",
+                namespace="staging",
+            ),
             # muted: same namespace as an MLflow source
-            alert(alertname="AsgardDependencyUnavailable", severity="warning", target="asgard",
-                  dependency="mlflow", namespace="prod"),
-            alert(alertname="AsgardDependencyUnavailable", severity="warning", target="asgard",
-                  dependency="mlflow", namespace="staging"),
+            alert(
+                alertname="AsgardDependencyUnavailable",
+                severity="warning",
+                target="asgard",
+                dependency="mlflow",
+                namespace="prod",
+            ),
+            alert(
+                alertname="AsgardDependencyUnavailable",
+                severity="warning",
+                target="asgard",
+                dependency="mlflow",
+                namespace="staging",
+            ),
             # not muted: other dependency / environment without an MLflow alert
-            alert(alertname="AsgardDependencyUnavailable", severity="warning", target="asgard",
-                  dependency="feast", namespace="prod"),
-            alert(alertname="AsgardDependencyUnavailable", severity="warning", target="asgard",
-                  dependency="mlflow", namespace="dev"),
+            alert(
+                alertname="AsgardDependencyUnavailable",
+                severity="warning",
+                target="asgard",
+                dependency="feast",
+                namespace="prod",
+            ),
+            alert(
+                alertname="AsgardDependencyUnavailable",
+                severity="warning",
+                target="asgard",
+                dependency="mlflow",
+                namespace="dev",
+            ),
             # a failing Asgard probe is not an MLflow outage
-            alert(alertname="SyntheticProbeFailing", severity="critical", target="asgard",
-                  probe="asgard_api", namespace="qa"),
-            alert(alertname="AsgardDependencyUnavailable", severity="warning", target="asgard",
-                  dependency="mlflow", namespace="qa"),
+            alert(
+                alertname="SyntheticProbeFailing",
+                severity="critical",
+                target="asgard",
+                probe="asgard_api",
+                namespace="qa",
+            ),
+            alert(
+                alertname="AsgardDependencyUnavailable",
+                severity="warning",
+                target="asgard",
+                dependency="mlflow",
+                namespace="qa",
+            ),
         ],
     )
 
@@ -268,8 +306,7 @@ def test_mlflow_outage_inhibits_asgard_dependency_alert(alertmanager):
 def test_every_expected_alert_is_defined():
     defined = {rule["alert"] for rule in _alert_rules()}
     assert defined == EXPECTED_ALERTS, (
-        f"missing: {sorted(EXPECTED_ALERTS - defined)}, "
-        f"unexpected: {sorted(defined - EXPECTED_ALERTS)}"
+        f"missing: {sorted(EXPECTED_ALERTS - defined)}, unexpected: {sorted(defined - EXPECTED_ALERTS)}"
     )
 
 

@@ -44,44 +44,62 @@ def describe(result: Any) -> str:
 
 
 def write_config(path: Path, **probe: Any) -> Path:
-    path.write_text(yaml.safe_dump({
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:5000"}],
-        "probes": [{"name": "p", "target": "mlflow", **probe}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:5000"}],
+                "probes": [{"name": "p", "target": "mlflow", **probe}],
+            }
+        )
+    )
     return path
 
 
-@pytest.mark.parametrize(("probe", "phrase"), [
-    # timeout == interval: the next run would be skipped (and SyntheticMonitorStalled fire in an outage)
-    ({"scenario": "mlflow_read", "interval": "30s", "timeout": "30s"}, "exceeds 90% of the interval 30s"),
-    # 20s + 2 cleanup steps x 5s = 30s > 27s
-    ({"scenario": "mlflow_write", "interval": "30s", "timeout": "20s", "options": {"artifacts": True}},
-     "plus its cleanup budget 10s exceeds 90% of the interval 30s"),
-    # 1s + runs_delete 1s > 0.9s
-    ({"scenario": "mlflow_write", "interval": "1s", "timeout": "1s"}, "plus its cleanup budget 1s"),
-])
-def test_deadline_without_room_for_cleanup_is_a_config_error(tmp_path: Path, probe: dict[str, Any],
-                                                              phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("probe", "phrase"),
+    [
+        # timeout == interval: the next run would be skipped (and SyntheticMonitorStalled fire in an outage)
+        ({"scenario": "mlflow_read", "interval": "30s", "timeout": "30s"}, "exceeds 90% of the interval 30s"),
+        # 20s + 2 cleanup steps x 5s = 30s > 27s
+        (
+            {"scenario": "mlflow_write", "interval": "30s", "timeout": "20s", "options": {"artifacts": True}},
+            "plus its cleanup budget 10s exceeds 90% of the interval 30s",
+        ),
+        # 1s + runs_delete 1s > 0.9s
+        ({"scenario": "mlflow_write", "interval": "1s", "timeout": "1s"}, "plus its cleanup budget 1s"),
+    ],
+)
+def test_deadline_without_room_for_cleanup_is_a_config_error(
+    tmp_path: Path, probe: dict[str, Any], phrase: str
+) -> None:
     path = write_config(tmp_path / "c.yaml", **probe)
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert f"{path}: probes[0].timeout: " in str(info.value), info.value
     assert phrase in str(info.value)
     # the CLI: exit 2, one line naming the field
-    done = subprocess.run([sys.executable, "-m", "monitor", "config", "validate", str(path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "config", "validate", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "probes[0].timeout" in lines[0], done.stderr
 
 
-@pytest.mark.parametrize(("probe", "timeout"), [
-    ({"scenario": "mlflow_read", "interval": "10s"}, 8.0),               # 80 %: no cleanup steps
-    ({"scenario": "mlflow_write", "interval": "5m"}, 240.0),             # 240 + 5 <= 270
-    ({"scenario": "mlflow_write", "interval": "10s", "options": {"artifacts": True}}, 3.0),  # 3 + 2 x 3 = 9
-    ({"scenario": "mlflow_write", "interval": "20s", "options": {"artifacts": True}}, 8.0),  # 8 + 2 x 5 = 18
-    ({"scenario": "mlflow_write", "interval": "30s", "timeout": "20s"}, 20.0),              # 20 + 5 <= 27
-])
+@pytest.mark.parametrize(
+    ("probe", "timeout"),
+    [
+        ({"scenario": "mlflow_read", "interval": "10s"}, 8.0),  # 80 %: no cleanup steps
+        ({"scenario": "mlflow_write", "interval": "5m"}, 240.0),  # 240 + 5 <= 270
+        ({"scenario": "mlflow_write", "interval": "10s", "options": {"artifacts": True}}, 3.0),  # 3 + 2 x 3 = 9
+        ({"scenario": "mlflow_write", "interval": "20s", "options": {"artifacts": True}}, 8.0),  # 8 + 2 x 5 = 18
+        ({"scenario": "mlflow_write", "interval": "30s", "timeout": "20s"}, 20.0),  # 20 + 5 <= 27
+    ],
+)
 def test_default_deadline_leaves_room_for_cleanup(tmp_path: Path, probe: dict[str, Any], timeout: float) -> None:
     config = load_config(write_config(tmp_path / "c.yaml", **probe), env={})
     (loaded,) = config.probes
@@ -141,15 +159,23 @@ async def test_hung_target_neither_leaks_the_run_nor_blames_scenario(mlflow_serv
     """
     experiment = f"run-budget-{uuid.uuid4().hex[:8]}"
     proxy = FaultProxy(mlflow_server.url).start()
-    proxy.set_faults([
-        Fault("hang", path="/mlflow-artifacts/artifacts/"),
-        Fault("pass", path="/runs/delete", delay=2.0),
-    ])
+    proxy.set_faults(
+        [
+            Fault("hang", path="/mlflow-artifacts/artifacts/"),
+            Fault("pass", path="/runs/delete", delay=2.0),
+        ]
+    )
     client = TargetClient(proxy.url)
     try:
         started = time.monotonic()
-        result = await run_probe(SCENARIOS["mlflow_write"], client, WriteOptions(experiment_name=experiment,
-                                 artifacts=True), probe="budget", target="mlflow", timeout=5.0)
+        result = await run_probe(
+            SCENARIOS["mlflow_write"],
+            client,
+            WriteOptions(experiment_name=experiment, artifacts=True),
+            probe="budget",
+            target="mlflow",
+            timeout=5.0,
+        )
         elapsed = time.monotonic() - started
     finally:
         await client.aclose()
@@ -165,12 +191,21 @@ async def test_hung_target_neither_leaks_the_run_nor_blames_scenario(mlflow_serv
     assert cleanup["artifact_delete"].reason is Reason.DEPENDENCY_UNAVAILABLE, describe(result)  # hung like the PUT
     assert cleanup["runs_delete"].ok, describe(result)
     assert 11.0 < elapsed < 5.0 + 2 * CLEANUP_BUDGET_SECONDS + OUTER_GRACE_SECONDS, elapsed
-    found = httpx.get(f"{mlflow_server.url}/api/2.0/mlflow/experiments/get-by-name",
-                      params={"experiment_name": experiment}, timeout=10).json()
-    runs = httpx.post(f"{mlflow_server.url}/api/2.0/mlflow/runs/search", timeout=10, json={
-        "experiment_ids": [found["experiment"]["experiment_id"]], "run_view_type": "ACTIVE_ONLY",
-        "filter": f"tags.`{PROBE_TAG}` = 'budget'", "max_results": 100,
-    }).json()
+    found = httpx.get(
+        f"{mlflow_server.url}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": experiment},
+        timeout=10,
+    ).json()
+    runs = httpx.post(
+        f"{mlflow_server.url}/api/2.0/mlflow/runs/search",
+        timeout=10,
+        json={
+            "experiment_ids": [found["experiment"]["experiment_id"]],
+            "run_view_type": "ACTIVE_ONLY",
+            "filter": f"tags.`{PROBE_TAG}` = 'budget'",
+            "max_results": 100,
+        },
+    ).json()
     assert runs.get("runs", []) == [], "the probe's MLflow run leaked"
 
 
@@ -220,7 +255,9 @@ def test_every_cleanup_step_is_declared_by_its_scenario() -> None:
         source = inspect.getsource(inspect.getmodule(scenario.run))  # type: ignore[arg-type]
         opened = set(re.findall(r"""run\.step\(\s*["'](\w+)["']\s*,\s*cleanup\s*=\s*True""", source))
         declared = set(scenario.cleanup_steps)
-        module_scenarios = [s for s in SCENARIOS.values() if inspect.getmodule(s.run) is inspect.getmodule(scenario.run)]
+        module_scenarios = [
+            s for s in SCENARIOS.values() if inspect.getmodule(s.run) is inspect.getmodule(scenario.run)
+        ]
         declared_in_module = set().union(*(s.cleanup_steps for s in module_scenarios))
         assert opened <= declared_in_module, (
             f"{inspect.getmodule(scenario.run).__name__}: cleanup steps {opened - declared_in_module} opened"  # type: ignore[union-attr]

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.standin.asgard import serve_in_thread
 from tests.servers import REPO, DaemonProcess
-from tests.test_daemon import sample, scrape, wait_for
+from tests.test_daemon import wait_for
 
 PROBES = 300
 INTERVAL = 10.0
@@ -50,7 +49,9 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
         if count >= rank:
             if bound == math.inf:
                 return previous_bound
-            return previous_bound + (bound - previous_bound) * (rank - previous_count) / max(count - previous_count, 1e-9)
+            return previous_bound + (bound - previous_bound) * (rank - previous_count) / max(
+                count - previous_count, 1e-9
+            )
         previous_bound, previous_count = bound, count
     return math.nan
 
@@ -97,12 +98,18 @@ def summed_buckets(families: dict[str, Any], name: str) -> dict[float, float]:
 def test_300_probes_run_on_time(tmp_path: Path) -> None:
     server, url = serve_in_thread()
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "log": {"format": "json", "level": "info"},
-        "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
-        "probes": [{"name": f"asgard_{i:03d}", "target": "asgard", "scenario": "asgard", "interval": "10s"}
-                   for i in range(PROBES)],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "log": {"format": "json", "level": "info"},
+                "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
+                "probes": [
+                    {"name": f"asgard_{i:03d}", "target": "asgard", "scenario": "asgard", "interval": "10s"}
+                    for i in range(PROBES)
+                ],
+            }
+        )
+    )
     daemon = DaemonProcess(config, tmp_path)
     try:
         daemon.start()
@@ -124,8 +131,11 @@ def test_300_probes_run_on_time(tmp_path: Path) -> None:
     for s in families["synthetic_probe_runs"].samples:
         if s.name == "synthetic_probe_runs_total":
             runs[s.labels["probe"]] = runs.get(s.labels["probe"], 0.0) + s.value
-    submitted = {s.labels["probe"]: s.value for s in families["synthetic_monitor_schedule_lag_seconds"].samples
-                 if s.name == "synthetic_monitor_schedule_lag_seconds_count"}
+    submitted = {
+        s.labels["probe"]: s.value
+        for s in families["synthetic_monitor_schedule_lag_seconds"].samples
+        if s.name == "synthetic_monitor_schedule_lag_seconds_count"
+    }
     events: dict[str, float] = {"error": 0.0, "missed": 0.0, "skipped": 0.0}
     event_series = 0
     for s in families["synthetic_monitor_job_events"].samples:
@@ -135,19 +145,26 @@ def test_300_probes_run_on_time(tmp_path: Path) -> None:
     lag = summed_buckets(families, "synthetic_monitor_schedule_lag_seconds")
     duration = summed_buckets(families, "synthetic_probe_duration_seconds")
     p50, p99 = histogram_quantile(0.5, lag), histogram_quantile(0.99, lag)
-    failures = sum(s.value for s in families["synthetic_probe_runs"].samples
-                   if s.name == "synthetic_probe_runs_total" and s.labels["result"] == "failure")
-    report = (f"{PROBES} probes every {INTERVAL:.0f}s for {WINDOW:.0f}s: {sum(runs.values()):.0f} runs "
-              f"({failures:.0f} failed), job events {events}, schedule lag p50 {p50 * 1000:.1f} ms "
-              f"p99 {p99 * 1000:.1f} ms over {lag[math.inf]:.0f} runs, run duration p50 "
-              f"{histogram_quantile(0.5, duration) * 1000:.0f} ms p99 {histogram_quantile(0.99, duration) * 1000:.0f} ms")
+    failures = sum(
+        s.value
+        for s in families["synthetic_probe_runs"].samples
+        if s.name == "synthetic_probe_runs_total" and s.labels["result"] == "failure"
+    )
+    report = (
+        f"{PROBES} probes every {INTERVAL:.0f}s for {WINDOW:.0f}s: {sum(runs.values()):.0f} runs "
+        f"({failures:.0f} failed), job events {events}, schedule lag p50 {p50 * 1000:.1f} ms "
+        f"p99 {p99 * 1000:.1f} ms over {lag[math.inf]:.0f} runs, run duration p50 "
+        f"{histogram_quantile(0.5, duration) * 1000:.0f} ms p99 {histogram_quantile(0.99, duration) * 1000:.0f} ms"
+    )
     logged = logged_runs(daemon, origin)
-    first = sorted(d for start, d, _ in logged if start < 2.0)      # every probe's first run, all at start-up
+    first = sorted(d for start, d, _ in logged if start < 2.0)  # every probe's first run, all at start-up
     later = sorted(d for start, d, _ in logged if start >= 2.0)
-    report += (f"; from the log: start-up burst of {len(first)} runs: max {first[-1]:.2f} s, "
-               f"{sum(1 for s, _, ok in logged if s < 2.0 and not ok)} failed; later {len(later)} runs: "
-               f"p50 {later[len(later) // 2] * 1000:.0f} ms, p99 {later[int(len(later) * 0.99)] * 1000:.0f} ms, "
-               f"max {later[-1] * 1000:.0f} ms")
+    report += (
+        f"; from the log: start-up burst of {len(first)} runs: max {first[-1]:.2f} s, "
+        f"{sum(1 for s, _, ok in logged if s < 2.0 and not ok)} failed; later {len(later)} runs: "
+        f"p50 {later[len(later) // 2] * 1000:.0f} ms, p99 {later[int(len(later) * 0.99)] * 1000:.0f} ms, "
+        f"max {later[-1] * 1000:.0f} ms"
+    )
     print(report)
     # Misses would be counted and visible: every probe has its three job-event series from the start.
     assert event_series == PROBES * 3
@@ -171,7 +188,10 @@ def test_soak_keeps_fds_and_tasks_flat() -> None:
     """A short run of the soak benchmark (the full one: python -m tests.perf.soak --runs 10000)."""
     result = subprocess.run(
         [sys.executable, "-m", "tests.perf.soak", "--runs", "300", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -205,10 +225,14 @@ def test_job_event_is_logged(tmp_path: Path) -> None:
     from monitor.logsetup import configure_logging
 
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [{"name": "asgard", "kind": "asgard", "url": "http://127.0.0.1:9"}],
-        "probes": [{"name": "p", "target": "asgard", "scenario": "asgard", "interval": "10s"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"name": "asgard", "kind": "asgard", "url": "http://127.0.0.1:9"}],
+                "probes": [{"name": "p", "target": "asgard", "scenario": "asgard", "interval": "10s"}],
+            }
+        )
+    )
     saved = structlog.get_config()
     buffer = io.StringIO()
     try:
@@ -232,10 +256,16 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
 
     server, url = serve_in_thread()
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
-        "probes": [{"name": f"p{i}", "target": "asgard", "scenario": "asgard", "interval": "1s"} for i in range(5)],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
+                "probes": [
+                    {"name": f"p{i}", "target": "asgard", "scenario": "asgard", "interval": "1s"} for i in range(5)
+                ],
+            }
+        )
+    )
     saved = structlog.get_config()
     try:
         configure_logging("error", "json", stream=open("/dev/null", "w"))
@@ -255,9 +285,9 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
 
         daemon.sinks.append(Counting())
         task = asyncio.create_task(daemon.run())
-        await asyncio.sleep(0.5)                 # the first runs (spread over 0.1 s) are done
+        await asyncio.sleep(0.5)  # the first runs (spread over 0.1 s) are done
         daemon.scheduler.pause()
-        await asyncio.sleep(1.2)                 # every probe falls due meanwhile
+        await asyncio.sleep(1.2)  # every probe falls due meanwhile
         # A SIGTERM and the scheduler's timer handled in one loop iteration, signal first (asyncio
         # runs signal callbacks before due timers): the scheduler submits the due runs, then the
         # daemon's stop resumes. Resuming APScheduler directly stands in for its timer firing.
@@ -265,8 +295,11 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 20) == 0
         errors = sum(
-            s.value for m in daemon.registry.collect() if m.name == "synthetic_monitor_job_events"
-            for s in m.samples if s.name.endswith("_total") and s.labels["event"] == "error"
+            s.value
+            for m in daemon.registry.collect()
+            if m.name == "synthetic_monitor_job_events"
+            for s in m.samples
+            if s.name.endswith("_total") and s.labels["event"] == "error"
         )
     finally:
         structlog.configure(**saved)

@@ -25,10 +25,11 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -47,11 +48,28 @@ def canary(name: str) -> str:
     return f"CANARY-{name}-{RUN}"
 
 
-C = {name: canary(name) for name in (
-    "pw_inline", "pw_file", "token_inline", "token_file", "url_password", "header", "internal_pw",
-    "receiver_pw", "receiver_url_pw", "asgard_env_token", "mlflow_env_pw", "mlflow_env_token", "asgard_env_pw",
-    "reload_pw", "echo_pw", "echo_token", "echo_header",
-)}
+C = {
+    name: canary(name)
+    for name in (
+        "pw_inline",
+        "pw_file",
+        "token_inline",
+        "token_file",
+        "url_password",
+        "header",
+        "internal_pw",
+        "receiver_pw",
+        "receiver_url_pw",
+        "asgard_env_token",
+        "mlflow_env_pw",
+        "mlflow_env_token",
+        "asgard_env_pw",
+        "reload_pw",
+        "echo_pw",
+        "echo_token",
+        "echo_header",
+    )
+}
 USER = "probe"
 
 
@@ -78,16 +96,27 @@ def assert_clean(text: str, where: str, names: list[str] | None = None) -> None:
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "monitor", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
     )
 
 
 # Blank the credential variables a developer's shell might hold, so each daemon sees only ours.
-NO_ENV_CREDS = {k: "" for k in (
-    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-    "ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN",
-)}
+NO_ENV_CREDS = {
+    k: ""
+    for k in (
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "ASGARD_USERNAME",
+        "ASGARD_PASSWORD",
+        "ASGARD_TOKEN",
+    )
+}
 
 
 # --------------------------------------------------------------------------- canary daemons
@@ -117,6 +146,7 @@ def probe(name: str, target: str, scenario: str = "mlflow_read", **extra: Any) -
 def _run_daemon(captured: Captured, workdir: Path, bad_reload: str | None) -> Captured:
     daemon = DaemonProcess(captured.config_path, workdir, env=captured.env).start()
     try:
+
         def every_probe_failed_twice() -> bool:
             status = httpx.get(f"{daemon.url}/status", timeout=5).json()
             return all(p["runs"] >= 2 for p in status["probes"])
@@ -151,9 +181,9 @@ def canaries(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServ
     """Four daemons at once (config ways, two env mixes, an echoing server), then the CLI."""
     workdir = tmp_path_factory.mktemp("canaries")
     reject = FaultProxy(mlflow_server.url).start()
-    reject.set_fault("status", status=401)            # MLflow's own 401 text, everywhere
+    reject.set_fault("status", status=401)  # MLflow's own 401 text, everywhere
     echo = FaultProxy(mlflow_server.url).start()
-    echo.set_fault("status", status=401, echo=True)   # an API that quotes the credentials it rejects
+    echo.set_fault("status", status=401, echo=True)  # an API that quotes the credentials it rejects
     internal = FaultProxy(mlflow_server.url).start()
     # Real MLflow behind it, except that runs/get answers a wrong type: an internal error.
     internal.set_fault("rewrite", path="/runs/get", edits=[{"at": "run.data.metrics", "set": 5}])
@@ -168,15 +198,28 @@ def canaries(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServ
     config_ways = {
         "log": {"level": "debug", "format": "json"},
         "targets": [
-            {"name": "pw_inline", "kind": "mlflow", "url": reject.url,
-             "auth": {"username": USER, "password": C["pw_inline"]}, "headers": {"X-Api-Key": C["header"]}},
-            {"name": "pw_file", "kind": "mlflow", "url": reject.url,
-             "auth": {"username": USER, "password_file": str(pw_file)}},
+            {
+                "name": "pw_inline",
+                "kind": "mlflow",
+                "url": reject.url,
+                "auth": {"username": USER, "password": C["pw_inline"]},
+                "headers": {"X-Api-Key": C["header"]},
+            },
+            {
+                "name": "pw_file",
+                "kind": "mlflow",
+                "url": reject.url,
+                "auth": {"username": USER, "password_file": str(pw_file)},
+            },
             {"name": "token_inline", "kind": "mlflow", "url": reject.url, "auth": {"token": C["token_inline"]}},
             {"name": "token_file", "kind": "mlflow", "url": reject.url, "auth": {"token_file": str(token_file)}},
             {"name": "url_userinfo", "kind": "mlflow", "url": f"http://{USER}:{C['url_password']}@127.0.0.1:{port}"},
-            {"name": "internal", "kind": "mlflow", "url": internal.url,
-             "auth": {"username": USER, "password": C["internal_pw"]}},
+            {
+                "name": "internal",
+                "kind": "mlflow",
+                "url": internal.url,
+                "auth": {"username": USER, "password": C["internal_pw"]},
+            },
             {"name": "asgard", "kind": "asgard", "url": reject.url},
         ],
         "probes": [
@@ -190,45 +233,76 @@ def canaries(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServ
             probe("asgard_api", "asgard", "asgard"),
         ],
         "alerting": {
-            "startup_grace": 0, "failure_threshold": 1, "retry_backoff": "100ms", "retry_attempts": 2,
+            "startup_grace": 0,
+            "failure_threshold": 1,
+            "retry_backoff": "100ms",
+            "retry_attempts": 2,
             "receivers": [
-                {"kind": "webhook", "name": "hook", "url": f"{reject.url}/hook",
-                 "auth": {"username": "alert", "password": C["receiver_pw"]}},
+                {
+                    "kind": "webhook",
+                    "name": "hook",
+                    "url": f"{reject.url}/hook",
+                    "auth": {"username": "alert", "password": C["receiver_pw"]},
+                },
                 {"kind": "alertmanager", "name": "am", "url": f"http://am:{C['receiver_url_pw']}@127.0.0.1:{port}"},
             ],
         },
     }
     env_targets = {
         "log": {"level": "debug", "format": "json"},
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": reject.url},
-                    {"name": "asgard", "kind": "asgard", "url": reject.url}],
-        "probes": [probe("mlflow_read", "mlflow"), probe("mlflow_write", "mlflow", "mlflow_write"),
-                   probe("asgard_api", "asgard", "asgard")],
+        "targets": [
+            {"name": "mlflow", "kind": "mlflow", "url": reject.url},
+            {"name": "asgard", "kind": "asgard", "url": reject.url},
+        ],
+        "probes": [
+            probe("mlflow_read", "mlflow"),
+            probe("mlflow_write", "mlflow", "mlflow_write"),
+            probe("asgard_api", "asgard", "asgard"),
+        ],
     }
     echo_doc = {
         "log": {"level": "debug", "format": "json"},
         "targets": [
-            {"name": "echo_pw", "kind": "mlflow", "url": echo.url,
-             "auth": {"username": USER, "password": C["echo_pw"]}, "headers": {"X-Api-Key": C["echo_header"]}},
+            {
+                "name": "echo_pw",
+                "kind": "mlflow",
+                "url": echo.url,
+                "auth": {"username": USER, "password": C["echo_pw"]},
+                "headers": {"X-Api-Key": C["echo_header"]},
+            },
             {"name": "echo_token", "kind": "mlflow", "url": echo.url, "auth": {"token": C["echo_token"]}},
         ],
         "probes": [probe("echo_pw_read", "echo_pw"), probe("echo_token_read", "echo_token")],
     }
     daemons = {
         "config": Captured("config", workdir / "config.yaml", dict(NO_ENV_CREDS, ASGARD_TOKEN=C["asgard_env_token"])),
-        "env_basic": Captured("env_basic", workdir / "env_basic.yaml", dict(
-            NO_ENV_CREDS, MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=C["mlflow_env_pw"],
-            ASGARD_TOKEN=C["asgard_env_token"])),
-        "env_token": Captured("env_token", workdir / "env_token.yaml", dict(
-            NO_ENV_CREDS, MLFLOW_TRACKING_TOKEN=C["mlflow_env_token"], ASGARD_USERNAME=USER,
-            ASGARD_PASSWORD=C["asgard_env_pw"])),
+        "env_basic": Captured(
+            "env_basic",
+            workdir / "env_basic.yaml",
+            dict(
+                NO_ENV_CREDS,
+                MLFLOW_TRACKING_USERNAME=USER,
+                MLFLOW_TRACKING_PASSWORD=C["mlflow_env_pw"],
+                ASGARD_TOKEN=C["asgard_env_token"],
+            ),
+        ),
+        "env_token": Captured(
+            "env_token",
+            workdir / "env_token.yaml",
+            dict(
+                NO_ENV_CREDS,
+                MLFLOW_TRACKING_TOKEN=C["mlflow_env_token"],
+                ASGARD_USERNAME=USER,
+                ASGARD_PASSWORD=C["asgard_env_pw"],
+            ),
+        ),
         "echo": Captured("echo", workdir / "echo.yaml", dict(NO_ENV_CREDS)),
     }
     docs = {"config": config_ways, "env_basic": env_targets, "env_token": env_targets, "echo": echo_doc}
     cli_config: dict[str, str] = {}
     for name, captured in daemons.items():
         captured.config_path.write_text(yaml.safe_dump(docs[name]))
-        copy = workdir / f"{name}-cli.yaml"   # the daemon's own file gets a bad reload meanwhile
+        copy = workdir / f"{name}-cli.yaml"  # the daemon's own file gets a bad reload meanwhile
         copy.write_text(yaml.safe_dump(docs[name]))
         cli_config[name] = str(copy)
     # A bad reload that carries a canary where a parser might quote it.
@@ -237,19 +311,42 @@ def canaries(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServ
     bad_reload = yaml.safe_dump(bad)
     # Malformed configs holding a canary: `config validate` must name the field, not quote the secret.
     invalid = {
-        "url with bad port": {**config_ways, "targets": [
-            {"name": "x", "kind": "mlflow", "url": f"http://{USER}:{C['reload_pw']}@127.0.0.1:99999"}]},
-        "password without username": {**config_ways, "targets": [
-            {"name": "x", "kind": "mlflow", "url": reject.url, "auth": {"password": C["reload_pw"]}}]},
-        "password of the wrong type": {**config_ways, "targets": [
-            {"name": "x", "kind": "mlflow", "url": reject.url,
-             "auth": {"username": USER, "password": [C["reload_pw"]]}}]},
-        "token and username": {**config_ways, "targets": [
-            {"name": "x", "kind": "mlflow", "url": reject.url,
-             "auth": {"username": USER, "token": C["reload_pw"]}}]},
-        "unknown key beside a password": {**config_ways, "targets": [
-            {"name": "x", "kind": "mlflow", "url": reject.url,
-             "auth": {"username": USER, "password": C["reload_pw"], "pasword": C["reload_pw"]}}]},
+        "url with bad port": {
+            **config_ways,
+            "targets": [{"name": "x", "kind": "mlflow", "url": f"http://{USER}:{C['reload_pw']}@127.0.0.1:99999"}],
+        },
+        "password without username": {
+            **config_ways,
+            "targets": [{"name": "x", "kind": "mlflow", "url": reject.url, "auth": {"password": C["reload_pw"]}}],
+        },
+        "password of the wrong type": {
+            **config_ways,
+            "targets": [
+                {
+                    "name": "x",
+                    "kind": "mlflow",
+                    "url": reject.url,
+                    "auth": {"username": USER, "password": [C["reload_pw"]]},
+                }
+            ],
+        },
+        "token and username": {
+            **config_ways,
+            "targets": [
+                {"name": "x", "kind": "mlflow", "url": reject.url, "auth": {"username": USER, "token": C["reload_pw"]}}
+            ],
+        },
+        "unknown key beside a password": {
+            **config_ways,
+            "targets": [
+                {
+                    "name": "x",
+                    "kind": "mlflow",
+                    "url": reject.url,
+                    "auth": {"username": USER, "password": C["reload_pw"], "pasword": C["reload_pw"]},
+                }
+            ],
+        },
     }
     invalid_files = {}
     for index, (label, doc) in enumerate(invalid.items()):
@@ -257,35 +354,47 @@ def canaries(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServ
         invalid_files[label].write_text(yaml.safe_dump(doc))
     try:
         with ThreadPoolExecutor(8) as pool:
-            runs = {name: pool.submit(_run_daemon, captured, workdir, bad_reload if name == "config" else None)
-                    for name, captured in daemons.items()}
+            runs = {
+                name: pool.submit(_run_daemon, captured, workdir, bad_reload if name == "config" else None)
+                for name, captured in daemons.items()
+            }
             cli_runs = {
                 f"config show ({name})": pool.submit(cli, "config", "show", cli_config[name], env=d.env)
                 for name, d in daemons.items()
             }
             cli_runs["config show --format json (config)"] = pool.submit(
-                cli, "config", "show", "--format", "json", cli_config["config"], env=daemons["config"].env)
+                cli, "config", "show", "--format", "json", cli_config["config"], env=daemons["config"].env
+            )
             cli_runs["check --format json (config)"] = pool.submit(
-                cli, "check", "--config", cli_config["config"], "--format", "json",
-                env=daemons["config"].env)
+                cli, "check", "--config", cli_config["config"], "--format", "json", env=daemons["config"].env
+            )
             cli_runs["check --format table (env_token)"] = pool.submit(
-                cli, "check", "--config", cli_config["env_token"], env=daemons["env_token"].env)
+                cli, "check", "--config", cli_config["env_token"], env=daemons["env_token"].env
+            )
             cli_runs["check --format markdown (env_basic)"] = pool.submit(
-                cli, "check", "--config", cli_config["env_basic"], "--format", "markdown",
-                env=daemons["env_basic"].env)
+                cli, "check", "--config", cli_config["env_basic"], "--format", "markdown", env=daemons["env_basic"].env
+            )
             cli_runs["check --format json (echo)"] = pool.submit(
-                cli, "check", "--config", cli_config["echo"], "--format", "json",
-                env=daemons["echo"].env)
+                cli, "check", "--config", cli_config["echo"], "--format", "json", env=daemons["echo"].env
+            )
             for label, path in invalid_files.items():
-                cli_runs[f"config validate ({label})"] = pool.submit(cli, "config", "validate", str(path),
-                                                                     env=NO_ENV_CREDS)
+                cli_runs[f"config validate ({label})"] = pool.submit(
+                    cli, "config", "validate", str(path), env=NO_ENV_CREDS
+                )
             captured = {name: future.result() for name, future in runs.items()}
             cli_out = {name: future.result() for name, future in cli_runs.items()}
         result_surfaces = {name: f"exit {r.returncode}\n{r.stdout}\n{r.stderr}" for name, r in cli_out.items()}
         captured["cli"] = Captured("cli", workdir, {}, surfaces=result_surfaces, results=cli_out)
-        captured["proxies"] = Captured("proxies", workdir, {}, status={
-            "reject": set(reject.authorizations), "echo": set(echo.authorizations),
-            "internal": set(internal.authorizations)})
+        captured["proxies"] = Captured(
+            "proxies",
+            workdir,
+            {},
+            status={
+                "reject": set(reject.authorizations),
+                "echo": set(echo.authorizations),
+                "internal": set(internal.authorizations),
+            },
+        )
         yield captured
     finally:
         for proxy in proxies:
@@ -420,12 +529,16 @@ def tls_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSDaemon]:
     cert, key = make_self_signed(workdir / "tls", "metrics")
     asgard, url = serve_in_thread()
     config = workdir / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "log": {"format": "json"},
-        "tls": {"cert_file": str(cert), "key_file": str(key)},
-        "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
-        "probes": [probe("asgard_api", "asgard", "asgard")],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "log": {"format": "json"},
+                "tls": {"cert_file": str(cert), "key_file": str(key)},
+                "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
+                "probes": [probe("asgard_api", "asgard", "asgard")],
+            }
+        )
+    )
     daemon = TLSDaemon(config, workdir)
     daemon.ca = cert
     try:
@@ -467,13 +580,16 @@ def test_a_silent_tcp_client_does_not_block_the_tls_endpoints(tls_daemon: TLSDae
     finally:
         silent.close()
     # Whatever happened, the server answers again once the silent client is gone.
-    wait_for(lambda: httpx.get(f"{tls_daemon.url}/healthz", verify=trusting(tls_daemon.ca), timeout=3).status_code
-             == 200, 10, "healthz after the silent client left")
+    wait_for(
+        lambda: httpx.get(f"{tls_daemon.url}/healthz", verify=trusting(tls_daemon.ca), timeout=3).status_code == 200,
+        10,
+        "healthz after the silent client left",
+    )
 
 
 # --------------------------------------------------------------------------- MLflow basic-auth app
 
-ADMIN_PASSWORD = f"admin-{secrets.token_hex(8)}"   # MLflow requires 12+ characters
+ADMIN_PASSWORD = f"admin-{secrets.token_hex(8)}"  # MLflow requires 12+ characters
 PROBE_EXPERIMENT = "synthetic-monitor"
 AUTH_INI = """\
 [mlflow]
@@ -502,15 +618,25 @@ class AuthServer:
 
     def grant(self, username: str, experiment_id: str, permission: str) -> None:
         """EDIT/MANAGE on one experiment: the MLflow 2.x route if it exists, else the 3.x grant API."""
-        legacy = self.admin("POST", "/api/2.0/mlflow/experiments/permissions/create",
-                            json={"experiment_id": experiment_id, "username": username, "permission": permission})
+        legacy = self.admin(
+            "POST",
+            "/api/2.0/mlflow/experiments/permissions/create",
+            json={"experiment_id": experiment_id, "username": username, "permission": permission},
+        )
         if legacy.status_code != 404:
             assert legacy.status_code == 200, legacy.text
             self.grant_api = "/api/2.0/mlflow/experiments/permissions/create"
             return
-        answer = self.admin("POST", "/api/3.0/mlflow/users/permissions/grant", json={
-            "username": username, "resource_type": "experiment", "resource_id": experiment_id,
-            "permission": permission})
+        answer = self.admin(
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": username,
+                "resource_type": "experiment",
+                "resource_id": experiment_id,
+                "permission": permission,
+            },
+        )
         assert answer.status_code == 200, answer.text
         self.grant_api = "/api/3.0/mlflow/users/permissions/grant"
 
@@ -528,17 +654,36 @@ def auth_mlflow_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Au
     ini.write_text(AUTH_INI.format(db=workdir / "auth.db"))
     port = free_port()
     env = dict(
-        os.environ, PYTHONUNBUFFERED="1", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        MLFLOW_AUTH_CONFIG_PATH=str(ini),
+        MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
         MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
     )
     log = open(workdir / "mlflow.log", "ab")
     proc = subprocess.Popen(
-        [mlflow_executable(), "server", "--app-name", "basic-auth",
-         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-         "--artifacts-destination", str(workdir / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            mlflow_executable(),
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(workdir / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     try:
         yield AuthServer(f"http://127.0.0.1:{port}", proc, workdir)
@@ -575,21 +720,43 @@ def auth_mlflow(auth_mlflow_process: AuthServer | None) -> AuthServer:
     return server
 
 
-def auth_check(server: AuthServer, tmp_path: Path, user: str, password: str,
-               artifacts: bool = True) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def auth_check(
+    server: AuthServer, tmp_path: Path, user: str, password: str, artifacts: bool = True
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     password_file = tmp_path / "password"
     password_file.write_text(password)
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": server.url,
-                     "auth": {"username": user, "password_file": str(password_file)}}],
-        "probes": [
-            {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s",
-             "timeout": "20s"},
-            {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "1m",
-             "timeout": "30s", "options": {"experiment_name": PROBE_EXPERIMENT, "artifacts": artifacts}},
-        ],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "mlflow",
+                        "kind": "mlflow",
+                        "url": server.url,
+                        "auth": {"username": user, "password_file": str(password_file)},
+                    }
+                ],
+                "probes": [
+                    {
+                        "name": "mlflow_read",
+                        "target": "mlflow",
+                        "scenario": "mlflow_read",
+                        "interval": "30s",
+                        "timeout": "20s",
+                    },
+                    {
+                        "name": "mlflow_write",
+                        "target": "mlflow",
+                        "scenario": "mlflow_write",
+                        "interval": "1m",
+                        "timeout": "30s",
+                        "options": {"experiment_name": PROBE_EXPERIMENT, "artifacts": artifacts},
+                    },
+                ],
+            }
+        )
+    )
     result = cli("check", "--config", str(config), "--format", "json", env=NO_ENV_CREDS, timeout=90)
     assert result.stdout.strip(), result.stderr
     report = json.loads(result.stdout)
@@ -603,19 +770,28 @@ def test_basic_auth_probe_user_with_one_grant_passes(auth_mlflow: AuthServer, tm
     steps = [s["name"] for s in probes["mlflow_write"]["steps"]]
     assert steps[-1] == "runs_delete" and "artifact_delete" in steps
     # ...and nothing beyond its experiment: the grant is the probe's whole reach.
-    outside = httpx.post(f"{auth_mlflow.url}/api/2.0/mlflow/runs/create", timeout=30,
-                         auth=("probe", auth_mlflow.users["probe"]),
-                         json={"experiment_id": auth_mlflow.other_experiment_id, "start_time": 0})
+    outside = httpx.post(
+        f"{auth_mlflow.url}/api/2.0/mlflow/runs/create",
+        timeout=30,
+        auth=("probe", auth_mlflow.users["probe"]),
+        json={"experiment_id": auth_mlflow.other_experiment_id, "start_time": 0},
+    )
     assert outside.status_code == 403
-    runs = auth_mlflow.admin("POST", "/api/2.0/mlflow/runs/search", json={
-        "experiment_ids": [auth_mlflow.experiment_id], "max_results": 100}).json().get("runs", [])
+    runs = (
+        auth_mlflow.admin(
+            "POST",
+            "/api/2.0/mlflow/runs/search",
+            json={"experiment_ids": [auth_mlflow.experiment_id], "max_results": 100},
+        )
+        .json()
+        .get("runs", [])
+    )
     assert runs == [], "the probe deletes its runs"
 
 
 def test_basic_auth_edit_alone_cannot_clean_up(auth_mlflow: AuthServer, tmp_path: Path) -> None:
     """MLflow 3.17: EDIT can create, log, update and read runs, but deleting one needs MANAGE."""
-    result, probes = auth_check(auth_mlflow, tmp_path, "probe-edit", auth_mlflow.users["probe-edit"],
-                                artifacts=False)
+    result, probes = auth_check(auth_mlflow, tmp_path, "probe-edit", auth_mlflow.users["probe-edit"], artifacts=False)
     assert result.returncode == 1
     assert probes["mlflow_read"]["ok"]
     write = probes["mlflow_write"]
@@ -634,20 +810,40 @@ def test_basic_auth_probe_user_runs_the_registry_path(auth_mlflow: AuthServer, t
 
     def check(model: str) -> tuple[int, dict[str, Any]]:
         config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump({
-            "targets": [{"name": "mlflow", "kind": "mlflow", "url": auth_mlflow.url,
-                         "auth": {"username": "probe", "password_file": str(password_file)}}],
-            "probes": [{"name": "mlflow_registry", "target": "mlflow", "scenario": "mlflow_registry",
-                        "interval": "1m", "timeout": "30s",
-                        "options": {"experiment_name": PROBE_EXPERIMENT, "model_name": model}}],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "targets": [
+                        {
+                            "name": "mlflow",
+                            "kind": "mlflow",
+                            "url": auth_mlflow.url,
+                            "auth": {"username": "probe", "password_file": str(password_file)},
+                        }
+                    ],
+                    "probes": [
+                        {
+                            "name": "mlflow_registry",
+                            "target": "mlflow",
+                            "scenario": "mlflow_registry",
+                            "interval": "1m",
+                            "timeout": "30s",
+                            "options": {"experiment_name": PROBE_EXPERIMENT, "model_name": model},
+                        }
+                    ],
+                }
+            )
+        )
         result = cli("check", "--config", str(config), "--format", "json", env=NO_ENV_CREDS, timeout=90)
         return result.returncode, json.loads(result.stdout)["probes"][0]
 
     code, probe = check("auth-probe-model")
     assert code == 0, probe
-    versions = auth_mlflow.admin("GET", "/api/2.0/mlflow/model-versions/search",
-                                 params={"filter": "name = 'auth-probe-model'", "max_results": 100}).json()
+    versions = auth_mlflow.admin(
+        "GET",
+        "/api/2.0/mlflow/model-versions/search",
+        params={"filter": "name = 'auth-probe-model'", "max_results": 100},
+    ).json()
     assert versions.get("model_versions", []) == []
 
     auth_mlflow.admin("POST", "/api/2.0/mlflow/registered-models/create", json={"name": "admin-only-model"})
@@ -657,14 +853,12 @@ def test_basic_auth_probe_user_runs_the_registry_path(auth_mlflow: AuthServer, t
     assert "HTTP 403" in failed["error"]
 
 
-def test_basic_auth_wrong_password_is_a_clear_401_without_the_password(
-    auth_mlflow: AuthServer, tmp_path: Path
-) -> None:
+def test_basic_auth_wrong_password_is_a_clear_401_without_the_password(auth_mlflow: AuthServer, tmp_path: Path) -> None:
     wrong = canary("wrong_password")
     result, probes = auth_check(auth_mlflow, tmp_path, "probe", wrong)
     assert result.returncode == 1
     read, write = probes["mlflow_read"], probes["mlflow_write"]
-    assert read["steps"][0]["name"] == "health" and read["steps"][0]["ok"]   # /health is open
+    assert read["steps"][0]["name"] == "health" and read["steps"][0]["ok"]  # /health is open
     failed = next(s for s in read["steps"] if not s["ok"])
     assert (failed["name"], failed["reason"]) == ("experiments_search", "http_error")
     assert "HTTP 401" in failed["error"] and "check the target's credentials" in failed["error"]
@@ -682,7 +876,9 @@ def test_a_traceback_quoting_a_secret_is_scrubbed(tmp_path: Path, monkeypatch: p
 
     import structlog
 
-    from monitor import config as config_module, daemon as daemon_module, jobs as jobs_module
+    from monitor import config as config_module
+    from monitor import daemon as daemon_module
+    from monitor import jobs as jobs_module
     from monitor.config import load_config
     from monitor.logsetup import configure_logging
     from monitor.probes.base import Scenario, ScenarioOptions
@@ -699,11 +895,21 @@ def test_a_traceback_quoting_a_secret_is_scrubbed(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
     monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "targets": [{"name": "m", "kind": "mlflow", "url": "http://127.0.0.1:9",
-                     "auth": {"username": USER, "password": secret}}],
-        "probes": [{"name": "leaky", "target": "m", "scenario": "leaky", "interval": "1s"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "m",
+                        "kind": "mlflow",
+                        "url": "http://127.0.0.1:9",
+                        "auth": {"username": USER, "password": secret},
+                    }
+                ],
+                "probes": [{"name": "leaky", "target": "m", "scenario": "leaky", "interval": "1s"}],
+            }
+        )
+    )
     config = load_config(path)
     saved = structlog.get_config()
     buffer = io.StringIO()

@@ -20,9 +20,9 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -69,8 +69,16 @@ class History:
         return self.buckets[self._latest(ts)]
 
 
-def generate(target: str, probe: str, interval: int, fail_p: float, outage: tuple[int, int] | None,
-             steps: list[tuple[str, str]], slow: float, seed: int) -> History:
+def generate(
+    target: str,
+    probe: str,
+    interval: int,
+    fail_p: float,
+    outage: tuple[int, int] | None,
+    steps: list[tuple[str, str]],
+    slow: float,
+    seed: int,
+) -> History:
     """Runs every `interval`; each fails with fail_p (always inside `outage`), at a random (step, reason)."""
     rng = random.Random(seed)
     history = History(target, probe, interval)
@@ -103,8 +111,11 @@ def generate(target: str, probe: str, interval: int, fail_p: float, outage: tupl
 
 def openmetrics(histories: list[History]) -> Iterator[str]:
     def labels(h: History, **extra: str) -> str:
-        return "{" + ",".join([JOB, f'target="{h.target}"', f'probe="{h.probe}"',
-                               *(f'{k}="{v}"' for k, v in extra.items())]) + "}"
+        return (
+            "{"
+            + ",".join([JOB, f'target="{h.target}"', f'probe="{h.probe}"', *(f'{k}="{v}"' for k, v in extra.items())])
+            + "}"
+        )
 
     yield "# TYPE synthetic_probe_runs counter\n"
     for h in histories:
@@ -136,9 +147,16 @@ def _tool(name: str) -> str:
 
 HISTORIES = [
     # 30 s read probe: rare failures plus a 4-hour outage on day 12: misses 99.5 %
-    generate("mlflow", "mlflow_read", 30, 0.001, (END - 18 * DAY + 3 * 3600, END - 18 * DAY + 7 * 3600),
-             [("health", "unreachable"), ("experiments_search", "timeout"), ("experiments_search", "worker_failure")],
-             slow=0.1, seed=1),
+    generate(
+        "mlflow",
+        "mlflow_read",
+        30,
+        0.001,
+        (END - 18 * DAY + 3 * 3600, END - 18 * DAY + 7 * 3600),
+        [("health", "unreachable"), ("experiments_search", "timeout"), ("experiments_search", "worker_failure")],
+        slow=0.1,
+        seed=1,
+    ),
     # 5 min write probe: a few failures, meets 99.5 %
     generate("mlflow", "mlflow_write", 300, 0.002, None, [("runs_get", "validation_failed")], slow=1.5, seed=2),
 ]
@@ -154,7 +172,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = work / "data"
     backfill = subprocess.run(
         [promtool, "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=768h", str(source), str(data)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
     config = work / "prometheus.yml"
@@ -162,9 +183,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     proc: Proc = start_proc(
         "prometheus",
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=3650d",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        work, f"http://127.0.0.1:{port}/-/ready", timeout=60,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            "--storage.tsdb.retention.time=3650d",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        work,
+        f"http://127.0.0.1:{port}/-/ready",
+        timeout=60,
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -184,16 +212,26 @@ def run_report(*args: str, config: Path | None = None) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("slo-config") / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "metrics": {"buckets": list(BUCKETS)},
-        "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:5000"}],
-        "probes": [
-            {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s"},
-            {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "5m",
-             "slo": {"latency": {"threshold": "5s", "objective": 90}}},
-        ],
-        "slo": {"availability": 99.5, "window": "30d", "latency": {"threshold": "500ms", "objective": 95}},
-    }), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "metrics": {"buckets": list(BUCKETS)},
+                "targets": [{"name": "mlflow", "kind": "mlflow", "url": "http://127.0.0.1:5000"}],
+                "probes": [
+                    {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s"},
+                    {
+                        "name": "mlflow_write",
+                        "target": "mlflow",
+                        "scenario": "mlflow_write",
+                        "interval": "5m",
+                        "slo": {"latency": {"threshold": "5s", "objective": 90}},
+                    },
+                ],
+                "slo": {"availability": 99.5, "window": "30d", "latency": {"threshold": "500ms", "objective": 95}},
+            }
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -222,7 +260,9 @@ def expected(h: History, window_days: int, objective: float, latency_bound: floa
     counts = [a - b for a, b in zip(h.bucket_at(END), h.bucket_at(start))]
     steps = {f"{s}/{r}": h.at(series, END) - h.at(series, start) for (s, r), series in h.steps.items()}
     return {
-        "runs": runs, "failures": failures, "availability": 1 - failures / runs,
+        "runs": runs,
+        "failures": failures,
+        "availability": 1 - failures / runs,
         "budget_consumed": (failures / runs) / (1 - objective),
         "worst_day": (worst[2], worst[3], worst[4]),
         "steps": {k: v for k, v in steps.items() if v > 0},
@@ -232,8 +272,9 @@ def expected(h: History, window_days: int, objective: float, latency_bound: floa
 
 
 def test_report_figures_equal_the_generated_history(prometheus: str, config_file: Path) -> None:
-    proc = run_report("--prometheus", prometheus, "--window", "30d", "--end", str(END), "--format", "json",
-                      config=config_file)
+    proc = run_report(
+        "--prometheus", prometheus, "--window", "30d", "--end", str(END), "--format", "json", config=config_file
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr  # mlflow_read missed its objective
     report = json.loads(proc.stdout)
     assert report["ok"] is False and report["window"] == "30d"
@@ -246,7 +287,7 @@ def test_report_figures_equal_the_generated_history(prometheus: str, config_file
         assert got["budget_consumed"] == pytest.approx(want["budget_consumed"], rel=1e-9)
         day_start, day_runs, day_failures = want["worst_day"]  # type: ignore[misc]
         assert (got["worst_day"]["runs"], got["worst_day"]["failures"]) == (day_runs, day_failures), h.probe
-        assert got["worst_day"]["start"] == dt.datetime.fromtimestamp(day_start, dt.timezone.utc).isoformat()
+        assert got["worst_day"]["start"] == dt.datetime.fromtimestamp(day_start, dt.UTC).isoformat()
         assert {f"{s['step']}/{s['reason']}": s["count"] for s in got["failures_by_step"]} == want["steps"]
         for key, value in want["quantiles"].items():  # type: ignore[union-attr]
             assert got["latency"][key] == pytest.approx(value, rel=1e-9), (h.probe, key)
@@ -261,8 +302,9 @@ def test_report_figures_equal_the_generated_history(prometheus: str, config_file
 
 def test_report_markdown_and_exit_zero_when_met(prometheus: str, config_file: Path) -> None:
     # The 7 days before the end hold no outage: both probes meet their objectives.
-    proc = run_report("--prometheus", prometheus, "--window", "7d", "--end", str(END), "--format", "markdown",
-                      config=config_file)
+    proc = run_report(
+        "--prometheus", prometheus, "--window", "7d", "--end", str(END), "--format", "markdown", config=config_file
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
     assert text.index("## Summary") < text.index("## Failures by step") < text.index("## Latency")
@@ -305,11 +347,14 @@ def test_report_no_data_in_window_exits_2(prometheus: str, config_file: Path) ->
     assert "has no synthetic_probe_runs_total data" in proc.stderr.strip()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--window", "30x"), "--window expected a window like 30d, 4w or 12h, got '30x'"),
-    (("--window", "90s"), "--window must be a whole number of minutes, at least 2m"),
-    (("--end", "yesterday"), "--end: expected RFC 3339, a date or Unix seconds, got 'yesterday'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--window", "30x"), "--window expected a window like 30d, 4w or 12h, got '30x'"),
+        (("--window", "90s"), "--window must be a whole number of minutes, at least 2m"),
+        (("--end", "yesterday"), "--end: expected RFC 3339, a date or Unix seconds, got 'yesterday'"),
+    ],
+)
 def test_report_bad_arguments_exit_2(config_file: Path, args: tuple[str, ...], message: str) -> None:
     proc = run_report("--prometheus", "http://127.0.0.1:9", *args, config=config_file)
     assert proc.returncode == 2 and proc.stdout == ""

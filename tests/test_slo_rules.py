@@ -82,14 +82,25 @@ def test_committed_unit_tests_equal_their_generator() -> None:
 
 
 def test_promtool_check_slo_rules() -> None:
-    proc = subprocess.run([_promtool(), "check", "rules", "--lint-fatal", str(SLO_RULES)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [_promtool(), "check", "rules", "--lint-fatal", str(SLO_RULES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_promtool_slo_rule_unit_tests() -> None:
-    proc = subprocess.run([_promtool(), "test", "rules", SLO_TESTS.name], cwd=PROM_DIR,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [_promtool(), "test", "rules", SLO_TESTS.name],
+        cwd=PROM_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -152,7 +163,11 @@ def test_burn_thresholds_follow_the_workbook(tmp_path: Path) -> None:
     document, _ = build_rules([objective], config.metrics.buckets)
     alerts = [r for r in document["groups"][0]["rules"] if "alert" in r]
     assert [(r["labels"]["severity"], r["labels"]["long_window"]) for r in alerts] == [
-        ("critical", "1h"), ("critical", "6h"), ("warning", "1d"), ("warning", "3d")]
+        ("critical", "1h"),
+        ("critical", "6h"),
+        ("warning", "1d"),
+        ("warning", "3d"),
+    ]
     for rule, pair, short in zip(alerts, PAIRS, ("5m", "30m", "2h", "6h")):
         threshold = f"{pair.factor * 0.001:.6g}"
         assert f"ratio_rate{rule['labels']['long_window']}{{" in rule["expr"]

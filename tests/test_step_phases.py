@@ -50,7 +50,7 @@ async def test_think_time_is_first_byte_and_a_slow_body_is_body() -> None:
             await asyncio.sleep(DELAY)
             await conn.respond(200, b"{}")
         else:
-            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\": ")
+            await conn.send(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a": ')
             await asyncio.sleep(DELAY)
             await conn.send(b"true}")
         await conn.hang()
@@ -128,8 +128,15 @@ async def test_a_step_sums_the_phases_of_its_requests_and_reports_them() -> None
     assert list(shown) == list(PHASES) and shown["first_byte"] == round(with_requests.phases.first_byte, 6)
     assert without.as_dict()["phases"] is None
 
-    result = ProbeResult(probe="p", target="t", scenario="s", started_at=0.0, duration_seconds=1.0,
-                         steps=tuple(run.steps), timeout_seconds=5.0)
+    result = ProbeResult(
+        probe="p",
+        target="t",
+        scenario="s",
+        started_at=0.0,
+        duration_seconds=1.0,
+        steps=tuple(run.steps),
+        timeout_seconds=5.0,
+    )
     runs = [ProbeRuns("p", "t", "mlflow", "s", (result,))]
     (step_json, _) = json.loads(render_json(runs))["probes"][0]["steps"]
     assert step_json["phases"] == shown  # check --format json: always

@@ -49,13 +49,15 @@ async def test_request_line_headers_and_json_body_reach_the_server() -> None:
 
 
 async def test_chunked_body_with_extensions_and_trailers() -> None:
-    async with serve(replay(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5;ext=1\r\n{\"a\":\r\n"
-        b"3\r\n 12\r\n"
-        b"1\r\n}\r\n"
-        b"0\r\nX-Trailer: t\r\n\r\n"
-    )) as server:
+    async with serve(
+        replay(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5;ext=1\r\n{"a":\r\n'
+            b"3\r\n 12\r\n"
+            b"1\r\n}\r\n"
+            b"0\r\nX-Trailer: t\r\n\r\n"
+        )
+    ) as server:
         async with client_for(server.url) as client:
             for _ in range(2):
                 assert (await client.request("GET", "/c", timeout=2)).json_object() == {"a": 12}
@@ -334,7 +336,7 @@ async def test_bodies_beyond_the_read_pause_threshold_are_read_whole(framing: st
             elif framing == "chunked":
                 await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                 for i in range(0, len(body), 700_000):
-                    piece = body[i:i + 700_000]
+                    piece = body[i : i + 700_000]
                     await conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await conn.send(b"0\r\n\r\n")
             else:

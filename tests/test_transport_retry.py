@@ -67,7 +67,7 @@ class _Relay:
         finally:
             self._tasks.discard(task)
 
-    async def __aenter__(self) -> "_Relay":
+    async def __aenter__(self) -> _Relay:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -200,7 +200,9 @@ async def test_a_header_value_with_cr_or_lf_is_refused_before_sending(value: str
         for where in ("client", "request"):
             async with client_for(server.url, headers={"X-Team": value} if where == "client" else None) as client:
                 with pytest.raises(StepFailure) as info:
-                    await client.request("GET", "/x", timeout=2, headers={"X-Team": value} if where == "request" else None)
+                    await client.request(
+                        "GET", "/x", timeout=2, headers={"X-Team": value} if where == "request" else None
+                    )
             failure = info.value
             # The monitor's own request is wrong: never the target's timeout or failure.
             assert failure.reason is Reason.INTERNAL_ERROR, failure.message

@@ -8,6 +8,7 @@ expected annotations are copied from slo.rules.yml, so a reworded description do
 mean editing 20 expectations. Rerun after `synthetic-monitor slo rules` changed the
 file; tests/test_slo_rules.py runs `promtool test rules` on the result. Needs PyYAML.
 """
+
 import re
 from pathlib import Path
 
@@ -21,20 +22,25 @@ for g in rules["groups"]:
         if "alert" in r:
             alerts[(r["alert"], r["labels"]["probe"], r["labels"]["long_window"])] = r
 
-def render(text, labels):
+
+def expand(text, labels):
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
+
 
 def exp(alert, probe, window):
     r = alerts[(alert, probe, window)]
     labels = dict(r["labels"])
-    return {"exp_labels": labels, "exp_annotations": {k: render(v, labels) for k, v in r["annotations"].items()}}
+    return {"exp_labels": labels, "exp_annotations": {k: expand(v, labels) for k, v in r["annotations"].items()}}
+
 
 JOB = 'job="synthetic-monitor",instance="127.0.0.1:9356"'
-T0 = 4320          # minute at which the burn starts: 3 days of healthy history before it
-DENSE = T0 - 180   # one sample an hour before this, one a minute after (keeps promtool fast)
+T0 = 4320  # minute at which the burn starts: 3 days of healthy history before it
+DENSE = T0 - 180  # one sample an hour before this, one a minute after (keeps promtool fast)
+
 
 def fmt(v):
     return f"{v:g}" if float(v) != int(v) else str(int(v))
+
 
 def encode(values):
     """promtool's expanding notation: a+bxn is n+1 values, _xn is n missing ones."""
@@ -67,6 +73,7 @@ def encode(values):
         i = j
     return " ".join(out)
 
+
 def cumulative(per_minute, end):
     """per_minute(m) -> increment at minute m; sampled hourly before DENSE, every minute after."""
     vals, total = [], 0.0
@@ -75,11 +82,14 @@ def cumulative(per_minute, end):
         vals.append(round(total, 9) if (m >= DENSE or m % 60 == 0) else None)
     return vals
 
+
 def s(metric, labels, per_minute, end):
-    return {"series": f'{metric}{{{JOB},{labels}}}', "values": encode(cumulative(per_minute, end))}
+    return {"series": f"{metric}{{{JOB},{labels}}}", "values": encode(cumulative(per_minute, end))}
+
 
 def check(t, alert, firing):
     return {"eval_time": f"{t}m", "alertname": alert, "exp_alerts": firing}
+
 
 tests = []
 W = ("1h", "6h", "1d", "3d")
@@ -100,8 +110,12 @@ def read_burn(minutes):
 def write_runs(*failed):
     """The 5 min write probe: one run at every minute divisible by 5; the runs at `failed` fail."""
     return [
-        s("synthetic_probe_runs_total", WR + ',result="success"',
-          lambda m: 1 if m % 5 == 0 and m not in failed else 0, T0),
+        s(
+            "synthetic_probe_runs_total",
+            WR + ',result="success"',
+            lambda m: 1 if m % 5 == 0 and m not in failed else 0,
+            T0,
+        ),
         s("synthetic_probe_runs_total", WR + ',result="failure"', lambda m: 1 if m in failed else 0, T0),
     ]
 
@@ -119,45 +133,59 @@ def slow_runs(minutes):
 
 # Each case holds three probes side by side (their rules select their own series), so
 # promtool replays 3 days four times, not ten.
-tests.append({
-    "name": "quiet: read probe 2 min of failures (4 of the hour's 120 runs); write probe ONE failed run "
-            "(1/12 of the hour, above 0.072: only min_failures holds the page); asgard 30 min over 1s (60/120 < 0.72)",
-    "interval": "1m",
-    "input_series": read_burn(2) + write_runs(T0 - 5) + slow_runs(30),
-    "alert_rule_test": [check(T0, EB, []), check(T0, LB, [])],
-    "promql_expr_test": [
-        {"expr": 'target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{probe="mlflow_write"} > 0.072',
-         "eval_time": f"{T0}m",
-         "exp_samples": [{"labels": f'target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{{{WR}}}',
-                          "value": 1 / 12}]},
-    ],
-})
-tests.append({
-    "name": "1h pages only: read probe 10 min of failures (20/120 > 0.072; 6h: 20/720 < 0.03); write probe a "
-            "second failed run within the hour (2/12; 10m window 1/2); asgard 60 min over 1s (latency, not errors)",
-    "interval": "1m",
-    "input_series": read_burn(10) + write_runs(T0 - 35, T0) + slow_runs(60),
-    "alert_rule_test": [
-        check(T0, EB, [exp(EB, "mlflow_read", "1h"), exp(EB, "mlflow_write", "1h")]),
-        check(T0, LB, [exp(LB, "asgard_api", "1h")]),
-    ],
-})
-tests.append({
-    "name": "every pair: read probe 30 min of failures (1h, 6h critical; 1d, 3d warning); "
-            "write probe two failed runs more than an hour apart stay quiet",
-    "interval": "1m",
-    "input_series": read_burn(30) + write_runs(T0 - 65, T0),
-    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", w) for w in W]), check(T0, LB, [])],
-})
-tests.append({
-    "name": "read probe: a steady 1.5x burn (0.75 % failed) for 3 days is a 3d warning and nothing else",
-    "interval": "1m",
-    "input_series": [
-        s("synthetic_probe_runs_total", R + ',result="success"', lambda m: 1.985, T0),
-        s("synthetic_probe_runs_total", R + ',result="failure"', lambda m: 0.015, T0),
-    ],
-    "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", "3d")])],
-})
+tests.append(
+    {
+        "name": "quiet: read probe 2 min of failures (4 of the hour's 120 runs); write probe ONE failed run "
+        "(1/12 of the hour, above 0.072: only min_failures holds the page); asgard 30 min over 1s (60/120 < 0.72)",
+        "interval": "1m",
+        "input_series": read_burn(2) + write_runs(T0 - 5) + slow_runs(30),
+        "alert_rule_test": [check(T0, EB, []), check(T0, LB, [])],
+        "promql_expr_test": [
+            {
+                "expr": 'target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{probe="mlflow_write"} > 0.072',
+                "eval_time": f"{T0}m",
+                "exp_samples": [
+                    {
+                        "labels": f"target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h{{{WR}}}",
+                        "value": 1 / 12,
+                    }
+                ],
+            },
+        ],
+    }
+)
+tests.append(
+    {
+        "name": "1h pages only: read probe 10 min of failures (20/120 > 0.072; 6h: 20/720 < 0.03); write probe a "
+        "second failed run within the hour (2/12; 10m window 1/2); asgard 60 min over 1s (latency, not errors)",
+        "interval": "1m",
+        "input_series": read_burn(10) + write_runs(T0 - 35, T0) + slow_runs(60),
+        "alert_rule_test": [
+            check(T0, EB, [exp(EB, "mlflow_read", "1h"), exp(EB, "mlflow_write", "1h")]),
+            check(T0, LB, [exp(LB, "asgard_api", "1h")]),
+        ],
+    }
+)
+tests.append(
+    {
+        "name": "every pair: read probe 30 min of failures (1h, 6h critical; 1d, 3d warning); "
+        "write probe two failed runs more than an hour apart stay quiet",
+        "interval": "1m",
+        "input_series": read_burn(30) + write_runs(T0 - 65, T0),
+        "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", w) for w in W]), check(T0, LB, [])],
+    }
+)
+tests.append(
+    {
+        "name": "read probe: a steady 1.5x burn (0.75 % failed) for 3 days is a 3d warning and nothing else",
+        "interval": "1m",
+        "input_series": [
+            s("synthetic_probe_runs_total", R + ',result="success"', lambda m: 1.985, T0),
+            s("synthetic_probe_runs_total", R + ',result="failure"', lambda m: 0.015, T0),
+        ],
+        "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", "3d")])],
+    }
+)
 doc = {"rule_files": ["slo.rules.yml"], "evaluation_interval": "1h", "tests": tests}
 head = """# Unit tests for slo.rules.yml:  promtool test rules deploy/prometheus/slo.rules.test.yml
 #

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 PROBE_FAILING = "SyntheticProbeFailing"
@@ -110,5 +110,5 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 def rfc3339(timestamp: float) -> str:
     """UTC, millisecond precision, `Z` suffix: what Alertmanager itself writes."""
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

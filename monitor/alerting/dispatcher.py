@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from monitor.alerting.alerts import Alert
 from monitor.alerting.notifiers import Notifier, make_notifier
@@ -139,8 +140,12 @@ class Dispatcher:
                 self._count(lane.notifier.name, "dropped")
                 self._report(lane.notifier.name, batch, False)
             if dropped and self._log is not None:
-                self._log.warning("alert_notifications_dropped", receiver=lane.notifier.name, batches=dropped,
-                                  why="not delivered before shutdown")
+                self._log.warning(
+                    "alert_notifications_dropped",
+                    receiver=lane.notifier.name,
+                    batches=dropped,
+                    why="not delivered before shutdown",
+                )
             await lane.notifier.aclose()
 
     async def _work(self, lane: _Lane) -> None:
@@ -189,15 +194,23 @@ class Dispatcher:
                     self._count(notifier.name, "failure")
                     if self._log is not None:
                         self._log.error(
-                            "alert_notification_failed", receiver=notifier.name, url=notifier.safe_url,
-                            attempts=attempt, alerts=len(batch), error=error,
+                            "alert_notification_failed",
+                            receiver=notifier.name,
+                            url=notifier.safe_url,
+                            attempts=attempt,
+                            alerts=len(batch),
+                            error=error,
                         )
                     return False
                 self._count(notifier.name, "retry")
                 if self._log is not None:
                     self._log.warning(
-                        "alert_notification_retry", receiver=notifier.name, url=notifier.safe_url,
-                        attempt=attempt, retry_in=delay, error=error,
+                        "alert_notification_retry",
+                        receiver=notifier.name,
+                        url=notifier.safe_url,
+                        attempt=attempt,
+                        retry_in=delay,
+                        error=error,
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
@@ -205,7 +218,10 @@ class Dispatcher:
             self._count(notifier.name, "success")
             if self._log is not None:
                 self._log.debug(
-                    "alert_notification_sent", receiver=notifier.name, alerts=len(batch), attempt=attempt,
+                    "alert_notification_sent",
+                    receiver=notifier.name,
+                    alerts=len(batch),
+                    attempt=attempt,
                     seconds=round(time.monotonic() - started, 4),
                 )
             return True

@@ -23,8 +23,9 @@ import dataclasses
 import enum
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from monitor.alerting.alerts import (
     DEPENDENCY_UNAVAILABLE,
@@ -228,7 +229,9 @@ class AlertEngine:
                 plain = dataclasses.replace(alert, receivers=None)
                 lanes[receiver] = _Undelivered(plain, now + self.config.resend_interval)
                 self.version += 1
-            elif state is not None and state.firing and state.starts_at == alert.starts_at and receiver in state.notified:
+            elif (
+                state is not None and state.firing and state.starts_at == alert.starts_at and receiver in state.notified
+            ):
                 repeat = next((r.repeat_interval for r in self.config.receivers if r.label == receiver), 0.0)
                 state.notified[receiver] = now - repeat + self.config.resend_interval
                 self.version += 1
@@ -331,7 +334,9 @@ class AlertEngine:
         out: list[Alert] = []
         states: dict[AlertKey, _State] = {}
         for item in data.get("states") or []:
-            key = AlertKey(str(item["alertname"]), str(item["target"]), str(item["probe"]), str(item.get("dependency") or ""))
+            key = AlertKey(
+                str(item["alertname"]), str(item["target"]), str(item["probe"]), str(item.get("dependency") or "")
+            )
             starts_at = item.get("starts_at")
             state = _State(
                 bad=int(item.get("bad") or 0),
@@ -357,7 +362,11 @@ class AlertEngine:
         names = {r.label for r in self.config.receivers}
         for item in data.get("undelivered") or []:
             ends_at = float(item["ends_at"])
-            if str(item["receiver"]) not in names or not math.isfinite(ends_at) or now - ends_at > self.config.state_ttl:
+            if (
+                str(item["receiver"]) not in names
+                or not math.isfinite(ends_at)
+                or now - ends_at > self.config.state_ttl
+            ):
                 continue  # aged out or the receiver is gone: nothing left to retry
             alert = Alert(
                 labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
@@ -424,7 +433,8 @@ class AlertEngine:
         def failing(count: int) -> str:
             return (
                 f"Probe {p} against target {t} failed {count} run(s) in a row. Last failure: "
-                + _step_text(failed) + diagnosis
+                + _step_text(failed)
+                + diagnosis
             )
 
         yield (
@@ -538,7 +548,8 @@ class AlertEngine:
             def describe(count: int, dependency: str = dependency) -> str:
                 return (
                     f"MLflow target {t} (probe {p}): its {dependency} failed in {count} run(s) in a row. "
-                    + _step_text(step) + diagnosis
+                    + _step_text(step)
+                    + diagnosis
                 )
 
             yield AlertKey(MLFLOW_DEPENDENCY_UNAVAILABLE, t, p, str(dependency)), verdict, describe
@@ -556,7 +567,10 @@ class AlertEngine:
     def _labels(self, key: AlertKey) -> dict[str, str]:
         labels = dict(self.config.labels)
         labels.update(
-            alertname=key.alertname, target=key.target, probe=key.probe, severity=severity(key.alertname, key.dependency)
+            alertname=key.alertname,
+            target=key.target,
+            probe=key.probe,
+            severity=severity(key.alertname, key.dependency),
         )
         if key.dependency:
             labels["dependency"] = key.dependency
@@ -593,7 +607,9 @@ class AlertEngine:
 
 def _key_of(alert: Alert) -> AlertKey:
     labels = alert.labels
-    return AlertKey(labels.get("alertname", ""), labels.get("target", ""), labels.get("probe", ""), labels.get("dependency", ""))
+    return AlertKey(
+        labels.get("alertname", ""), labels.get("target", ""), labels.get("probe", ""), labels.get("dependency", "")
+    )
 
 
 def _summary(key: AlertKey) -> str:

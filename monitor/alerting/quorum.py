@@ -18,8 +18,9 @@ import asyncio
 import dataclasses
 import socket
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 import httpx
 import structlog
@@ -117,8 +118,14 @@ async def ask_peers(client: httpx.AsyncClient, urls: list[str], timeout: float) 
 class QuorumGate:
     """Sits between the alert engine and the receivers; only SyntheticProbeFailing waits."""
 
-    def __init__(self, peers: PeersConfig, location: str | None, *, logger: Any = None,
-                 fetch: Callable[[list[str], float], Awaitable[list[tuple[str, Any]]]] | None = None) -> None:
+    def __init__(
+        self,
+        peers: PeersConfig,
+        location: str | None,
+        *,
+        logger: Any = None,
+        fetch: Callable[[list[str], float], Awaitable[list[tuple[str, Any]]]] | None = None,
+    ) -> None:
         self.peers = peers
         self.location = location
         self._log = logger if logger is not None else structlog.get_logger("monitor.alerting.quorum")
@@ -166,7 +173,11 @@ class QuorumGate:
         if self._generation.get(key) != generation:
             return  # resolved (or superseded) while we asked
         critical = votes.quorum(self.peers.min_locations)
-        out = _critical(alert, votes, self.peers.min_locations) if critical else _warning(alert, votes, self.peers.min_locations)
+        out = (
+            _critical(alert, votes, self.peers.min_locations)
+            if critical
+            else _warning(alert, votes, self.peers.min_locations)
+        )
         batch: list[Alert] = []
         previous = self._sent.get(key)
         if previous is not None and previous.name == out.name:
@@ -180,8 +191,15 @@ class QuorumGate:
         self._sent[key] = out
         batch.append(out)
         if previous is None or previous.name != out.name:
-            self._log.warning("quorum_verdict", target=key[0], probe=key[1], alertname=out.name,
-                              failing=sorted(votes.failing), passing=sorted(votes.passing), unknown=list(votes.unknown))
+            self._log.warning(
+                "quorum_verdict",
+                target=key[0],
+                probe=key[1],
+                alertname=out.name,
+                failing=sorted(votes.failing),
+                passing=sorted(votes.passing),
+                unknown=list(votes.unknown),
+            )
         submit(batch)
 
     async def _ask(self, urls: list[str], timeout: float) -> list[tuple[str, Any]]:
@@ -207,15 +225,15 @@ def _warning(alert: Alert, votes: Votes, min_locations: int) -> Alert:
     labels = {**alert.labels, "alertname": PROBE_FAILING_ONE_LOCATION, "severity": "warning"}
     annotations = dict(alert.annotations)
     where = ", ".join(sorted(votes.failing))
-    annotations["summary"] = (
-        f"Probe {labels.get('probe')} on {labels.get('target')} fails from location {where} only"
-    )
+    annotations["summary"] = f"Probe {labels.get('probe')} on {labels.get('target')} fails from location {where} only"
     annotations["description"] = (
         f"{annotations.get('description', '')} Below the quorum, so no page: likely this location's own path,"
         f" not the service. {votes.describe(min_locations)}"
     ).strip()
     if "runbook_url" in annotations:
-        annotations["runbook_url"] = annotations["runbook_url"].rsplit("#", 1)[0] + "#" + PROBE_FAILING_ONE_LOCATION.lower()
+        annotations["runbook_url"] = (
+            annotations["runbook_url"].rsplit("#", 1)[0] + "#" + PROBE_FAILING_ONE_LOCATION.lower()
+        )
     return dataclasses.replace(alert, labels=labels, annotations=annotations)
 
 

@@ -26,8 +26,9 @@ import collections
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -64,11 +65,15 @@ class AlertSink:
         self.config = config
         own = declare_in(registry)
         self.alerts_firing = Gauge(
-            "synthetic_monitor_alerts_firing", "Alerts the daemon's own engine holds firing.", ["alertname", "target", "probe"],
+            "synthetic_monitor_alerts_firing",
+            "Alerts the daemon's own engine holds firing.",
+            ["alertname", "target", "probe"],
             registry=own,
         )
         self.notifications = Counter(
-            "synthetic_monitor_notifications", "Alert notifications sent, by receiver and result.", ["receiver", "result"],
+            "synthetic_monitor_notifications",
+            "Alert notifications sent, by receiver and result.",
+            ["receiver", "result"],
             registry=own,
         )
         self._errors = errors if errors is not None else SinkErrors(own)
@@ -151,8 +156,11 @@ class AlertSink:
         self._save(force=True)
         self._ensure_tick()
         self._log.info(
-            "alerting_started", receivers=self._dispatcher.receivers, firing=len(self._engine.firing()),
-            grace_seconds=self.config.startup_grace, state_file=str(self.config.state_file or "") or None,
+            "alerting_started",
+            receivers=self._dispatcher.receivers,
+            firing=len(self._engine.firing()),
+            grace_seconds=self.config.startup_grace,
+            state_file=str(self.config.state_file or "") or None,
         )
 
     def reconfigure(self, config: AlertingConfig, probes: Iterable[tuple[str, str]]) -> None:
@@ -258,8 +266,9 @@ class AlertSink:
             self._engine.delivery_failed(receiver, alerts, self._clock())
             kept = sum(1 for a in alerts if a.resolved)
             if kept:
-                self._log.warning("alert_resolve_kept", receiver=receiver, alerts=kept,
-                                  retry_in=self.config.resend_interval)
+                self._log.warning(
+                    "alert_resolve_kept", receiver=receiver, alerts=kept, retry_in=self.config.resend_interval
+                )
         self._save()
 
     def _count_series(self, receivers: list[str]) -> None:
@@ -284,9 +293,14 @@ class AlertSink:
                     self._dispatcher.submit(retry)
                 for receiver, alert in expired:
                     self._count(receiver, "dropped")
-                    self._log.error("alert_resolve_given_up", receiver=receiver, alertname=alert.name,
-                                    target=alert.labels.get("target"), probe=alert.labels.get("probe"),
-                                    why="not delivered before the state aged out (state_max_age)")
+                    self._log.error(
+                        "alert_resolve_given_up",
+                        receiver=receiver,
+                        alertname=alert.name,
+                        target=alert.labels.get("target"),
+                        probe=alert.labels.get("probe"),
+                        why="not delivered before the state aged out (state_max_age)",
+                    )
                 if retry or expired:
                     self._save()
             except Exception:  # keep ticking
@@ -301,12 +315,15 @@ class AlertSink:
                 self._log.debug("alert_resent", alertname=alert.name, **fields)
             elif alert.resolved:
                 self._log.info(
-                    "alert_resolved", alertname=alert.name, **fields,
+                    "alert_resolved",
+                    alertname=alert.name,
+                    **fields,
                     firing_seconds=round((alert.ends_at or alert.starts_at) - alert.starts_at, 3),
                 )
             else:
-                self._log.warning("alert_firing", alertname=alert.name, **fields,
-                                  description=alert.annotations.get("description"))
+                self._log.warning(
+                    "alert_firing", alertname=alert.name, **fields, description=alert.annotations.get("description")
+                )
         if alerts and self._dispatcher is not None:
             self._dispatcher.submit(self.gate.filter(alerts, self._submit_later) if self.gate is not None else alerts)
         if not resend:
@@ -357,7 +374,10 @@ class AlertSink:
             self._log.warning("alert_state_unusable", path=str(path), error=str(exc), action="starting empty")
             return []
         self._log.info(
-            "alert_state_loaded", path=str(path), firing=len(self._engine.firing()), resolved_stale=len(resolved),
+            "alert_state_loaded",
+            path=str(path),
+            firing=len(self._engine.firing()),
+            resolved_stale=len(resolved),
             age_seconds=round(now - float(data.get("saved_at", now)), 3),
         )
         return resolved
@@ -369,8 +389,11 @@ class AlertSink:
             return
         if self._writer is None or self._writer.path != Path(path):
             self._writer = StateWriter(
-                Path(path), self._snapshot, min_interval=self.state_write_interval,
-                on_written=self._written, on_error=self._save_failed,
+                Path(path),
+                self._snapshot,
+                min_interval=self.state_write_interval,
+                on_written=self._written,
+                on_error=self._save_failed,
             )
         self._writer.mark()
 

@@ -8,8 +8,8 @@ of target, `KINDS` (a tuple of TargetKind). Adding one is one new module plus it
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from monitor.probes.base import Scenario, TargetKind
 

@@ -112,7 +112,9 @@ async def run_asgard(run: ScenarioRun, options: AsgardOptions) -> None:
             model = (await step.request("GET", f"{base}/models/{quote(name, safe='')}")).json()
             got = _model_name(model, options.model_name_field) if isinstance(model, (dict, str)) else None
             if not isinstance(model, dict):
-                step.fail(Reason.INVALID_RESPONSE, f"model {name!r}: expected a JSON object, got {type(model).__name__}")
+                step.fail(
+                    Reason.INVALID_RESPONSE, f"model {name!r}: expected a JSON object, got {type(model).__name__}"
+                )
             if got is not None and got != name:
                 step.fail(Reason.VALIDATION_FAILED, f"asked for model {name!r}, Asgard answered with {got!r}")
     if options.inference.enabled:
@@ -175,7 +177,9 @@ def _model_list(step: Step, data: Any, key: str | None) -> list[Any]:
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) == 1:
             return lists[0]
-    step.fail(Reason.INVALID_RESPONSE, f"models response is neither a list nor an object holding one: {str(data)[:120]}")
+    step.fail(
+        Reason.INVALID_RESPONSE, f"models response is neither a list nor an object holding one: {str(data)[:120]}"
+    )
 
 
 def _model_name(model: Any, field: str) -> str | None:
@@ -196,10 +200,14 @@ class AsgardGauges(MetricFamilies):
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__(registry)
         self.dependency_up = Gauge(
-            "synthetic_asgard_dependency_up", "Asgard's own view of its dependencies (1 up, 0 down).",
-            ["target", "dependency"], registry=registry,
+            "synthetic_asgard_dependency_up",
+            "Asgard's own view of its dependencies (1 up, 0 down).",
+            ["target", "dependency"],
+            registry=registry,
         )
-        self.inventory = Gauge("synthetic_asgard_inventory", "Counts Asgard reports.", ["target", "kind"], registry=registry)
+        self.inventory = Gauge(
+            "synthetic_asgard_inventory", "Counts Asgard reports.", ["target", "kind"], registry=registry
+        )
 
     def observe(self, result: ProbeResult) -> None:
         target = result.target

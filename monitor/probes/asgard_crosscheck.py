@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from monitor.probes import mlflow
@@ -40,23 +41,36 @@ def cross_check(
     now = time.time() if now is None else now
     mlflow_target = _mlflow_target(result, config)
     if mlflow_target is None:
-        return _annotate(result, None, "no-direct-probe",
-                         "cross-check: no direct MLflow probe is configured, cannot tell Asgard's link from MLflow")
+        return _annotate(
+            result,
+            None,
+            "no-direct-probe",
+            "cross-check: no direct MLflow probe is configured, cannot tell Asgard's link from MLflow",
+        )
     direct = [
-        r for r in latest.values()
+        r
+        for r in latest.values()
         if r.target == mlflow_target and r.scenario in MLFLOW_SCENARIOS and now - r.started_at <= MAX_AGE_SECONDS
     ]
     if not direct:
-        return _annotate(result, None, "no-direct-result",
-                         f"cross-check: no recent result of a direct probe of {mlflow_target!r} yet")
+        return _annotate(
+            result,
+            None,
+            "no-direct-result",
+            f"cross-check: no recent result of a direct probe of {mlflow_target!r} yet",
+        )
     newest = max(direct, key=lambda r: r.started_at)
     if newest.ok:
         return _annotate(
-            result, None, LINK_BROKEN,
+            result,
+            None,
+            LINK_BROKEN,
             f"cross-check: the direct MLflow probe {newest.probe!r} passes, so the Asgard-to-MLflow link is broken",
         )
     return _annotate(
-        result, mlflow_target, MLFLOW_DOWN,
+        result,
+        mlflow_target,
+        MLFLOW_DOWN,
         f"cross-check: MLflow itself is failing ({newest.probe!r}: {newest.reason.value if newest.reason else 'failed'}"
         f" at {newest.failed_step.name if newest.failed_step else '?'}); Asgard's failure follows from it",
     )
@@ -87,9 +101,13 @@ def _annotate(result: ProbeResult, root_cause: str | None, verdict: str, text: s
     verdict_fact: dict[str, Any] = {"crosscheck": verdict}  # AsgardFacts (asgard.py imports this module)
     diagnosis = result.diagnosis
     if root_cause is not None:
-        diagnosis = Diagnosis("mlflow_server", f"MLflow itself is failing ({root_cause}); Asgard's failure follows from it")
+        diagnosis = Diagnosis(
+            "mlflow_server", f"MLflow itself is failing ({root_cause}); Asgard's failure follows from it"
+        )
     elif verdict == LINK_BROKEN:
-        diagnosis = Diagnosis("asgard", "Asgard cannot reach MLflow while the direct MLflow probe passes: Asgard's link")
+        diagnosis = Diagnosis(
+            "asgard", "Asgard cannot reach MLflow while the direct MLflow probe passes: Asgard's link"
+        )
     return dataclasses.replace(
         result,
         diagnosis=diagnosis,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict
 
@@ -89,7 +90,7 @@ class MetricFamilies:
     runs' facts. One instance per metrics sink and class, made at the sink's start, so the
     families exist (HELP/TYPE) from the first scrape. Subclasses own their gauges."""
 
-    def __init__(self, registry: "CollectorRegistry") -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
     def observe(self, result: ProbeResult) -> None:
@@ -118,7 +119,7 @@ class Scenario:
     target_kind: str
     steps: tuple[str, ...]
     options_model: type[ScenarioOptions]
-    run: Callable[["ScenarioRun", Any], Awaitable[None]]
+    run: Callable[[ScenarioRun, Any], Awaitable[None]]
     description: str = ""
     optional_steps: Callable[[Any], tuple[str, ...]] | None = None
     # Steps opened with `run.step(name, cleanup=True)`: each may run past the deadline.
@@ -137,7 +138,7 @@ class Scenario:
     # The scenario's error hints, run after its steps: may re-classify a failed step it
     # understands better (MLflow's backend store vs its server), add facts and set
     # `run.diagnosis`. Generic rules in monitor/diagnosis.py cover the rest.
-    explain: Callable[["ScenarioRun"], None] | None = None
+    explain: Callable[[ScenarioRun], None] | None = None
     # Delete what a run reported it may have left behind (`Facts.leftovers()`), once the
     # target answers again: client, paths -> what it deleted.
     sweep: Callable[[TargetClient, list[str]], Awaitable[list[str]]] | None = None
@@ -179,7 +180,7 @@ class ScenarioRun:
     cancelled_step: str | None = None
     diagnosis: Diagnosis | None = None  # a scenario's hint; monitor/diagnosis.py decides
 
-    def step(self, name: str, *, cleanup: bool = False) -> "Step":
+    def step(self, name: str, *, cleanup: bool = False) -> Step:
         return Step(self, name, cleanup=cleanup)
 
     def time_left(self, *, cleanup: bool = False) -> float:
@@ -202,7 +203,7 @@ class Step:
         self._attempt: tuple[str, str] | None = None
         self._phases: PhaseTimings | None = None  # summed over the step's requests
 
-    async def __aenter__(self) -> "Step":
+    async def __aenter__(self) -> Step:
         self._started = self.run.clock()
         return self
 
@@ -236,8 +237,14 @@ class Step:
             return False
         if isinstance(exc, StepFailure):
             self.run.steps.append(
-                StepResult(ok=False, reason=exc.reason, error=exc.message, status_code=exc.status_code,
-                           component=exc.component, **common)
+                StepResult(
+                    ok=False,
+                    reason=exc.reason,
+                    error=exc.message,
+                    status_code=exc.status_code,
+                    component=exc.component,
+                    **common,
+                )
             )
         elif isinstance(exc, Exception):
             self.run.traceback = "".join(traceback.format_exception(exc_type, exc, tb))

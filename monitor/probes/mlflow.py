@@ -79,7 +79,8 @@ class MlflowStoreGauges(MetricFamilies):
         self.dependency_up = Gauge(
             "synthetic_mlflow_dependency_up",
             "MLflow's backend/artifact store as the latest run that reached it saw it (1 up, 0 down); absent when unknown.",
-            ["target", "dependency"], registry=registry,
+            ["target", "dependency"],
+            registry=registry,
         )
         self._source: dict[tuple[str, str], str] = {}  # (target, dependency) -> probe
 
@@ -188,7 +189,9 @@ async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
                     *([{"key": MEMBER_TAG, "value": run.member}] if run.member else []),
                 ],
             }
-            info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
+            info = _dig(
+                step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info"
+            )
             run_id = created = _require_str(step, info, "run_id")
             artifact_uri = str(info.get("artifact_uri", ""))
         metric_value = round(random.uniform(0.0, 1000.0), 6)
@@ -197,12 +200,19 @@ async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
             await step.request(
                 "POST",
                 f"{API}/runs/log-metric",
-                json_body={"run_id": run_id, "key": METRIC_KEY, "value": metric_value,
-                           "timestamp": int(time.time() * 1000), "step": 0},
+                json_body={
+                    "run_id": run_id,
+                    "key": METRIC_KEY,
+                    "value": metric_value,
+                    "timestamp": int(time.time() * 1000),
+                    "step": 0,
+                },
             )
         async with run.step("runs_log_parameter") as step:
             await step.request(
-                "POST", f"{API}/runs/log-parameter", json_body={"run_id": run_id, "key": PARAM_KEY, "value": param_value}
+                "POST",
+                f"{API}/runs/log-parameter",
+                json_body={"run_id": run_id, "key": PARAM_KEY, "value": param_value},
             )
         async with run.step("runs_update") as step:
             await step.request(
@@ -263,10 +273,12 @@ def _verify_read_back(step: Step, data: dict[str, Any], metric_value: float, par
         step.fail(Reason.VALIDATION_FAILED, "read-back mismatch: " + "; ".join(problems))
 
 
-def _artifact_path(experiment_id: str, run_id: str, artifact_uri: str, file: str = "synthetic-monitor/probe.txt") -> str:
+def _artifact_path(
+    experiment_id: str, run_id: str, artifact_uri: str, file: str = "synthetic-monitor/probe.txt"
+) -> str:
     prefix = "mlflow-artifacts:/"
     if artifact_uri.startswith(prefix):
-        base = artifact_uri[len(prefix):].strip("/")
+        base = artifact_uri[len(prefix) :].strip("/")
     else:
         base = f"{experiment_id}/{run_id}/artifacts"
     return f"{ARTIFACTS_API}/{quote(base)}/{quote(file)}"
@@ -281,7 +293,9 @@ async def _artifact_round_trip(run: ScenarioRun, path: str) -> None:
         async with run.step("artifact_get") as step:
             got = await step.request("GET", path, headers={"Accept": "*/*"})
             if got.body != payload:
-                step.fail(Reason.VALIDATION_FAILED, f"artifact read-back differs: {len(got.body)} bytes, wrote {len(payload)}")
+                step.fail(
+                    Reason.VALIDATION_FAILED, f"artifact read-back differs: {len(got.body)} bytes, wrote {len(payload)}"
+                )
     finally:
         async with run.step("artifact_delete", cleanup=True) as step:
             await step.request("DELETE", path)
@@ -350,10 +364,20 @@ KIND = TargetKind(
 )
 
 # Which steps prove which dependency works (MLflow's /health answers without the database).
-DB_STEPS = frozenset({
-    "experiments_search", "registered_models_search", "runs_search", "experiment_get_or_create", "runs_create",
-    "runs_log_metric", "runs_log_parameter", "runs_update", "runs_get", "runs_delete",
-})
+DB_STEPS = frozenset(
+    {
+        "experiments_search",
+        "registered_models_search",
+        "runs_search",
+        "experiment_get_or_create",
+        "runs_create",
+        "runs_log_metric",
+        "runs_log_parameter",
+        "runs_update",
+        "runs_get",
+        "runs_delete",
+    }
+)
 RUN_STEPS = ("runs_create", "runs_log_metric", "runs_log_parameter", "runs_update", "runs_get")
 WRITE_STEPS = frozenset({"runs_create", "runs_log_metric", "runs_log_parameter", "runs_update"})
 ARTIFACT_STEPS = frozenset({"artifact_put", "artifact_get", "artifact_delete"})
@@ -436,13 +460,18 @@ def explain(run: ScenarioRun) -> None:
     # without an answer (the server may still finish it), or runs/delete failed.
     if any(
         (s.name == "runs_create" and s.reason in (Reason.TIMEOUT, Reason.WORKER_FAILURE)) or s.name == "runs_delete"
-        for s in steps if not s.ok
+        for s in steps
+        if not s.ok
     ):
         _learnt(run, cleanup_pending=True)
     # Likewise an artifact: a PUT stuck in a stalled S3 may be stored after our DELETE ran.
     put = next((s for s in steps if s.name == "artifact_put"), None)
     delete = next((s for s in steps if s.name == "artifact_delete"), None)
-    if delete is not None and delete.path and (not delete.ok or (put is not None and not put.ok and put.status_code is None)):
+    if (
+        delete is not None
+        and delete.path
+        and (not delete.ok or (put is not None and not put.ok and put.status_code is None))
+    ):
         _learnt(run, cleanup_pending=True, leftover_artifacts=(delete.path,))
 
 
@@ -488,8 +517,16 @@ WRITE = Scenario(
     name="mlflow_write",
     target_kind="mlflow",
     steps=(
-        "experiment_get_or_create", "runs_create", "runs_log_metric", "runs_log_parameter", "runs_update",
-        "runs_get", "artifact_put", "artifact_get", "artifact_delete", "runs_delete",
+        "experiment_get_or_create",
+        "runs_create",
+        "runs_log_metric",
+        "runs_log_parameter",
+        "runs_update",
+        "runs_get",
+        "artifact_put",
+        "artifact_get",
+        "artifact_delete",
+        "runs_delete",
     ),
     options_model=WriteOptions,
     run=run_write,
@@ -508,7 +545,11 @@ WRITE = Scenario(
 
 
 async def delete_stale_runs(
-    client: TargetClient, experiment_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0,
+    client: TargetClient,
+    experiment_name: str,
+    probe_name: str,
+    older_than_seconds: float,
+    timeout: float = 10.0,
     member: str = "",
 ) -> list[str]:
     """Delete this probe's runs that a crashed daemon left unfinished; returns their ids.

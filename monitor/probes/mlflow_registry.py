@@ -72,7 +72,9 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
                 "run_name": f"synthetic-{probe}-{now_ms}",
                 "tags": _tags(probe, run.member),
             }
-            info = _dig(step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info")
+            info = _dig(
+                step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info"
+            )
             run_id = new_run = _require_str(step, info, "run_id")
             artifact_uri = str(info.get("artifact_uri", "")).rstrip("/")
         # Set before the request: a PUT that timed out may still have stored the file.
@@ -87,7 +89,9 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
         alias = f"synthetic-{secrets.token_hex(4)}"
         async with run.step("model_alias_set") as step:
             await step.request(
-                "POST", f"{API}/registered-models/alias", json_body={"name": model, "alias": alias, "version": new_version}
+                "POST",
+                f"{API}/registered-models/alias",
+                json_body={"name": model, "alias": alias, "version": new_version},
             )
         async with run.step("model_alias_get") as step:
             found = await step.request("GET", f"{API}/registered-models/alias", params={"name": model, "alias": alias})
@@ -149,15 +153,21 @@ async def _create_version(run: ScenarioRun, step: Step, model: str, source: str,
         "description": "synthetic-monitor probe version, deleted at the end of the run",
         "tags": _tags(probe, run.member),
     }
-    created = _dig(step, (await step.request("POST", f"{API}/model-versions/create", json_body=body)).json_object(),
-                   "model_version")
+    created = _dig(
+        step,
+        (await step.request("POST", f"{API}/model-versions/create", json_body=body)).json_object(),
+        "model_version",
+    )
     version = _require_str(step, created, "version")
     status = created.get("status", "READY")
     waited_from = run.clock()
     while status == "PENDING_REGISTRATION":
         if run.time_left() <= READY_POLL_SECONDS:
-            step.fail(Reason.TIMEOUT, f"model version {version} still PENDING_REGISTRATION after "
-                                      f"{run.clock() - waited_from:.3g}s, at the probe's deadline")
+            step.fail(
+                Reason.TIMEOUT,
+                f"model version {version} still PENDING_REGISTRATION after "
+                f"{run.clock() - waited_from:.3g}s, at the probe's deadline",
+            )
         await asyncio.sleep(READY_POLL_SECONDS)
         got = await step.request("GET", f"{API}/model-versions/get", params={"name": model, "version": version})
         created = _dig(step, got.json_object(), "model_version")
@@ -183,7 +193,8 @@ async def _delete_versions(step: Step, model: str, version: str | None, run_id: 
     versions = [version] if version is not None else []
     if version is None and run_id is not None:
         found = await step.request(
-            "GET", f"{API}/model-versions/search",
+            "GET",
+            f"{API}/model-versions/search",
             params={"filter": f"name = '{model}' and run_id = '{run_id}'", "max_results": 10},
         )
         versions = [str(v.get("version")) for v in found.json_object().get("model_versions", []) if isinstance(v, dict)]
@@ -196,7 +207,11 @@ async def _delete_versions(step: Step, model: str, version: str | None, run_id: 
 
 
 async def delete_stale_versions(
-    client: TargetClient, model_name: str, probe_name: str, older_than_seconds: float, timeout: float = 10.0,
+    client: TargetClient,
+    model_name: str,
+    probe_name: str,
+    older_than_seconds: float,
+    timeout: float = 10.0,
     member: str = "",
 ) -> list[str]:
     """Delete versions of the probe model that a killed daemon left behind; returns their numbers.
@@ -206,8 +221,10 @@ async def delete_stale_versions(
     member's versions, so another member's version is never touched.
     """
     found = await client.request(
-        "GET", f"{API}/model-versions/search",
-        params={"filter": f"name = '{model_name}'", "max_results": 1000}, timeout=timeout,
+        "GET",
+        f"{API}/model-versions/search",
+        params={"filter": f"name = '{model_name}'", "max_results": 1000},
+        timeout=timeout,
     )
     check_status(found)
     cutoff_ms = (time.time() - older_than_seconds) * 1000
@@ -241,8 +258,15 @@ REGISTRY = Scenario(
     name="mlflow_registry",
     target_kind="mlflow",
     steps=(
-        "registered_model_get_or_create", "experiment_get_or_create", "runs_create", "artifact_put",
-        "model_version_create", "model_alias_set", "model_alias_get", "model_version_delete", "artifact_delete",
+        "registered_model_get_or_create",
+        "experiment_get_or_create",
+        "runs_create",
+        "artifact_put",
+        "model_version_create",
+        "model_alias_set",
+        "model_alias_get",
+        "model_version_delete",
+        "artifact_delete",
         "runs_delete",
     ),
     options_model=RegistryOptions,
@@ -251,7 +275,9 @@ REGISTRY = Scenario(
     cleanup_steps=("model_version_delete", "artifact_delete", "runs_delete"),
     janitor=_registry_janitor,
     default_probe=DefaultProbe(
-        "registry", "5m", "30s",
+        "registry",
+        "5m",
+        "30s",
         standalone_options={"model_name": "synthetic-monitor-probe", "experiment_name": "synthetic-monitor"},
     ),
     explain=explain,

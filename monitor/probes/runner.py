@@ -10,7 +10,8 @@ import asyncio
 import dataclasses
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from monitor.diagnosis import diagnose
 from monitor.http import TargetClient
@@ -59,14 +60,24 @@ async def run_probe(
         name = run.cancelled_step or "scenario"
         where = f"in step {name}" if run.cancelled_step else "outside any step"
         run.steps.append(
-            StepResult(name, ok=False, duration_seconds=clock() - start, reason=Reason.TIMEOUT,
-                       error=f"the run overran its deadline and cleanup budget ({outer:g}s) {where}")
+            StepResult(
+                name,
+                ok=False,
+                duration_seconds=clock() - start,
+                reason=Reason.TIMEOUT,
+                error=f"the run overran its deadline and cleanup budget ({outer:g}s) {where}",
+            )
         )
     except Exception as exc:  # a bug in the scenario: counted, never fatal
         run.traceback = traceback.format_exc()
         run.steps.append(
-            StepResult("scenario", ok=False, duration_seconds=clock() - start, reason=Reason.INTERNAL_ERROR,
-                       error=f"{type(exc).__name__}: {exc}")
+            StepResult(
+                "scenario",
+                ok=False,
+                duration_seconds=clock() - start,
+                reason=Reason.INTERNAL_ERROR,
+                error=f"{type(exc).__name__}: {exc}",
+            )
         )
     if scenario.explain is not None:
         try:

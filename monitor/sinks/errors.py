@@ -14,7 +14,9 @@ from monitor.sinks.exposition import Exposition, declare_in
 class SinkErrors:
     def __init__(self, registry: CollectorRegistry | Exposition) -> None:
         self.counter = Counter(
-            "synthetic_monitor_sink_errors", "Results (or alerting work) a sink failed to handle, by sink.", ["sink"],
+            "synthetic_monitor_sink_errors",
+            "Results (or alerting work) a sink failed to handle, by sink.",
+            ["sink"],
             registry=declare_in(registry),
         )
 

@@ -7,7 +7,7 @@ part too, so `generate_latest(registry)` and `get_sample_value` see what a scrap
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector

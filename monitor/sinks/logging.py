@@ -20,7 +20,9 @@ class LogSink:
 
     def handle_event(self, event: Event) -> None:
         if isinstance(event, JobEvent):
-            self.scheduler_log.warning("scheduler_job_event", probe=event.probe, job_event=event.event, detail=event.detail)
+            self.scheduler_log.warning(
+                "scheduler_job_event", probe=event.probe, job_event=event.event, detail=event.detail
+            )
 
     def handle(self, result: ProbeResult) -> None:
         steps = []

@@ -8,16 +8,16 @@ reload has its series deleted. The registry is the one piece of shared mutable s
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from monitor import __version__
 from monitor.events import ConfigLoaded, Event, Heartbeat, JobEvent, ScheduleLag
 from monitor.probes import SCENARIOS
-from monitor.promtypes import disable_created_metrics
 from monitor.probes.base import MetricFamilies
+from monitor.promtypes import disable_created_metrics
 from monitor.results import ProbeResult
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.probe_series import ProbeSeriesStore
@@ -58,9 +58,13 @@ class MetricsSink:
             if kind is not None and kind not in self._families:
                 self._families[kind] = kind(core)
         self.target_info = TargetInfo(core)
-        self.build_info = Gauge("synthetic_monitor_build_info", "Always 1; the version label says which build.", ["version"], registry=core)
+        self.build_info = Gauge(
+            "synthetic_monitor_build_info", "Always 1; the version label says which build.", ["version"], registry=core
+        )
         self.heartbeat = Gauge(
-            "synthetic_monitor_heartbeat_timestamp_seconds", "Unix time the scheduler loop last proved alive.", registry=core
+            "synthetic_monitor_heartbeat_timestamp_seconds",
+            "Unix time the scheduler loop last proved alive.",
+            registry=core,
         )
         self.config_reload = Gauge(
             "synthetic_monitor_config_last_reload_successful", "1 if the last config (re)load succeeded.", registry=core
@@ -114,7 +118,12 @@ class MetricsSink:
             result.duration_seconds,
             result.started_at + result.duration_seconds,
             [
-                (s.name, s.duration_seconds, s.reason.value if s.reason else None, s.phases.values() if s.phases else None)
+                (
+                    s.name,
+                    s.duration_seconds,
+                    s.reason.value if s.reason else None,
+                    s.phases.values() if s.phases else None,
+                )
                 for s in result.steps
                 if not s.skipped
             ],

@@ -38,11 +38,37 @@ LAST_SUCCESS = ("synthetic_probe_last_success_timestamp_seconds", "gauge", "Unix
 TIMEOUT = ("synthetic_probe_timeout_seconds", "gauge", "The probe's configured deadline.")
 JOB = ("synthetic_monitor_job_events", "counter", "Scheduler trouble: a job errored, missed its time, or was skipped.")
 LAG = ("synthetic_monitor_schedule_lag_seconds", "histogram", "How late a run started against its schedule.")
-STEP_PHASE = ("synthetic_probe_step_phase_seconds", "gauge",
-              "Time of each HTTP phase of a step in the last run (connect, tls, first_byte, body; summed over its requests).")
-FAMILIES = (RUNS, SUCCESS, DURATION, STEP_DURATION, STEP_FAILURES, CONSECUTIVE, LAST_SUCCESS, TIMEOUT, JOB, LAG, STEP_PHASE)
-(_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _STEP_FAILURES, _CONSECUTIVE, _LAST_SUCCESS, _TIMEOUT, _JOB, _LAG,
- _STEP_PHASE) = range(11)
+STEP_PHASE = (
+    "synthetic_probe_step_phase_seconds",
+    "gauge",
+    "Time of each HTTP phase of a step in the last run (connect, tls, first_byte, body; summed over its requests).",
+)
+FAMILIES = (
+    RUNS,
+    SUCCESS,
+    DURATION,
+    STEP_DURATION,
+    STEP_FAILURES,
+    CONSECUTIVE,
+    LAST_SUCCESS,
+    TIMEOUT,
+    JOB,
+    LAG,
+    STEP_PHASE,
+)
+(
+    _RUNS,
+    _SUCCESS,
+    _DURATION,
+    _STEP_DURATION,
+    _STEP_FAILURES,
+    _CONSECUTIVE,
+    _LAST_SUCCESS,
+    _TIMEOUT,
+    _JOB,
+    _LAG,
+    _STEP_PHASE,
+) = range(11)
 _SCALARS = (_SUCCESS, _CONSECUTIVE, _LAST_SUCCESS, _TIMEOUT)
 _AFTER_A_RUN = (_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _CONSECUTIVE, _LAST_SUCCESS, _STEP_PHASE)
 _NO_PHASES = (0.0, 0.0, 0.0, 0.0)
@@ -96,9 +122,7 @@ class _Histogram:
         self.counts = [0] * len(bounds)
         self.sum = 0.0
         self.labels = labels
-        self._bucket_prefixes = [
-            f"{name}_bucket{{{_labels(le=float_to_go(b), **labels)}}} " for b in bounds
-        ]
+        self._bucket_prefixes = [f"{name}_bucket{{{_labels(le=float_to_go(b), **labels)}}} " for b in bounds]
         plain = _labels(**labels)
         self._count_prefix = f"{name}_count{{{plain}}} "
         self._sum_prefix = f"{name}_sum{{{plain}}} "
@@ -284,8 +308,12 @@ class ProbeSeriesStore(Collector):
             runs = CounterMetricFamily(RUNS[0], RUNS[2], labels=["target", "probe", "result"])
             success = GaugeMetricFamily(SUCCESS[0], SUCCESS[2], labels=["target", "probe"])
             duration = HistogramMetricFamily(DURATION[0], DURATION[2], labels=["target", "probe"])
-            step_duration = HistogramMetricFamily(STEP_DURATION[0], STEP_DURATION[2], labels=["target", "probe", "step"])
-            failures = CounterMetricFamily(STEP_FAILURES[0], STEP_FAILURES[2], labels=["target", "probe", "step", "reason"])
+            step_duration = HistogramMetricFamily(
+                STEP_DURATION[0], STEP_DURATION[2], labels=["target", "probe", "step"]
+            )
+            failures = CounterMetricFamily(
+                STEP_FAILURES[0], STEP_FAILURES[2], labels=["target", "probe", "step", "reason"]
+            )
             consecutive = GaugeMetricFamily(CONSECUTIVE[0], CONSECUTIVE[2], labels=["target", "probe"])
             last_success = GaugeMetricFamily(LAST_SUCCESS[0], LAST_SUCCESS[2], labels=["target", "probe"])
             timeout = GaugeMetricFamily(TIMEOUT[0], TIMEOUT[2], labels=["target", "probe"])
@@ -311,4 +339,6 @@ class ProbeSeriesStore(Collector):
                 for step, values in p.phases.items():
                     for name, value in zip(PHASES, values):
                         phase.add_metric([*tp, step, name], value)
-        return iter([runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag, phase])
+        return iter(
+            [runs, success, duration, step_duration, failures, consecutive, last_success, timeout, jobs, lag, phase]
+        )

@@ -18,8 +18,10 @@ class TargetInfo:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.gauge = Gauge(
-            "synthetic_target_info", "Always 1; the version label is the target's server version.",
-            ["target", "version"], registry=registry,
+            "synthetic_target_info",
+            "Always 1; the version label is the target's server version.",
+            ["target", "version"],
+            registry=registry,
         )
         self._versions: dict[str, str] = {}
 

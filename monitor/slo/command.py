@@ -33,8 +33,11 @@ def add_parser(sub: Any) -> None:
     report.add_argument("--prometheus", required=True, help="Prometheus base URL, e.g. http://prometheus:9090")
     report.add_argument("--config", help="YAML config file with the objectives (default as for `run`)")
     report.add_argument("--window", default=None, help="length of the window (default: the config's slo.window)")
-    report.add_argument("--end", default=None,
-                        help="end of the window: RFC 3339 time, a date (its 00:00 UTC) or Unix seconds (default: now)")
+    report.add_argument(
+        "--end",
+        default=None,
+        help="end of the window: RFC 3339 time, a date (its 00:00 UTC) or Unix seconds (default: now)",
+    )
     report.add_argument("--format", choices=sorted(RENDERERS), default="table")
 
 
@@ -66,7 +69,7 @@ def parse_end(value: str | None) -> float:
             except ValueError:
                 raise ValueError(f"--end: expected RFC 3339, a date or Unix seconds, got {value!r}") from None
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.timezone.utc)
+                moment = moment.replace(tzinfo=dt.UTC)
             seconds = moment.timestamp()
     return math.floor(seconds / STEP) * STEP
 
@@ -82,9 +85,16 @@ def _report(args: argparse.Namespace) -> int:
         message = str(exc) if str(exc).startswith("--") else f"--window {exc}"
         print(f"synthetic-monitor: {message}", file=sys.stderr)
         return EXIT_USAGE
-    default = Objectives("", "", 0.0, config.slo.availability / 100, config.slo.window,
-                         config.slo.latency.threshold if config.slo.latency else None,
-                         config.slo.latency.objective / 100 if config.slo.latency else None, config.slo.min_failures)
+    default = Objectives(
+        "",
+        "",
+        0.0,
+        config.slo.availability / 100,
+        config.slo.window,
+        config.slo.latency.threshold if config.slo.latency else None,
+        config.slo.latency.objective / 100 if config.slo.latency else None,
+        config.slo.min_failures,
+    )
     try:
         with Prometheus(args.prometheus) as prom:
             report = build_report(prom, end, window, objectives(config), default, config.metrics.buckets)
@@ -92,9 +102,12 @@ def _report(args: argparse.Namespace) -> int:
         print(f"synthetic-monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not report.probes:
-        ending = dt.datetime.fromtimestamp(end, dt.timezone.utc)
-        print(f"synthetic-monitor: Prometheus at {report.prometheus} has no synthetic_probe_runs_total data in the "
-              f"window ({format_window(window)} ending {ending:%Y-%m-%d %H:%M} UTC)", file=sys.stderr)
+        ending = dt.datetime.fromtimestamp(end, dt.UTC)
+        print(
+            f"synthetic-monitor: Prometheus at {report.prometheus} has no synthetic_probe_runs_total data in the "
+            f"window ({format_window(window)} ending {ending:%Y-%m-%d %H:%M} UTC)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     print(RENDERERS[args.format](report))
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -23,7 +23,7 @@ class Prometheus:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "Prometheus":
+    def __enter__(self) -> Prometheus:
         return self
 
     def __exit__(self, *exc: object) -> None:

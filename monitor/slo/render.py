@@ -26,12 +26,12 @@ def _ms(seconds: float) -> str:
 
 
 def _when(ts: float) -> str:
-    moment = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(ts, dt.UTC)
     return moment.strftime("%Y-%m-%d" if moment.time() == dt.time(0) else "%Y-%m-%d %H:%M")
 
 
 def _stamp(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _day(day: Day | None) -> str:
@@ -56,8 +56,8 @@ def to_json(report: Report) -> dict[str, Any]:
         "ok": report.ok,
         "prometheus": report.prometheus,
         "window": format_window(report.window),
-        "start": dt.datetime.fromtimestamp(report.start, dt.timezone.utc).isoformat(),
-        "end": dt.datetime.fromtimestamp(report.end, dt.timezone.utc).isoformat(),
+        "start": dt.datetime.fromtimestamp(report.start, dt.UTC).isoformat(),
+        "end": dt.datetime.fromtimestamp(report.end, dt.UTC).isoformat(),
         "probes": [
             {
                 "target": p.target,
@@ -68,8 +68,10 @@ def to_json(report: Report) -> dict[str, Any]:
                 "availability": num(p.availability),
                 "objective": p.objective,
                 "budget_consumed": num(p.budget_consumed),
-                "worst_day": None if p.worst_day is None else {
-                    "start": dt.datetime.fromtimestamp(p.worst_day.start, dt.timezone.utc).isoformat(),
+                "worst_day": None
+                if p.worst_day is None
+                else {
+                    "start": dt.datetime.fromtimestamp(p.worst_day.start, dt.UTC).isoformat(),
                     "runs": p.worst_day.runs,
                     "failures": p.worst_day.failures,
                     "availability": num(p.worst_day.availability),
@@ -100,20 +102,41 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_table(report: Report) -> str:
     lines = [f"SLO report {_stamp(report.start)} .. {_stamp(report.end)} UTC ({format_window(report.window)})", ""]
     lines += _grid(
-        ["PROBE", "TARGET", "RUNS", "FAILED", "AVAILABILITY", "OBJECTIVE", "BUDGET USED", "WORST DAY", "P95",
-         "RESULT"],
-        [[p.probe, p.target, _count(p.runs), _count(p.failures), _pct(p.availability), _objective(p.objective),
-          _pct(p.budget_consumed, 1), _day(p.worst_day), _ms(p.latency.quantiles["p95"]), _verdict(p)]
-         for p in report.probes],
+        ["PROBE", "TARGET", "RUNS", "FAILED", "AVAILABILITY", "OBJECTIVE", "BUDGET USED", "WORST DAY", "P95", "RESULT"],
+        [
+            [
+                p.probe,
+                p.target,
+                _count(p.runs),
+                _count(p.failures),
+                _pct(p.availability),
+                _objective(p.objective),
+                _pct(p.budget_consumed, 1),
+                _day(p.worst_day),
+                _ms(p.latency.quantiles["p95"]),
+                _verdict(p),
+            ]
+            for p in report.probes
+        ],
     )
     failures = [[p.probe, s, r, _count(c)] for p in report.probes for s, r, c in p.failures_by_step]
     if failures:
         lines += ["", *_grid(["PROBE", "STEP", "REASON", "COUNT"], failures)]
-    lines += ["", *_grid(
-        ["PROBE", "P50", "P95", "P99", "WITHIN THRESHOLD", "LATENCY OBJECTIVE"],
-        [[p.probe, *(_ms(p.latency.quantiles[k]) for k in ("p50", "p95", "p99")), _latency_within(p),
-          _latency_objective(p)] for p in report.probes],
-    )]
+    lines += [
+        "",
+        *_grid(
+            ["PROBE", "P50", "P95", "P99", "WITHIN THRESHOLD", "LATENCY OBJECTIVE"],
+            [
+                [
+                    p.probe,
+                    *(_ms(p.latency.quantiles[k]) for k in ("p50", "p95", "p99")),
+                    _latency_within(p),
+                    _latency_objective(p),
+                ]
+                for p in report.probes
+            ],
+        ),
+    ]
     met = sum(1 for p in report.probes if p.met)
     lines += ["", f"{met}/{len(report.probes)} probes met their objectives"]
     return "\n".join(lines)

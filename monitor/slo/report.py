@@ -10,8 +10,9 @@ are interpolated inside the duration buckets the way `histogram_quantile` does.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from monitor.slo.model import Objectives, format_window
 from monitor.slo.prom import Prometheus
@@ -145,13 +146,15 @@ def build_report(
     for sample in prom.query(counted(STEP_FAILURES, window, "target, probe, step, reason") + " > 0", end):
         m = sample["metric"]
         steps.setdefault((m.get("target", ""), m.get("probe", "")), []).append(
-            (m.get("step", ""), m.get("reason", ""), _value(sample)))
+            (m.get("step", ""), m.get("reason", ""), _value(sample))
+        )
 
     histograms: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for sample in prom.query(counted(DURATION + "_bucket", window, "target, probe, le"), end):
         m = sample["metric"]
         histograms.setdefault((m.get("target", ""), m.get("probe", "")), []).append(
-            (float(m.get("le", "nan")), _value(sample)))
+            (float(m.get("le", "nan")), _value(sample))
+        )
 
     for (target, probe), counts in sorted(runs.items()):
         if probe in objectives and objectives[probe] is None:
@@ -161,7 +164,8 @@ def build_report(
         failures = counts.get("failure", 0.0)
         day_list = [
             Day(ts - DAY, sum(c.values()), c.get("failure", 0.0))
-            for ts, c in sorted(days.get((target, probe), {}).items()) if sum(c.values()) > 0
+            for ts, c in sorted(days.get((target, probe), {}).items())
+            if sum(c.values()) > 0
         ]
         worst = min(day_list, key=lambda d: (d.availability, -d.failures, d.start), default=None)
         hist = histograms.get((target, probe), [])
@@ -172,12 +176,18 @@ def build_report(
             count = dict(hist).get(math.inf)
             latency.threshold, latency.objective = bound, obj.latency_objective
             latency.within = within / count if within is not None and count else None
-        report.probes.append(ProbeReport(
-            target=target, probe=probe, objective=obj.availability, runs=total, failures=failures,
-            worst_day=worst,
-            failures_by_step=sorted(steps.get((target, probe), []), key=lambda s: (-s[2], s[0], s[1])),
-            latency=latency,
-        ))
+        report.probes.append(
+            ProbeReport(
+                target=target,
+                probe=probe,
+                objective=obj.availability,
+                runs=total,
+                failures=failures,
+                worst_day=worst,
+                failures_by_step=sorted(steps.get((target, probe), []), key=lambda s: (-s[2], s[0], s[1])),
+                latency=latency,
+            )
+        )
     return report
 
 

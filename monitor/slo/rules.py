@@ -15,8 +15,9 @@ above the 14.4x threshold of a 99.5 % objective).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -66,8 +67,7 @@ def bucket_bound(threshold: float, buckets: Sequence[float]) -> tuple[float, str
         return threshold, None
     bound = min(buckets, key=lambda b: (abs(b - threshold), b))
     return bound, (
-        f"latency threshold {threshold:g}s is not a bucket bound of metrics.buckets; "
-        f"using the nearest bound {bound:g}s"
+        f"latency threshold {threshold:g}s is not a bucket bound of metrics.buckets; using the nearest bound {bound:g}s"
     )
 
 
@@ -92,12 +92,20 @@ class _SLI:
         self.kind, self.obj, self.le = kind, obj, le
         if kind == "error":
             self.ratio, self.objective_name, self.window_name, self.budget_name = (
-                ERROR_RATIO, ERROR_OBJECTIVE, ERROR_WINDOW, ERROR_BUDGET)
+                ERROR_RATIO,
+                ERROR_OBJECTIVE,
+                ERROR_WINDOW,
+                ERROR_BUDGET,
+            )
             self.objective, self.alert = obj.availability, ERROR_ALERT
         else:
             assert obj.latency_objective is not None
             self.ratio, self.objective_name, self.window_name, self.budget_name = (
-                LATENCY_RATIO, LATENCY_OBJECTIVE, LATENCY_WINDOW, LATENCY_BUDGET)
+                LATENCY_RATIO,
+                LATENCY_OBJECTIVE,
+                LATENCY_WINDOW,
+                LATENCY_BUDGET,
+            )
             self.objective, self.alert = obj.latency_objective, LATENCY_ALERT
 
     @property
@@ -139,45 +147,55 @@ def _sli_rules(sli: _SLI) -> list[dict[str, Any]]:
         {"record": sli.objective_name, "expr": f"vector({_number(sli.objective)})", "labels": _labels(obj)},
     ]
     for seconds in WINDOWS:
-        rules.append({
-            "record": sli.ratio + format_window(seconds),
-            "expr": sli.ratio_expr(stretched(seconds, obj.interval)),
-            "labels": _labels(obj),
-        })
-    rules.append({
-        "record": sli.window_name, "expr": sli.ratio_expr(window), "labels": _labels(obj, slo_window=window),
-    })
-    rules.append({
-        "record": sli.budget_name,
-        "expr": f"1 - {sli.window_name}{_selector(obj)} / {_number(sli.budget)}",
-        "labels": _labels(obj, slo_window=window),
-    })
+        rules.append(
+            {
+                "record": sli.ratio + format_window(seconds),
+                "expr": sli.ratio_expr(stretched(seconds, obj.interval)),
+                "labels": _labels(obj),
+            }
+        )
+    rules.append(
+        {
+            "record": sli.window_name,
+            "expr": sli.ratio_expr(window),
+            "labels": _labels(obj, slo_window=window),
+        }
+    )
+    rules.append(
+        {
+            "record": sli.budget_name,
+            "expr": f"1 - {sli.window_name}{_selector(obj)} / {_number(sli.budget)}",
+            "labels": _labels(obj, slo_window=window),
+        }
+    )
     what = "failed runs" if sli.kind == "error" else f"runs slower than {_number(float(sli.le or 0))}s"
     share = f"{_number(sli.objective * 100)}%"
     for pair in PAIRS:
         threshold = _number(pair.factor * sli.budget)
         long_name, short_name = format_window(pair.long), format_window(pair.short)
         long_rng = stretched(pair.long, obj.interval)
-        rules.append({
-            "alert": sli.alert,
-            "expr": (
-                f"{sli.ratio}{long_name}{_selector(obj)} > {threshold}\n"
-                f"and\n{sli.ratio}{short_name}{_selector(obj)} > {threshold}\n"
-                f"and\n{sli.bad_runs_expr(long_rng)} >= {obj.min_failures}\n"
-            ),
-            "labels": _labels(obj, severity=pair.severity, long_window=long_name),
-            "annotations": {
-                "summary": f"{{{{ $labels.probe }}}} on {{{{ $labels.target }}}} burns its "
-                           f"{'error' if sli.kind == 'error' else 'latency'} budget {_number(pair.factor)}x too fast",
-                "description": (
-                    f"The share of {what} of probe {{{{ $labels.probe }}}} on {{{{ $labels.target }}}} is above "
-                    f"{threshold} over the last {long_name} and {short_name} ({_number(pair.factor)}x the budget "
-                    f"of a {share} objective over {window}; at this rate the budget lasts "
-                    f"{_number(obj.window / pair.factor / 86400)} days)."
+        rules.append(
+            {
+                "alert": sli.alert,
+                "expr": (
+                    f"{sli.ratio}{long_name}{_selector(obj)} > {threshold}\n"
+                    f"and\n{sli.ratio}{short_name}{_selector(obj)} > {threshold}\n"
+                    f"and\n{sli.bad_runs_expr(long_rng)} >= {obj.min_failures}\n"
                 ),
-                "runbook_url": RUNBOOK_BASE + sli.alert.lower(),
-            },
-        })
+                "labels": _labels(obj, severity=pair.severity, long_window=long_name),
+                "annotations": {
+                    "summary": f"{{{{ $labels.probe }}}} on {{{{ $labels.target }}}} burns its "
+                    f"{'error' if sli.kind == 'error' else 'latency'} budget {_number(pair.factor)}x too fast",
+                    "description": (
+                        f"The share of {what} of probe {{{{ $labels.probe }}}} on {{{{ $labels.target }}}} is above "
+                        f"{threshold} over the last {long_name} and {short_name} ({_number(pair.factor)}x the budget "
+                        f"of a {share} objective over {window}; at this rate the budget lasts "
+                        f"{_number(obj.window / pair.factor / 86400)} days)."
+                    ),
+                    "runbook_url": RUNBOOK_BASE + sli.alert.lower(),
+                },
+            }
+        )
     return rules
 
 
@@ -225,7 +243,7 @@ def render_rules(
         f"# GENERATED by `{command}`" + ("" if source else " (built-in default config)") + ". Do not edit: change the",
         "# `slo:` blocks of the config and re-run it (tests/test_slo_rules.py fails while stale).",
         "#",
-        "# Multi-window, multi-burn-rate alerts (Google SRE workbook, \"Alerting on SLOs\"):",
+        '# Multi-window, multi-burn-rate alerts (Google SRE workbook, "Alerting on SLOs"):',
         "#   critical: 14.4x over 1h and 5m, or 6x over 6h and 30m",
         "#   warning:  3x over 1d and 2h,  or 1x over 3d and 6h",
         f"# A window holds at least {STRETCH_RUNS} runs of its probe (stretched for slow probes), and",
@@ -236,12 +254,18 @@ def render_rules(
         notes = [
             f"probe {obj.probe} on {obj.target}: every {format_window(obj.interval)}, availability "
             f"{_number(obj.availability * 100)}% over {format_window(obj.window)}"
-            + (f", {_number((obj.latency_objective or 0) * 100)}% of runs within "
-               f"{_number(bucket_bound(obj.latency_threshold, buckets)[0])}s"
-               if obj.latency_threshold is not None else ", no latency objective"),
+            + (
+                f", {_number((obj.latency_objective or 0) * 100)}% of runs within "
+                f"{_number(bucket_bound(obj.latency_threshold, buckets)[0])}s"
+                if obj.latency_threshold is not None
+                else ", no latency objective"
+            ),
         ]
-        moved = [f"{format_window(w)} -> {stretched(w, obj.interval)}" for w in WINDOWS
-                 if stretched(w, obj.interval) != format_window(w)]
+        moved = [
+            f"{format_window(w)} -> {stretched(w, obj.interval)}"
+            for w in WINDOWS
+            if stretched(w, obj.interval) != format_window(w)
+        ]
         if moved:
             notes.append(f"  sparse probe, windows stretched: {', '.join(moved)}")
         lines += [f"  # {note}" for note in notes]

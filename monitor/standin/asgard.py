@@ -227,9 +227,7 @@ class AsgardServer(ThreadingHTTPServer):
         self._stopped = False
         self._stop_lock = threading.Lock()
         self.thread: threading.Thread | None = None
-        self._mlflow: httpx.Client | None = (
-            httpx.Client(timeout=MLFLOW_TIMEOUT_SECONDS) if self.mlflow_url else None
-        )
+        self._mlflow: httpx.Client | None = httpx.Client(timeout=MLFLOW_TIMEOUT_SECONDS) if self.mlflow_url else None
         super().__init__(address, _Handler)
 
     @property
@@ -275,9 +273,7 @@ class AsgardServer(ThreadingHTTPServer):
             if health.status_code != 200:
                 return _Inventory(False, [], 0, 0)
             models: list[dict[str, Any]] = []
-            resp = self._mlflow.get(
-                f"{base}/api/2.0/mlflow/registered-models/search", params={"max_results": 1000}
-            )
+            resp = self._mlflow.get(f"{base}/api/2.0/mlflow/registered-models/search", params={"max_results": 1000})
             if resp.status_code == 200:
                 for rm in resp.json().get("registered_models", []):  # {} when there are none
                     versions = rm.get("latest_versions") or []
@@ -311,9 +307,7 @@ class AsgardServer(ThreadingHTTPServer):
         for name in self.static_models:
             if name not in seen:
                 seen.add(name)
-                out.append(
-                    {"name": name, "latest_version": "1", "description": "", "source": "static", "tags": {}}
-                )
+                out.append({"name": name, "latest_version": "1", "description": "", "source": "static", "tags": {}})
         return out
 
     def status(self, faults: Faults) -> dict[str, Any]:
@@ -503,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/mlops/models/"):
             if method != "GET":
                 raise _HttpError(405, "method not allowed", allow="GET")
-            name = unquote(path[len("/mlops/models/"):])
+            name = unquote(path[len("/mlops/models/") :])
             for model in server.models(faults):
                 if model["name"] == name:
                     self._json(200, model)

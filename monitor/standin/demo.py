@@ -40,11 +40,22 @@ class Stack:
     workdir: Path
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, command: list[str], url: str, health: str | None, timeout: float = 120.0,
-              env: dict[str, str] | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        url: str,
+        health: str | None,
+        timeout: float = 120.0,
+        env: dict[str, str] | None = None,
+    ) -> Child:
         log = open(self.workdir / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
         )
         child = Child(name, proc, log, url)
@@ -106,8 +117,14 @@ def _mlflow_command() -> list[str] | None:
     return [found] if found else None
 
 
-def demo_config(mlflow_url: str, asgard_url: str, listen: str, alertmanager_url: str | None,
-                webhook_url: str | None, state_file: Path) -> dict[str, object]:
+def demo_config(
+    mlflow_url: str,
+    asgard_url: str,
+    listen: str,
+    alertmanager_url: str | None,
+    webhook_url: str | None,
+    state_file: Path,
+) -> dict[str, object]:
     receivers = []
     if alertmanager_url:
         receivers.append({"kind": "alertmanager", "url": alertmanager_url})
@@ -122,13 +139,25 @@ def demo_config(mlflow_url: str, asgard_url: str, listen: str, alertmanager_url:
         ],
         "probes": [
             {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "5s", "timeout": "4s"},
-            {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "15s",
-             "timeout": "6s", "step_timeout": "3s",  # + 2 cleanup steps x 3s <= 90% of 15s
-             "options": {"experiment_name": "synthetic-monitor", "artifacts": True}},
+            {
+                "name": "mlflow_write",
+                "target": "mlflow",
+                "scenario": "mlflow_write",
+                "interval": "15s",
+                "timeout": "6s",
+                "step_timeout": "3s",  # + 2 cleanup steps x 3s <= 90% of 15s
+                "options": {"experiment_name": "synthetic-monitor", "artifacts": True},
+            },
             {"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "5s", "timeout": "4s"},
         ],
-        "alerting": {"failure_threshold": 2, "success_threshold": 2, "startup_grace": "10s",
-                     "resend_interval": "30s", "state_file": str(state_file), "receivers": receivers},
+        "alerting": {
+            "failure_threshold": 2,
+            "success_threshold": 2,
+            "startup_grace": "10s",
+            "resend_interval": "30s",
+            "state_file": str(state_file),
+            "receivers": receivers,
+        },
     }
 
 
@@ -169,36 +198,84 @@ def run_demo(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, mlflow: list[str], stack: Stack, stop: threading.Event) -> int:
     work = stack.workdir
-    mlflow_port, asgard_port, monitor_port = (_port(args.mlflow_port), _port(args.asgard_port),
-                                              _port(args.monitor_port))
+    mlflow_port, asgard_port, monitor_port = (
+        _port(args.mlflow_port),
+        _port(args.asgard_port),
+        _port(args.monitor_port),
+    )
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     asgard_url = f"http://127.0.0.1:{asgard_port}"
     monitor_url = f"http://127.0.0.1:{monitor_port}"
     print(f"starting MLflow on {mlflow_url} (sqlite in {work}) ...", flush=True)
-    stack.start("mlflow", [*mlflow, "server", "--backend-store-uri", f"sqlite:///{work}/mlflow.db",
-                           "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1",
-                           "--port", str(mlflow_port), "--workers", "1"],
-                mlflow_url, f"{mlflow_url}/health", env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    stack.start("asgard", [sys.executable, "-m", "monitor.standin.asgard", "--port", str(asgard_port),
-                           "--mlflow-url", mlflow_url, "--models", "demo-model"],
-                asgard_url, f"{asgard_url}/admin/faults")
+    stack.start(
+        "mlflow",
+        [
+            *mlflow,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{work}/mlflow.db",
+            "--artifacts-destination",
+            str(work / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
+        ],
+        mlflow_url,
+        f"{mlflow_url}/health",
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    stack.start(
+        "asgard",
+        [
+            sys.executable,
+            "-m",
+            "monitor.standin.asgard",
+            "--port",
+            str(asgard_port),
+            "--mlflow-url",
+            mlflow_url,
+            "--models",
+            "demo-model",
+        ],
+        asgard_url,
+        f"{asgard_url}/admin/faults",
+    )
     alertmanager_url = webhook_url = prometheus_url = None
     alertmanager = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
     if not args.no_prometheus and shutil.which("prometheus") and alertmanager:
         alertmanager_url, webhook_url, prometheus_url = _start_prometheus_stack(stack, monitor_port, alertmanager)
     config_path = work / "config.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(
-        mlflow_url, asgard_url, f"127.0.0.1:{monitor_port}", alertmanager_url, webhook_url,
-        work / "alert-state.json")))
-    stack.start("monitor", [sys.executable, "-m", "monitor", "run", "--config", str(config_path)],
-                monitor_url, f"{monitor_url}/healthz", timeout=30)
+    config_path.write_text(
+        yaml.safe_dump(
+            demo_config(
+                mlflow_url,
+                asgard_url,
+                f"127.0.0.1:{monitor_port}",
+                alertmanager_url,
+                webhook_url,
+                work / "alert-state.json",
+            )
+        )
+    )
+    stack.start(
+        "monitor",
+        [sys.executable, "-m", "monitor", "run", "--config", str(config_path)],
+        monitor_url,
+        f"{monitor_url}/healthz",
+        timeout=30,
+    )
     _banner(mlflow_url, asgard_url, monitor_url, prometheus_url, alertmanager_url, webhook_url, work)
     announced = False
     while not stop.wait(0.5):
         dead = stack.dead()
         if dead is not None:
-            print(f"{dead.name} exited unexpectedly with {dead.proc.returncode}; see {work / (dead.name + '.log')}",
-                  file=sys.stderr)
+            print(
+                f"{dead.name} exited unexpectedly with {dead.proc.returncode}; see {work / (dead.name + '.log')}",
+                file=sys.stderr,
+            )
             return 1
         if not announced:
             announced = _all_passing(monitor_url)
@@ -210,28 +287,70 @@ def _start_prometheus_stack(stack: Stack, monitor_port: int, alertmanager: str) 
     am_port, prom_port, hook_port = _port(9093), _port(9090), _port(9095)
     am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
     webhook_url = f"http://127.0.0.1:{hook_port}/alerts"
-    stack.start("webhook", [sys.executable, "-m", "monitor.standin.webhook", "--port", str(hook_port),
-                            "--output", str(work / "webhook-alerts.jsonl")], webhook_url,
-                f"http://127.0.0.1:{hook_port}/received")
-    (work / "alertmanager.yml").write_text(yaml.safe_dump({
-        "route": {"receiver": "webhook", "group_by": ["alertname", "target", "probe"], "group_wait": "5s",
-                  "group_interval": "30s", "repeat_interval": "4h"},
-        "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
-    }))
-    stack.start("alertmanager", [alertmanager, f"--config.file={work / 'alertmanager.yml'}",
-                                 f"--storage.path={work / 'alertmanager'}", f"--web.listen-address=127.0.0.1:{am_port}",
-                                 "--cluster.listen-address="], am_url, f"{am_url}/-/ready")
+    stack.start(
+        "webhook",
+        [
+            sys.executable,
+            "-m",
+            "monitor.standin.webhook",
+            "--port",
+            str(hook_port),
+            "--output",
+            str(work / "webhook-alerts.jsonl"),
+        ],
+        webhook_url,
+        f"http://127.0.0.1:{hook_port}/received",
+    )
+    (work / "alertmanager.yml").write_text(
+        yaml.safe_dump(
+            {
+                "route": {
+                    "receiver": "webhook",
+                    "group_by": ["alertname", "target", "probe"],
+                    "group_wait": "5s",
+                    "group_interval": "30s",
+                    "repeat_interval": "4h",
+                },
+                "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+            }
+        )
+    )
+    stack.start(
+        "alertmanager",
+        [
+            alertmanager,
+            f"--config.file={work / 'alertmanager.yml'}",
+            f"--storage.path={work / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+        ],
+        am_url,
+        f"{am_url}/-/ready",
+    )
     shutil.copy(REPO_DEPLOY / "prometheus" / "rules.yml", work / "rules.yml")
-    (work / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-        "rule_files": ["rules.yml"],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [{"job_name": "synthetic-monitor",
-                            "static_configs": [{"targets": [f"127.0.0.1:{monitor_port}"]}]}],
-    }))
-    stack.start("prometheus", ["prometheus", f"--config.file={work / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={work / 'prometheus'}",
-                               f"--web.listen-address=127.0.0.1:{prom_port}"], prom_url, f"{prom_url}/-/ready")
+    (work / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+                "rule_files": ["rules.yml"],
+                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+                "scrape_configs": [
+                    {"job_name": "synthetic-monitor", "static_configs": [{"targets": [f"127.0.0.1:{monitor_port}"]}]}
+                ],
+            }
+        )
+    )
+    stack.start(
+        "prometheus",
+        [
+            "prometheus",
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        prom_url,
+        f"{prom_url}/-/ready",
+    )
     return am_url, webhook_url, prom_url
 
 
@@ -247,8 +366,15 @@ def _all_passing(monitor_url: str) -> bool:
     return False
 
 
-def _banner(mlflow_url: str, asgard_url: str, monitor_url: str, prometheus_url: str | None,
-            alertmanager_url: str | None, webhook_url: str | None, work: Path) -> None:
+def _banner(
+    mlflow_url: str,
+    asgard_url: str,
+    monitor_url: str,
+    prometheus_url: str | None,
+    alertmanager_url: str | None,
+    webhook_url: str | None,
+    work: Path,
+) -> None:
     lines = [
         "",
         "synthetic-monitor demo is running; Ctrl-C stops everything.",
@@ -258,8 +384,10 @@ def _banner(mlflow_url: str, asgard_url: str, monitor_url: str, prometheus_url: 
         f"  Asgard       {asgard_url}/mlops/status   (stand-in; faults at {asgard_url}/admin/faults)",
     ]
     if prometheus_url:
-        lines += [f"  Prometheus   {prometheus_url}/alerts   (project rules loaded)",
-                  f"  Alertmanager {alertmanager_url}   alerts received by the webhook: {webhook_url}"]
+        lines += [
+            f"  Prometheus   {prometheus_url}/alerts   (project rules loaded)",
+            f"  Alertmanager {alertmanager_url}   alerts received by the webhook: {webhook_url}",
+        ]
     lines += [
         f"  logs         {work}/*.log",
         "",

@@ -14,9 +14,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 class WebhookServer(ThreadingHTTPServer):

@@ -85,11 +85,15 @@ def main() -> None:
     finally:
         hook.stop()
     results = args.probes * args.rounds
-    print(f"{args.probes} probes failing together, {args.rounds} rounds ({results} results, {args.probes} alerts fire)\n")
+    print(
+        f"{args.probes} probes failing together, {args.rounds} rounds ({results} results, {args.probes} alerts fire)\n"
+    )
     print("| setup | total s | handle p50 ms | handle p99 ms | handle max ms | state writes |")
     print("|---|---|---|---|---|---|")
     for label, r in rows:
-        print(f"| {label} | {r['total']:.3f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.1f} | {r['writes']} |")
+        print(
+            f"| {label} | {r['total']:.3f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.1f} | {r['writes']} |"
+        )
     print(f"\nwebhook requests for {args.probes} alerts: {requests}")
 
 

@@ -50,10 +50,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMON_REPO = REPO  # --daemon-repo: run the daemon from another checkout (before/after figures)
@@ -301,8 +302,14 @@ def proc_rss_mb(pid: int) -> float:
 
 class Proc:
     def __init__(
-        self, name: str, argv: list[str], workdir: Path, *, stdout_pipe: bool = False,
-        cwd: Path = REPO, pythonpath: Path | None = None,
+        self,
+        name: str,
+        argv: list[str],
+        workdir: Path,
+        *,
+        stdout_pipe: bool = False,
+        cwd: Path = REPO,
+        pythonpath: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
@@ -311,7 +318,11 @@ class Proc:
         if pythonpath is not None:
             env["PYTHONPATH"] = str(pythonpath)
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+            argv,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else self._log,
             stderr=self._log if stdout_pipe else subprocess.STDOUT,
         )
@@ -396,7 +407,11 @@ class Daemon:
     """`python -m monitor run` with a generated config, its JSON log in a file."""
 
     def __init__(
-        self, workdir: Path, name: str, probes: list[dict[str, Any]], targets: list[dict[str, Any]],
+        self,
+        workdir: Path,
+        name: str,
+        probes: list[dict[str, Any]],
+        targets: list[dict[str, Any]],
         extra: dict[str, Any] | None = None,
     ) -> None:
         import yaml
@@ -435,16 +450,13 @@ class Blackbox:
         self.port = free_port()
         config = workdir / "blackbox.yml"
         config.write_text(
-            "modules:\n"
-            "  http_2xx:\n"
-            "    prober: http\n"
-            "    timeout: 5s\n"
-            "    http:\n"
-            "      preferred_ip_protocol: ip4\n"
+            "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n"
         )
         argv = [BLACKBOX, f"--config.file={config}", f"--web.listen-address={LOCAL}:{self.port}"]
         self.proc = Proc(name, argv, workdir)
-        wait_until(lambda: http_get(self.port, "/-/healthy", 5)[0] == 200, OPEN_TIMEOUT, f"{name} /-/healthy", self.proc)
+        wait_until(
+            lambda: http_get(self.port, "/-/healthy", 5)[0] == 200, OPEN_TIMEOUT, f"{name} /-/healthy", self.proc
+        )
 
     def probe_path(self, target_url: str) -> str:
         return f"/probe?module=http_2xx&target={target_url}/health"
@@ -471,7 +483,7 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def total(text: str, name: str, **labels: str) -> float:
-    return sum(v for l, v in samples(text, name) if all(l.get(k) == x for k, x in labels.items()))
+    return sum(v for got, v in samples(text, name) if all(got.get(k) == x for k, x in labels.items()))
 
 
 def lag_buckets(text: str) -> dict[float, float]:
@@ -533,10 +545,20 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def make(cls, quick: bool) -> "Plan":
+    def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(quick=True, fidelity_samples=25, fidelity_samples_1s=8, load_probes=10_000, warm_probes=2_000, load_time_cap=150.0,
-                       scale_window=10.0, cpu_pairs=3, cpu_window=15.0, cpu_warm=3.0)
+            return cls(
+                quick=True,
+                fidelity_samples=25,
+                fidelity_samples_1s=8,
+                load_probes=10_000,
+                warm_probes=2_000,
+                load_time_cap=150.0,
+                scale_window=10.0,
+                cpu_pairs=3,
+                cpu_window=15.0,
+                cpu_warm=3.0,
+            )
         return cls(quick=False)
 
 
@@ -551,9 +573,17 @@ def fidelity_daemon(workdir: Path, target: Target, delay_ms: int, samples_wanted
     label = f"d{delay_ms}"
     target.delays(label)  # reset
     daemon = Daemon(
-        workdir, f"daemon-fidelity-{delay_ms}ms",
-        probes=[{"name": "fidelity", "target": "t", "scenario": "mlflow_read", "interval": interval,
-                 "timeout": round(interval * 0.9, 3)}],
+        workdir,
+        f"daemon-fidelity-{delay_ms}ms",
+        probes=[
+            {
+                "name": "fidelity",
+                "target": "t",
+                "scenario": "mlflow_read",
+                "interval": interval,
+                "timeout": round(interval * 0.9, 3),
+            }
+        ],
         targets=[mlflow_target("t", target.url(label))],
     )
     try:
@@ -603,8 +633,10 @@ async def blackbox_fidelity(bb: Blackbox, target: Target, delay_ms: int, samples
                 continue
             durations.append(total(text, "probe_duration_seconds"))
             # For the note: blackbox's own request-only phases (processing + transfer).
-            phases.append(total(text, "probe_http_duration_seconds", phase="processing")
-                          + total(text, "probe_http_duration_seconds", phase="transfer"))
+            phases.append(
+                total(text, "probe_http_duration_seconds", phase="processing")
+                + total(text, "probe_http_duration_seconds", phase="transfer")
+            )
     finally:
         await client.close()
     server = await asyncio.to_thread(target.delays, label)
@@ -627,6 +659,7 @@ def measure_fidelity(workdir: Path, target: Target, plan: Plan) -> dict[str, Any
     bb = Blackbox(workdir, "blackbox-fidelity")
     results: dict[str, Any] = {"daemon": {}, "blackbox": {}}
     try:
+
         async def blackbox_all() -> None:
             short = [d for d in DELAYS_MS if d < 1000]
 
@@ -662,7 +695,8 @@ def measure_fidelity(workdir: Path, target: Target, plan: Plan) -> dict[str, Any
 def measure_daemon_idle(workdir: Path, target: Target) -> float:
     """RSS of a daemon with a usual configuration (3 probes, 30 s), once every probe ran."""
     daemon = Daemon(
-        workdir, "daemon-idle",
+        workdir,
+        "daemon-idle",
         probes=[{"name": f"read{i}", "target": "t", "scenario": "mlflow_read", "interval": "30s"} for i in range(3)],
         targets=[mlflow_target("t", target.url("fast_daemon"))],
     )
@@ -678,8 +712,16 @@ def measure_daemon_load(workdir: Path, target: Target, plan: Plan) -> dict[str, 
     """CPU per step and RSS over `load_probes` HTTP steps."""
     probes_n, per_target, interval = 100, 10, 1.0
     targets = [mlflow_target(f"t{i}", target.url("fast_daemon")) for i in range(probes_n // per_target)]
-    probes = [{"name": f"p{i}", "target": f"t{i // per_target}", "scenario": "mlflow_read", "interval": interval,
-               "timeout": round(interval * 0.9, 3)} for i in range(probes_n)]
+    probes = [
+        {
+            "name": f"p{i}",
+            "target": f"t{i // per_target}",
+            "scenario": "mlflow_read",
+            "interval": interval,
+            "timeout": round(interval * 0.9, 3),
+        }
+        for i in range(probes_n)
+    ]
     daemon = Daemon(workdir, "daemon-load", probes, targets)
     out: dict[str, Any] = {"probes": probes_n, "interval_s": interval, "trajectory": []}
     try:
@@ -722,7 +764,9 @@ def measure_daemon_load(workdir: Path, target: Target, plan: Plan) -> dict[str, 
         text = daemon.metrics()
         out["runs"] = total(text, "synthetic_probe_runs_total")
         out["failed_runs"] = total(text, "synthetic_probe_runs_total", result="failure")
-        out["job_events"] = {e: total(text, "synthetic_monitor_job_events_total", event=e) for e in ("missed", "skipped", "error")}
+        out["job_events"] = {
+            e: total(text, "synthetic_monitor_job_events_total", event=e) for e in ("missed", "skipped", "error")
+        }
     finally:
         daemon.proc.stop()
     return out
@@ -784,7 +828,9 @@ def measure_blackbox_load(workdir: Path, target: Target, plan: Plan) -> dict[str
     return out
 
 
-async def _drive_blackbox_paced(bb: Blackbox, url: str, rate: float, seconds: float, concurrency: int = 8) -> tuple[int, int]:
+async def _drive_blackbox_paced(
+    bb: Blackbox, url: str, rate: float, seconds: float, concurrency: int = 8
+) -> tuple[int, int]:
     """Probes at `rate` per second for `seconds`: slot k is sent at t0 + k/rate (never earlier),
     so blackbox does the same amount of work per second as the daemon it is compared with."""
     path = bb.probe_path(url)
@@ -827,8 +873,16 @@ def measure_cpu_pairs(workdir: Path, target: Target, plan: Plan) -> dict[str, An
     """
     probes_n, per_target, interval = plan.cpu_probes, 10, 1.0
     targets = [mlflow_target(f"t{i}", target.url("fast_daemon")) for i in range(math.ceil(probes_n / per_target))]
-    probes = [{"name": f"p{i}", "target": f"t{i // per_target}", "scenario": "mlflow_read", "interval": interval,
-               "timeout": round(interval * 0.95, 3)} for i in range(probes_n)]
+    probes = [
+        {
+            "name": f"p{i}",
+            "target": f"t{i // per_target}",
+            "scenario": "mlflow_read",
+            "interval": interval,
+            "timeout": round(interval * 0.95, 3),
+        }
+        for i in range(probes_n)
+    ]
     bb = Blackbox(workdir, "blackbox-cpu")
     url = target.url("fast_blackbox")
     out: dict[str, Any] = {"probes": probes_n, "window_s": plan.cpu_window, "pairs": []}
@@ -853,11 +907,19 @@ def measure_cpu_pairs(workdir: Path, target: Target, plan: Plan) -> dict[str, An
             n, fails = asyncio.run(_drive_blackbox_paced(bb, url, rate, plan.cpu_window))
             bcpu1, bt1 = bb.proc.cpu(), time.monotonic()
             b_ms = (bcpu1 - bcpu0) * 1000 / max(n, 1)
-            pair = {"daemon_rate": rate, "daemon_cpu_ms": d_ms, "daemon_failed_runs": failed,
-                    "blackbox_rate": n / (bt1 - bt0), "blackbox_cpu_ms": b_ms, "blackbox_failures": fails,
-                    "ratio": d_ms / b_ms if b_ms else float("nan")}
-            log(f"cpu pair {i + 1}/{plan.cpu_pairs}: daemon {d_ms:.3f} ms at {rate:.0f}/s, "
-                f"blackbox {b_ms:.3f} ms at {pair['blackbox_rate']:.0f}/s, ratio {pair['ratio']:.2f}")
+            pair = {
+                "daemon_rate": rate,
+                "daemon_cpu_ms": d_ms,
+                "daemon_failed_runs": failed,
+                "blackbox_rate": n / (bt1 - bt0),
+                "blackbox_cpu_ms": b_ms,
+                "blackbox_failures": fails,
+                "ratio": d_ms / b_ms if b_ms else float("nan"),
+            }
+            log(
+                f"cpu pair {i + 1}/{plan.cpu_pairs}: daemon {d_ms:.3f} ms at {rate:.0f}/s, "
+                f"blackbox {b_ms:.3f} ms at {pair['blackbox_rate']:.0f}/s, ratio {pair['ratio']:.2f}"
+            )
             out["pairs"].append(pair)
     finally:
         bb.proc.stop()
@@ -874,13 +936,25 @@ def measure_cpu_pairs(workdir: Path, target: Target, plan: Plan) -> dict[str, An
 def measure_scale(workdir: Path, target: Target, plan: Plan, size: int, alerting: bool = True) -> dict[str, Any]:
     interval, per_target = 10.0, 10
     targets = [mlflow_target(f"t{i}", target.url("fast_daemon")) for i in range(math.ceil(size / per_target))]
-    probes = [{"name": f"p{i}", "target": f"t{i // per_target}", "scenario": "mlflow_read", "interval": "10s",
-               "timeout": "5s"} for i in range(size)]
+    probes = [
+        {
+            "name": f"p{i}",
+            "target": f"t{i // per_target}",
+            "scenario": "mlflow_read",
+            "interval": "10s",
+            "timeout": "5s",
+        }
+        for i in range(size)
+    ]
     started = time.monotonic()
     name = f"daemon-scale-{size}" + ("" if alerting else "-noalert")
     daemon = Daemon(workdir, name, probes, targets, extra=None if alerting else {"alerting": {"enabled": False}})
-    out: dict[str, Any] = {"probes": size, "targets": len(targets), "alerting": alerting,
-                           "start_s": time.monotonic() - started}
+    out: dict[str, Any] = {
+        "probes": size,
+        "targets": len(targets),
+        "alerting": alerting,
+        "start_s": time.monotonic() - started,
+    }
     try:
         wait_until(daemon.ready, OPEN_TIMEOUT, f"{name} /readyz", daemon.proc, interval=0.5)
         out["ready_s"] = time.monotonic() - started
@@ -965,10 +1039,24 @@ def render_check() -> str:
         sink.register(metrics_module.ProbeSeries(t, p, ("a", "b"), 5.0))
         for _ in range(rng.randrange(5)):
             ok = rng.random() < 0.7
-            step = StepResult("a", ok=ok, duration_seconds=rng.random() * 3,
-                              reason=None if ok else rng.choice(list(Reason)), error=None if ok else "x")
-            sink.handle(ProbeResult(probe=p, target=t, scenario="s", started_at=time.time(),
-                                    duration_seconds=step.duration_seconds, steps=(step,), timeout_seconds=5.0))
+            step = StepResult(
+                "a",
+                ok=ok,
+                duration_seconds=rng.random() * 3,
+                reason=None if ok else rng.choice(list(Reason)),
+                error=None if ok else "x",
+            )
+            sink.handle(
+                ProbeResult(
+                    probe=p,
+                    target=t,
+                    scenario="s",
+                    started_at=time.time(),
+                    duration_seconds=step.duration_seconds,
+                    steps=(step,),
+                    timeout_seconds=5.0,
+                )
+            )
             if hasattr(sink, "handle_event"):
                 from monitor.events import ScheduleLag
 
@@ -1031,93 +1119,153 @@ def render(data: dict[str, Any]) -> str:
     v = data["versions"]
     add(("", "date (UTC)", data["date"], "", "", ""))
     add(("", "machine", data["machine"], "", "", ""))
-    add(("", "versions", ", ".join(f"{k} {x}" for k, x in v.items() if k != "blackbox_exporter"),
-         f"blackbox_exporter {v.get('blackbox_exporter')}", "", ""))
-    add(("", "command", f"`{data['command']}`", f"mode: {'quick' if data['quick'] else 'full'}, "
-         f"{data['elapsed_s']:.0f} s", "", ""))
+    add(
+        (
+            "",
+            "versions",
+            ", ".join(f"{k} {x}" for k, x in v.items() if k != "blackbox_exporter"),
+            f"blackbox_exporter {v.get('blackbox_exporter')}",
+            "",
+            "",
+        )
+    )
+    add(
+        (
+            "",
+            "command",
+            f"`{data['command']}`",
+            f"mode: {'quick' if data['quick'] else 'full'}, {data['elapsed_s']:.0f} s",
+            "",
+            "",
+        )
+    )
     fid = data.get("fidelity")
     if fid:
         for d in DELAYS_MS:
             dm, bm = fid["daemon"].get(d, {}), fid["blackbox"].get(d, {})
             ok = None
             if dm and bm:
-                ok = (dm["median_ms"] <= GOAL_FIDELITY_MEDIAN_MS and dm["p99_ms"] <= GOAL_FIDELITY_P99_MS
-                      and abs(dm["median_ms"]) <= abs(bm["median_ms"]) and dm["p99_ms"] <= bm["p99_ms"])
-            add((
-                "1", f"fidelity at {d} ms: error median / p99 (max), ms",
-                f"{f(dm.get('median_ms'), 3)} / {f(dm.get('p99_ms'), 3)} ({f(dm.get('max_ms'), 2)}), n={dm.get('samples')}",
-                f"{f(bm.get('median_ms'), 3)} / {f(bm.get('p99_ms'), 3)} ({f(bm.get('max_ms'), 2)}), n={bm.get('samples')}"
-                f"; request phases only: {f(bm.get('request_only_median_ms'), 3)} / {f(bm.get('request_only_p99_ms'), 3)}",
-                f"<= {GOAL_FIDELITY_MEDIAN_MS:g} / <= {GOAL_FIDELITY_P99_MS:g}, no worse than blackbox",
-                verdict(ok),
-            ))
+                ok = (
+                    dm["median_ms"] <= GOAL_FIDELITY_MEDIAN_MS
+                    and dm["p99_ms"] <= GOAL_FIDELITY_P99_MS
+                    and abs(dm["median_ms"]) <= abs(bm["median_ms"])
+                    and dm["p99_ms"] <= bm["p99_ms"]
+                )
+            add(
+                (
+                    "1",
+                    f"fidelity at {d} ms: error median / p99 (max), ms",
+                    f"{f(dm.get('median_ms'), 3)} / {f(dm.get('p99_ms'), 3)} ({f(dm.get('max_ms'), 2)}), n={dm.get('samples')}",
+                    f"{f(bm.get('median_ms'), 3)} / {f(bm.get('p99_ms'), 3)} ({f(bm.get('max_ms'), 2)}), n={bm.get('samples')}"
+                    f"; request phases only: {f(bm.get('request_only_median_ms'), 3)} / {f(bm.get('request_only_p99_ms'), 3)}",
+                    f"<= {GOAL_FIDELITY_MEDIAN_MS:g} / <= {GOAL_FIDELITY_P99_MS:g}, no worse than blackbox",
+                    verdict(ok),
+                )
+            )
     dl, bl = data.get("daemon_load"), data.get("blackbox_load")
     if dl and bl:
-        add((
-            "2", "CPU per HTTP step / probe (whole process), ms",
-            f"{f(dl.get('cpu_ms_per_step'), 3)} over {f(dl.get('cpu_window_steps'), 0)} steps "
-            f"({f(dl.get('steps_per_s'), 0)} steps/s; {dl['probes']} probes of mlflow_read every {dl['interval_s']} s)",
-            f"{f(bl.get('cpu_ms_per_probe'), 3)} over {f(bl.get('cpu_window_probes'), 0)} probes "
-            f"({f(bl.get('probes_per_s'), 0)}/s, {bl['concurrency']} concurrent scrapes)",
-            f"<= {GOAL_CPU_MS:g}", verdict(dl.get("cpu_ms_per_step", math.inf) <= GOAL_CPU_MS),
-        ))
-        add(("3", "RSS idle after start, MB", f"{f(dl.get('rss_idle_mb'), 1)} (3 probes at 30 s, after their first run; "
-             f"{f(dl.get('rss_ready_mb'), 1)} with the {dl['probes']} load probes)",
-             f(bl.get("rss_idle_mb"), 1), f"<= {GOAL_RSS_IDLE_MB:g}",
-             verdict(dl.get("rss_idle_mb", math.inf) <= GOAL_RSS_IDLE_MB)))
+        add(
+            (
+                "2",
+                "CPU per HTTP step / probe (whole process), ms",
+                f"{f(dl.get('cpu_ms_per_step'), 3)} over {f(dl.get('cpu_window_steps'), 0)} steps "
+                f"({f(dl.get('steps_per_s'), 0)} steps/s; {dl['probes']} probes of mlflow_read every {dl['interval_s']} s)",
+                f"{f(bl.get('cpu_ms_per_probe'), 3)} over {f(bl.get('cpu_window_probes'), 0)} probes "
+                f"({f(bl.get('probes_per_s'), 0)}/s, {bl['concurrency']} concurrent scrapes)",
+                f"<= {GOAL_CPU_MS:g}",
+                verdict(dl.get("cpu_ms_per_step", math.inf) <= GOAL_CPU_MS),
+            )
+        )
+        add(
+            (
+                "3",
+                "RSS idle after start, MB",
+                f"{f(dl.get('rss_idle_mb'), 1)} (3 probes at 30 s, after their first run; "
+                f"{f(dl.get('rss_ready_mb'), 1)} with the {dl['probes']} load probes)",
+                f(bl.get("rss_idle_mb"), 1),
+                f"<= {GOAL_RSS_IDLE_MB:g}",
+                verdict(dl.get("rss_idle_mb", math.inf) <= GOAL_RSS_IDLE_MB),
+            )
+        )
         add(("3", "RSS after 10k HTTP probes, MB", f(dl.get("rss_10k_mb"), 1), f(bl.get("rss_10k_mb"), 1), "", ""))
         last_label = f"{dl.get('steps_last', 0) / 1000:.0f}k / {bl.get('probes_last', 0) / 1000:.0f}k"
         if "time_capped_at" in dl:
             last_label += f" (daemon stopped by the {data['plan']['load_time_cap']:.0f} s cap)"
         traj_d = " → ".join(f"{t['rss_mb']:.1f}" for t in dl["trajectory"])
         traj_b = " → ".join(f"{t['rss_mb']:.1f}" for t in bl["trajectory"])
-        add(("3", f"RSS after {last_label} HTTP probes, MB (trajectory every 10-20k)",
-             f"{f(dl.get('rss_last_mb'), 1)} ({traj_d})", f"{f(bl.get('rss_last_mb'), 1)} ({traj_b})",
-             f"<= {GOAL_RSS_100K_MB:g}, flat after warm-up" if not data["quick"] else "(100k skipped in --quick)",
-             verdict(dl.get("rss_last_mb", math.inf) <= GOAL_RSS_100K_MB) if not data["quick"] else "n/a"))
+        add(
+            (
+                "3",
+                f"RSS after {last_label} HTTP probes, MB (trajectory every 10-20k)",
+                f"{f(dl.get('rss_last_mb'), 1)} ({traj_d})",
+                f"{f(bl.get('rss_last_mb'), 1)} ({traj_b})",
+                f"<= {GOAL_RSS_100K_MB:g}, flat after warm-up" if not data["quick"] else "(100k skipped in --quick)",
+                verdict(dl.get("rss_last_mb", math.inf) <= GOAL_RSS_100K_MB) if not data["quick"] else "n/a",
+            )
+        )
     cpu = data.get("cpu")
     if cpu and "ratio_median" in cpu:
         ratio = cpu["ratio_median"]
         data["cpu_ratio"] = ratio
-        add((
-            "2", f"CPU ratio daemon / blackbox at the same request rate: median (min-max) of {len(cpu['pairs'])} "
-            f"alternating pairs of {cpu['window_s']:.0f} s windows",
-            f"{f(ratio, 2)} ({f(cpu['ratio_min'], 2)}-{f(cpu['ratio_max'], 2)}); daemon "
-            f"{f(cpu['daemon_cpu_ms_median'], 3)} ms/request at {f(cpu['rate_median'], 0)}/s "
-            f"({cpu['probes']} probes of mlflow_read every 1 s)",
-            f"{f(cpu['blackbox_cpu_ms_median'], 3)} ms/probe at the daemon's rate of the same pair",
-            f"<= {GOAL_CPU_RATIO:g}", verdict(ratio <= GOAL_CPU_RATIO),
-        ))
+        add(
+            (
+                "2",
+                f"CPU ratio daemon / blackbox at the same request rate: median (min-max) of {len(cpu['pairs'])} "
+                f"alternating pairs of {cpu['window_s']:.0f} s windows",
+                f"{f(ratio, 2)} ({f(cpu['ratio_min'], 2)}-{f(cpu['ratio_max'], 2)}); daemon "
+                f"{f(cpu['daemon_cpu_ms_median'], 3)} ms/request at {f(cpu['rate_median'], 0)}/s "
+                f"({cpu['probes']} probes of mlflow_read every 1 s)",
+                f"{f(cpu['blackbox_cpu_ms_median'], 3)} ms/probe at the daemon's rate of the same pair",
+                f"<= {GOAL_CPU_RATIO:g}",
+                verdict(ratio <= GOAL_CPU_RATIO),
+            )
+        )
     for s in data.get("scale", []):
         missed = s.get("missed", 0) + s.get("skipped", 0)
         ok = missed == 0 and s.get("lag_p99_ms", math.inf) <= GOAL_LAG_P99_MS
         diagnostic = not s.get("alerting", True)
-        add((
-            "4", f"scale: {s['probes']} probes at 10 s ({s['targets']} targets)"
-            + (", alert engine disabled (diagnostic)" if diagnostic else ""),
-            f"missed+skipped {missed:.0f}, lag p50 {f(s.get('lag_p50_ms'), 1)} / p99 {f(s.get('lag_p99_ms'), 1)} ms "
-            f"(>50 ms: {f(s.get('lag_over_50ms'), 0)} of {f(s.get('lag_runs'), 0)}), CPU {f(s.get('cpu_share', 0) * 100, 1)} % "
-            f"of a core, RSS {f(s.get('rss_mb'), 1)} MB, runs {f(s.get('runs_in_window'), 0)}/{f(s.get('expected_runs'), 0)}"
-            f" in {data['plan']['scale_window']:.0f} s, failed {f(s.get('failed_runs'), 0)}",
-            "n/a (scraped by Prometheus per target)",
-            f"0 missed, p99 <= {GOAL_LAG_P99_MS:g} ms" if s["probes"] == 1000 else "",
-            verdict(ok) if s["probes"] == 1000 else "",
-        ))
+        add(
+            (
+                "4",
+                f"scale: {s['probes']} probes at 10 s ({s['targets']} targets)"
+                + (", alert engine disabled (diagnostic)" if diagnostic else ""),
+                f"missed+skipped {missed:.0f}, lag p50 {f(s.get('lag_p50_ms'), 1)} / p99 {f(s.get('lag_p99_ms'), 1)} ms "
+                f"(>50 ms: {f(s.get('lag_over_50ms'), 0)} of {f(s.get('lag_runs'), 0)}), CPU {f(s.get('cpu_share', 0) * 100, 1)} % "
+                f"of a core, RSS {f(s.get('rss_mb'), 1)} MB, runs {f(s.get('runs_in_window'), 0)}/{f(s.get('expected_runs'), 0)}"
+                f" in {data['plan']['scale_window']:.0f} s, failed {f(s.get('failed_runs'), 0)}",
+                "n/a (scraped by Prometheus per target)",
+                f"0 missed, p99 <= {GOAL_LAG_P99_MS:g} ms" if s["probes"] == 1000 else "",
+                verdict(ok) if s["probes"] == 1000 else "",
+            )
+        )
         if "metrics_median_ms" in s:
-            add((
-                "5", f"/metrics at {s['probes']} probes: GET incl. transfer, median of 20 on one keep-alive "
-                "connection (max); on a new connection after 10+ s without a scrape; size"
-                + (", alert engine disabled" if diagnostic else ""),
-                f"{f(s['metrics_median_ms'], 1)} ms (max {f(s['metrics_max_ms'], 1)}); "
-                f"{' / '.join(f(c, 1) for c in s['metrics_cold_ms'])} ms; {s['metrics_bytes'] / 1e6:.2f} MB, "
-                f"{s['metrics_series']} samples",
-                "n/a", f"<= {GOAL_METRICS_MS:g} ms",
-                verdict(s["metrics_median_ms"] <= GOAL_METRICS_MS and max(s["metrics_cold_ms"]) <= GOAL_METRICS_MS),
-            ))
+            add(
+                (
+                    "5",
+                    f"/metrics at {s['probes']} probes: GET incl. transfer, median of 20 on one keep-alive "
+                    "connection (max); on a new connection after 10+ s without a scrape; size"
+                    + (", alert engine disabled" if diagnostic else ""),
+                    f"{f(s['metrics_median_ms'], 1)} ms (max {f(s['metrics_max_ms'], 1)}); "
+                    f"{' / '.join(f(c, 1) for c in s['metrics_cold_ms'])} ms; {s['metrics_bytes'] / 1e6:.2f} MB, "
+                    f"{s['metrics_series']} samples",
+                    "n/a",
+                    f"<= {GOAL_METRICS_MS:g} ms",
+                    verdict(s["metrics_median_ms"] <= GOAL_METRICS_MS and max(s["metrics_cold_ms"]) <= GOAL_METRICS_MS),
+                )
+            )
     if "render_check" in data:
-        add(("5", "/metrics renderer vs prometheus_client generate_latest", data["render_check"], "", "same bytes",
-             verdict(data["render_check"] == "identical bytes") if data["render_check"].startswith(("identical", "**"))
-             else "n/a"))
+        add(
+            (
+                "5",
+                "/metrics renderer vs prometheus_client generate_latest",
+                data["render_check"],
+                "",
+                "same bytes",
+                verdict(data["render_check"] == "identical bytes")
+                if data["render_check"].startswith(("identical", "**"))
+                else "n/a",
+            )
+        )
     add(("6", "time to alert", "see README alerting section", "", "", ""))
     header = "| # | measure | synthetic-monitor daemon | blackbox_exporter | goal | met |\n|---|---|---|---|---|---|\n"
     return header + "\n".join("| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows)
@@ -1127,12 +1275,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.perf.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized smoke: fewer samples, 10k probes, short windows")
     parser.add_argument("--out", help="also write the figures as JSON to this file")
-    parser.add_argument("--only", action="append", choices=("fidelity", "cpu", "load", "scale"), help="run only these parts")
+    parser.add_argument(
+        "--only", action="append", choices=("fidelity", "cpu", "load", "scale"), help="run only these parts"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
-    parser.add_argument("--daemon-repo", help="run the daemon from this checkout instead (e.g. a `git worktree` of "
-                        "an older commit), for before/after figures")
-    parser.add_argument("--no-diagnostic", action="store_true",
-                        help="skip the extra 1,000-probe scale run with the alert engine disabled")
+    parser.add_argument(
+        "--daemon-repo",
+        help="run the daemon from this checkout instead (e.g. a `git worktree` of "
+        "an older commit), for before/after figures",
+    )
+    parser.add_argument(
+        "--no-diagnostic",
+        action="store_true",
+        help="skip the extra 1,000-probe scale run with the alert engine disabled",
+    )
     parser.add_argument("--_target", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._target:
@@ -1153,13 +1309,20 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --daemon-repo {args.daemon_repo}"
 
     data: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "versions": versions(),
         "quick": args.quick,
         "command": command,
-        "plan": {"cpu_pairs": plan.cpu_pairs, "cpu_window": plan.cpu_window, "load_probes": plan.load_probes, "scale_window": plan.scale_window, "load_time_cap": plan.load_time_cap,
-                 "fidelity_samples": plan.fidelity_samples, "fidelity_samples_1s": plan.fidelity_samples_1s},
+        "plan": {
+            "cpu_pairs": plan.cpu_pairs,
+            "cpu_window": plan.cpu_window,
+            "load_probes": plan.load_probes,
+            "scale_window": plan.scale_window,
+            "load_time_cap": plan.load_time_cap,
+            "fidelity_samples": plan.fidelity_samples,
+            "fidelity_samples_1s": plan.fidelity_samples_1s,
+        },
     }
     workdir = Path(tempfile.mkdtemp(prefix="synthetic-bench-"))
     specs = {f"d{d}": d / 1000 for d in DELAYS_MS} | {f"b{d}": d / 1000 for d in DELAYS_MS}

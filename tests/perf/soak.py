@@ -96,7 +96,7 @@ def pool_connections(daemon: Any) -> int:
 def measure(daemon: Any) -> dict[str, float]:
     gc.collect()
     targets = fd_targets()
-    sockets = {t[len("socket:["):-1] for t in targets if t.startswith("socket:[")}
+    sockets = {t[len("socket:[") : -1] for t in targets if t.startswith("socket:[")}
     return {
         "rss_mb": rss_bytes() / 2**20,
         "fds": len(targets),
@@ -153,9 +153,22 @@ class CountingSink:
 def start_proxy() -> tuple[subprocess.Popen[str], str]:
     faults = [f for f in FAULTS.values() if f] + [HOOK_FAULT]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.faultproxy", "--upstream", "http://127.0.0.1:9", "--port", "0",
-         "--fault", json.dumps(faults)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.faultproxy",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--port",
+            "0",
+            "--fault",
+            json.dumps(faults),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -171,15 +184,27 @@ def build_config(proxy_url: str, refused_url: str, per_fault: int, interval: flo
         url = refused_url if spec is None else f"{proxy_url}{spec['path'].rstrip('/')}"
         targets.append({"name": fault, "kind": "mlflow", "url": url})
         for i in range(per_fault):
-            probes.append({"name": f"{fault}_{i}", "target": fault, "scenario": "mlflow_read",
-                           "interval": interval, "timeout": interval * 0.8})
+            probes.append(
+                {
+                    "name": f"{fault}_{i}",
+                    "target": fault,
+                    "scenario": "mlflow_read",
+                    "interval": interval,
+                    "timeout": interval * 0.8,
+                }
+            )
     return {
         "log": {"level": "info", "format": "json"},
         "targets": targets,
         "probes": probes,
-        "alerting": {"startup_grace": 0, "failure_threshold": 2, "retry_backoff": "100ms", "retry_attempts": 2,
-                     "resend_interval": "2s",
-                     "receivers": [{"kind": "webhook", "url": f"{proxy_url}/hook"}]},
+        "alerting": {
+            "startup_grace": 0,
+            "failure_threshold": 2,
+            "retry_backoff": "100ms",
+            "retry_attempts": 2,
+            "resend_interval": "2s",
+            "receivers": [{"kind": "webhook", "url": f"{proxy_url}/hook"}],
+        },
     }
 
 
@@ -190,8 +215,7 @@ async def soak(runs: int, warmup: int, per_fault: int, interval: float, progress
 
     proxy, proxy_url = start_proxy()
     try:
-        config = Config.model_validate(build_config(proxy_url, f"http://127.0.0.1:{free_port()}", per_fault,
-                                                    interval))
+        config = Config.model_validate(build_config(proxy_url, f"http://127.0.0.1:{free_port()}", per_fault, interval))
         devnull = open(os.devnull, "w")
         configure_logging(config.log.level, config.log.format, config.secret_values(), stream=devnull)
         daemon = Daemon(config, listen="127.0.0.1:0")
@@ -217,8 +241,12 @@ async def soak(runs: int, warmup: int, per_fault: int, interval: float, progress
                     warm_at = time.monotonic()
                     warm_runs = counter.runs
                 if progress:
-                    print(f"  {counter.runs:>6} runs  rss {figures['rss_mb']:.1f} MB  fds {figures['fds']:.0f}  "
-                          f"tasks {figures['asyncio_tasks']:.0f}", file=sys.stderr, flush=True)
+                    print(
+                        f"  {counter.runs:>6} runs  rss {figures['rss_mb']:.1f} MB  fds {figures['fds']:.0f}  "
+                        f"tasks {figures['asyncio_tasks']:.0f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 next_sample += step
             await asyncio.sleep(0.05)
         final = await quiescent_measure(daemon)
@@ -228,8 +256,10 @@ async def soak(runs: int, warmup: int, per_fault: int, interval: float, progress
         samples.append((end_runs, final))
         events = {
             (s.labels["probe"], s.labels["event"]): s.value
-            for metric in daemon.registry.collect() if metric.name == "synthetic_monitor_job_events"
-            for s in metric.samples if s.name.endswith("_total")
+            for metric in daemon.registry.collect()
+            if metric.name == "synthetic_monitor_job_events"
+            for s in metric.samples
+            if s.name.endswith("_total")
         }
         # Let the runs the resumed scheduler just submitted start before stopping: a stop landing
         # in that very loop iteration cancels them (see tests/test_scale.py, the stop race).
@@ -284,12 +314,16 @@ def table(report: dict[str, Any]) -> str:
     for label, key, fmt in rows:
         a, b, g = report["after_warmup"][key], report["end"][key], report["growth"][key]
         peak = max(sample[key] for sample in report["samples"])
-        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {'+' if g >= 0 else ''}{fmt.format(g)} "
-                     f"| {fmt.format(peak)} |")
+        lines.append(
+            f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {'+' if g >= 0 else ''}{fmt.format(g)} "
+            f"| {fmt.format(peak)} |"
+        )
     lines.append("")
-    lines.append(f"{report['runs']} runs ({report['ok_runs']} passed) by {report['probes']} probes every "
-                 f"{report['interval_seconds']}s in {report['elapsed_seconds']}s "
-                 f"({report['runs_per_second']} runs/s after warm-up); scheduler events: {report['job_events']}")
+    lines.append(
+        f"{report['runs']} runs ({report['ok_runs']} passed) by {report['probes']} probes every "
+        f"{report['interval_seconds']}s in {report['elapsed_seconds']}s "
+        f"({report['runs_per_second']} runs/s after warm-up); scheduler events: {report['job_events']}"
+    )
     lines.append("failures: " + ", ".join(f"{k} x{v}" for k, v in report["reasons"].items()))
     return "\n".join(lines)
 
@@ -299,8 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10000, help="failing runs in total (default 10000)")
     parser.add_argument("--warmup", type=int, default=None, help="runs before the baseline (default runs/10, >= 100)")
     parser.add_argument("--per-fault", type=int, default=20, help="probes per fault kind (default 20)")
-    parser.add_argument("--interval", type=float, default=0.5,
-                        help="probe interval in seconds (default 0.5; the deadline is 80 %% of it)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.5,
+        help="probe interval in seconds (default 0.5; the deadline is 80 %% of it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.runs < 10:

@@ -52,9 +52,10 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import yaml
@@ -127,22 +128,52 @@ def alertmanager_config(hook: WebhookServer) -> dict[str, Any]:
 def start_prometheus_path(work: Path, daemon_port: int, hook: WebhookServer) -> tuple[list[Proc], str]:
     am_port, prom_port = free_port(), free_port()
     (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(hook)))
-    procs = [start_proc("alertmanager", [
-        str(ALERTMANAGER), f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am-data'}",
-        f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
-    ], work, f"http://127.0.0.1:{am_port}/-/ready", timeout=60)]
+    procs = [
+        start_proc(
+            "alertmanager",
+            [
+                str(ALERTMANAGER),
+                f"--config.file={work / 'alertmanager.yml'}",
+                f"--storage.path={work / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",
+            ],
+            work,
+            f"http://127.0.0.1:{am_port}/-/ready",
+            timeout=60,
+        )
+    ]
     try:
-        (work / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": f"{SCRAPE:g}s", "evaluation_interval": f"{SCRAPE:g}s",
-                       "scrape_timeout": "10s"},
-            "rule_files": [str(RULES)],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{daemon_port}"]}]}],
-        }))
-        procs.append(start_proc("prometheus", [
-            str(PROMETHEUS), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom-data'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ], work, f"http://127.0.0.1:{prom_port}/-/ready", timeout=60))
+        (work / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {
+                        "scrape_interval": f"{SCRAPE:g}s",
+                        "evaluation_interval": f"{SCRAPE:g}s",
+                        "scrape_timeout": "10s",
+                    },
+                    "rule_files": [str(RULES)],
+                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+                    "scrape_configs": [
+                        {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{daemon_port}"]}]}
+                    ],
+                }
+            )
+        )
+        procs.append(
+            start_proc(
+                "prometheus",
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={work / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={work / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                work,
+                f"http://127.0.0.1:{prom_port}/-/ready",
+                timeout=60,
+            )
+        )
     except Exception:
         for proc in procs:
             proc.stop()
@@ -165,10 +196,15 @@ def daemon_config(setup: Setup, mlflow_url: str, hook: WebhookServer) -> dict[st
         "log": {"format": "json", "level": "debug"},  # debug: alert_notification_sent, for the timeline
         "targets": [{"name": "mlflow", "kind": "mlflow", "url": mlflow_url}],
         # timeout left out: the default deadline, 80 % of the interval.
-        "probes": [{"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read",
-                    "interval": f"{setup.interval:g}s"}],
-        "alerting": {"failure_threshold": setup.failure_threshold, "success_threshold": setup.failure_threshold,
-                     "startup_grace": "0s", "receivers": [{"kind": "webhook", "url": f"{hook.url}/daemon"}]},
+        "probes": [
+            {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": f"{setup.interval:g}s"}
+        ],
+        "alerting": {
+            "failure_threshold": setup.failure_threshold,
+            "success_threshold": setup.failure_threshold,
+            "startup_grace": "0s",
+            "receivers": [{"kind": "webhook", "url": f"{hook.url}/daemon"}],
+        },
     }
 
 
@@ -179,8 +215,11 @@ def first_firing(hook: WebhookServer, alertname: str, since: float) -> float | N
             continue
         for alert in body.get("alerts") or []:
             labels = alert.get("labels") or {}
-            if (alert.get("status") == "firing" and labels.get("alertname") == alertname
-                    and labels.get("probe") == "mlflow_read"):
+            if (
+                alert.get("status") == "firing"
+                and labels.get("alertname") == alertname
+                and labels.get("probe") == "mlflow_read"
+            ):
                 return float(entry["received_at"])
     return None
 
@@ -258,7 +297,7 @@ def run_cell(cell: Cell, root: Path, with_prometheus: bool, stop: threading.Even
                     procs, prom_url = start_prometheus_path(rep_dir, daemon.port, hook_b)
                 daemon.start()
 
-                def passing() -> bool:
+                def passing(daemon: DaemonProcess = daemon) -> bool:
                     try:
                         last = httpx.get(f"{daemon.url}/status", timeout=2).json()["probes"][0]["last"]
                     except (httpx.HTTPError, ValueError, KeyError, IndexError):
@@ -267,7 +306,7 @@ def run_cell(cell: Cell, root: Path, with_prometheus: bool, stop: threading.Even
 
                 wait_until(passing, setup.interval + 30, "passing run", stop)
                 if prom_url is not None:
-                    wait_until(lambda: prom_has_scraped(prom_url), 3 * SCRAPE + 10, "Prometheus scrape", stop)
+                    wait_until(lambda url=prom_url: prom_has_scraped(url), 3 * SCRAPE + 10, "Prometheus scrape", stop)
                 time.sleep(random.uniform(0, setup.interval))  # a random phase of the probe schedule
                 if stop.is_set():
                     return
@@ -290,8 +329,10 @@ def run_cell(cell: Cell, root: Path, with_prometheus: bool, stop: threading.Even
                     cell.prometheus.append(None if got_b is None else got_b - fault_at)
                 b = f"{_fmt(cell.prometheus[-1])} s" if prom_url else "-"
                 detail = daemon_timeline(daemon.log_text(), alertname, fault_at, got_a)
-                cell.details.append(f"{setup.name}/{fault} #{rep + 1}: daemon push {_fmt(cell.daemon[-1])} s "
-                                    f"({detail}); Prometheus path {b}")
+                cell.details.append(
+                    f"{setup.name}/{fault} #{rep + 1}: daemon push {_fmt(cell.daemon[-1])} s "
+                    f"({detail}); Prometheus path {b}"
+                )
                 say(cell.details[-1])
             finally:
                 if daemon.proc is not None:
@@ -336,14 +377,22 @@ def table(cells: list[Cell], with_prometheus: bool) -> str:
     for cell in cells:
         s, alert = cell.setup, ALERT_FOR[cell.fault]
         config = f"{s.name} ({s.interval:g} s, threshold {s.failure_threshold})"
-        ok = "" if not cell.daemon or all(v is not None and v <= s.daemon_bound(cell.fault) for v in cell.daemon) \
+        ok = (
+            ""
+            if not cell.daemon or all(v is not None and v <= s.daemon_bound(cell.fault) for v in cell.daemon)
             else " **missed**"
-        rows.append(f"| {cell.fault} | {config} | daemon push | {alert} | "
-                    + " | ".join(stats(cell.daemon, s.cap)) + f" | {s.daemon_target(cell.fault)}{ok} |")
+        )
+        rows.append(
+            f"| {cell.fault} | {config} | daemon push | {alert} | "
+            + " | ".join(stats(cell.daemon, s.cap))
+            + f" | {s.daemon_target(cell.fault)}{ok} |"
+        )
         if with_prometheus:
-            rows.append(f"| {cell.fault} | {config} | rules -> Alertmanager | {alert} | "
-                        + " | ".join(stats(cell.prometheus, s.cap))
-                        + f" | worst case ~{s.prometheus_bound(cell.fault):g} s |")
+            rows.append(
+                f"| {cell.fault} | {config} | rules -> Alertmanager | {alert} | "
+                + " | ".join(stats(cell.prometheus, s.cap))
+                + f" | worst case ~{s.prometheus_bound(cell.fault):g} s |"
+            )
     return "\n".join(rows)
 
 
@@ -369,16 +418,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the fast config")
     parser.add_argument("--repeats", type=int, default=SETUPS["fast"].repeats, help="repetitions of the fast cells")
     parser.add_argument("--out", type=Path, help="also write the raw figures here as JSON")
-    parser.add_argument("--only", action="append", metavar="CONFIG/FAULT",
-                        help="run only this cell, e.g. default/killed (repeatable)")
+    parser.add_argument(
+        "--only", action="append", metavar="CONFIG/FAULT", help="run only this cell, e.g. default/killed (repeatable)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs of every process)")
     args = parser.parse_args(argv)
     with_prometheus = bool(PROMETHEUS and ALERTMANAGER)
     setups = [SETUPS["fast"]] if args.quick else [SETUPS["default"], SETUPS["fast"]]
-    setups = [Setup(s.name, s.interval, s.failure_threshold, args.repeats if s.name == "fast" else s.repeats, s.cap)
-              for s in setups]
-    cells = [Cell(s, fault) for s in setups for fault in ("killed", "hung")
-             if not args.only or f"{s.name}/{fault}" in args.only]
+    setups = [
+        Setup(s.name, s.interval, s.failure_threshold, args.repeats if s.name == "fast" else s.repeats, s.cap)
+        for s in setups
+    ]
+    cells = [
+        Cell(s, fault)
+        for s in setups
+        for fault in ("killed", "hung")
+        if not args.only or f"{s.name}/{fault}" in args.only
+    ]
     root = Path(tempfile.mkdtemp(prefix="time-to-alert-"))
     lock = threading.Lock()
     started = time.monotonic()
@@ -390,8 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     if not with_prometheus:
         say("prometheus/alertmanager not installed: measuring the daemon push path only")
     stop = threading.Event()
-    threads = [threading.Thread(target=run_cell, args=(c, root, with_prometheus, stop, say),
-                                name=f"{c.setup.name}-{c.fault}", daemon=True) for c in cells]
+    threads = [
+        threading.Thread(
+            target=run_cell, args=(c, root, with_prometheus, stop, say), name=f"{c.setup.name}-{c.fault}", daemon=True
+        )
+        for c in cells
+    ]
     try:
         for thread in threads:
             thread.start()
@@ -410,19 +470,25 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     elapsed = time.monotonic() - started
 
-    print(f"## Time to alert ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"{platform.node()}, {os.cpu_count()} CPUs, {elapsed / 60:.1f} min)\n")
-    print(f"`{' '.join(['python -m tests.perf.time_to_alert', *(argv if argv is not None else sys.argv[1:])])}` "
-          f"-- {versions()}\n")
+    print(
+        f"## Time to alert ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.node()}, {os.cpu_count()} CPUs, {elapsed / 60:.1f} min)\n"
+    )
+    print(
+        f"`{' '.join(['python -m tests.perf.time_to_alert', *(argv if argv is not None else sys.argv[1:])])}` "
+        f"-- {versions()}\n"
+    )
     print(table(cells, with_prometheus))
     print()
-    print("Fault at a random phase of the schedule; time = webhook receive time of the first firing "
-          "notification minus the fault. Targets (issue 4): killed within one interval plus a second at "
-          "threshold 1; hung within interval plus deadline. `default`: interval 30 s, deadline 24 s, "
-          "thresholds 2 (so two runs: 2 x interval), measured once per cell (minutes each); `fast`: "
-          f"interval 5 s, deadline 4 s, threshold 1, {args.repeats} runs per cell. Prometheus path: shipped "
-          f"rules.yml (for: 1m on SyntheticProbeFailing, none on SyntheticProbeTimeout), scrape/eval "
-          f"{SCRAPE:g} s, shipped alertmanager.yml routing (group_wait 10 s critical, 30 s warning).")
+    print(
+        "Fault at a random phase of the schedule; time = webhook receive time of the first firing "
+        "notification minus the fault. Targets (issue 4): killed within one interval plus a second at "
+        "threshold 1; hung within interval plus deadline. `default`: interval 30 s, deadline 24 s, "
+        "thresholds 2 (so two runs: 2 x interval), measured once per cell (minutes each); `fast`: "
+        f"interval 5 s, deadline 4 s, threshold 1, {args.repeats} runs per cell. Prometheus path: shipped "
+        f"rules.yml (for: 1m on SyntheticProbeFailing, none on SyntheticProbeTimeout), scrape/eval "
+        f"{SCRAPE:g} s, shipped alertmanager.yml routing (group_wait 10 s critical, 30 s warning)."
+    )
     print("\nPer measurement (seconds after the fault):\n")
     for cell in cells:
         for detail in cell.details:
@@ -431,9 +497,22 @@ def main(argv: list[str] | None = None) -> int:
         for error in cell.errors:
             print(f"\nerror in {cell.setup.name}/{cell.fault}: {error}")
     if args.out:
-        args.out.write_text(json.dumps([
-            {"config": c.setup.name, "fault": c.fault, "daemon_seconds": c.daemon,
-             "prometheus_seconds": c.prometheus, "details": c.details, "errors": c.errors} for c in cells], indent=2))
+        args.out.write_text(
+            json.dumps(
+                [
+                    {
+                        "config": c.setup.name,
+                        "fault": c.fault,
+                        "daemon_seconds": c.daemon,
+                        "prometheus_seconds": c.prometheus,
+                        "details": c.details,
+                        "errors": c.errors,
+                    }
+                    for c in cells
+                ],
+                indent=2,
+            )
+        )
     return 1 if any(c.errors for c in cells) else 0
 
 

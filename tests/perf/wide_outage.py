@@ -155,8 +155,9 @@ def phase_figures(before: str, after: str, seconds: float) -> dict[str, Any]:
     b0, b1 = lag_buckets(before), lag_buckets(after)
     window = {le: b1[le] - b0.get(le, 0.0) for le in b1}
     runs = total(after, "synthetic_probe_runs_total") - total(before, "synthetic_probe_runs_total")
-    failed = (total(after, "synthetic_probe_runs_total", result="failure")
-              - total(before, "synthetic_probe_runs_total", result="failure"))
+    failed = total(after, "synthetic_probe_runs_total", result="failure") - total(
+        before, "synthetic_probe_runs_total", result="failure"
+    )
 
     def delta(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)
@@ -185,19 +186,34 @@ def measure(workdir: Path, phase_seconds: float, state_file_on: bool = True) -> 
     receivers = Receivers()
     port = closed_port()
     targets = [mlflow_target(f"t{i}", f"http://{LOCAL}:{port}") for i in range(PROBES // PER_TARGET)]
-    probes = [{"name": f"p{i}", "target": f"t{i // PER_TARGET}", "scenario": "mlflow_read", "interval": "10s",
-               "timeout": f"{TIMEOUT:g}s"} for i in range(PROBES)]
+    probes = [
+        {
+            "name": f"p{i}",
+            "target": f"t{i // PER_TARGET}",
+            "scenario": "mlflow_read",
+            "interval": "10s",
+            "timeout": f"{TIMEOUT:g}s",
+        }
+        for i in range(PROBES)
+    ]
     state_file = workdir / "alert-state.json"
     alerting = {
-        "failure_threshold": 2, "success_threshold": 2, "startup_grace": "0s",
+        "failure_threshold": 2,
+        "success_threshold": 2,
+        "startup_grace": "0s",
         **({"state_file": str(state_file)} if state_file_on else {}),
         "receivers": [
             {"kind": "alertmanager", "name": "am", "url": f"http://{LOCAL}:{receivers.port}"},
             {"kind": "webhook", "name": "hook", "url": f"http://{LOCAL}:{receivers.port}/hook"},
         ],
     }
-    out: dict[str, Any] = {"probes": PROBES, "interval_s": INTERVAL, "timeout_s": TIMEOUT, "phases": {},
-                           "state_file": state_file_on}
+    out: dict[str, Any] = {
+        "probes": PROBES,
+        "interval_s": INTERVAL,
+        "timeout_s": TIMEOUT,
+        "phases": {},
+        "state_file": state_file_on,
+    }
     hang: Proc | None = None
     started = time.monotonic()
     daemon = Daemon(workdir, "daemon-wide-outage", probes, targets, extra={"alerting": alerting})
@@ -297,8 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-seconds", type=float, default=60.0, help="length of each phase (default 60)")
     parser.add_argument("--out", help="also write the figures as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
-    parser.add_argument("--no-state-file", action="store_true",
-                        help="diagnostic: alerting on but without alerting.state_file, to see what the file costs")
+    parser.add_argument(
+        "--no-state-file",
+        action="store_true",
+        help="diagnostic: alerting on but without alerting.state_file, to see what the file costs",
+    )
     parser.add_argument("--_hang", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._hang:
@@ -310,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_state_file:
         command += " --no-state-file"
     data: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "versions": versions(),
         "command": command,

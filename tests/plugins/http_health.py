@@ -33,8 +33,9 @@ class HealthGauges(MetricFamilies):
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__(registry)
-        self.body_bytes = Gauge("synthetic_http_health_body_bytes", "Size of the last health answer.", ["target"],
-                                registry=registry)
+        self.body_bytes = Gauge(
+            "synthetic_http_health_body_bytes", "Size of the last health answer.", ["target"], registry=registry
+        )
 
     def observe(self, result: ProbeResult) -> None:
         size = getattr(result.facts, "body_bytes", None)
@@ -51,8 +52,7 @@ class HealthGauges(MetricFamilies):
 
 async def run_health(run: ScenarioRun, options: HealthOptions) -> None:
     async with run.step("health") as step:
-        answer = await step.request("GET", options.path, expect={options.expect_status},
-                                    headers={"Accept": "*/*"})
+        answer = await step.request("GET", options.path, expect={options.expect_status}, headers={"Accept": "*/*"})
         run.facts = dataclasses.replace(run.facts, body_bytes=len(answer.body))
 
 
