@@ -125,7 +125,10 @@ def test_every_probe_runs_exactly_k_times_per_interval_across_the_fleet(fleet: l
     assert {p: sorted(m) for p, m in holders.items()} == expected  # a probe's series exist only where it runs
     total = sum(sum(d.values()) for d in deltas)
     # Across the fleet: K runs per probe per interval, within the window's uncertainty.
-    assert k * shortest / INTERVAL * 0.97 <= total / len(PROBES) <= k * longest / INTERVAL * 1.03, (
+    # 10 % slack below: runs are counted when they end, and a loaded machine starts some a little
+    # late, past the window's end (seen: 1.94 runs per probe in a 10.0 s window). K - 1 or K + 1
+    # would be 50 % off, so K is still pinned.
+    assert k * shortest / INTERVAL * 0.9 <= total / len(PROBES) <= k * longest / INTERVAL * 1.03, (
         total,
         shortest,
         longest,
