@@ -85,8 +85,8 @@ class JobRunner:
             self.background(self.delete_stale_runs(only=probe.name, artifacts=leftovers))
 
     async def delete_stale_runs(self, only: str | None = None, artifacts: list[str] | None = None) -> None:
-        """Start-up janitor: what a killed daemon left behind (each scenario's `janitor` hook,
-        e.g. mlflow.delete_stale_runs and mlflow_registry.delete_stale_versions).
+        """Start-up janitor: what a killed daemon left behind (each scenario's `janitor` hook:
+        the write paths' stale runs, the registry path's stale versions).
 
         Also run for one probe after a run of it may have left something behind
         (`Facts.sweep_pending`), with what the run knew it left (its scenario's `sweep`)."""
