@@ -167,8 +167,24 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> DaemonProcess:
+        for attempt in range(3):
+            self._spawn()
+            try:
+                self.wait_ready()
+                return self
+            except RuntimeError:
+                # Our free port was taken between free_port() and the daemon's bind (seen: by
+                # an outgoing connection's ephemeral port while 300 probes connect): another port.
+                assert self.proc is not None
+                if attempt == 2 or self.proc.poll() != 2 or "listen_failed" not in self.log_text():
+                    raise
+                self._log.close()
+                self.port = free_port()
+        return self
+
+    def _spawn(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -187,8 +203,6 @@ class DaemonProcess:
             env=env,
             start_new_session=True,
         )
-        self.wait_ready()
-        return self
 
     def wait_ready(self) -> None:
         wait_http(f"{self.url}/healthz", timeout=30, proc=self.proc)
