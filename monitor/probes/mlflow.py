@@ -172,28 +172,36 @@ async def _read_version(run: ScenarioRun, step: Step) -> None:
     run.facts = dataclasses.replace(run.facts, target_version=version)  # the base Facts field
 
 
+def probe_tags(probe: str, member: str) -> list[dict[str, str]]:
+    """What marks what a probe writes (runs, model versions): synthetic, whose probe, and in
+    a fleet whose member, so the janitors find their own leftovers and nobody else's."""
+    tags = [{"key": SYNTHETIC_TAG, "value": "true"}, {"key": PROBE_TAG, "value": probe}]
+    return tags + ([{"key": MEMBER_TAG, "value": member}] if member else [])
+
+
+async def create_probe_run(step: Step, run: ScenarioRun, experiment_id: str) -> tuple[str, str]:
+    """runs/create for the write and registry paths: (run id, artifact URI)."""
+    probe = run.probe_name or "probe"
+    now_ms = int(time.time() * 1000)
+    body = {
+        "experiment_id": experiment_id,
+        "start_time": now_ms,
+        "run_name": f"synthetic-{probe}-{now_ms}",
+        "tags": probe_tags(probe, run.member),
+    }
+    response = await step.request("POST", f"{API}/runs/create", json_body=body)
+    info = _dig(step, response.json_object(), "run", "info")
+    return _require_str(step, info, "run_id"), str(info.get("artifact_uri", ""))
+
+
 async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
     async with run.step("experiment_get_or_create") as step:
         experiment_id = await _experiment_get_or_create(step, options.experiment_name)
     run_id: str | None = None
     try:
         async with run.step("runs_create") as step:
-            now_ms = int(time.time() * 1000)
-            body = {
-                "experiment_id": experiment_id,
-                "start_time": now_ms,
-                "run_name": f"synthetic-{run.probe_name or 'probe'}-{now_ms}",
-                "tags": [
-                    {"key": SYNTHETIC_TAG, "value": "true"},
-                    {"key": PROBE_TAG, "value": run.probe_name or "probe"},
-                    *([{"key": MEMBER_TAG, "value": run.member}] if run.member else []),
-                ],
-            }
-            info = _dig(
-                step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info"
-            )
-            run_id = created = _require_str(step, info, "run_id")
-            artifact_uri = str(info.get("artifact_uri", ""))
+            created, artifact_uri = await create_probe_run(step, run, experiment_id)
+            run_id = created
         metric_value = round(random.uniform(0.0, 1000.0), 6)
         param_value = secrets.token_hex(8)
         async with run.step("runs_log_metric") as step:

@@ -35,9 +35,11 @@ from monitor.probes.mlflow import (
     _dig,
     _experiment_get_or_create,
     _require_str,
+    create_probe_run,
     delete_leftover_artifacts,
     delete_stale_runs,
     explain,
+    probe_tags,
 )
 from monitor.results import Reason
 
@@ -65,18 +67,9 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
     probe = run.probe_name or "probe"
     try:
         async with run.step("runs_create") as step:
-            now_ms = int(time.time() * 1000)
-            body = {
-                "experiment_id": experiment_id,
-                "start_time": now_ms,
-                "run_name": f"synthetic-{probe}-{now_ms}",
-                "tags": _tags(probe, run.member),
-            }
-            info = _dig(
-                step, (await step.request("POST", f"{API}/runs/create", json_body=body)).json_object(), "run", "info"
-            )
-            run_id = new_run = _require_str(step, info, "run_id")
-            artifact_uri = str(info.get("artifact_uri", "")).rstrip("/")
+            new_run, artifact_uri = await create_probe_run(step, run, experiment_id)
+            run_id = new_run
+            artifact_uri = artifact_uri.rstrip("/")
         # Set before the request: a PUT that timed out may still have stored the file.
         artifact = _artifact_path(experiment_id, new_run, artifact_uri, f"{ARTIFACT_DIR}/MLmodel")
         async with run.step("artifact_put") as step:
@@ -138,12 +131,6 @@ async def _registered_model_get_or_create(step: Step, name: str) -> None:
     check_status(found, {200, 404})  # it exists but we may not read it: that 403 is the failure
 
 
-def _tags(probe: str, member: str) -> list[dict[str, str]]:
-    """What marks the probe's run and version: synthetic, whose probe, and in a fleet whose member."""
-    tags = [{"key": SYNTHETIC_TAG, "value": "true"}, {"key": PROBE_TAG, "value": probe}]
-    return tags + ([{"key": MEMBER_TAG, "value": member}] if member else [])
-
-
 async def _create_version(run: ScenarioRun, step: Step, model: str, source: str, run_id: str, probe: str) -> str:
     """Register the run's artifact as a new version and wait until MLflow says READY."""
     body = {
@@ -151,7 +138,7 @@ async def _create_version(run: ScenarioRun, step: Step, model: str, source: str,
         "source": source,
         "run_id": run_id,
         "description": "synthetic-monitor probe version, deleted at the end of the run",
-        "tags": _tags(probe, run.member),
+        "tags": probe_tags(probe, run.member),
     }
     created = _dig(
         step,
