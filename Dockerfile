@@ -10,7 +10,7 @@
 # Stage 1 builds the project's wheel; stage 2 installs that wheel (and its runtime
 # dependencies, pinned by deploy/constraints.txt) into a clean slim image and then
 # removes pip/setuptools/wheel, so no build tooling ships. The wheel holds no test
-# stand-ins (pyproject.toml excludes monitor/standin; .dockerignore keeps it out too). The image runs as the fixed non-root UID/GID 10001 and
+# stand-ins (they live in tests/standin/, outside the package and the build context). The image runs as the fixed non-root UID/GID 10001 and
 # works with a read-only root filesystem: no bytecode is written, and anything the
 # daemon writes (e.g. alerting.state_file) goes to /var/lib/synthetic-monitor,
 # which Kubernetes mounts as an emptyDir (deploy/kubernetes).

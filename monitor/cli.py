@@ -19,10 +19,10 @@ from monitor.config import Config, ConfigError, load_config, parse_listen
 from monitor.fleet import identity
 from monitor.logsetup import Redactor, configure_logging
 from monitor.pipeline import CrossCheck, Pipeline, Redact
-from monitor.probes import SCENARIOS
-from monitor.probes.runner import run_probe
 from monitor.report import RENDERERS, ProbeRuns
 from monitor.results import ProbeResult
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import run_probe
 from monitor.slo.command import add_parser as add_slo_parser
 from monitor.slo.command import run_slo
 
@@ -79,9 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
         try:
-            from monitor.standin.demo import run_demo
+            from tests.standin.demo import run_demo
         except ModuleNotFoundError as exc:
-            if not (exc.name or "").startswith("monitor.standin"):
+            if not (exc.name or "").startswith("tests.standin"):
                 raise
             # The wheel and the image ship no stand-ins (monitor/standin is excluded).
             print(
@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--listen {exc}") from None
     web_config = None
     if args.web_config_file:
-        from monitor.webconfig import load_web_config
+        from monitor.web.webconfig import load_web_config
 
         web_config = load_web_config(args.web_config_file)
         if web_config.tls is not None and config.tls is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from monitor import __version__
 from monitor.config import TargetConfig
-from monitor.http import TargetClient
-from monitor.probes import KINDS
+from monitor.http.client import TargetClient
+from monitor.scenario.registry import KINDS
 
 
 def make_client(target: TargetConfig) -> TargetClient:

@@ -24,24 +24,24 @@ from monitor.alerting.quorum import QuorumGate
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
-from monitor.endpoints import EndpointLogic
 from monitor.events import ConfigLoaded, Event, Heartbeat
 from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhooks
-from monitor.http import TargetClient, redact_url
+from monitor.http.client import TargetClient, redact_url
 from monitor.jobs import JobRunner
 from monitor.logsetup import Redactor, configure_logging
 from monitor.pipeline import CrossCheck, Pipeline, Redact
-from monitor.probes import SCENARIOS
 from monitor.results import ProbeResult
+from monitor.scenario.registry import SCENARIOS
 from monitor.scheduler import ProbeScheduler
-from monitor.server import Endpoints, MonitorHTTPServer
 from monitor.sinks import Sink
 from monitor.sinks.errors import SinkErrors
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.history import HistorySink
 from monitor.sinks.logging import LogSink
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
-from monitor.webconfig import ServerSecurity, ServerTLS, WebConfig
+from monitor.web.endpoints import EndpointLogic
+from monitor.web.server import Endpoints, MonitorHTTPServer
+from monitor.web.webconfig import ServerSecurity, ServerTLS, WebConfig
 
 STOP_GRACE_SECONDS = 6.0
 ALERT_FLUSH_SECONDS = 2.0

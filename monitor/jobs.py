@@ -18,11 +18,11 @@ from typing import Any
 import structlog
 
 from monitor.config import ProbeConfig, TargetConfig
-from monitor.http import TargetClient
+from monitor.http.client import TargetClient
 from monitor.pipeline import Pipeline
-from monitor.probes import SCENARIOS
-from monitor.probes.runner import run_probe
 from monitor.results import ProbeResult
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import run_probe
 
 
 class JobRunner:

@@ -17,8 +17,8 @@ import structlog
 
 from monitor.diagnosis import is_monitor_fault
 from monitor.events import Event, JobEvent
-from monitor.probes import SCENARIOS
 from monitor.results import ProbeResult
+from monitor.scenario.registry import SCENARIOS
 from monitor.sinks import Sink
 from monitor.sinks.errors import SinkErrors
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from monitor.http import TargetClient, check_status
+from monitor.http.client import TargetClient, check_status
 from monitor.results import StepFailure
 
 Handler = Callable[["Conn"], Awaitable[None]]

@@ -33,9 +33,9 @@ from monitor.alerting.sink import AlertSink
 from monitor.alerting.state import load_state
 from monitor.config import AlertingConfig, load_config
 from monitor.daemon import Daemon
-from monitor.standin.webhook import serve_in_thread
 from tests.faultproxy import FaultProxy
 from tests.servers import DaemonProcess, MlflowServer
+from tests.standin.webhook import serve_in_thread
 from tests.test_notifiers import (
     alerting,
     counted,

@@ -36,8 +36,8 @@ import httpx
 import pytest
 import yaml
 
-from monitor.standin.webhook import WebhookServer, serve_in_thread
 from tests.servers import DaemonProcess, MlflowServer, Proc, free_port, start_proc
+from tests.standin.webhook import WebhookServer, serve_in_thread
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"

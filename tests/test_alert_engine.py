@@ -24,7 +24,7 @@ from monitor.alerting.alerts import (
 from monitor.alerting.engine import AlertEngine
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
-from monitor.probes.asgard import AsgardFacts
+from monitor.probes.asgard.scenario import AsgardFacts
 from monitor.results import NO_FACTS, Facts, ProbeResult, Reason, StepResult
 
 PROBES = [("mlflow_read", "mlflow"), ("asgard_api", "asgard"), ("mlflow_write", "mlflow")]

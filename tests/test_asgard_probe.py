@@ -10,15 +10,15 @@ import httpx
 import pytest
 
 from monitor.config import Config, load_config
-from monitor.http import TargetClient
-from monitor.probes import SCENARIOS
-from monitor.probes.asgard import AsgardOptions
-from monitor.probes.asgard_crosscheck import LINK_BROKEN, MLFLOW_DOWN, cross_check
-from monitor.probes.mlflow import ReadOptions
-from monitor.probes.runner import run_probe
+from monitor.http.client import TargetClient
+from monitor.probes.asgard.crosscheck import LINK_BROKEN, MLFLOW_DOWN, cross_check
+from monitor.probes.asgard.scenario import AsgardOptions
+from monitor.probes.mlflow.read import ReadOptions
 from monitor.results import ProbeResult, Reason
-from monitor.standin.asgard import AsgardServer, serve_in_thread
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import run_probe
 from tests.servers import MlflowServer
+from tests.standin.asgard import AsgardServer, serve_in_thread
 
 
 @pytest.fixture(scope="module")

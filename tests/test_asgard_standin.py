@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.standin.asgard import STATUS_FIELDS, Faults, serve_in_thread
+from tests.standin.asgard import STATUS_FIELDS, Faults, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[1]
 READY_PREFIX = "asgard stand-in listening on "
@@ -62,11 +62,11 @@ class Standin:
 
 
 def start_standin(*args: str, port: int | None = None) -> Standin:
-    """Start ``python -m monitor.standin.asgard`` on a free port and wait for its ready line."""
+    """Start ``python -m tests.standin.asgard`` on a free port and wait for its ready line."""
     port = port or free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.standin.asgard", "--port", str(port), *args],
+        [sys.executable, "-m", "tests.standin.asgard", "--port", str(port), *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -515,7 +515,7 @@ def test_sigint_exits_cleanly() -> None:
 def test_bad_arguments_exit_2() -> None:
     for bad in (["--models-shape", "list"], ["--feast-available", "maybe"], ["--error-status", "42"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "monitor.standin.asgard", "--port", "0", *bad],
+            [sys.executable, "-m", "tests.standin.asgard", "--port", "0", *bad],
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -23,7 +23,7 @@ import yaml
 
 from monitor.config import DEFAULT_BUCKETS, ConfigError, load_config
 from monitor.durations import format_duration, parse_duration
-from monitor.probes import SCENARIOS
+from monitor.scenario.registry import SCENARIOS
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -227,22 +227,19 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in a scenario is counted and logged with a traceback; the job keeps being scheduled."""
-    from monitor import config as config_module
     from monitor import daemon as daemon_module
-    from monitor import jobs as jobs_module
     from monitor.config import load_config
-    from monitor.probes.base import Scenario, ScenarioOptions
+    from monitor.scenario import registry as registry_module
+    from monitor.scenario.base import Scenario, ScenarioOptions
 
     async def broken(run: Any, options: Any) -> None:
         async with run.step("health") as step:
             await step.request("GET", "/health")
         raise RuntimeError("bug in the scenario")
 
-    scenarios = dict(config_module.SCENARIOS)
-    scenarios["broken"] = Scenario("broken", "mlflow", ("health",), ScenarioOptions, broken)
-    monkeypatch.setattr(config_module, "SCENARIOS", scenarios)
-    monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
-    monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
+    monkeypatch.setitem(
+        registry_module._SCENARIOS, "broken", Scenario("broken", "mlflow", ("health",), ScenarioOptions, broken)
+    )
     path = tmp_path / "c.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -292,8 +289,8 @@ def test_healthz_turns_503_while_the_event_loop_is_wedged(tmp_path: Path) -> Non
     """The endpoints run in a thread, so a stuck loop shows as a stale heartbeat, not a hang."""
     from monitor import daemon as daemon_module
     from monitor.config import load_config
-    from monitor.standin.asgard import serve_in_thread
     from tests.servers import free_port
+    from tests.standin.asgard import serve_in_thread
 
     server, url = serve_in_thread()
     port = free_port()

@@ -19,12 +19,13 @@ from monitor.alerting.alerts import DEPENDENCY_UNAVAILABLE, MLFLOW_DEPENDENCY_UN
 from monitor.alerting.engine import AlertEngine
 from monitor.config import AlertingConfig
 from monitor.diagnosis import diagnose, is_monitor_fault
-from monitor.probes import KINDS, SCENARIOS
-from monitor.probes.base import ScenarioRun
-from monitor.probes.mlflow import MlflowFacts, explain
-from monitor.probes.runner import run_probe
+from monitor.probes.mlflow.api import MlflowFacts
+from monitor.probes.mlflow.explain import explain
 from monitor.report import ProbeRuns, render_json, render_markdown, render_table
 from monitor.results import Diagnosis, Facts, ProbeResult, Reason, StepFailure, StepResult
+from monitor.scenario.base import ScenarioRun
+from monitor.scenario.registry import KINDS, SCENARIOS
+from monitor.scenario.runner import run_probe
 from monitor.sinks.logging import LogSink
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from tests.scripted import Conn, answer, client_for, closed_port, failure_of, serve
@@ -363,11 +364,10 @@ async def test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_fa
     counters and alerts do not move, /status shows diagnosis `monitor`."""
     import yaml
 
-    from monitor import config as config_module
     from monitor import daemon as daemon_module
-    from monitor import jobs as jobs_module
     from monitor.config import load_config
-    from monitor.probes.base import Scenario, ScenarioOptions
+    from monitor.scenario import registry as registry_module
+    from monitor.scenario.base import Scenario, ScenarioOptions
 
     async def handler(conn: Conn) -> None:
         await conn.read_request()
@@ -384,11 +384,7 @@ async def test_daemon_counts_a_pool_timeout_as_its_own_job_event_not_a_target_fa
                     task.cancel()
                 await asyncio.gather(*hanging, return_exceptions=True)
 
-    scenarios = dict(config_module.SCENARIOS)
-    scenarios["hog"] = Scenario("hog", "mlflow", ("health",), ScenarioOptions, hog)
-    monkeypatch.setattr(config_module, "SCENARIOS", scenarios)
-    monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
-    monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
+    monkeypatch.setitem(registry_module._SCENARIOS, "hog", Scenario("hog", "mlflow", ("health",), ScenarioOptions, hog))
     async with serve(handler) as server:
         path = tmp_path / "c.yaml"
         path.write_text(

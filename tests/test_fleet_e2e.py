@@ -25,9 +25,9 @@ import httpx
 import pytest
 import yaml
 
-from monitor.standin.webhook import WebhookServer, serve_in_thread
 from tests.faultproxy import FaultProxy
 from tests.servers import REPO, DaemonProcess, Proc, free_port, start_proc, wait_http
+from tests.standin.webhook import WebhookServer, serve_in_thread
 from tests.test_alert_e2e import ALERTMANAGER, PROMETHEUS, RULES, shortened_rules, wait_until
 
 pytestmark = pytest.mark.timeout(150)
@@ -52,7 +52,7 @@ class Standin:
     def start(self) -> Standin:
         log = open(self.workdir / f"standin-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor.standin.asgard", "--port", str(self.port)],
+            [sys.executable, "-m", "tests.standin.asgard", "--port", str(self.port)],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -6,10 +6,11 @@ import time
 
 import httpx
 
-from monitor.http import TargetClient
-from monitor.probes import SCENARIOS
-from monitor.probes.mlflow import MEMBER_TAG, PROBE_TAG, WriteOptions, delete_stale_runs
-from monitor.probes.runner import run_probe
+from monitor.http.client import TargetClient
+from monitor.probes.mlflow.api import MEMBER_TAG, PROBE_TAG, delete_stale_runs
+from monitor.probes.mlflow.write import WriteOptions
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import run_probe
 from tests.servers import MlflowServer
 
 API = "/api/2.0/mlflow"

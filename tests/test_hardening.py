@@ -35,13 +35,13 @@ from prometheus_client import CollectorRegistry
 from monitor.cli import main as cli_main
 from monitor.config import load_config
 from monitor.logsetup import Redactor
-from monitor.probes import SCENARIOS
-from monitor.probes.asgard import AsgardFacts, AsgardOptions
-from monitor.probes.runner import run_probe
+from monitor.probes.asgard.scenario import AsgardFacts, AsgardOptions
 from monitor.results import ProbeResult, Reason, StepResult
-from monitor.server import Endpoints, MonitorHTTPServer
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import run_probe
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
-from monitor.webconfig import ServerSecurity, load_web_config
+from monitor.web.server import Endpoints, MonitorHTTPServer
+from monitor.web.webconfig import ServerSecurity, load_web_config
 from tests.faultproxy import make_self_signed
 from tests.scripted import Conn, client_for, serve
 from tests.servers import REPO, free_port, start_proc
@@ -230,7 +230,7 @@ async def test_a_server_value_that_makes_no_valid_url_is_an_invalid_response() -
 
 async def test_an_mlflow_run_id_that_makes_no_valid_url_is_an_invalid_response() -> None:
     """MLflow's run id goes into the runs/get query: a 70,000-character one must not be a probe bug."""
-    from monitor.probes.mlflow import WriteOptions
+    from monitor.probes.mlflow.write import WriteOptions
 
     run_id = "r" * 70_000
 
@@ -624,7 +624,7 @@ def test_basic_auth_from_the_web_config(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus missing (Debian package prometheus)")
 def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
-    from monitor.standin.asgard import serve_in_thread
+    from tests.standin.asgard import serve_in_thread
 
     folder = _web_dir(tmp_path)
     asgard, asgard_url = serve_in_thread()

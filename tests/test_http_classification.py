@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.http import HttpResponse, check_status, describe_http_error, redact_url, split_userinfo
-from monitor.probes import runner as runner_module
-from monitor.probes.base import Scenario, ScenarioOptions, ScenarioRun
-from monitor.probes.runner import run_probe
+from monitor.http.client import HttpResponse, check_status, describe_http_error, redact_url, split_userinfo
 from monitor.results import Reason, StepFailure
+from monitor.scenario import runner as runner_module
+from monitor.scenario.base import Scenario, ScenarioOptions, ScenarioRun
+from monitor.scenario.runner import run_probe
 from tests.scripted import Conn, Handler, ScriptedServer, answer, client_for, closed_port, failure_of, serve
 
 pytestmark = pytest.mark.timeout(20)
@@ -182,7 +182,7 @@ async def test_401_hints_at_credentials() -> None:
 
 async def test_403_invalid_host_header_mentions_allowed_hosts() -> None:
     """The hint is the MLflow kind's (probes/mlflow.py): a client of another kind does not give it."""
-    from monitor.probes.mlflow import KIND
+    from monitor.probes.mlflow.kind import KIND
 
     body = b"Invalid Host header - possible DNS rebinding attack detected"
     async with serve(answer(403, body, content_type="text/plain")) as server:

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import yaml
 
-from monitor.probes.mlflow import PROBE_TAG, SYNTHETIC_TAG
-from monitor.standin.asgard import serve_in_thread
+from monitor.probes.mlflow.api import PROBE_TAG, SYNTHETIC_TAG
 from tests.servers import DaemonProcess, MlflowServer, free_port
+from tests.standin.asgard import serve_in_thread
 from tests.test_daemon import sample, scrape, wait_for
 
 

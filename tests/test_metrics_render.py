@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
 from monitor.events import JobEvent, ScheduleLag
-from monitor.probes.asgard import AsgardFacts
+from monitor.probes.asgard.scenario import AsgardFacts
 from monitor.results import PHASES, PhaseTimings, ProbeResult, Reason, StepResult
 from monitor.sinks.errors import SinkErrors
 from monitor.sinks.exposition import Exposition

@@ -19,12 +19,13 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from monitor.http import HttpResponse, TargetClient
-from monitor.probes import SCENARIOS
-from monitor.probes.mlflow import PROBE_TAG, SYNTHETIC_TAG, ReadOptions
-from monitor.probes.mlflow_registry import RegistryOptions, delete_stale_versions
-from monitor.probes.runner import run_probe
+from monitor.http.client import HttpResponse, TargetClient
+from monitor.probes.mlflow.api import PROBE_TAG, SYNTHETIC_TAG
+from monitor.probes.mlflow.read import ReadOptions
+from monitor.probes.mlflow.registry import RegistryOptions, delete_stale_versions
 from monitor.results import Facts, ProbeResult, Reason, StepResult
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import run_probe
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from tests.servers import DaemonProcess, MlflowServer
 from tests.test_daemon import sample, scrape, wait_for

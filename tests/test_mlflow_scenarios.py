@@ -8,11 +8,13 @@ from typing import Any
 
 import httpx
 
-from monitor.http import TargetClient
-from monitor.probes import SCENARIOS
-from monitor.probes.mlflow import SYNTHETIC_TAG, ReadOptions, WriteOptions
-from monitor.probes.runner import run_probe
+from monitor.http.client import TargetClient
+from monitor.probes.mlflow.api import SYNTHETIC_TAG
+from monitor.probes.mlflow.read import ReadOptions
+from monitor.probes.mlflow.write import WriteOptions
 from monitor.results import ProbeResult, Reason
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import run_probe
 from tests.servers import MlflowServer, free_port
 
 WRITE_STEPS = [

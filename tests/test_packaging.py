@@ -1,6 +1,6 @@
 """What ships: the wheel and the image carry no stand-ins, and every dependency is pinned.
 
-monitor/standin/ (the Asgard stand-in, the recording webhook, the demo stack) is for the
+tests/standin/ (the Asgard stand-in, the recording webhook, the demo stack) is for the
 tests and the demo, which run from a clone; `pip wheel .` and the Docker build context
 leave it out. deploy/constraints.txt pins every dependency; the Dockerfile and
 deploy/local/venv.sh (tests/run.sh, demo.sh) install through it.
@@ -22,7 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO / "deploy" / "constraints.txt"
-STANDIN = "monitor/standin/"
+STANDIN = "tests/standin/"
 
 
 def _pyproject() -> dict:
@@ -53,7 +53,7 @@ def test_setuptools_package_list_has_no_standin() -> None:
     found = _pyproject()["tool"]["setuptools"]["packages"]["find"]
     packages = find_packages(where=str(REPO), include=found.get("include", ["*"]), exclude=found.get("exclude", ()))
     assert "monitor" in packages and "monitor.probes" in packages
-    assert not [p for p in packages if p == "monitor.standin" or p.startswith("monitor.standin.")], packages
+    assert not [p for p in packages if p == "tests.standin" or p.startswith("tests.standin.")], packages
 
 
 @pytest.mark.timeout(180)
@@ -64,7 +64,7 @@ def test_built_wheel_holds_no_standin(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "monitor", source / "monitor", ignore=shutil.ignore_patterns("__pycache__"))
-    assert (source / STANDIN / "asgard.py").exists()
+    assert (REPO / STANDIN / "asgard.py").exists() and not list(source.rglob("standin"))
     done = subprocess.run(
         [
             sys.executable,
@@ -89,7 +89,7 @@ def test_built_wheel_holds_no_standin(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "wheels").glob("synthetic_monitor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "monitor/cli.py" in names and "monitor/probes/mlflow.py" in names
+    assert "monitor/cli.py" in names and "monitor/probes/mlflow/kind.py" in names
     assert not [n for n in names if n.startswith(STANDIN)], [n for n in names if n.startswith(STANDIN)]
     assert not [n for n in names if n.startswith("tests/")]
 
@@ -118,15 +118,15 @@ def test_docker_build_context_has_no_standin_and_has_the_lock() -> None:
         if line.strip() and not line.startswith("#")
     ]
     for path in (
-        "monitor/standin/asgard.py",
-        "monitor/standin/webhook.py",
-        "monitor/standin/demo.py",
+        "tests/standin/asgard.py",
+        "tests/standin/webhook.py",
+        "tests/standin/demo.py",
         "tests/servers.py",
         ".venv/bin/python",
         "monitor/__pycache__/cli.cpython-311.pyc",
     ):
         assert _dockerignored(path, rules), f".dockerignore lets {path} into the image's build context"
-    for path in ("pyproject.toml", "README.md", "deploy/constraints.txt", "monitor/cli.py", "monitor/probes/base.py"):
+    for path in ("pyproject.toml", "README.md", "deploy/constraints.txt", "monitor/cli.py", "monitor/scenario/base.py"):
         assert not _dockerignored(path, rules), f".dockerignore keeps {path} out, the build needs it"
 
 
@@ -154,7 +154,7 @@ def test_demo_without_the_standins_is_a_one_line_error() -> None:
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'monitor.standin' or name.startswith('monitor.standin.'):\n"
+        "        if name == 'tests.standin' or name.startswith('tests.standin.'):\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "from monitor.cli import main\n"

@@ -42,9 +42,9 @@ import httpx
 import pytest
 import yaml
 
-from monitor.standin.webhook import WebhookServer, serve_in_thread
 from tests.prodstack import ProdStack
 from tests.servers import DaemonProcess
+from tests.standin.webhook import WebhookServer, serve_in_thread
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -22,12 +22,13 @@ import yaml
 
 from monitor.config import ConfigError, load_config
 from monitor.events import Event, JobEvent
-from monitor.http import TargetClient
-from monitor.probes import SCENARIOS
-from monitor.probes.base import CLEANUP_BUDGET_SECONDS, Scenario, ScenarioOptions, ScenarioRun
-from monitor.probes.mlflow import PROBE_TAG, WriteOptions
-from monitor.probes.runner import OUTER_GRACE_SECONDS, run_probe
+from monitor.http.client import TargetClient
+from monitor.probes.mlflow.api import PROBE_TAG
+from monitor.probes.mlflow.write import WriteOptions
 from monitor.results import Reason
+from monitor.scenario.base import CLEANUP_BUDGET_SECONDS, Scenario, ScenarioOptions, ScenarioRun
+from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.runner import OUTER_GRACE_SECONDS, run_probe
 from monitor.scheduler import ProbeScheduler
 from tests.faultproxy import Fault, FaultProxy
 from tests.scripted import answer, client_for, serve

@@ -25,8 +25,8 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.standin.asgard import serve_in_thread
 from tests.servers import REPO, DaemonProcess
+from tests.standin.asgard import serve_in_thread
 from tests.test_daemon import wait_for
 
 PROBES = 300

@@ -523,7 +523,7 @@ class TLSDaemon(DaemonProcess):
 
 @pytest.fixture(scope="module")
 def tls_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSDaemon]:
-    from monitor.standin.asgard import serve_in_thread
+    from tests.standin.asgard import serve_in_thread
 
     workdir = tmp_path_factory.mktemp("tls-daemon")
     cert, key = make_self_signed(workdir / "tls", "metrics")
@@ -876,12 +876,11 @@ def test_a_traceback_quoting_a_secret_is_scrubbed(tmp_path: Path, monkeypatch: p
 
     import structlog
 
-    from monitor import config as config_module
     from monitor import daemon as daemon_module
-    from monitor import jobs as jobs_module
     from monitor.config import load_config
     from monitor.logsetup import configure_logging
-    from monitor.probes.base import Scenario, ScenarioOptions
+    from monitor.scenario import registry as registry_module
+    from monitor.scenario.base import Scenario, ScenarioOptions
 
     secret = canary("traceback")
 
@@ -889,11 +888,9 @@ def test_a_traceback_quoting_a_secret_is_scrubbed(tmp_path: Path, monkeypatch: p
         async with run.step("health"):
             raise RuntimeError(f"connecting with password {secret} failed")
 
-    scenarios = dict(config_module.SCENARIOS)
-    scenarios["leaky"] = Scenario("leaky", "mlflow", ("health",), ScenarioOptions, leaky)
-    monkeypatch.setattr(config_module, "SCENARIOS", scenarios)
-    monkeypatch.setattr(daemon_module, "SCENARIOS", scenarios)
-    monkeypatch.setattr(jobs_module, "SCENARIOS", scenarios)
+    monkeypatch.setitem(
+        registry_module._SCENARIOS, "leaky", Scenario("leaky", "mlflow", ("health",), ScenarioOptions, leaky)
+    )
     path = tmp_path / "c.yaml"
     path.write_text(
         yaml.safe_dump(

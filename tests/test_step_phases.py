@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.http import TargetClient
-from monitor.probes.base import ScenarioRun
+from monitor.http.client import TargetClient
 from monitor.report import ProbeRuns, render_json, render_markdown, render_table
 from monitor.results import PHASES, PhaseTimings, ProbeResult, Reason, StepFailure
+from monitor.scenario.base import ScenarioRun
 from tests.faultproxy import make_self_signed, server_tls_context
 from tests.scripted import Conn, client_for, serve
 

@@ -18,9 +18,9 @@ import time
 import httpx
 import pytest
 
-from monitor.http import TargetClient
+from monitor.http.client import TargetClient
+from monitor.http.transport import MAX_HEADER_BYTES, LeanTransport
 from monitor.results import Reason, StepFailure
-from monitor.transport import MAX_HEADER_BYTES, LeanTransport
 from tests.scripted import Conn, answer, client_for, failure_of, replay, serve
 
 pytestmark = pytest.mark.timeout(20)

@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from monitor import __version__
 from monitor.events import ConfigLoaded, Event, Heartbeat, JobEvent, ScheduleLag
-from monitor.probes import SCENARIOS
-from monitor.probes.base import MetricFamilies
 from monitor.promtypes import disable_created_metrics
 from monitor.results import ProbeResult
+from monitor.scenario.base import MetricFamilies
+from monitor.scenario.registry import SCENARIOS
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.probe_series import ProbeSeriesStore
 from monitor.sinks.target_info import TargetInfo

@@ -28,7 +28,7 @@ from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
 from monitor.logsetup import configure_logging
 from monitor.results import ProbeResult, Reason, StepResult
-from monitor.standin.webhook import serve_in_thread
+from tests.standin.webhook import serve_in_thread
 
 
 def _failing(probe: str) -> ProbeResult:

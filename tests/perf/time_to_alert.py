@@ -7,7 +7,7 @@
 Prints ONE markdown table. Everything is real and on 127.0.0.1: `mlflow server` (its
 default uvicorn server, sqlite), the daemon as a subprocess (`python -m monitor run`)
 probing it with `mlflow_read`, Prometheus scraping the daemon, Alertmanager, and two
-recording webhook receivers (monitor.standin.webhook) in this process:
+recording webhook receivers (tests.standin.webhook) in this process:
 
     daemon --(own push, webhook receiver)------------------------------------> webhook A
     daemon /metrics <- Prometheus (shipped rules.yml, unmodified) -> Alertmanager -> webhook B
@@ -60,8 +60,8 @@ from typing import Any
 import httpx
 import yaml
 
-from monitor.standin.webhook import WebhookServer, serve_in_thread
 from tests.servers import DaemonProcess, MlflowServer, Proc, free_port, start_proc
+from tests.standin.webhook import WebhookServer, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"

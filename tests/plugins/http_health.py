@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
-from monitor.probes.base import DefaultProbe, MetricFamilies, Scenario, ScenarioOptions, ScenarioRun, TargetKind
 from monitor.results import Facts, ProbeResult
+from monitor.scenario.base import DefaultProbe, MetricFamilies, Scenario, ScenarioOptions, ScenarioRun, TargetKind
 
 
 class HealthOptions(ScenarioOptions):

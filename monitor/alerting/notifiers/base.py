@@ -13,7 +13,7 @@ import httpx
 from monitor import __version__
 from monitor.alerting.alerts import Alert
 from monitor.config import ReceiverConfig
-from monitor.http import redact_url
+from monitor.http.client import redact_url
 
 
 class NotifyError(Exception):

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from monitor.http import ErrorHint, HttpResponse, TargetClient, check_status
+from monitor.http.client import ErrorHint, HttpResponse, TargetClient, check_status
 from monitor.results import NO_FACTS, Diagnosis, Facts, PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
 
-if TYPE_CHECKING:  # config imports this registry: only the type, no cycle at run time
+if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-
-    from monitor.config import Config
 
 # Cleanup steps (deleting the probe's run) get at least this long each (capped by the step
 # timeout) even when the deadline is spent, so a timed-out run does not leave litter behind.
@@ -101,9 +99,42 @@ class MetricFamilies:
         families is left on `target`, so its series go."""
 
 
+class TargetView(Protocol):
+    """What a plug-in may read of a configured target (config imports the plug-ins, not the reverse)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+
+class ProbeView(Protocol):
+    """What a plug-in may read of a configured probe."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def scenario(self) -> str: ...
+    @property
+    def options(self) -> Any: ...
+
+
+class ConfigView(Protocol):
+    """The configuration as a plug-in's cross-check sees it: its targets and probes."""
+
+    @property
+    def targets(self) -> Sequence[TargetView]: ...
+    @property
+    def probes(self) -> Sequence[ProbeView]: ...
+
+
 # The scenario's view of the other results when its own result is enriched (cross-check):
 # the config, the latest enriched result of every probe, and the time now.
-Correlate = Callable[[ProbeResult, "Config", Mapping[str, ProbeResult], float], ProbeResult]
+Correlate = Callable[[ProbeResult, ConfigView, Mapping[str, ProbeResult], float], ProbeResult]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ that faults never touch:
 When given an MLflow URL it reads its inventory from that real MLflow server, so the
 status it reports follows MLflow going up and down.
 
-Run it as ``python -m monitor.standin.asgard --port P``; it prints
+Run it as ``python -m tests.standin.asgard --port P``; it prints
 ``asgard stand-in listening on http://127.0.0.1:P`` once it accepts connections.
 Only the standard library and httpx are used, so it starts fast and anywhere.
 """
@@ -596,7 +596,7 @@ def _parse_rename(text: str) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every fault switch has a start-up flag."""
-    p = argparse.ArgumentParser(prog="python -m monitor.standin.asgard", description=(__doc__ or "").split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.standin.asgard", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, required=True, help="port (0 picks a free one)")
     p.add_argument("--mlflow-url", default=None, help="real MLflow server to report on")

@@ -24,7 +24,12 @@ from typing import IO
 import httpx
 import yaml
 
-REPO_DEPLOY = Path(__file__).resolve().parents[2] / "deploy"  # the clone: monitor/standin/demo.py
+REPO = Path(__file__).resolve().parents[2]  # the clone: tests/standin/demo.py
+REPO_DEPLOY = REPO / "deploy"
+
+
+def _pythonpath() -> str:
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @dataclass
@@ -56,7 +61,8 @@ class Stack:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
             start_new_session=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            # the stand-ins run as `python -m tests.standin...` from the clone
+            env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=_pythonpath(), **(env or {})),
         )
         child = Child(name, proc, log, url)
         self.children.append(child)
@@ -232,7 +238,7 @@ def _run(args: argparse.Namespace, mlflow: list[str], stack: Stack, stop: thread
         [
             sys.executable,
             "-m",
-            "monitor.standin.asgard",
+            "tests.standin.asgard",
             "--port",
             str(asgard_port),
             "--mlflow-url",
@@ -292,7 +298,7 @@ def _start_prometheus_stack(stack: Stack, monitor_port: int, alertmanager: str) 
         [
             sys.executable,
             "-m",
-            "monitor.standin.webhook",
+            "tests.standin.webhook",
             "--port",
             str(hook_port),
             "--output",

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from monitor.webconfig import ServerSecurity
+from monitor.web.webconfig import ServerSecurity
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         self.endpoints = endpoints
         self.lifecycle = lifecycle
         self.security = security
-        self.log = structlog.get_logger("monitor.server")
+        self.log = structlog.get_logger("monitor.web.server")
         self._thread: threading.Thread | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:

@@ -111,7 +111,7 @@ def serve_in_thread(host: str = "127.0.0.1", port: int = 0, output: Path | None 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitor.standin.webhook", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.standin.webhook", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--output", type=Path, help="append each received body here as a JSON line")

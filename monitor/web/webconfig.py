@@ -24,7 +24,7 @@ import bcrypt
 import structlog
 import yaml
 
-from monitor.config import ConfigError, _ssl_reason
+from monitor.config import ConfigError, ssl_reason
 
 # exporter-toolkit's names for client certificate policies, as far as Python's ssl can
 # honour them (it cannot ask for a client certificate without verifying it).
@@ -167,7 +167,7 @@ def check_server_tls(tls: ServerTLS, where: str) -> None:
     try:
         tls.context()
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError(f"{where}: the certificate and key do not load: {_ssl_reason(exc)}") from None
+        raise ConfigError(f"{where}: the certificate and key do not load: {ssl_reason(exc)}") from None
 
 
 def _users(where: str, raw: Any) -> dict[str, bytes]:
@@ -228,7 +228,7 @@ class ServerSecurity:
     basic-auth users, both re-read when their files change (checked by stat, cheap)."""
 
     def __init__(self, web_config: WebConfig | None = None, legacy_tls: ServerTLS | None = None) -> None:
-        self.log = structlog.get_logger("monitor.server")
+        self.log = structlog.get_logger("monitor.web.server")
         self._path = web_config.source if web_config else None
         self._legacy = legacy_tls
         self._lock = threading.Lock()
@@ -272,7 +272,7 @@ class ServerSecurity:
                 context = tls.context() if tls else None
             except (ConfigError, ssl.SSLError, OSError, ValueError) as exc:
                 self.log.error(
-                    "web_config_reload_failed", error=str(exc) if isinstance(exc, ConfigError) else _ssl_reason(exc)
+                    "web_config_reload_failed", error=str(exc) if isinstance(exc, ConfigError) else ssl_reason(exc)
                 )
                 return
             self._tls, self._context = tls, context

@@ -21,8 +21,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from monitor.http.transport import LeanTransport, PeerClosed, Phases, UnsafeRequestHeader
 from monitor.results import PhaseTimings, Reason, StepFailure
-from monitor.transport import LeanTransport, PeerClosed, Phases, UnsafeRequestHeader
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 WORKER_FAILURE_STATUSES = frozenset({502, 503, 504})

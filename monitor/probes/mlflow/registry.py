@@ -16,32 +16,32 @@ from typing import Any
 
 from pydantic import Field
 
-from monitor.http import TargetClient, check_status
-from monitor.probes.base import (
+from monitor.http.client import TargetClient, check_status
+from monitor.probes.mlflow.api import (
+    API,
+    MEMBER_TAG,
+    PROBE_TAG,
+    SYNTHETIC_TAG,
+    MlflowFacts,
+    artifact_path,
+    create_probe_run,
+    delete_leftover_artifacts,
+    delete_stale_runs,
+    dig,
+    experiment_get_or_create,
+    probe_tags,
+    require_str,
+)
+from monitor.probes.mlflow.explain import explain
+from monitor.probes.mlflow.gauges import MlflowStoreGauges
+from monitor.results import Reason
+from monitor.scenario.base import (
     DefaultProbe,
     Scenario,
     ScenarioOptions,
     ScenarioRun,
     Step,
 )
-from monitor.probes.mlflow import (
-    API,
-    MEMBER_TAG,
-    PROBE_TAG,
-    SYNTHETIC_TAG,
-    MlflowFacts,
-    MlflowStoreGauges,
-    _artifact_path,
-    _dig,
-    _experiment_get_or_create,
-    _require_str,
-    create_probe_run,
-    delete_leftover_artifacts,
-    delete_stale_runs,
-    explain,
-    probe_tags,
-)
-from monitor.results import Reason
 
 ARTIFACT_DIR = "synthetic-monitor-model"
 # Model-version creation may be asynchronous (PENDING_REGISTRATION -> READY): poll this often.
@@ -59,7 +59,7 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
     async with run.step("registered_model_get_or_create") as step:
         await _registered_model_get_or_create(step, model)
     async with run.step("experiment_get_or_create") as step:
-        experiment_id = await _experiment_get_or_create(step, options.experiment_name)
+        experiment_id = await experiment_get_or_create(step, options.experiment_name)
     run_id: str | None = None
     artifact: str | None = None
     version: str | None = None
@@ -71,7 +71,7 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
             run_id = new_run
             artifact_uri = artifact_uri.rstrip("/")
         # Set before the request: a PUT that timed out may still have stored the file.
-        artifact = _artifact_path(experiment_id, new_run, artifact_uri, f"{ARTIFACT_DIR}/MLmodel")
+        artifact = artifact_path(experiment_id, new_run, artifact_uri, f"{ARTIFACT_DIR}/MLmodel")
         async with run.step("artifact_put") as step:
             content = f"# synthetic-monitor probe model {secrets.token_hex(8)}\nflavors: {{}}\n".encode()
             await step.request("PUT", artifact, content=content, headers={"Content-Type": "application/octet-stream"})
@@ -88,7 +88,7 @@ async def run_registry(run: ScenarioRun, options: RegistryOptions) -> None:
             )
         async with run.step("model_alias_get") as step:
             found = await step.request("GET", f"{API}/registered-models/alias", params={"name": model, "alias": alias})
-            _verify_alias(step, _dig(step, found.json_object(), "model_version"), alias, new_version, new_run)
+            _verify_alias(step, dig(step, found.json_object(), "model_version"), alias, new_version, new_run)
     finally:
         # Deleting the version also deletes its aliases.
         if version_attempted:
@@ -111,7 +111,7 @@ async def _registered_model_get_or_create(step: Step, name: str) -> None:
     """
     found = await step.request("GET", f"{API}/registered-models/get", params={"name": name}, expect={200, 403, 404})
     if found.status_code == 200:
-        _dig(step, found.json_object(), "registered_model")
+        dig(step, found.json_object(), "registered_model")
         return
     created = await step.request(
         "POST",
@@ -140,12 +140,12 @@ async def _create_version(run: ScenarioRun, step: Step, model: str, source: str,
         "description": "synthetic-monitor probe version, deleted at the end of the run",
         "tags": probe_tags(probe, run.member),
     }
-    created = _dig(
+    created = dig(
         step,
         (await step.request("POST", f"{API}/model-versions/create", json_body=body)).json_object(),
         "model_version",
     )
-    version = _require_str(step, created, "version")
+    version = require_str(step, created, "version")
     status = created.get("status", "READY")
     waited_from = run.clock()
     while status == "PENDING_REGISTRATION":
@@ -157,7 +157,7 @@ async def _create_version(run: ScenarioRun, step: Step, model: str, source: str,
             )
         await asyncio.sleep(READY_POLL_SECONDS)
         got = await step.request("GET", f"{API}/model-versions/get", params={"name": model, "version": version})
-        created = _dig(step, got.json_object(), "model_version")
+        created = dig(step, got.json_object(), "model_version")
         status = created.get("status", "READY")
     if status != "READY":
         detail = created.get("status_message") or "no status message"
@@ -272,6 +272,3 @@ REGISTRY = Scenario(
     facts_model=MlflowFacts,
     sweep=delete_leftover_artifacts,
 )
-
-
-SCENARIOS = (REGISTRY,)

@@ -11,18 +11,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.probes import mlflow
+from monitor.probes.mlflow.kind import KIND as MLFLOW_KIND
+from monitor.probes.mlflow.read import READ
+from monitor.probes.mlflow.write import WRITE
 from monitor.results import Diagnosis, ProbeResult
-
-if TYPE_CHECKING:
-    from monitor.config import Config
+from monitor.scenario.base import ConfigView
 
 # The direct probes of MLflow whose verdict explains Asgard's (the registry probe is not one:
 # it can fail on the registry alone while runs work).
-MLFLOW_SCENARIOS = (mlflow.READ.name, mlflow.WRITE.name)
+MLFLOW_SCENARIOS = (READ.name, WRITE.name)
 MAX_AGE_SECONDS = 600.0
 LINK_BROKEN = "asgard_mlflow_link_broken"
 MLFLOW_DOWN = "mlflow_down"
@@ -34,7 +34,7 @@ def needs_cross_check(result: ProbeResult) -> bool:
 
 
 def cross_check(
-    result: ProbeResult, config: Config, latest: Mapping[str, ProbeResult], now: float | None = None
+    result: ProbeResult, config: ConfigView, latest: Mapping[str, ProbeResult], now: float | None = None
 ) -> ProbeResult:
     if not needs_cross_check(result):
         return result
@@ -76,10 +76,10 @@ def cross_check(
     )
 
 
-def _mlflow_target(result: ProbeResult, config: Config) -> str | None:
+def _mlflow_target(result: ProbeResult, config: ConfigView) -> str | None:
     probe = next((p for p in config.probes if p.name == result.probe), None)
     pinned = getattr(probe.options, "mlflow_target", None) if probe else None
-    mlflow_targets = [t for t in config.targets if t.kind == mlflow.KIND.name]
+    mlflow_targets = [t for t in config.targets if t.kind == MLFLOW_KIND.name]
     if pinned:
         return pinned if any(t.name == pinned for t in mlflow_targets) else None
     uri = getattr(result.facts, "mlflow_tracking_uri", None)

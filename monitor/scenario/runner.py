@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from monitor.diagnosis import diagnose
-from monitor.http import TargetClient
-from monitor.probes import KINDS
-from monitor.probes.base import Scenario, ScenarioAborted, ScenarioRun, TargetKind
+from monitor.http.client import TargetClient
 from monitor.results import ProbeResult, Reason, StepResult
+from monitor.scenario.base import Scenario, ScenarioAborted, ScenarioRun, TargetKind
+from monitor.scenario.registry import KINDS
 
 # Past the deadline and the cleanup reserve, this much more for code between steps before
 # the outer bound cancels the run (steps bound themselves; this only catches a hang).

@@ -16,19 +16,17 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
-from monitor.http import redact_url
-from monitor.probes.asgard_crosscheck import MLFLOW_DOWN, cross_check
-from monitor.probes.base import (
+from monitor.http.client import redact_url
+from monitor.probes.asgard.crosscheck import MLFLOW_DOWN, cross_check
+from monitor.results import Facts, ProbeResult, Reason
+from monitor.scenario.base import (
     DefaultProbe,
     MetricFamilies,
     Scenario,
     ScenarioOptions,
     ScenarioRun,
-    StandaloneTarget,
     Step,
-    TargetKind,
 )
-from monitor.results import Facts, ProbeResult, Reason
 
 LIST_KEYS = ("models", "items", "data", "results", "registered_models")
 DEPENDENCIES = ("mlflow", "feast")
@@ -243,14 +241,6 @@ def _remove(metric: Gauge, *labels: str) -> None:
         pass
 
 
-KIND = TargetKind(
-    name="asgard",
-    description="the Asgard MLOps API",
-    credential_env=("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
-    standalone=StandaloneTarget("asgard", "ASGARD_URL", "http://localhost:8000"),
-    server_component="asgard",
-)
-
 ASGARD = Scenario(
     name="asgard",
     target_kind="asgard",
@@ -264,6 +254,3 @@ ASGARD = Scenario(
     correlate=cross_check,
     facts_model=AsgardFacts,
 )
-
-KINDS = (KIND,)
-SCENARIOS = (ASGARD,)

@@ -1,0 +1,99 @@
+"""`targets:`: what to probe, how to authenticate and which TLS to trust."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from monitor.config.common import FieldError, HeaderName, HeaderValue, Model, Name, check_url, read_secret, ssl_reason
+from monitor.scenario.registry import KINDS
+
+
+class AuthConfig(Model):
+    """Basic auth (username + password) or a bearer token; values inline or from files."""
+
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self) -> AuthConfig:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise FieldError("password_file", "set password or password_file, not both")
+            self.password = SecretStr(read_secret("password_file", self.password_file))
+        if self.token_file is not None:
+            if self.token is not None:
+                raise FieldError("token_file", "set token or token_file, not both")
+            self.token = SecretStr(read_secret("token_file", self.token_file))
+        if self.token is not None and any(c in self.token.get_secret_value() for c in "\r\n\0"):
+            # It is sent raw in `Authorization: Bearer ...`; the value itself is never shown.
+            raise FieldError(
+                "token_file" if self.token_file is not None else "token",
+                "the token holds a CR, LF or NUL character (one line of text only)",
+            )
+        if self.token is not None and self.username is not None:
+            raise FieldError("token", "set either username/password or token, not both")
+        if self.password is not None and self.username is None:
+            raise FieldError("username", "a password needs a username")
+        return self
+
+    @property
+    def basic(self) -> tuple[str, str] | None:
+        if self.username is None:
+            return None
+        return self.username, self.password.get_secret_value() if self.password else ""
+
+    @property
+    def bearer(self) -> str | None:
+        return self.token.get_secret_value() if self.token else None
+
+
+class TLSClientConfig(Model):
+    verify: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        if value is not None:
+            # Loaded here, as the client will load it: a file that is not a PEM certificate
+            # is a config error naming the field, not a traceback at start or on reload.
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ValueError(f"{value} is not a PEM CA certificate file ({ssl_reason(exc)})") from None
+        return value
+
+
+def _known_kind(value: str) -> str:
+    if value not in KINDS:
+        raise ValueError(f"unknown kind {value!r}; known: {', '.join(KINDS)}")
+    return value
+
+
+class TargetConfig(Model):
+    name: Name
+    kind: Annotated[str, AfterValidator(_known_kind)]
+    url: Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
+    auth: AuthConfig | None = None
+    tls: TLSClientConfig = TLSClientConfig()
+    headers: dict[HeaderName, HeaderValue] = {}
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    check_url = field_validator("url")(classmethod(lambda cls, v: check_url(v)))

@@ -1,0 +1,17 @@
+"""The Asgard target kind and the list of its scenarios (this plug-in's registry line points here)."""
+
+from __future__ import annotations
+
+from monitor.probes.asgard.scenario import ASGARD
+from monitor.scenario.base import StandaloneTarget, TargetKind
+
+KIND = TargetKind(
+    name="asgard",
+    description="the Asgard MLOps API",
+    credential_env=("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
+    standalone=StandaloneTarget("asgard", "ASGARD_URL", "http://localhost:8000"),
+    server_component="asgard",
+)
+
+KINDS = (KIND,)
+SCENARIOS = (ASGARD,)

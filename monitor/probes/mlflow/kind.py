@@ -1,0 +1,28 @@
+"""The MLflow target kind and the list of its scenarios (this plug-in's registry line points here)."""
+
+from __future__ import annotations
+
+from monitor.probes.mlflow.explain import diagnose_step, error_hint
+from monitor.probes.mlflow.read import READ
+from monitor.probes.mlflow.registry import REGISTRY
+from monitor.probes.mlflow.write import WRITE
+from monitor.scenario.base import (
+    StandaloneTarget,
+    TargetKind,
+)
+
+KIND = TargetKind(
+    name="mlflow",
+    description="an MLflow tracking server",
+    # MLflow's own conventions: username+password means basic auth, else a token.
+    credential_env=("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"),
+    standalone=StandaloneTarget("mlflow", "MLFLOW_TRACKING_URI", "http://localhost:5000"),
+    error_hint=error_hint,
+    diagnose=diagnose_step,
+)
+
+
+KINDS = (KIND,)
+
+
+SCENARIOS = (READ, WRITE, REGISTRY)
