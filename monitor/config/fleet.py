@@ -16,7 +16,9 @@ from monitor.config.common import Duration, FieldError, Model, check_url
 class ShardConfig(Model):
     """`count` members share the probes, each probe runs on `replicas_per_probe` of them."""
 
+    # Members of the fleet.
     count: int = Field(ge=1, le=1000)
+    # Members each probe runs on (rendezvous hashing on the probe name).
     replicas_per_probe: int = Field(default=1, ge=1)
     # Default: the StatefulSet ordinal, the number at the end of the replica (pod) name.
     index: int | None = Field(default=None, ge=0)
@@ -37,11 +39,15 @@ def peers_shorthand(value: object) -> object:
 class PeersConfig(Model):
     """Other daemons asked for their latest result before a critical page (quorum)."""
 
+    # Peers' base URLs (a plain list under `peers:` means these).
     urls: list[str] = []
     # A headless Service `name:port`, resolved through DNS to every pod address.
     service: str | None = None
+    # Scheme for the addresses `service` resolves to.
     scheme: Literal["http", "https"] = "http"
+    # How long to wait for a peer's /status; a silent peer is unknown, never a vote.
     timeout: Duration = 1.0
+    # Failing locations needed for a critical page (or all that answer, when fewer).
     min_locations: int = Field(default=2, ge=1)
 
     @field_validator("urls")

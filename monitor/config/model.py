@@ -36,18 +36,26 @@ from monitor.slo.model import SLOConfig
 
 
 class Config(Model):
+    # Address of /metrics and the other endpoints, HOST:PORT (`--listen` overrides it); read at start only.
     listen: str = DEFAULT_LISTEN
     # Fleet identity: where this daemon probes from, and which replica it is.
     location: Name | None = None
+    # This daemon's name in a fleet (default $SYNTHETIC_MONITOR_REPLICA, $POD_NAME, $HOSTNAME, else the host name): /status, check, the member tag of its MLflow runs; never an alert label.
     replica: Annotated[str, Field(pattern=REPLICA_PATTERN)] | None = None
     shard: ShardConfig | None = None
     peers: Annotated[PeersConfig | None, BeforeValidator(peers_shorthand)] = None
+    # The monitor's own log lines.
     log: LogConfig = LogConfig()
+    # The monitor's own histograms.
     metrics: MetricsConfig = MetricsConfig()
     tls: ServerTLSConfig | None = None
+    # The services probed. With no file: the targets the environment names.
     targets: list[TargetConfig] = Field(min_length=1)
+    # Which scenario runs against which target, how often. A file listing targets but no probes gets the default probes of each target.
     probes: list[ProbeConfig] = Field(min_length=1)
+    # The daemon's own alert engine and the receivers it pushes to.
     alerting: AlertingConfig = AlertingConfig()
+    # Service level objectives: defaults for every probe (`synthetic-monitor slo rules`, `slo report`).
     slo: SLOConfig = SLOConfig()
 
     @field_validator("listen")

@@ -13,11 +13,14 @@ from monitor.config.common import DEFAULT_BUCKETS, Model
 
 
 class LogConfig(Model):
+    # The lowest level logged.
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # JSON lines, a console view, or auto: console when stdout is a TTY.
     format: Literal["json", "console", "auto"] = "auto"
 
 
 class MetricsConfig(Model):
+    # Histogram bucket bounds in seconds, strictly increasing; read at start only.
     buckets: list[float] = Field(default=list(DEFAULT_BUCKETS), min_length=1)
 
     @field_validator("buckets")

@@ -27,13 +27,21 @@ from monitor.slo.model import ProbeSLOConfig
 
 
 class ProbeConfig(Model):
+    # The probe label of every series and alert.
     name: Name
+    # The name of a target of the kind the scenario needs.
     target: str
+    # A scenario a plug-in declares; its options are in the scenario sections below.
     scenario: str
+    # Time between the starts of two runs.
     interval: Duration = 30.0
+    # The run's deadline; default 80% of the interval, less if the cleanup needs it. Deadline plus cleanup reserve must fit in 90% of the interval.
     timeout: Duration | None = None
+    # A cap per step; a step gets what is left of the deadline, at most this.
     step_timeout: Duration | None = None
+    # The scenario's own options (see its section).
     options: Any = None
+    # Per-probe objectives over the top-level `slo:` defaults.
     slo: ProbeSLOConfig | None = None
 
     @field_validator("scenario")

@@ -23,10 +23,15 @@ from monitor.scenario.registry import KINDS
 class AuthConfig(Model):
     """Basic auth (username + password) or a bearer token; values inline or from files."""
 
+    # Basic-auth user name.
     username: str | None = None
+    # Basic-auth password (never logged or shown).
     password: SecretStr | None = None
+    # A file holding the password, read at load (a Kubernetes Secret mount).
     password_file: Path | None = None
+    # Bearer token (never logged or shown).
     token: SecretStr | None = None
+    # A file holding the bearer token, read at load.
     token_file: Path | None = None
 
     @model_validator(mode="after")
@@ -63,7 +68,9 @@ class AuthConfig(Model):
 
 
 class TLSClientConfig(Model):
+    # Check the server's certificate (https targets).
     verify: bool = True
+    # PEM CA bundle to check the server's certificate against, instead of the system's.
     ca_file: Path | None = None
 
     @field_validator("ca_file")
@@ -88,12 +95,17 @@ def _known_kind(value: str) -> str:
 
 
 class TargetConfig(Model):
+    # The target label of every series and alert.
     name: Name
+    # The kind of service, one a plug-in declares (monitor/probes/).
     kind: Annotated[str, AfterValidator(_known_kind)]
+    # http(s) URL with a host; userinfo in it becomes basic auth.
     url: Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
     auth: AuthConfig | None = None
     tls: TLSClientConfig = TLSClientConfig()
+    # Extra request headers; credential-like names are secrets.
     headers: dict[HeaderName, HeaderValue] = {}
+    # Larger answers are invalid_response, read no further.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
 
     check_url = field_validator("url")(classmethod(lambda cls, v: check_url(v)))

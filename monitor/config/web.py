@@ -17,7 +17,9 @@ class ServerTLSConfig(Model):
     """The endpoints' own certificate. Kept working for existing configs; the exporter
     convention is `--web.config.file` (tls_server_config), which also re-reads files."""
 
+    # PEM certificate (chain) served by the endpoints.
     cert_file: Path
+    # PEM private key of cert_file.
     key_file: Path
 
     @model_validator(mode="after")

@@ -70,15 +70,20 @@ class _Model(BaseModel):
 class LatencyObjective(_Model):
     """`objective` percent of runs finish within `threshold`."""
 
+    # A run within this duration is fast enough; rounded to a bucket bound of metrics.buckets.
     threshold: Annotated[float, BeforeValidator(_threshold)]
+    # Percent of runs that must be within the threshold.
     objective: Objective = 95.0
 
 
 class SLOConfig(_Model):
     """Top-level `slo:` defaults."""
 
+    # Percent of runs that pass (above 0, below 100).
     availability: Objective = DEFAULT_AVAILABILITY
+    # The SLO window (d and w allowed: 30d, 4w).
     window: Window = DEFAULT_WINDOW
+    # Optional: that share of runs finish within the threshold.
     latency: LatencyObjective | None = None
     # A burn-rate pair pages only when its long window holds at least this many bad
     # runs: a probe with few runs per window (the 5 min write probe) must not page on
@@ -89,9 +94,11 @@ class SLOConfig(_Model):
 class ProbeSLOConfig(_Model):
     """Per-probe `slo:`: any key given replaces the default; `latency: null` turns it off."""
 
+    # false: no rules for this probe, not in the report.
     enabled: bool = True
     availability: Objective | None = None
     window: Window | None = None
+    # Optional: that share of runs finish within the threshold.
     latency: LatencyObjective | None = None
     min_failures: int | None = Field(default=None, ge=1)
 
