@@ -87,7 +87,7 @@ class SLOConfig(_Model):
     latency: LatencyObjective | None = None
     # A burn-rate pair pages only when its long window holds at least this many bad
     # runs: a probe with few runs per window (the 5 min write probe) must not page on
-    # one failure (README "Objectives").
+    # one failure (docs/objectives.md).
     min_failures: int = Field(default=DEFAULT_MIN_FAILURES, ge=1)
 
 

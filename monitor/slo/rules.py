@@ -6,7 +6,7 @@ the multi-window, multi-burn-rate alerts. The selectors name the probe, so a per
 objective needs no join, and `promtool check rules --lint-fatal` sees distinct rules
 because every recording rule carries its target/probe as static labels.
 
-Sparse probes (README "Objectives"): a window is stretched to hold at least
+Sparse probes (docs/objectives.md): a window is stretched to hold at least
 STRETCH_RUNS runs of the probe (a 5 min probe's 5m window becomes 10m, so the short
 window is never empty), and a pair pages only when its long window holds at least
 `min_failures` bad runs (one failed run of the 5 min write probe is 1/12 of an hour,
