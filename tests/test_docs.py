@@ -150,3 +150,14 @@ def test_readme_is_a_short_front_page_with_links_that_resolve() -> None:
     pages = {p.name for p in (REPO / "docs").glob("*.md")}
     linked = {Path(link).name for link in local if link.startswith("docs/")}
     assert linked == pages - {"performance-history.md"}, f"pages the README does not list: {sorted(pages - linked)}"
+
+
+def test_every_repository_path_the_manual_names_exists() -> None:
+    """A moved or renamed file (the layout changes) leaves no stale path in the README or the pages."""
+    pattern = re.compile(r"(?<![\w/.$-])((?:monitor|tests|deploy|docs)/[\w./-]*[\w/])")
+    missing = set()
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for path in pattern.findall(page.read_text(encoding="utf-8")):
+            if not (REPO / path).exists() and not path.startswith("docs/_incoming"):  # drafts come and go
+                missing.add(f"{page.relative_to(REPO)}: {path}")
+    assert not missing, "paths that do not exist:\n" + "\n".join(sorted(missing))
