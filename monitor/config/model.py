@@ -40,7 +40,7 @@ class Config(Model):
     listen: str = DEFAULT_LISTEN
     # Fleet identity: where this daemon probes from, and which replica it is.
     location: Name | None = None
-    # This daemon's name in a fleet (default $SYNTHETIC_MONITOR_REPLICA, $POD_NAME, $HOSTNAME, else the host name): /status, check, the member tag of its MLflow runs; never an alert label.
+    # This daemon's name in a fleet (default $SYNTHETIC_MONITOR_REPLICA, $POD_NAME, $HOSTNAME, else the host name): /status, check, the member tag of the runs a probe creates; never an alert label.
     replica: Annotated[str, Field(pattern=REPLICA_PATTERN)] | None = None
     shard: ShardConfig | None = None
     peers: Annotated[PeersConfig | None, BeforeValidator(peers_shorthand)] = None
