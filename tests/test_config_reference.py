@@ -45,11 +45,16 @@ def test_committed_reference_is_fresh() -> None:
     assert committed == reference.render(), "docs/configuration.md is stale: run python -m monitor.config.reference"
 
 
-def test_check_mode_passes_on_the_committed_file() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "monitor.config.reference", "--check"], cwd=REPO, capture_output=True, text=True
-    )
+def test_check_mode_passes_on_the_committed_file_and_fails_on_a_stale_one(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "monitor.config.reference"]
+    proc = subprocess.run([*command, "--check"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    stale = tmp_path / "configuration.md"
+    stale.write_text(reference.render().replace("| `listen` |", "| `listen_old` |"), encoding="utf-8")
+    proc = subprocess.run([*command, "--check", "--output", str(stale)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and "is stale" in proc.stderr
+    proc = subprocess.run([*command, "--output", str(stale)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and stale.read_text(encoding="utf-8") == reference.render()
 
 
 def test_every_key_of_the_models_is_listed() -> None:

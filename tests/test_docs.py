@@ -80,9 +80,18 @@ def _names(values: object) -> set[str]:
     if isinstance(values, dict):
         return set(values)
     try:
-        return {v if isinstance(v, str) else v.name for v in values}  # type: ignore[attr-defined]
+        items = list(values)  # type: ignore[call-overload]
     except TypeError:
         return set()
+    names = set()
+    for item in items:
+        if isinstance(item, str):
+            names.add(item)
+        elif isinstance(item, tuple) and item and isinstance(item[0], str):  # (name, severity)
+            names.add(item[0])
+        elif isinstance(getattr(item, "name", None), str):
+            names.add(item.name)
+    return names
 
 
 def diagnosis_components() -> set[str]:
@@ -101,8 +110,15 @@ def diagnosis_components() -> set[str]:
 
 
 def code_runbook_anchors() -> set[str]:
-    """Anchors the daemon itself links to: `runbook_url#<alertname>` and `#diagnosis-<component>`."""
-    names = {*alerts.ALERT_NAMES, PROBE_FAILING_ONE_LOCATION}
+    """Anchors the daemon itself links to: `runbook_url#<alertname>` and `#diagnosis-<component>`,
+    for the core's alerts and those a kind declares."""
+    names = {
+        *_names(getattr(alerts, "ALERT_NAMES", ())),
+        *_names(getattr(alerts, "SEVERITY", ())),
+        PROBE_FAILING_ONE_LOCATION,
+    }
+    for kind in KINDS.values():
+        names |= _names(getattr(kind, "alerts", None))
     return {n.lower() for n in names} | {runbook_anchor(c) for c in diagnosis_components()}
 
 

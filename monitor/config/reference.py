@@ -38,6 +38,7 @@ from monitor.config.model import Config
 from monitor.durations import format_duration
 from monitor.scenario.registry import SCENARIOS
 
+# The clone's docs/ (this module runs from a checkout; --output names another file).
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 HEADER = """\
@@ -301,23 +302,25 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monitor.config.reference", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="the file to write or check (default: %(default)s)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 if docs/configuration.md is stale")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     mode.add_argument("--stdout", action="store_true", help="print the reference instead of writing it")
     args = parser.parse_args(argv)
+    output: Path = args.output
     text = render()
     if args.stdout:
         sys.stdout.write(text)
         return 0
     if args.check:
-        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current != text:
-            print(f"{OUTPUT} is stale: run python -m monitor.config.reference", file=sys.stderr)
+            print(f"{output} is stale: run python -m monitor.config.reference", file=sys.stderr)
             return 1
         return 0
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUTPUT}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    print(f"wrote {output}")
     return 0
 
 
