@@ -21,7 +21,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.2em;color:#1f2328;background:#f
 h1{font-size:20px;margin:0 0 .2em}h2{font-size:16px;margin:1.4em 0 .4em}
 .meta{color:#59636e;margin-bottom:1em}.meta span{margin-right:1.2em}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #d1d9e0;
-vertical-align:top}th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+vertical-align:top}td.t{white-space:nowrap}th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .st{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600;font-size:12px}
 .passing{background:#1a7f37}.failing{background:#cf222e}.maintenance{background:#8250df}.unknown{background:#818b98}
 .err{font-family:ui-monospace,monospace;font-size:12px;max-width:36em;overflow-wrap:anywhere}
@@ -38,7 +38,7 @@ def h(value: object) -> str:
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def pct(ratio: float | None) -> str:
@@ -77,8 +77,9 @@ def _probe_row(row: ProbeRow, link: bool) -> str:
     name = f'<a href="probe/{quote(row.name, safe="")}">{h(row.name)}</a>' if link else h(row.name)
     state = _state(row.state)
     if row.maintenance is not None:
-        state += f'<div class="none">{h(row.maintenance)}</div>'
-    cells = [
+        underneath = "no run yet" if last is None else ("last run passed" if last.ok else "last run failed")
+        state += f'<div class="none">window {h(row.maintenance)}<br>{underneath}</div>'
+    cells = [  # the last-run cell is index 4: styled not to wrap
         name,
         h(row.target),
         h(row.location or "-"),
@@ -93,7 +94,7 @@ def _probe_row(row: ProbeRow, link: bool) -> str:
     nums = [pct(row.success_ratio) + f" <small>({len(row.runs)})</small>", pct(row.uptime_24h)]
     return (
         f'<tr data-probe="{h(row.name)}" data-state="{row.state}">'
-        + "".join(f"<td>{c}</td>" for c in cells)
+        + "".join(f'<td class="t">{c}</td>' if i == 4 else f"<td>{c}</td>" for i, c in enumerate(cells))
         + "".join(f'<td class="num">{n}</td>' for n in nums)
         + "</tr>"
     )
