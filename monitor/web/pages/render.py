@@ -24,7 +24,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;
 vertical-align:top}td.t{white-space:nowrap}th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .st{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600;font-size:12px}
 .passing{background:#1a7f37}.failing{background:#cf222e}.maintenance{background:#8250df}.unknown{background:#818b98}
-.err{font-family:ui-monospace,monospace;font-size:12px;max-width:36em;overflow-wrap:anywhere}
+.err{font-family:ui-monospace,monospace;font-size:12px;min-width:16em;max-width:36em;overflow-wrap:anywhere}
 .critical{color:#cf222e;font-weight:600}.warning{color:#9a6700;font-weight:600}.none{color:#59636e}
 a{color:#0969da;text-decoration:none}
 """
