@@ -350,7 +350,10 @@ def test_routes_honour_web_config_and_lifecycle(served: tuple[str, Maintenance, 
         assert httpx.get(url + path).status_code == 401, path
         answer = httpx.get(url + path, headers=auth)
         assert answer.status_code == 200, (path, answer.text)
-    assert httpx.get(url + "/", headers=auth).headers["content-type"].startswith("text/html")
+    page = httpx.get(url + "/", headers=auth)  # httpx asks for gzip, as browsers do
+    assert page.headers["content-type"].startswith("text/html") and page.headers["content-encoding"] == "gzip"
+    plain = httpx.get(url + "/", headers={**auth, "Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == page.text
     assert ET.fromstring(httpx.get(url + "/badge/asgard_api.svg", headers=auth).text).tag.endswith("svg")
     assert httpx.get(url + "/badge/nope.svg", headers=auth).status_code == 404
     assert httpx.get(url + "/badge/asgard_api/uptime.svg?window=9d", headers=auth).status_code == 400

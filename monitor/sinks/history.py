@@ -37,8 +37,9 @@ class HistorySink:
         self._keep_failures = keep_failures
         self._lock = threading.Lock()
         self._last: dict[str, ProbeResult] = {}
-        # Not whole results: 20 of them are ~13 KB a probe.
-        self._recent: dict[str, deque[Run]] = {}
+        # Not whole results: 20 of them are ~13 KB a probe. A tuple, replaced per run, so
+        # the status page takes it as it is instead of copying 1,000 rings per request.
+        self._recent: dict[str, tuple[Run, ...]] = {}
         self._hours: dict[str, deque[list[float]]] = {}  # [hour start, ok runs, runs], oldest first
         self._failures: deque[ProbeResult] = deque(maxlen=keep_failures)
         self._runs: dict[str, int] = {}
@@ -47,8 +48,10 @@ class HistorySink:
         with self._lock:
             self._last[result.probe] = result
             ok = result.ok
-            self._recent.setdefault(result.probe, deque(maxlen=self._keep)).append(
-                Run(result.started_at, result.duration_seconds, ok)
+            kept = self._recent.get(result.probe, ())
+            self._recent[result.probe] = (
+                *kept[max(0, len(kept) - self._keep + 1) :],
+                Run(result.started_at, result.duration_seconds, ok),
             )
             hours = self._hours.setdefault(result.probe, deque(maxlen=UPTIME_HOURS + 1))
             hour = result.started_at - result.started_at % HOUR
@@ -120,7 +123,7 @@ class HistorySink:
 
     def view(
         self, probes: list[str], window: float, now: float
-    ) -> list[tuple[ProbeResult | None, list[Run], int, float | None]]:
+    ) -> list[tuple[ProbeResult | None, tuple[Run, ...], int, float | None]]:
         """(last, recent runs, run count, uptime over `window`) per probe under one lock:
         the status page asks this for every probe on every render."""
         since = now - window
@@ -136,7 +139,7 @@ class HistorySink:
                 out.append(
                     (
                         self._last.get(name),
-                        list(self._recent.get(name, ())),
+                        self._recent.get(name, ()),
                         self._runs.get(name, 0),
                         ok / total if total else None,
                     )

@@ -55,7 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path, _, query = self.path.partition("?")
         ep = self.server.endpoints
-        if ep.face is not None and path != "/metrics" and (answer := ep.face.get(path, query)) is not None:
+        gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        if ep.face is not None and path != "/metrics" and (answer := ep.face.get(path, query, gzip_ok)) is not None:
             self._answer(answer)
         elif path == "/metrics":
             self._send(200, ep.metrics(), CONTENT_TYPE_LATEST)
@@ -111,8 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.lifecycle
 
     def _answer(self, answer: Answer) -> None:
-        status, body, content_type = answer
-        self._send(status, body, content_type)
+        self._send(answer.status, answer.body, answer.content_type, gzipped=answer.gzipped)
 
     def _body_consumed(self) -> bool:
         """Read (and drop) the request body so the next request on the connection starts
@@ -176,9 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, default=str).encode(), "application/json")
 
-    def _send(self, status: int, body: bytes, content_type: str, close: bool = False) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, close: bool = False, gzipped: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Vary", "Accept-Encoding")
         self.send_header("Content-Length", str(len(body)))
         if close:
             self.send_header("Connection", "close")

@@ -8,14 +8,17 @@ from monitor.results import ProbeResult
 from monitor.sinks.history import Run
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ProbeRow:
+    """One probe's row (not frozen: 1,000 of them are made per request, and a frozen
+    dataclass's __init__ costs several times as much)."""
+
     name: str
     target: str
     scenario: str
     location: str | None
     last: ProbeResult | None
-    runs: list[Run]
+    runs: tuple[Run, ...]
     total_runs: int
     maintenance: str | None = None  # the open window's name
     uptime_24h: float | None = None
