@@ -34,7 +34,7 @@ from monitor.sinks.history import HistorySink
 from monitor.web.face import Face
 from monitor.web.pages.badges import COLORS, status_badge, uptime_badge
 from monitor.web.pages.data import PageSource, ProbeInfo
-from monitor.web.pages.render import probe_page, status_page
+from monitor.web.pages.render import RowCache, probe_page, status_page
 from monitor.web.server import Endpoints, MonitorHTTPServer
 from monitor.web.webconfig import ServerSecurity, load_web_config
 from tests.servers import REPO
@@ -414,3 +414,20 @@ def test_check_format_html_writes_the_page(tmp_path: Path) -> None:
     assert 'data-probe="asgard_api" data-state="passing"' in html
     assert 'data-probe="dead_api" data-state="failing"' in html and "unreachable" in html
     assert "location eu-west" in html and html.count('<svg class="spark"') == 2
+
+
+def test_row_cache_renders_a_row_again_when_its_probe_ran() -> None:
+    history = HistorySink()
+    history.handle(_result("p", True, 1_800_000_000.0))
+    history.handle(_result("q", True, 1_800_000_000.0))
+    cache = RowCache()
+    source = _source(history, ["p", "q"])
+    first = status_page(source.page(), cache=cache)
+    assert first.count('data-state="passing"') == 2
+    history.handle(_result("p", False, 1_800_000_010.0, error="now broken"))
+    second = status_page(source.page(), cache=cache)
+    assert 'data-probe="p" data-state="failing"' in second and "now broken" in second
+    assert 'data-probe="q" data-state="passing"' in second
+    uncached = status_page(source.page())
+    cut = slice(uncached.index('<table id="probes">'), uncached.index("<h2>Maintenance"))
+    assert uncached[cut] == second[cut]  # the cache changes nothing on the page
