@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -31,7 +32,7 @@ from monitor.config import ConfigError, load_config
 from monitor.maintenance import Maintenance, MaintenanceError
 from monitor.results import Diagnosis, ProbeResult, Reason, StepResult
 from monitor.sinks.history import HistorySink
-from monitor.web.face import Face
+from monitor.web.face import PAGE_MAX_WAIT, PAGE_RATE, Face
 from monitor.web.pages.badges import COLORS, status_badge, uptime_badge
 from monitor.web.pages.data import PageSource, ProbeInfo
 from monitor.web.pages.render import RowCache, probe_page, status_page
@@ -431,3 +432,19 @@ def test_row_cache_renders_a_row_again_when_its_probe_ran() -> None:
     uncached = status_page(source.page())
     cut = slice(uncached.index('<table id="probes">'), uncached.index("<h2>Maintenance"))
     assert uncached[cut] == second[cut]  # the cache changes nothing on the page
+
+
+def test_status_pages_are_paced_not_refused_until_the_queue_is_long() -> None:
+    history = HistorySink()
+    history.handle(_result("p", True, 1_800_000_000.0))
+    face = Face(_source(history, ["p"]))
+    started = time.monotonic()
+    answers = [face.get("/", "") for _ in range(6)]
+    took = time.monotonic() - started
+    assert all(a is not None and a.status == 200 for a in answers)
+    assert took >= 5 / PAGE_RATE * 0.9, took  # six pages back to back: five waits for a slot
+    face._next_slot = time.monotonic() + PAGE_MAX_WAIT + 1  # a queue longer than a client should wait
+    refused = face.get("/", "")
+    assert refused is not None and refused.status == 429
+    badge = face.get("/badge/p.svg", "")
+    assert badge is not None and badge.status == 200  # badges are not paced

@@ -18,6 +18,7 @@ from monitor.results import ProbeResult
 
 HOUR = 3600.0
 UPTIME_HOURS = 7 * 24  # the longest badge window
+DAY = 86400.0
 
 
 class Run(NamedTuple):
@@ -41,6 +42,7 @@ class HistorySink:
         # the status page takes it as it is instead of copying 1,000 rings per request.
         self._recent: dict[str, tuple[Run, ...]] = {}
         self._hours: dict[str, deque[list[float]]] = {}  # [hour start, ok runs, runs], oldest first
+        self._uptime_day: dict[str, float | None] = {}
         self._failures: deque[ProbeResult] = deque(maxlen=keep_failures)
         self._runs: dict[str, int] = {}
 
@@ -60,6 +62,9 @@ class HistorySink:
             bucket = hours[-1]  # a result older than the newest hour counts there: close enough
             bucket[1] += ok
             bucket[2] += 1
+            # The page's 24 h uptime, as of this run: O(25) here instead of O(probes x hours)
+            # under the lock on every page render.
+            self._uptime_day[result.probe] = _ratio(hours, result.started_at - DAY)
             self._runs[result.probe] = self._runs.get(result.probe, 0) + 1
             if not result.ok:
                 self._failures.append(result)
@@ -73,6 +78,7 @@ class HistorySink:
             self._last.pop(probe, None)
             self._recent.pop(probe, None)
             self._hours.pop(probe, None)
+            self._uptime_day.pop(probe, None)
             self._runs.pop(probe, None)
 
     def all_ran(self, probes: list[str]) -> bool:
@@ -121,27 +127,19 @@ class HistorySink:
             kept = list(self._failures)
         return [r for r in reversed(kept) if probe is None or r.probe == probe]
 
-    def view(
-        self, probes: list[str], window: float, now: float
-    ) -> list[tuple[ProbeResult | None, tuple[Run, ...], int, float | None]]:
-        """(last, recent runs, run count, uptime over `window`) per probe under one lock:
-        the status page asks this for every probe on every render."""
-        since = now - window
-        out = []
+    def view(self, probes: list[str]) -> list[tuple[ProbeResult | None, tuple[Run, ...], int, float | None]]:
+        """(last, recent runs, run count, 24 h uptime as of the last run) per probe: plain
+        lookups under the lock, nothing copied (the loop's `handle` waits on this lock)."""
         with self._lock:
-            for name in probes:
-                ok = total = 0.0
-                for bucket in reversed(self._hours.get(name, ())):
-                    if bucket[0] + HOUR <= since:
-                        break
-                    ok += bucket[1]
-                    total += bucket[2]
-                out.append(
-                    (
-                        self._last.get(name),
-                        self._recent.get(name, ()),
-                        self._runs.get(name, 0),
-                        ok / total if total else None,
-                    )
-                )
-        return out
+            last, recent, runs, uptime = self._last, self._recent, self._runs, self._uptime_day
+            return [(last.get(n), recent.get(n, ()), runs.get(n, 0), uptime.get(n)) for n in probes]
+
+
+def _ratio(hours: deque[list[float]], since: float) -> float | None:
+    ok = total = 0.0
+    for bucket in reversed(hours):
+        if bucket[0] + HOUR <= since:
+            break
+        ok += bucket[1]
+        total += bucket[2]
+    return ok / total if total else None

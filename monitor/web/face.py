@@ -46,9 +46,15 @@ MAX_UPTIME_WINDOW = 7 * 86400.0
 API = "/api/v1/maintenance"
 # A rendered status page is served for this long: the page refreshes every 15 s, and a
 # client asking back to back (or many at once) must not take the GIL from the event loop
-# that schedules the probes. Renders are bounded at about one a second whatever the load.
-PAGE_TTL_SECONDS = 1.0
-GZIP_LEVEL = 5
+# that schedules the probes. Renders are bounded at one per TTL whatever the load.
+PAGE_TTL_SECONDS = 2.0
+GZIP_LEVEL = 6  # ~5 ms CPU for 1,000 probes; level 1 measured 134 KiB where 5-6 gave ~30 KiB
+# Pages served a second at most, all clients together; a request over the rate waits its
+# turn asleep (the GIL free for the loop), and one that would wait over PAGE_MAX_WAIT is a
+# 429. Even a cached page costs the server thread a millisecond of GIL per request; a
+# client asking back to back would otherwise take the loop's time and delay the probes.
+PAGE_RATE = 20.0
+PAGE_MAX_WAIT = 1.0
 
 
 def _json(status: int, data: Any) -> Answer:
@@ -62,8 +68,12 @@ class Face:
         self.rows = RowCache()
         self._page_lock = threading.Lock()  # one render at a time
         self._page: _Rendered | None = None
+        self._pace_lock = threading.Lock()
+        self._next_slot = 0.0
 
     def get(self, path: str, query: str, gzip_ok: bool = False) -> Answer | None:
+        if (path == "/" or path.startswith("/probe/")) and not self._paced():
+            return Answer(429, b"too many requests for the status pages: retry in a second\n", TEXT)
         if path == "/":
             rendered = self._status_page()
             return Answer(200, rendered.gzipped, HTML, True) if gzip_ok else Answer(200, rendered.raw, HTML)
@@ -80,10 +90,22 @@ class Face:
             return _json(200, {"windows": [w.as_dict(now) for w in self.source.maintenance.windows()]})
         return None
 
+    def _paced(self) -> bool:
+        """Wait for this request's slot (PAGE_RATE a second); False when it is too far off."""
+        with self._pace_lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            if slot - now > PAGE_MAX_WAIT:
+                return False
+            self._next_slot = slot + 1.0 / PAGE_RATE
+        if slot > now:
+            time.sleep(slot - now)
+        return True
+
     def _status_page(self) -> _Rendered:
         """The page, rendered at most once per PAGE_TTL_SECONDS; while one request renders,
         the others get the previous page instead of waiting (stale while revalidating).
-        Gzipped once per render: 1,000 probes are ~800 KiB of HTML and ~60 KiB gzipped."""
+        Gzipped once per render: 1,000 probes are ~900 KiB of HTML and ~30 KiB gzipped."""
         page = self._page
         if page is not None and time.monotonic() - page.at < PAGE_TTL_SECONDS:
             return page

@@ -17,8 +17,6 @@ from monitor.maintenance import Maintenance, Window
 from monitor.sinks.history import HistorySink
 from monitor.web.pages.model import AlertRow, Page, ProbeRow, WindowRow
 
-DAY = 86400.0
-
 
 @dataclass(frozen=True)
 class ProbeInfo:
@@ -62,7 +60,7 @@ class PageSource:
         who = self.identity()
         location = who.get("location")
         covered: dict[str, Window] = self.maintenance.in_maintenance([(p.name, p.target) for p in probes], now)
-        view = self.history.view([p.name for p in probes], DAY, now)
+        view = self.history.view([p.name for p in probes])
         rows = [
             ProbeRow(
                 name=p.name,
