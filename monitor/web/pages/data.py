@@ -13,9 +13,11 @@ from typing import Any
 
 from monitor import __version__
 from monitor.alerting.alerts import Alert
+from monitor.durations import format_duration
 from monitor.maintenance import Maintenance, Window
 from monitor.sinks.history import HistorySink
 from monitor.web.pages.model import AlertRow, Page, ProbeRow, WindowRow
+from monitor.web.pages.render import when
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,9 @@ def window_rows(maintenance: Maintenance, now: float) -> list[WindowRow]:
     for w in maintenance.windows():
         covers = ", ".join([*(f"probe {p}" for p in sorted(w.probes)), *(f"target {t}" for t in sorted(w.targets))])
         if w.schedule:
-            span = f"cron {w.schedule} {w.timezone or 'UTC'} for {w.duration:g}s"
+            span = f"cron {w.schedule} ({w.timezone or 'UTC'}) for {format_duration(w.duration)}"
         else:
-            d = w.as_dict(now)
-            span = f"{d['start']} .. {d['end']}"
+            span = f"{when(w.start)} .. {when(w.end)}"
         rows.append(WindowRow(w.id, w.name, w.origin, covers, span, w.current(now) is not None))
     return rows
 
