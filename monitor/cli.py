@@ -19,7 +19,7 @@ from monitor.config import Config, ConfigError, load_config, parse_listen
 from monitor.fleet import identity
 from monitor.logsetup import Redactor, configure_logging
 from monitor.pipeline import CrossCheck, Pipeline, Redact
-from monitor.report import RENDERERS, ProbeRuns
+from monitor.report import RENDERERS, ProbeRuns, render_html
 from monitor.results import ProbeResult
 from monitor.scenario.registry import SCENARIOS
 from monitor.scenario.runner import run_probe
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", help="YAML config file")
     check.add_argument("--probe", action="append", help="only this probe (repeatable)")
     check.add_argument("--repeat", type=int, default=1, help="run each probe N times, with latency statistics")
-    check.add_argument("--format", choices=sorted(RENDERERS), default="table")
+    check.add_argument("--format", choices=sorted([*RENDERERS, "html"]), default="table")
 
     sub.add_parser(
         "demo", help="start a local MLflow, an Asgard stand-in and the daemon (see `demo --help`)", add_help=False
@@ -145,7 +145,10 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging("error", "json", config.secret_values(), stream=sys.stderr)
     probes = asyncio.run(run_check(config, wanted, args.repeat))
-    print(with_fleet(RENDERERS[args.format](probes), args.format, config, wanted))
+    if args.format == "html":  # the status page: it carries the fleet identity itself
+        print(render_html(probes, config))
+    else:
+        print(with_fleet(RENDERERS[args.format](probes), args.format, config, wanted))
     return EXIT_OK if all(p.ok for p in probes) else EXIT_FAILED
 
 

@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import ssl
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,6 +30,7 @@ from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhook
 from monitor.http.client import TargetClient, redact_url
 from monitor.jobs import JobRunner
 from monitor.logsetup import Redactor, configure_logging
+from monitor.maintenance import Maintenance
 from monitor.pipeline import CrossCheck, Pipeline, Redact
 from monitor.results import ProbeResult
 from monitor.scenario.registry import SCENARIOS
@@ -38,8 +40,11 @@ from monitor.sinks.errors import SinkErrors
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.history import HistorySink
 from monitor.sinks.logging import LogSink
+from monitor.sinks.maintenance import MaintenanceGauge
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.web.endpoints import EndpointLogic
+from monitor.web.face import Face
+from monitor.web.pages.data import PageSource, ProbeInfo
 from monitor.web.server import Endpoints, MonitorHTTPServer
 from monitor.web.webconfig import ServerSecurity, ServerTLS, WebConfig
 
@@ -71,6 +76,11 @@ class Daemon:
         errors = SinkErrors(self.exposition)
         self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
         self.alerts.gate = QuorumGate(config.peers, config.location) if config.peers is not None else None
+        self.maintenance = Maintenance()
+        self.alerts.maintenance = self.maintenance
+        gauge = MaintenanceGauge(self.maintenance, self._probe_pairs)
+        self.exposition.add(gauge, gauge.render)
+        self.loaded_at: float | None = None
         self.redact = Redact(Redactor(config.secret_values()).scrub)
         self.cross_check = CrossCheck(config)
         # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
@@ -231,7 +241,11 @@ class Daemon:
                 self.scheduler.add_probe(probe.name, probe.interval, self.runner.job)
         self.runner.probes = {p.name: p for p in own}
         self.runner.member = run_member(config)
+        self.maintenance.configure(
+            config.maintenance, {p.name for p in config.probes}, {t.name for t in config.targets}
+        )
         self.config = config
+        self.loaded_at = time.time()
         self.cross_check.config = config
         for client in stale:
             self._background(self._close_later(client))
@@ -285,6 +299,10 @@ class Daemon:
     def _probe_targets(self) -> list[tuple[str, str]]:
         return [(p.name, p.target) for p in self.runner.probes.values()]
 
+    def _probe_pairs(self) -> list[tuple[str, str]]:
+        """(probe, target) of the probes this daemon runs, from any thread."""
+        return [(p.name, p.target) for p in list(self.runner.probes.values())]
+
     # -- HTTP endpoints (called from the server thread) ------------------------------
 
     def _server_endpoints(self) -> Endpoints:
@@ -294,7 +312,45 @@ class Daemon:
             ready=self.endpoints.ready,
             status=self.endpoints.status,
             reload=self._reload_from_thread,
+            face=Face(self._page_source(), self._maintenance_changed),
         )
+
+    def _page_source(self) -> PageSource:
+        gate = lambda target, probe: (  # noqa: E731
+            self.alerts.gate.verdict(target, probe) if self.alerts.gate is not None else "no peers (local verdict)"
+        )
+        return PageSource(
+            history=self.history,
+            probes=lambda: [ProbeInfo(p.name, p.target, p.scenario) for p in list(self.runner.probes.values())],
+            maintenance=self.maintenance,
+            identity=self._page_identity,
+            alerts=self._firing,
+            receivers=lambda: [r.label for r in self.alerts.config.receivers] if self.alerts.enabled else [],
+            quorum=gate,
+            reloaded_at=lambda: self.loaded_at,
+        )
+
+    def _page_identity(self) -> dict[str, Any]:
+        config = self.config
+        shard = config.shard
+        who = identity(config)
+        who["shard"] = f"member {shard.index} of {shard.count}" if shard is not None else None
+        return who
+
+    def _firing(self) -> list[Any]:
+        """The engine's firing alerts from the server thread: the loop may change the
+        state dict while we copy it, so try again (a copy takes microseconds)."""
+        for _ in range(5):
+            try:
+                return self.alerts.firing()
+            except RuntimeError:  # dictionary changed size during iteration
+                continue
+        return []
+
+    def _maintenance_changed(self) -> None:
+        """A runtime window changed (server thread): persist it on the loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.alerts.maintenance_changed)
 
     def _reload_from_thread(self) -> tuple[bool, str]:
         assert self._loop is not None

@@ -10,11 +10,17 @@ import datetime as dt
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from monitor.config import Config
 from monitor.diagnosis import runbook_anchor
+from monitor.fleet import identity
+from monitor.maintenance import Maintenance
 from monitor.results import ProbeResult, StepResult
+from monitor.sinks.history import HistorySink
+from monitor.web.pages.data import PageSource, ProbeInfo
+from monitor.web.pages.render import status_page
 
 
 @dataclass(frozen=True)
@@ -252,3 +258,22 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
 
 
 RENDERERS = {"table": render_table, "json": render_json, "markdown": render_markdown}
+
+
+def render_html(probes: Sequence[ProbeRuns], config: Config) -> str:
+    """The daemon's status page for a one-off run (a report to attach to a ticket): the
+    same renderer, fed from a history that holds this check's runs."""
+    history = HistorySink(keep=max((len(p.runs) for p in probes), default=1))
+    for probe in probes:
+        for run in probe.runs:
+            history.handle(run)
+    maintenance = Maintenance()
+    maintenance.configure(config.maintenance, {p.name for p in config.probes}, {t.name for t in config.targets})
+    source = PageSource(
+        history=history,
+        probes=lambda: [ProbeInfo(p.name, p.target, p.scenario) for p in probes],
+        maintenance=maintenance,
+        identity=lambda: identity(config),
+        refresh_seconds=None,
+    )
+    return status_page(replace(source.page(), title="synthetic-monitor check"), link_probes=False)

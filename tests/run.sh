@@ -14,6 +14,8 @@ command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/n
 command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
 # PostgreSQL 15 for the production-stack fixture (tests/prodstack.py runs its own cluster).
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+# Headless Chromium for the status page test (tests/test_status_page_browser.py).
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages: ${need[*]}" >&2

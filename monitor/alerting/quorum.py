@@ -138,6 +138,13 @@ class QuorumGate:
     def reconfigure(self, peers: PeersConfig, location: str | None) -> None:
         self.peers, self.location = peers, location
 
+    def verdict(self, target: str, probe: str) -> str:
+        """The quorum state of a firing SyntheticProbeFailing, for the status page."""
+        sent = self._sent.get((target, probe))
+        if sent is None:
+            return "asking peers"
+        return "quorum reached" if sent.name == PROBE_FAILING else "below quorum (warning)"
+
     def filter(self, alerts: list[Alert], submit: Submit) -> list[Alert]:
         """What may go out now; SyntheticProbeFailing goes out later, through `submit`."""
         now: list[Alert] = []

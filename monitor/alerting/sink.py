@@ -39,6 +39,7 @@ from monitor.alerting.engine import AlertEngine
 from monitor.alerting.state import StateFileError, StateWriter, load_state
 from monitor.config import AlertingConfig
 from monitor.events import Event, JobEvent
+from monitor.maintenance import Maintenance
 from monitor.results import ProbeResult
 from monitor.sinks.errors import SinkErrors
 from monitor.sinks.exposition import Exposition, declare_in
@@ -93,6 +94,9 @@ class AlertSink:
         self._started = False
         # Fleet mode: holds SyntheticProbeFailing back for the peers' votes (alerting/quorum.py).
         self.gate: Any = None
+        # Maintenance windows (monitor/maintenance.py): results of a probe in one are held
+        # back from the engine, and the runtime windows are kept in the state file.
+        self.maintenance: Maintenance | None = None
 
     @property
     def enabled(self) -> bool:
@@ -104,6 +108,10 @@ class AlertSink:
         if not self.enabled:
             return
         try:
+            if self.maintenance is not None and self.maintenance.active_for(result.probe, result.target, self._clock()):
+                # Held, not resolved: the engine does not see the run at all, so nothing fires,
+                # nothing resolves, and a firing alert stays firing (re-sent, never expired).
+                return
             self._emit(self._engine.observe(result, self._clock()))
         except Exception:  # alerting must never break a probe run
             self._failed()
@@ -369,6 +377,8 @@ class AlertSink:
             data = load_state(Path(path))
             if data is None:
                 return []
+            if self.maintenance is not None:
+                self.maintenance.restore(data.get("maintenance"))
             resolved = self._engine.restore(data, now)
         except (StateFileError, ValueError, KeyError, TypeError) as exc:
             self._log.warning("alert_state_unusable", path=str(path), error=str(exc), action="starting empty")
@@ -399,7 +409,14 @@ class AlertSink:
 
     def _snapshot(self) -> dict[str, Any]:
         self._snapshot_version = self._engine.version
-        return self._engine.snapshot(self._clock())
+        data = self._engine.snapshot(self._clock())
+        if self.maintenance is not None:
+            data["maintenance"] = self.maintenance.dump()
+        return data
+
+    def maintenance_changed(self) -> None:
+        """A runtime window was added or ended: write the state file now (loop thread only)."""
+        self._save(force=True)
 
     def _written(self) -> None:
         self._saved_version = self._snapshot_version

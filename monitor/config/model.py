@@ -25,6 +25,7 @@ from monitor.config.common import (
     safe_url,
 )
 from monitor.config.fleet import PeersConfig, ShardConfig, peers_shorthand
+from monitor.config.maintenance import MaintenanceConfig
 from monitor.config.observability import LogConfig, MetricsConfig
 from monitor.config.probes import ProbeConfig
 from monitor.config.targets import TargetConfig
@@ -57,6 +58,7 @@ class Config(Model):
     alerting: AlertingConfig = AlertingConfig()
     # Service level objectives: defaults for every probe (`synthetic-monitor slo rules`, `slo report`).
     slo: SLOConfig = SLOConfig()
+    maintenance: list[MaintenanceConfig] = []
 
     @field_validator("listen")
     @classmethod
@@ -87,6 +89,11 @@ class Config(Model):
                     f"probes[{index}].scenario",
                     f"scenario {probe.scenario!r} needs a {wanted} target, {probe.target!r} is {probe_target.kind}",
                 )
+        for index, window in enumerate(self.maintenance):
+            for key, names, known in (("probes", window.probes, seen), ("targets", window.targets, targets)):
+                unknown = [n for n in names if n not in known]
+                if unknown:
+                    raise FieldError(f"maintenance[{index}].{key}", f"no {key[:-1]} named {unknown[0]!r}")
         if self.location is not None and "location" in self.alerting.labels:
             raise FieldError("alerting.labels.location", "set by the top-level `location` key, not here")
         if self.shard is not None and self.shard.index is None:

@@ -59,6 +59,10 @@ ERROR_WINDOW = "target_probe:synthetic_probe_runs_failure_per_runs:ratio_window"
 LATENCY_WINDOW = "target_probe:synthetic_probe_duration_slow_per_runs:ratio_window"
 ERROR_BUDGET = "target_probe:synthetic_probe_error_budget_remaining:ratio"
 LATENCY_BUDGET = "target_probe:synthetic_probe_latency_budget_remaining:ratio"
+# Maintenance windows (synthetic_probe_maintenance == 1) leave the budget and the pages:
+# runs outside any window, recorded per evaluation, feed the budget's window ratio.
+MAINTENANCE = "synthetic_probe_maintenance"
+OUTSIDE = "_outside_maintenance:increase"
 
 
 def bucket_bound(threshold: float, buckets: Sequence[float]) -> tuple[float, str | None]:
@@ -126,6 +130,17 @@ class _SLI:
             f"  sum by (target, probe) (rate({DURATION}_count{sel}[{rng}]))\n)\n"
         )
 
+    @property
+    def outside(self) -> tuple[str, str]:
+        """Recording names: bad runs and all runs outside maintenance windows, per short range."""
+        base = "synthetic_probe_runs_failure" if self.kind == "error" else "synthetic_probe_duration_slow"
+        all_runs = "synthetic_probe_runs" if self.kind == "error" else "synthetic_probe_duration_runs"
+        return f"target_probe:{base}{OUTSIDE}", f"target_probe:{all_runs}{OUTSIDE}"
+
+    def all_runs_expr(self, rng: str) -> str:
+        metric = RUNS if self.kind == "error" else f"{DURATION}_count"
+        return f"sum by (target, probe) (increase({metric}{_selector(self.obj)}[{rng}]))"
+
     def bad_runs_expr(self, rng: str) -> str:
         """How many bad runs the range holds (the sparse-probe guard)."""
         if self.kind == "error":
@@ -140,9 +155,17 @@ def _labels(obj: Objectives, **extra: str) -> dict[str, str]:
     return {"target": obj.target, "probe": obj.probe, **extra}
 
 
+def _not_in_maintenance(obj: Objectives, rng: str) -> str:
+    return (
+        f"unless on (target, probe) max by (target, probe) (max_over_time({MAINTENANCE}{_selector(obj)}[{rng}])) == 1"
+    )
+
+
 def _sli_rules(sli: _SLI) -> list[dict[str, Any]]:
     obj = sli.obj
     window = format_window(obj.window)
+    short, short_name = stretched(WINDOWS[0], obj.interval), format_window(WINDOWS[0])
+    bad_outside, all_outside = sli.outside
     rules: list[dict[str, Any]] = [
         {"record": sli.objective_name, "expr": f"vector({_number(sli.objective)})", "labels": _labels(obj)},
     ]
@@ -154,10 +177,23 @@ def _sli_rules(sli: _SLI) -> list[dict[str, Any]]:
                 "labels": _labels(obj),
             }
         )
+    # Sampled every evaluation, so each run is counted (range / interval) times in both
+    # sums alike: the ratio is right, and a range that touched a window is left out.
+    for name, expr in ((bad_outside, sli.bad_runs_expr(short)), (all_outside, sli.all_runs_expr(short))):
+        rules.append(
+            {
+                "record": name + short_name,
+                "expr": f"{expr}\n{_not_in_maintenance(obj, short)}\n",
+                "labels": _labels(obj),
+            }
+        )
     rules.append(
         {
             "record": sli.window_name,
-            "expr": sli.ratio_expr(window),
+            "expr": (
+                f"sum_over_time({bad_outside}{short_name}{_selector(obj)}[{window}])\n/\n"
+                f"sum_over_time({all_outside}{short_name}{_selector(obj)}[{window}])\n"
+            ),
             "labels": _labels(obj, slo_window=window),
         }
     )
@@ -180,6 +216,7 @@ def _sli_rules(sli: _SLI) -> list[dict[str, Any]]:
                 "expr": (
                     f"{sli.ratio}{long_name}{_selector(obj)} > {threshold}\n"
                     f"and\n{sli.ratio}{short_name}{_selector(obj)} > {threshold}\n"
+                    f"{_not_in_maintenance(obj, stretched(pair.short, obj.interval))}\n"
                     f"and\n{sli.bad_runs_expr(long_rng)} >= {obj.min_failures}\n"
                 ),
                 "labels": _labels(obj, severity=pair.severity, long_window=long_name),

@@ -19,6 +19,8 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from monitor.web.face import API as MAINTENANCE_API
+from monitor.web.face import Answer, Face
 from monitor.web.webconfig import ServerSecurity
 
 
@@ -31,14 +33,16 @@ class Endpoints:
     ready: Callable[[], tuple[bool, str]]
     status: Callable[[], dict[str, Any]]
     reload: Callable[[], tuple[bool, str]]
+    face: Face | None = None  # the status page, badges and maintenance API (monitor/web/face.py)
 
 
-MAX_BODY_BYTES = 64 * 1024  # no endpoint takes a body; a reload request needs none
+MAX_BODY_BYTES = 64 * 1024  # only a maintenance window's small JSON is read
 LIFECYCLE_DISABLED = b"Lifecycle API is not enabled.\n"  # Prometheus' own answer
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: MonitorHTTPServer
+    _body = b""
     protocol_version = "HTTP/1.1"
     server_version = "synthetic-monitor"
     timeout = 10  # an idle or silent connection is closed, freeing its thread
@@ -49,9 +53,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if not self._body_consumed() or not self._authorized():
             return
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         ep = self.server.endpoints
-        if path == "/metrics":
+        gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        if ep.face is not None and path != "/metrics" and (answer := ep.face.get(path, query, gzip_ok)) is not None:
+            self._answer(answer)
+        elif path == "/metrics":
             self._send(200, ep.metrics(), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             self._send_check(*ep.healthy())
@@ -69,7 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._body_consumed() or not self._authorized():
             return
-        if self.path.split("?", 1)[0] == "/-/reload":
+        path = self.path.split("?", 1)[0]
+        face = self.server.endpoints.face
+        if face is not None and path == MAINTENANCE_API and self.command == "POST":
+            if self._lifecycle_enabled() and (answer := face.post(path, self._body)) is not None:
+                self._answer(answer)
+        elif path == "/-/reload":
             if not self.server.lifecycle:
                 # As Prometheus: reloading over HTTP is opt-in (--web.enable-lifecycle);
                 # SIGHUP needs access to the process, this needs only the port.
@@ -82,10 +94,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_POST  # Prometheus takes PUT /-/reload too
 
+    def do_DELETE(self) -> None:
+        if not self._body_consumed() or not self._authorized():
+            return
+        path = self.path.split("?", 1)[0]
+        face = self.server.endpoints.face
+        if face is not None and path.startswith(MAINTENANCE_API + "/"):
+            if self._lifecycle_enabled() and (answer := face.delete(path)) is not None:
+                self._answer(answer)
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def _lifecycle_enabled(self) -> bool:
+        """Writes over HTTP are opt-in, as Prometheus' /-/reload (--web.enable-lifecycle)."""
+        if not self.server.lifecycle:
+            self._send(403, LIFECYCLE_DISABLED, "text/plain; charset=utf-8")
+        return self.server.lifecycle
+
+    def _answer(self, answer: Answer) -> None:
+        self._send(answer.status, answer.body, answer.content_type, gzipped=answer.gzipped)
+
     def _body_consumed(self) -> bool:
         """Read (and drop) the request body so the next request on the connection starts
         where this one ends; anything we cannot frame exactly is refused and the
         connection closed, never half-read and parsed as a request."""
+        self._body = b""
         if self.headers.get("Transfer-Encoding"):
             return self._refuse(411, "a chunked body is not accepted: send Content-Length")
         raw = self.headers.get_all("Content-Length") or []
@@ -98,12 +131,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(value)
         if length > MAX_BODY_BYTES:
             return self._refuse(413, f"request body over {MAX_BODY_BYTES} bytes")
+        chunks = []
         while length > 0:
             chunk = self.rfile.read(min(length, 16384))
             if not chunk:
                 self.close_connection = True
                 return False  # the client went away mid-body: nothing to answer
+            chunks.append(chunk)
             length -= len(chunk)
+        self._body = b"".join(chunks)
         return True
 
     def _refuse(self, status: int, message: str) -> bool:
@@ -140,9 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, default=str).encode(), "application/json")
 
-    def _send(self, status: int, body: bytes, content_type: str, close: bool = False) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, close: bool = False, gzipped: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Vary", "Accept-Encoding")
         self.send_header("Content-Length", str(len(body)))
         if close:
             self.send_header("Connection", "close")
