@@ -20,4 +20,5 @@ def make_client(target: TargetConfig) -> TargetClient:
         max_body_bytes=target.max_body_bytes,
         user_agent=f"synthetic-monitor/{__version__}",
         error_hint=KINDS[target.kind].error_hint,
+        error_classifier=KINDS[target.kind].classify_error,
     )

@@ -39,7 +39,7 @@ RUN_SHARE_LIMIT = 0.9
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
 
 
-REPLICA_PATTERN = r"^[A-Za-z0-9_.-]{1,253}$"  # a pod or host name; also an MLflow tag value
+REPLICA_PATTERN = r"^[A-Za-z0-9_.-]{1,253}$"  # a pod or host name; also a tag value a probe writes
 
 
 class ConfigError(Exception):
