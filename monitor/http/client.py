@@ -158,10 +158,13 @@ class TargetClient:
         user_agent: str = "synthetic-monitor",
         error_hint: ErrorHint | None = None,
         error_classifier: ErrorClassifier | None = None,
+        secret_headers: dict[str, Callable[[], str]] | None = None,
     ) -> None:
         base_url, url_auth = split_userinfo(base_url)
         self.error_hint = error_hint
         self.error_classifier = error_classifier
+        # Header values read per request (secrets from files, re-read when the file changes).
+        self._secret_headers = dict(secret_headers or {})
         basic_auth = basic_auth or url_auth
         all_headers = {"User-Agent": user_agent, "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         all_headers.update(headers or {})
@@ -218,9 +221,16 @@ class TargetClient:
         if json_body is not None:
             content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             request_headers = self._json_headers
-        if headers:
+        if headers or self._secret_headers:
             request_headers = request_headers.copy()
-            request_headers.update(headers)
+            request_headers.update(headers or {})
+            try:
+                for name, current in self._secret_headers.items():
+                    request_headers[name] = current()
+            except OSError as exc:  # the monitor's own secret file: nothing was sent
+                raise StepFailure(
+                    Reason.INTERNAL_ERROR, f"{method} {path}: request not sent: {exc}", component="monitor"
+                ) from None
         phases = Phases()  # filled by the transport, also as far as a failed request got
         try:
             url = self._url(path, params)
