@@ -25,6 +25,7 @@ class Reason(str, enum.Enum):
     INVALID_RESPONSE = "invalid_response"
     VALIDATION_FAILED = "validation_failed"
     DEPENDENCY_UNAVAILABLE = "dependency_unavailable"
+    ASSERTION_FAILED = "assertion_failed"  # a config-defined assertion was false (its name in the error)
     INTERNAL_ERROR = "internal_error"
 
     def __str__(self) -> str:

@@ -199,9 +199,14 @@ class Scenario:
     # Delete what a run reported it may have left behind (`Facts.leftovers()`), once the
     # target answers again: client, paths -> what it deleted.
     sweep: Callable[[TargetClient, list[str]], Awaitable[list[str]]] | None = None
+    # Steps written in the probe's options (a config-defined check): options -> (steps,
+    # cleanup steps), used instead of `steps` and `cleanup_steps`.
+    configured_steps: Callable[[Any], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
+        if self.configured_steps is not None:
+            return self.configured_steps(options)[0]
         if self.optional_steps is None:
             return self.steps
         skipped = set(self.optional_steps(options))
@@ -210,7 +215,8 @@ class Scenario:
     def cleanup_reserve(self, options: Any, step_timeout: float) -> float:
         """How long this probe's cleanup may run after its deadline (one budget per cleanup step)."""
         active = set(self.steps_for(options))
-        count = sum(1 for step in self.cleanup_steps if step in active)
+        cleanup = self.configured_steps(options)[1] if self.configured_steps is not None else self.cleanup_steps
+        count = sum(1 for step in cleanup if step in active)
         return count * cleanup_budget(step_timeout)
 
 
