@@ -47,8 +47,8 @@ class SecretFile(Model):
 
 # A header value inline, or `{file: PATH}` (a mapping is always read as the file form).
 HeaderSetting = Annotated[
-    Annotated[HeaderValue, Tag("value")] | Annotated[SecretFile, Tag("file")],
-    Discriminator(lambda v: "file" if isinstance(v, (dict, SecretFile)) else "value"),
+    Annotated[HeaderValue, Tag("header-value")] | Annotated[SecretFile, Tag("header-file")],
+    Discriminator(lambda v: "header-file" if isinstance(v, (dict, SecretFile)) else "header-value"),
 ]
 
 
