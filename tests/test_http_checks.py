@@ -20,8 +20,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from monitor.alerting.engine import AlertEngine
 from monitor.clients import make_client
-from monitor.config import load_config
+from monitor.config import AlertingConfig, load_config
 from monitor.probes.http.scenario import AssertionFailures
 from monitor.results import ProbeResult, Reason
 from monitor.scenario.registry import SCENARIOS
@@ -167,6 +168,13 @@ async def test_a_changed_shape_fails_the_named_assertion_at_its_step(shop: tuple
     assert registry.get_sample_value("synthetic_probe_assertion_failures_total", labels) == 1.0
     family.forget("shop", "shop_item", last_of_target=True)
     assert registry.get_sample_value("synthetic_probe_assertion_failures_total", labels) is None
+    # The default alert names the step and the assertion (never the expression), and the culprit.
+    engine = AlertEngine(AlertingConfig.model_validate({"startup_grace": 0}), now=0.0)
+    fired = {a.name: a for a in engine.observe(result, 1.0) + engine.observe(result, 2.0)}
+    description = fired["SyntheticProbeFailing"].annotations["description"]
+    assert "step list, reason assertion_failed" in description and "assertion has_items is false" in description
+    assert "Diagnosis: server: target shop" in description and "size(" not in description
+    assert not {n for n in fired if "MLflow" in n or "Asgard" in n}
 
 
 async def test_extraction_finding_nothing_is_invalid_response(shop: tuple[Shop, str], tmp_path: Path) -> None:

@@ -31,6 +31,13 @@ class ExpressionError(ValueError):
     """A CEL expression or a JSONPath that does not compile: one line with the position."""
 
 
+class Bindings:
+    """A step's CEL context converted once for all its assertions (the body is the costly part)."""
+
+    def __init__(self, context: Mapping[str, Any], names: frozenset[str]) -> None:
+        self.activation = _ENV.Activation(data={k: v for k, v in context.items() if k in names})
+
+
 class Assertion:
     """One compiled CEL expression; `names` are the context variables it reads."""
 
@@ -42,10 +49,13 @@ class Assertion:
             raise ExpressionError(_cel_error(str(exc))) from None
         self.names = frozenset(_NAMES.findall(source))
 
-    def evaluate(self, context: Mapping[str, Any]) -> tuple[bool, str | None]:
+    def evaluate(self, context: Mapping[str, Any] | Bindings) -> tuple[bool, str | None]:
         """(passed, why not): a false result, a non-boolean or an evaluation error all fail."""
         try:
-            value = self._program.eval(data={k: v for k, v in context.items() if k in self.names})
+            if isinstance(context, Bindings):
+                value = self._program.eval(activation=context.activation)
+            else:
+                value = self._program.eval(data={k: v for k, v in context.items() if k in self.names})
         except RuntimeError as exc:  # the library's own bounds (iteration budget) and runtime errors
             return False, _one_line(str(exc))
         kind = value.type()

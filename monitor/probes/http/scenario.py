@@ -19,7 +19,7 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry, Counter
 
 from monitor.http.client import HttpResponse
-from monitor.probes.http.expressions import MAX_TEXT_CHARS, check_json_bounds, extracted_too_large
+from monitor.probes.http.expressions import MAX_TEXT_CHARS, Bindings, check_json_bounds, extracted_too_large
 from monitor.probes.http.options import VAR, FileValue, HttpCheckOptions, StepSpec
 from monitor.results import Diagnosis, Facts, ProbeResult, Reason, StepFailure
 from monitor.scenario.base import MetricFamilies, Scenario, ScenarioAborted, ScenarioRun, Step
@@ -110,8 +110,9 @@ async def _one_step(run: ScenarioRun, step: Step, spec: StepSpec, variables: dic
             "duration_ms": duration_ms,
             "vars": dict(variables),
         }
+        bindings = Bindings(context, frozenset().union(*(a.compiled.names for a in spec.assertions)))
         for assertion in spec.assertions:
-            passed, why = assertion.compiled.evaluate(context)
+            passed, why = assertion.compiled.evaluate(bindings)
             if not passed:
                 run.facts = dataclasses.replace(_facts(run), failed_assertion=(spec.name, assertion.name))
                 detail = f" ({why})" if why else ""
