@@ -40,6 +40,7 @@ class Shop:
         self.shape = "items"  # "data": the list moves to another key (a changed answer shape)
         self.key: str | None = None  # the X-Api-Key it requires (None: any)
         self.seen_keys: list[str] = []
+        self.seen_auth: list[str] = []
         self.deleted: list[str] = []
 
 
@@ -55,6 +56,7 @@ def handler(shop: Shop) -> type[http.server.BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             key = self.headers.get("X-Api-Key", "")
             shop.seen_keys.append(key)
+            shop.seen_auth.append(self.headers.get("Authorization", ""))
             if shop.key is not None and key != shop.key:
                 # A careless server quotes the credential back: it must never show.
                 return self._send(401, json.dumps({"error": f"bad key {key}"}).encode())
@@ -244,6 +246,41 @@ def test_a_secret_header_reaches_the_server_is_reread_and_never_shows(shop: tupl
     assert failed is not None and failed.status_code == 401
     text = json.dumps(second.as_dict())
     assert ROTATED not in text and "bad key ***" in text  # the server quoted it back; the result does not
+
+
+@pytest.mark.parametrize("form", ["bearer_token_file", "basic_auth"])
+async def test_credentials_from_files_reach_the_server_and_follow_a_rotation(
+    shop: tuple[Shop, str], tmp_path: Path, form: str
+) -> None:
+    state, url = shop
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    target: dict[str, Any] = (
+        {"auth": {"bearer_token_file": str(secret)}}
+        if form == "bearer_token_file"
+        else {"basic_auth": {"username": "probe", "password_file": str(secret)}}
+    )
+    config = write_config(tmp_path, url, **target)
+    loaded = load_config(config)
+    probe = loaded.probes[0]
+    client = make_client(loaded.target("shop"))  # one client, as the daemon keeps one per target
+    try:
+        for value in (SECRET, ROTATED):
+            secret.write_text(value + "\n")
+            result = await run_probe(SCENARIOS["http"], client, probe.options, probe="p", target="shop", timeout=10)
+            assert result.ok, result.as_dict()
+    finally:
+        await client.aclose()
+    import base64
+
+    def expected(value: str) -> str:
+        if form == "bearer_token_file":
+            return f"Bearer {value}"
+        return "Basic " + base64.b64encode(f"probe:{value}".encode()).decode()
+
+    assert state.seen_auth[0] == expected(SECRET) and state.seen_auth[-1] == expected(ROTATED)
+    shown = monitor("config", "show", str(config), "--format", "json")
+    assert shown.returncode == 0 and SECRET not in shown.stdout and ROTATED not in shown.stdout
 
 
 @pytest.mark.parametrize(
