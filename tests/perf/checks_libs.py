@@ -91,17 +91,9 @@ def cel_python() -> tuple[Callable[[str], Any], Callable[[Any, dict[str, Any]], 
 def cel_google() -> tuple[Callable[[str], Any], Callable[[Any, dict[str, Any]], Any]]:
     from cel_expr_python import cel
 
-    dyn = cel.Type.DYN
-    env = cel.NewEnv(
-        variables={
-            "status": cel.Type.INT,
-            "headers": cel.Type.Map(cel.Type.STRING, cel.Type.STRING),
-            "body": dyn,
-            "text": cel.Type.STRING,
-            "duration_ms": cel.Type.DOUBLE,
-            "vars": cel.Type.Map(cel.Type.STRING, dyn),
-        }
-    )
+    # As monitor/probes/http/expressions.py declares them: all dynamic (typed `double`,
+    # `duration_ms < 500` is refused by its checker: no overload of double < int).
+    env = cel.NewEnv(variables={name: cel.Type.DYN for name in CONTEXT})
     return env.compile, lambda program, ctx: program.eval(data=ctx).plain_value()
 
 

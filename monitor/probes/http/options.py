@@ -45,7 +45,7 @@ class FileValue(ScenarioOptions):
 
 
 class Request(ScenarioOptions):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
 
     method: str = "GET"
     path: str = Field(min_length=1)
@@ -131,7 +131,7 @@ def _compiles_as_path(value: str) -> str:
 
 
 class StepSpec(ScenarioOptions):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
 
     name: str = Field(pattern=_NAME)
     request: Request
