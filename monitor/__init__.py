@@ -1,3 +1,3 @@
-"""Synthetic monitor for MLflow and the Asgard MLOps API."""
+"""Synthetic monitor: scheduled probe scenarios against HTTP services (the plug-ins in monitor/probes/)."""
 
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ from monitor.logsetup import Redactor, configure_logging
 from monitor.pipeline import CrossCheck, Pipeline, Redact
 from monitor.report import RENDERERS, ProbeRuns, render_html
 from monitor.results import ProbeResult
-from monitor.scenario.registry import SCENARIOS
+from monitor.scenario.registry import KINDS, SCENARIOS
 from monitor.scenario.runner import run_probe
 from monitor.slo.command import add_parser as add_slo_parser
 from monitor.slo.command import run_slo
@@ -32,7 +32,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthetic-monitor",
-        description="Synthetic monitor for MLflow and the Asgard MLOps API.",
+        # The plug-ins say what they probe: the core names no kind of service.
+        description="Synthetic monitor for " + "; ".join(k.description for k in KINDS.values() if k.description) + ".",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=sorted([*RENDERERS, "html"]), default="table")
 
     sub.add_parser(
-        "demo", help="start a local MLflow, an Asgard stand-in and the daemon (see `demo --help`)", add_help=False
+        "demo", help="start a local demo stack (servers, stand-ins) and the daemon (see `demo --help`)", add_help=False
     )
 
     add_slo_parser(sub)

@@ -1,40 +1,33 @@
 """Name the broken part of a failed run: `Diagnosis(component, summary)`.
 
 The reason says *what* went wrong at a step (timeout, worker_failure, ...); on-call needs
-*which part* to look at, because each part has its own runbook: the MLflow server and its
-workers, its backend store (the database), its artifact store (S3), the network, the
-credentials, the monitor's configuration, Asgard, or the monitor itself.
+*which part* to look at, because each part has its own runbook: the service's server and
+its workers, a store or service behind it, the network, the credentials, the monitor's
+configuration, or the monitor itself. The generic parts are known here; a target kind
+declares its own (`TargetKind.components`, e.g. a database behind the service).
 
 Order of evidence, most specific first:
 1. a component the failed step carries (the monitor's own connection pool; a scenario's
-   re-classification, e.g. MLflow's 503 naming a database error is `backend_store`);
+   re-classification, e.g. a 503 naming a database error blames the kind's database part);
 2. the scenario's own hint for the run (`ScenarioRun.diagnosis`, set by `Scenario.explain`);
-3. generic rules on the reason and status below, which know no scenario;
-4. otherwise the service itself (the target kind's server component).
+3. the kind's own rule for the failed step (`TargetKind.diagnose`);
+4. generic rules on the reason and status below, which know no scenario;
+5. otherwise the service itself (the target kind's server component).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from monitor.results import COMPONENTS, Diagnosis, ProbeResult, Reason, StepResult
+from monitor.results import Diagnosis, ProbeResult, Reason, StepResult
+from monitor.scenario.contract import GENERIC_COMPONENTS
 
 # A target kind's own rule for a failed step it recognises: (component, what) or None.
 KindRule = Callable[[StepResult], "tuple[str, str] | None"]
 
-
-# One line per component: what it means and where to look (README "Runbook by component").
-WHAT = {
-    "mlflow_server": "the MLflow server or its workers",
-    "backend_store": "MLflow's backend store (the tracking database)",
-    "artifact_store": "MLflow's artifact store (S3 bucket behind the artifact proxy)",
-    "network": "the network path to the target (DNS, TLS, routing)",
-    "auth": "the probe's credentials or permissions",
-    "config": "the monitor's configuration of this target (URL, host, path)",
-    "asgard": "the Asgard MLOps API",
-    "monitor": "the synthetic monitor itself (not the target)",
-}
+# Component name -> one line of what it means and where to look (the runbook by component).
+GENERIC: Mapping[str, str] = {c.name: c.runbook for c in GENERIC_COMPONENTS}
 
 _REFUSED = re.compile(r"refused|errno 111", re.I)
 
@@ -53,20 +46,26 @@ def runbook_anchor(component: str) -> str:
 
 
 def diagnose(
-    result: ProbeResult, server: str, hint: Diagnosis | None = None, kind_rule: KindRule | None = None
+    result: ProbeResult,
+    server: str = "server",
+    hint: Diagnosis | None = None,
+    kind_rule: KindRule | None = None,
+    components: Mapping[str, str] = GENERIC,
 ) -> Diagnosis | None:
     """The diagnosis of a failed run (None when it passed); `server` is the component that
-    answers for the target's kind when nothing more specific is known, and `kind_rule` the
-    kind's own rule, tried before the generic ones (`TargetKind.server_component`, `.diagnose`)."""
+    answers for the target's kind when nothing more specific is known, `kind_rule` the
+    kind's own rule, tried before the generic ones, and `components` every component the
+    kind may be blamed on with its runbook line (`TargetKind.server_component`, `.diagnose`,
+    `.component_runbooks()`)."""
     step = result.failed_step
     if step is None:
         return None
     where = f"step {step.name}, {step.reason.value if step.reason else 'failed'}"
-    if step.component in COMPONENTS:
+    if step.component is not None and step.component in components:
         if hint is not None and hint.component == step.component:
             return hint
-        return Diagnosis(step.component, f"{WHAT[step.component]} failing ({where})")
-    if hint is not None and hint.component in COMPONENTS:
+        return Diagnosis(step.component, f"{components[step.component]} failing ({where})")
+    if hint is not None and hint.component in components:
         return hint
     known = kind_rule(step) if kind_rule is not None else None
     component, what = known if known is not None else _generic(step, server)

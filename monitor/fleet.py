@@ -24,7 +24,7 @@ def identity(config: Config) -> dict[str, Any]:
 
 
 def run_member(config: Config) -> str:
-    """The tag value that marks this daemon's own MLflow runs in a fleet ('' alone).
+    """The tag value that marks what this daemon's own probes write in a fleet ('' alone).
 
     Two members running the same write probe each tag and clean up only their own runs,
     so one member's start-up janitor never deletes a run another member is writing.

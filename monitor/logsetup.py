@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from monitor.http.secrets import seen_values, seen_version
+
 _USERINFO = re.compile(r"(?<=//)[^/\s@]+@")
 _AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 MASK = "***"
@@ -25,9 +27,22 @@ class Redactor:
     """A structlog processor and a plain string scrubber for known secrets."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+        self._static = {s for s in secrets if s and len(s) >= 3}
+        self._file_version = -1
+        self.secrets: list[str] = []
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Add what secret files held since (a rotated secret is masked like the first one)."""
+        if seen_version() == self._file_version:
+            return
+        version, values = seen_values()
+        if version != self._file_version:
+            self._file_version = version
+            self.secrets = sorted(self._static | set(values), key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
+        self._refresh()
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)

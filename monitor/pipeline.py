@@ -42,7 +42,7 @@ class Redact:
 
 class CrossCheck:
     """Let a scenario that declares `correlate` read the other probes' latest results
-    (Asgard's "MLflow unavailable" against the direct MLflow probe). It keeps its own
+    (a service's "my upstream is unavailable" against the direct probe of that upstream). It keeps its own
     store of the latest enriched result per probe: no sink's state feeds it."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:

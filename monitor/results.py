@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -25,6 +25,7 @@ class Reason(str, enum.Enum):
     INVALID_RESPONSE = "invalid_response"
     VALIDATION_FAILED = "validation_failed"
     DEPENDENCY_UNAVAILABLE = "dependency_unavailable"
+    ASSERTION_FAILED = "assertion_failed"  # a config-defined assertion was false (its name in the error)
     INTERNAL_ERROR = "internal_error"
 
     def __str__(self) -> str:
@@ -62,17 +63,16 @@ class PhaseTimings(NamedTuple):
         return {name: round(value, 6) for name, value in zip(PHASES, self)}
 
 
-# Who is to blame for a failed run (see monitor/diagnosis.py): a fixed set, like Reason.
-COMPONENTS = (
-    "mlflow_server",
-    "backend_store",
-    "artifact_store",
-    "network",
-    "auth",
-    "config",
-    "asgard",
-    "monitor",
-)
+class Dependency(str, enum.Enum):
+    """A dependency of the target as one run saw it (the one dependency API of `Facts`)."""
+
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"  # named, but this run could not tell
+    EXPLAINED = "explained"  # down, and another probe's alert already covers the outage
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +122,10 @@ class StepResult:
 @dataclass(frozen=True)
 class Facts:
     """Measured values of a run that are not pass/fail. Each scenario has its own frozen
-    subclass (probes/: Asgard's dependency flags and counts, ...); `None` is "not learnt"
+    subclass (probes/: dependency flags, inventory counts, ...); `None` is "not learnt"
     and is left out of /status, the log and reports. What the rest of the monitor may
     ask of any scenario's facts is this base: the target's version (synthetic_target_info)
-    and the dependencies the target itself reports (the *DependencyUnavailable alerts)."""
+    and its dependencies as the run saw them (the kinds' dependency alerts and gauges)."""
 
     target_version: str | None = None
 
@@ -153,22 +153,10 @@ class Facts:
                     changes[f.name] = clean
         return dataclasses.replace(self, **changes) if changes else self
 
-    def dependencies_down(self) -> list[str]:
-        """Dependencies the target reported unavailable in this run."""
-        return []
-
-    def dependency_reported_up(self, dependency: str) -> bool:
-        """True when the target reported `dependency` available in this run."""
-        return False
-
-    def dependencies_explained(self) -> frozenset[str]:
-        """Dependencies whose outage another probe's alert already covers (the cross-check)."""
-        return frozenset()
-
-    def dependencies_seen(self) -> dict[str, bool] | None:
-        """The target's own dependencies as this run's steps saw them working (True) or
-        failing (False); None when the scenario gathers no such evidence (MLflow's stores)."""
-        return None
+    def dependency_states(self) -> Mapping[str, Dependency]:
+        """The target's dependencies as this run saw them, by name; empty when the scenario
+        gathers no such evidence. A dependency left out is not known to this run."""
+        return {}
 
     def sweep_pending(self) -> bool:
         """The run may have left something behind that the scenario's janitor should sweep."""
@@ -187,8 +175,8 @@ class ProbeResult:
     """One run of one probe.
 
     `facts` carries measured values that are not pass/fail, typed by the scenario
-    (Asgard dependency flags and inventory counts); `root_cause` names an upstream whose failure explains this one
-    (for example the MLflow target when Asgard fails because MLflow itself is down), so alerting
+    (dependency flags, inventory counts); `root_cause` names an upstream whose failure explains
+    this one (another target that a service depends on and that is down itself), so alerting
     can page on the cause only.
     """
 
@@ -225,7 +213,7 @@ class ProbeResult:
 
     def redacted(self, scrub: Callable[[str], str]) -> ProbeResult:
         """A copy whose free texts and facts have secrets scrubbed: a server may quote
-        credentials back, and facts (Asgard's mlflow_tracking_uri) are server-provided
+        credentials back, and facts (a URI a service reports) are server-provided
         values that reach /status, logs and alerts like any error text."""
         steps = tuple(
             dataclasses.replace(s, error=clean) if s.error and (clean := scrub(s.error)) != s.error else s

@@ -12,19 +12,19 @@ import structlog.testing
 from prometheus_client import CollectorRegistry
 
 from monitor.alerting.alerts import (
-    DEPENDENCY_UNAVAILABLE,
     LATENCY_HIGH,
     MONITOR_STALLED,
     PROBE_FAILING,
     PROBE_TIMEOUT,
-    WORKER_FAILURE,
     Alert,
     rfc3339,
 )
 from monitor.alerting.engine import AlertEngine
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
+from monitor.probes.asgard.alerts import DEPENDENCY_UNAVAILABLE
 from monitor.probes.asgard.scenario import AsgardFacts
+from monitor.probes.mlflow.alerts import WORKER_FAILURE
 from monitor.results import NO_FACTS, Facts, ProbeResult, Reason, StepResult
 
 PROBES = [("mlflow_read", "mlflow"), ("asgard_api", "asgard"), ("mlflow_write", "mlflow")]

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.alerting.alerts import DEPENDENCY_UNAVAILABLE, MLFLOW_DEPENDENCY_UNAVAILABLE, WORKER_FAILURE
 from monitor.alerting.engine import AlertEngine
 from monitor.config import AlertingConfig
 from monitor.diagnosis import diagnose, is_monitor_fault
+from monitor.probes.asgard.alerts import DEPENDENCY_UNAVAILABLE
+from monitor.probes.mlflow.alerts import DEPENDENCY_UNAVAILABLE as MLFLOW_DEPENDENCY_UNAVAILABLE
+from monitor.probes.mlflow.alerts import WORKER_FAILURE
 from monitor.probes.mlflow.api import MlflowFacts
 from monitor.probes.mlflow.explain import explain
 from monitor.report import ProbeRuns, render_json, render_markdown, render_table
@@ -60,7 +62,8 @@ def explained(*steps: StepResult, kind: str = "mlflow") -> ProbeResult:
     if kind == "mlflow":
         explain(run)
     result = ProbeResult("mlflow_write", "mlflow", "mlflow_write", T0, 1.0, tuple(run.steps), 5.0, facts=run.facts)
-    d = diagnose(result, KINDS[kind].server_component, run.diagnosis, KINDS[kind].diagnose)
+    k = KINDS[kind]
+    d = diagnose(result, k.server_component, run.diagnosis, k.diagnose, k.component_runbooks())
     return ProbeResult(**{**{f: getattr(result, f) for f in result.__dataclass_fields__}, "diagnosis": d})
 
 
@@ -70,9 +73,12 @@ def explained(*steps: StepResult, kind: str = "mlflow") -> ProbeResult:
 async def test_mlflow_json_error_503_is_not_worker_failure() -> None:
     body = json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "(psycopg.OperationalError) x"}).encode()
     async with serve(answer(503, body)) as server:
-        failure = await failure_of(server.url)
+        failure = await failure_of(server.url, error_classifier=KINDS["mlflow"].classify_error)
+        # The error_code rule is the MLflow kind's: the generic client knows no service's error shape.
+        generic = await failure_of(server.url)
     assert failure.reason is Reason.HTTP_ERROR
     assert "TEMPORARILY_UNAVAILABLE" in failure.message
+    assert generic.reason is Reason.WORKER_FAILURE
 
 
 async def test_proxy_503_page_stays_worker_failure() -> None:

@@ -1,12 +1,14 @@
-"""Scenarios are plug-ins: a third kind of target is one new file plus one registry line.
+"""Scenarios are plug-ins: another kind of target is one new file plus one registry line.
 
 The example plug-in (tests/plugins/http_health.py, a plain HTTP health check of kind
-`http`) goes into a copy of the package as monitor/probes/http_health.py, and its name
+`health`) goes into a copy of the package as monitor/probes/http_health.py, and its name
 into the registry's PLUGINS line; nothing else of monitor/ changes (checked file by
 file). Then, against a real HTTP server on loopback: the config loads (the kind is
-known, a target without probes gets the scenario's default probe), `check` passes, and
-the daemon runs the probe and exports both the usual series and the plug-in's own family.
-And in the real package, no module outside monitor/probes/ names a scenario or a kind.
+known, a target without probes gets the scenario's default probe), `check` passes, a
+failure is blamed on that kind's own target (the generic `server`, never another kind's
+component), and the daemon runs the probe and exports both the usual series and the
+plug-in's own family. And in the real package, no module outside the MLflow and Asgard
+plug-in folders names either service, not even in a comment or inside an identifier.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ PLUGIN = REPO / "tests" / "plugins" / "http_health.py"
 
 class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        body = b'{"status": "ok"}' if self.path == "/health" else b"not found"
-        self.send_response(200 if self.path == "/health" else 404)
+        if self.path == "/broken":  # what a proxy answers when the workers behind it died
+            body, status = b"<html>bad gateway</html>", 502
+        else:
+            body, status = (b'{"status": "ok"}', 200) if self.path == "/health" else (b"not found", 404)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -100,7 +105,7 @@ def _monitor(plugged: Path, *args: str, **kw: object) -> subprocess.CompletedPro
 
 def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, health_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"targets": [{"name": "web", "kind": "http", "url": health_url}]}))
+    config.write_text(yaml.safe_dump({"targets": [{"name": "web", "kind": "health", "url": health_url}]}))
     shown = _monitor(plugged, "config", "show", str(config), "--format", "json")
     assert shown.returncode == 0, shown.stderr
     probes = json.loads(shown.stdout)["probes"]
@@ -113,7 +118,7 @@ def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, hea
     assert report["ok"] is True
     assert report["probes"][0]["steps"][0]["name"] == "health"
     assert report["probes"][0]["facts"] == {"body_bytes": 16}
-    # An unknown kind is still a config error naming the field (the real package has no `http` kind).
+    # An unknown kind is still a config error naming the field (the real package has no `health` kind).
     bad = subprocess.run(
         [sys.executable, "-m", "monitor", "config", "validate", str(config)],
         cwd=REPO,
@@ -121,14 +126,31 @@ def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, hea
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 2 and "targets[0].kind" in bad.stderr and "unknown kind 'http'" in bad.stderr
+    assert bad.returncode == 2 and "targets[0].kind" in bad.stderr and "unknown kind 'health'" in bad.stderr
+
+
+def test_a_failure_of_the_new_kind_is_blamed_on_its_own_target(plugged: Path, health_url: str, tmp_path: Path) -> None:
+    """No kind inherits another's components: the plug-in declares none, so a dead worker
+    behind its target is the generic `server`, and the alert text names no other service."""
+    config = tmp_path / "c.yaml"
+    probe = {"name": "web_broken", "target": "web", "scenario": "http_health", "options": {"path": "/broken"}}
+    config.write_text(
+        yaml.safe_dump({"targets": [{"name": "web", "kind": "health", "url": health_url}], "probes": [probe]})
+    )
+    check = _monitor(plugged, "check", "--config", str(config), "--format", "json")
+    assert check.returncode == 1, check.stdout + check.stderr
+    (report,) = json.loads(check.stdout)["probes"]
+    assert report["steps"][0]["reason"] == "worker_failure"
+    assert report["diagnosis"]["component"] == "server", report["diagnosis"]
+    summary = report["diagnosis"]["summary"]
+    assert "step health" in summary and not re.search("mlflow|asgard", summary, re.I), summary
 
 
 def test_the_daemon_runs_the_new_kind_and_exports_its_metrics(plugged: Path, health_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"targets": [{"name": "web", "kind": "http", "url": health_url}], "alerting": {"enabled": False}}
+            {"targets": [{"name": "web", "kind": "health", "url": health_url}], "alerting": {"enabled": False}}
         )
     )
     port = free_port()
@@ -171,28 +193,65 @@ def test_the_daemon_runs_the_new_kind_and_exports_its_metrics(plugged: Path, hea
     assert code == 0
 
 
-NAMES = sorted({*SCENARIOS, *KINDS})
-# The diagnosis component contract (results.COMPONENTS) has a component `asgard` too: the
-# two modules that define it may spell it; everywhere else it counts as the kind's name.
-COMPONENT_CONTRACT = ("results.py", "diagnosis.py")
+# The plug-ins that may name their service: their own folders. monitor/probes/__init__.py is
+# the registry line that lists the plug-ins by name; nothing else may.
+OWN_FOLDERS = ("probes/mlflow", "probes/asgard")
+REGISTRY_LINE = "probes/__init__.py"
+# Anywhere in a line, any case: a word, a part of an identifier (MLflowWorkerFailure,
+# mlflow_server, ASGARD_URL), a comment or a docstring. Stricter than a word match.
+SERVICES = re.compile(r"mlflow|asgard", re.I)
+
+
+def test_no_module_outside_its_plugin_folder_names_mlflow_or_asgard() -> None:
+    found = []
+    for path in sorted((REPO / "monitor").rglob("*.py")):
+        relative = path.relative_to(REPO / "monitor").as_posix()
+        if relative == REGISTRY_LINE or relative.startswith(OWN_FOLDERS):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if SERVICES.search(line):
+                found.append(f"monitor/{relative}:{number}: {line.strip()}")
+    assert not found, "MLflow or Asgard named outside their plug-in folders:\n" + "\n".join(found)
+
+
+def test_the_service_check_catches_a_comment_and_an_identifier() -> None:
+    """The check above is only worth something if it sees what it is meant to forbid."""
+    assert SERVICES.search("# retries like the MLflow client does")
+    assert SERVICES.search("WORKER = 'MLflowWorkerFailure'")
+    assert SERVICES.search("server_component: str = 'mlflow_server'")
+    assert SERVICES.search('"""Parse the ASGARD payload tolerantly."""')
+    assert not SERVICES.search("component = 'server'  # the target's own server")
+
+
+# Names of scenarios and kinds that are also plain protocol words: a quoted "http" is a URL scheme.
+PROTOCOL_WORDS = frozenset({"http"})
+NAMES = sorted({*SCENARIOS, *KINDS} - PROTOCOL_WORDS)
 
 
 def test_no_module_outside_probes_names_a_scenario_or_a_kind() -> None:
-    """Scenario and kind names live in monitor/probes/ only (standin/ is demo and test tooling,
-    excluded from the wheel, and builds a demo configuration)."""
-    from monitor.results import COMPONENTS
-
-    def pattern(names: list[str]) -> re.Pattern[str]:
-        return re.compile("|".join(rf"""["']{re.escape(name)}["']""" for name in names))
-
-    everywhere, contract = pattern(NAMES), pattern([n for n in NAMES if n not in COMPONENTS])
+    """Scenario and kind names live in monitor/probes/ only: the core reads the registry."""
+    names = re.compile("|".join(rf"""["']{re.escape(name)}["']""" for name in NAMES))
     found = []
     for path in sorted((REPO / "monitor").rglob("*.py")):
         relative = path.relative_to(REPO / "monitor")
         if relative.parts[0] == "probes":
             continue
-        names = contract if str(relative) in COMPONENT_CONTRACT else everywhere
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if names.search(line):
                 found.append(f"monitor/{relative}:{number}: {line.strip()}")
     assert not found, "scenario or kind names outside monitor/probes/:\n" + "\n".join(found)
+
+
+def test_every_kind_declares_its_components_and_alerts_honestly() -> None:
+    """A kind's server component is one it declares (or the generic `server`); the kinds'
+    alert names are unique; the MLflow defaults belong to the MLflow kind only."""
+    from monitor.scenario.contract import GENERIC_COMPONENTS
+    from monitor.scenario.registry import KIND_ALERTS
+
+    generic = {c.name for c in GENERIC_COMPONENTS}
+    assert generic == {"server", "network", "auth", "config", "monitor"}
+    for kind in KINDS.values():
+        assert kind.server_component in kind.component_runbooks()
+    assert sum(len(k.alerts) for k in KINDS.values()) == len(KIND_ALERTS)
+    others = [k for k in KINDS.values() if k.name != "mlflow"]
+    assert all("mlflow_server" not in k.component_runbooks() for k in others)

@@ -14,33 +14,22 @@ from typing import Any
 
 PROBE_FAILING = "SyntheticProbeFailing"
 PROBE_TIMEOUT = "SyntheticProbeTimeout"
-WORKER_FAILURE = "MLflowWorkerFailure"
-DEPENDENCY_UNAVAILABLE = "AsgardDependencyUnavailable"
-MLFLOW_DEPENDENCY_UNAVAILABLE = "MLflowDependencyUnavailable"
 LATENCY_HIGH = "SyntheticProbeLatencyHigh"
 MONITOR_STALLED = "SyntheticMonitorStalled"
 
+# The generic alerts (a kind declares its own with their severities: TargetKind.alerts).
 # Same severities as deploy/prometheus/rules.yml (critical pages, warning waits).
 SEVERITY: dict[str, str] = {
     PROBE_FAILING: "critical",
     PROBE_TIMEOUT: "warning",
-    WORKER_FAILURE: "critical",
-    DEPENDENCY_UNAVAILABLE: "warning",
-    MLFLOW_DEPENDENCY_UNAVAILABLE: "critical",  # for backend_store; see DEPENDENCY_SEVERITY
     LATENCY_HIGH: "warning",
     MONITOR_STALLED: "warning",
 }
 ALERT_NAMES = tuple(SEVERITY)
-# Per-dependency severities where one alert name covers parts of unequal weight: no run
-# works without MLflow's database, while a failing artifact store breaks artifact logging only.
-DEPENDENCY_SEVERITY: dict[tuple[str, str], str] = {
-    (MLFLOW_DEPENDENCY_UNAVAILABLE, "backend_store"): "critical",
-    (MLFLOW_DEPENDENCY_UNAVAILABLE, "artifact_store"): "warning",
-}
 
 
-def severity(alertname: str, dependency: str = "") -> str:
-    return DEPENDENCY_SEVERITY.get((alertname, dependency), SEVERITY[alertname])
+def severity(alertname: str) -> str:
+    return SEVERITY[alertname]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ One state per (alertname, target, probe[, dependency]):
 - a *non-matching* run (good) resets the count of a pending alert, and counts toward
   `success_threshold` for a firing one, which then resolves;
 - a *neutral* run changes nothing: a result whose `root_cause` names an upstream
-  (Asgard failing because MLflow itself is down) neither raises nor resolves the Asgard
-  alerts, so the page goes to the cause only and a firing Asgard alert does not flap.
+  (a service failing because another target it depends on is down itself) neither raises
+  nor resolves its alerts, so the page goes to the cause only and a firing alert does not flap.
+The generic alerts are judged here; a target kind's own alerts (`TargetKind.alerts`) are
+judged by the rules its plug-in declares.
 Notifications happen only on threshold crossings, so flapping produces none until it
 settles into a streak.
 """
@@ -20,7 +22,6 @@ settles into a streak.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,31 +29,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.alerting.alerts import (
-    DEPENDENCY_UNAVAILABLE,
     LATENCY_HIGH,
-    MLFLOW_DEPENDENCY_UNAVAILABLE,
     MONITOR_STALLED,
     PROBE_FAILING,
     PROBE_TIMEOUT,
-    WORKER_FAILURE,
     Alert,
     severity,
 )
 from monitor.config import AlertingConfig
 from monitor.diagnosis import runbook_anchor
 from monitor.results import ProbeResult, Reason, StepResult
+from monitor.scenario.contract import AlertInput, KindAlert, Verdict
+from monitor.scenario.registry import KIND_ALERTS, alerts_of
 
 STATE_FORMAT = 1
 ERROR_TEXT_LIMIT = 300
 # Alertmanager keeps a firing alert until endsAt; this many missed re-sends expire it.
 ENDS_AT_RESENDS = 4
 _USERINFO = re.compile(r"(?<=//)[^/\s@]+@")
-
-
-class Verdict(enum.Enum):
-    BAD = "bad"
-    GOOD = "good"
-    NEUTRAL = "neutral"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -453,17 +447,6 @@ class AlertEngine:
 
         yield AlertKey(PROBE_TIMEOUT, t, p), Verdict.BAD if timed_out else Verdict.GOOD, timeout
 
-        worker = _first_with(result, Reason.WORKER_FAILURE)
-
-        def worker_failure(count: int) -> str:
-            return (
-                f"Probe {p} against target {t} got a closed/reset connection or HTTP 502/503/504 in {count} run(s)"
-                f" in a row: server workers are being killed (e.g. gunicorn worker timeout) or the upstream is"
-                f" down. Last: " + _step_text(worker) + diagnosis
-            )
-
-        yield AlertKey(WORKER_FAILURE, t, p), Verdict.BAD if worker else Verdict.GOOD, worker_failure
-
         threshold = self.config.latency_threshold
         slow = result.duration_seconds > threshold
         slowest = max((s for s in result.steps if not s.skipped), key=lambda s: s.duration_seconds, default=None)
@@ -479,80 +462,34 @@ class AlertEngine:
 
         yield AlertKey(LATENCY_HIGH, t, p), Verdict.BAD if slow else Verdict.GOOD, latency
 
-        yield from self._dependency_verdicts(result)
-        yield from self._mlflow_dependency_verdicts(result, diagnosis)
+        for declared in alerts_of(result.scenario):
+            yield from self._kind_verdicts(declared, result, diagnosis)
 
         # Any completed run proves the probe's job is scheduled and running.
         yield AlertKey(MONITOR_STALLED, t, p), Verdict.GOOD, None
 
-    def _dependency_verdicts(self, result: ProbeResult) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
+    def _kind_verdicts(
+        self, declared: KindAlert, result: ProbeResult, diagnosis: str
+    ) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
+        """A kind's own alert, judged by the rule its plug-in declares."""
         t, p = result.target, result.probe
-        facts = result.facts
-        seen = facts.dependencies_seen()
-        down = [str(d) for d in facts.dependencies_down()]
-        if not down and Reason.DEPENDENCY_UNAVAILABLE in result.reasons and seen is None:
-            down = ["unknown"]
-        step = _first_with(result, Reason.DEPENDENCY_UNAVAILABLE)
-        # The cross-check marks a dependency whose outage is the upstream's own (Asgard's
-        # "mlflow unavailable" while MLflow itself is down): the upstream probe's alert covers it.
-        covered = facts.dependencies_explained()
-        known = self._dependencies.get((DEPENDENCY_UNAVAILABLE, t, p), set())
-        if seen is not None:
-            down = []  # the target's own stores, from its steps: MLflowDependencyUnavailable below
-        for dependency in sorted(set(down) | known):
-            key = AlertKey(DEPENDENCY_UNAVAILABLE, t, p, dependency)
-            if dependency in covered:
-                verdict = Verdict.NEUTRAL
-            elif dependency in down:
-                verdict = Verdict.BAD
-            elif facts.dependency_reported_up(dependency) or result.ok:
-                verdict = Verdict.GOOD
-            else:
-                verdict = Verdict.NEUTRAL  # this run could not tell (status step never answered)
-
-            def describe(count: int, dependency: str = dependency) -> str:
-                return (
-                    f"The Asgard status endpoint of target {t} (probe {p}) reported its dependency {dependency}"
-                    f" unavailable in {count} run(s) in a row. " + _step_text(step)
-                )
-
-            yield key, verdict, describe
+        known = frozenset(self._dependencies.get((declared.name, t, p), ()))
+        for dependency, verdict, describe in declared.verdicts(AlertInput(result, known, diagnosis, _step_text)):
+            yield AlertKey(declared.name, t, p, dependency), verdict, describe
 
     def _index(self, key: AlertKey) -> None:
         """Dependency alerts by (alertname, target, probe): a result looks up its own, O(1)."""
-        if key.alertname in (DEPENDENCY_UNAVAILABLE, MLFLOW_DEPENDENCY_UNAVAILABLE):
+        if key.dependency:
             self._dependencies.setdefault((key.alertname, key.target, key.probe), set()).add(key.dependency)
 
     def _unindex(self, key: AlertKey) -> None:
-        if key.alertname in (DEPENDENCY_UNAVAILABLE, MLFLOW_DEPENDENCY_UNAVAILABLE):
+        if key.dependency:
             index = (key.alertname, key.target, key.probe)
             known = self._dependencies.get(index)
             if known is not None:
                 known.discard(key.dependency)
                 if not known:
                     del self._dependencies[index]
-
-    def _mlflow_dependency_verdicts(
-        self, result: ProbeResult, diagnosis: str
-    ) -> Iterator[tuple[AlertKey, Verdict, Describe | None]]:
-        """MLflow's backend/artifact store, from the run's evidence (`Facts.dependencies_seen`): a
-        store the run saw failing is bad, one it saw working is good, one it did not reach is neutral."""
-        t, p = result.target, result.probe
-        evidence = result.facts.dependencies_seen() or {}
-        known = self._dependencies.get((MLFLOW_DEPENDENCY_UNAVAILABLE, t, p), set())
-        step = _first_with(result, Reason.DEPENDENCY_UNAVAILABLE)
-        for dependency in sorted(set(evidence) | known):
-            up = evidence.get(dependency)
-            verdict = Verdict.BAD if up is False else Verdict.GOOD if up is True else Verdict.NEUTRAL
-
-            def describe(count: int, dependency: str = dependency) -> str:
-                return (
-                    f"MLflow target {t} (probe {p}): its {dependency} failed in {count} run(s) in a row. "
-                    + _step_text(step)
-                    + diagnosis
-                )
-
-            yield AlertKey(MLFLOW_DEPENDENCY_UNAVAILABLE, t, p, str(dependency)), verdict, describe
 
     # -- alert values ------------------------------------------------------------------
 
@@ -570,7 +507,7 @@ class AlertEngine:
             alertname=key.alertname,
             target=key.target,
             probe=key.probe,
-            severity=severity(key.alertname, key.dependency),
+            severity=_severity(key),
         )
         if key.dependency:
             labels["dependency"] = key.dependency
@@ -614,15 +551,20 @@ def _key_of(alert: Alert) -> AlertKey:
 
 def _summary(key: AlertKey) -> str:
     t, p = key.target, key.probe
+    declared = KIND_ALERTS.get(key.alertname)
+    if declared is not None:
+        return declared.summary(t, p, key.dependency)
     return {
         PROBE_FAILING: f"Synthetic probe {p} on {t} keeps failing",
         PROBE_TIMEOUT: f"Probe {p} on {t} times out",
-        WORKER_FAILURE: f"Server workers failing behind {t} (probe {p})",
-        DEPENDENCY_UNAVAILABLE: f"Asgard reports {key.dependency} unavailable ({t})",
-        MLFLOW_DEPENDENCY_UNAVAILABLE: f"MLflow's {key.dependency} is unavailable ({t}, probe {p})",
         LATENCY_HIGH: f"Probe {p} on {t} is slow",
         MONITOR_STALLED: f"Synthetic monitor: jobs of probe {p} are not running normally",
     }[key.alertname]
+
+
+def _severity(key: AlertKey) -> str:
+    declared = KIND_ALERTS.get(key.alertname)
+    return declared.severity_of(key.dependency) if declared is not None else severity(key.alertname)
 
 
 def _diagnosis_text(result: ProbeResult, runbook_url: str | None = None) -> str:

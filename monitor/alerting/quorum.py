@@ -1,6 +1,6 @@
 """Quorum before a page: ask the peers what they see before a critical SyntheticProbeFailing.
 
-A daemon alone cannot tell "MLflow is down" from "my own path to MLflow is down". With
+A daemon alone cannot tell "the service is down" from "my own path to it is down". With
 `peers` configured, a firing SyntheticProbeFailing is held back just long enough to ask
 every peer's /status (short timeout, in a task: never on the probe path) for its latest
 result of the same probe. At least `min_locations` failing locations (or all of them

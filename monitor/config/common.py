@@ -39,7 +39,7 @@ RUN_SHARE_LIMIT = 0.9
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
 
 
-REPLICA_PATTERN = r"^[A-Za-z0-9_.-]{1,253}$"  # a pod or host name; also an MLflow tag value
+REPLICA_PATTERN = r"^[A-Za-z0-9_.-]{1,253}$"  # a pod or host name; also a tag value a probe writes
 
 
 class ConfigError(Exception):
@@ -145,12 +145,18 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+# The tags of tagged unions (a header value inline or from a file): not a field of the config.
+UNION_TAGS = frozenset({"header-value", "header-file"})
+
+
 def field_path(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
         elif str(part).startswith(("function-after", "function-before", "function-wrap")) or part == "[key]":
+            continue
+        elif part in UNION_TAGS:
             continue
         else:
             text += f".{part}" if text else str(part)

@@ -65,7 +65,7 @@ def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
         if names is None:
             continue
         user, password, token = (env.get(n) for n in names)
-        # MLflow's own precedence: username+password means basic auth, else a token.
+        # The usual client precedence: username+password means basic auth, else a token.
         if user and password:
             target["auth"] = {"username": user, "password": password}
         elif token:

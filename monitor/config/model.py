@@ -153,7 +153,8 @@ class Config(Model):
                 found.update({parts.password, unquote(parts.password)})
                 found.add(basic_token(unquote(parts.username or ""), unquote(parts.password)))
             for name, value in endpoint.headers.items():
-                if value and is_secret_header(name):
+                # A value from a file is remembered by monitor.http.secrets, rotated ones too.
+                if isinstance(value, str) and value and is_secret_header(name):
                     found.add(value)
                     # "Bearer xyz" / "Basic xyz": the credential alone may be quoted back too.
                     scheme, _, credential = value.partition(" ")

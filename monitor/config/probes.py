@@ -62,7 +62,8 @@ class ProbeConfig(Model):
                 self.options = options_model.model_validate(raw)
             except ValidationError as exc:
                 first = exc.errors()[0]
-                raise FieldError("options." + field_path(first["loc"]), error_message(first)) from None
+                path = field_path(first["loc"])
+                raise FieldError("options" + (f".{path}" if path else ""), error_message(first)) from None
         self._check_deadline()
         return self
 

@@ -10,14 +10,61 @@ from typing import Annotated
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     field_validator,
     model_validator,
 )
 
 from monitor.config.common import FieldError, HeaderName, HeaderValue, Model, Name, check_url, read_secret, ssl_reason
+from monitor.http.secrets import FileSecret, SecretFileError
 from monitor.scenario.registry import KINDS
+
+
+def _file_secret(field: str, path: Path) -> FileSecret:
+    """The file read now (a missing or multi-line one is a config error naming the field), again on change."""
+    try:
+        return FileSecret(path)
+    except SecretFileError as exc:
+        raise FieldError(field, str(exc)) from None
+
+
+class SecretFile(Model):
+    """A value read from a file, re-read when the file changes (`{file: PATH}`)."""
+
+    file: Path
+
+    @model_validator(mode="after")
+    def _read(self) -> SecretFile:
+        self._secret = _file_secret("file", self.file)
+        return self
+
+    def value(self) -> str:
+        return self._secret.value()
+
+
+# A header value inline, or `{file: PATH}` (a mapping is always read as the file form).
+HeaderSetting = Annotated[
+    Annotated[HeaderValue, Tag("header-value")] | Annotated[SecretFile, Tag("header-file")],
+    Discriminator(lambda v: "header-file" if isinstance(v, (dict, SecretFile)) else "header-value"),
+]
+
+
+class BasicAuthConfig(Model):
+    """Prometheus' client name: `basic_auth: {username, password_file}` (the file re-read on change)."""
+
+    username: str
+    password_file: Path
+
+    @model_validator(mode="after")
+    def _read(self) -> BasicAuthConfig:
+        self._secret = _file_secret("password_file", self.password_file)
+        return self
+
+    def password(self) -> str:
+        return self._secret.value()
 
 
 class AuthConfig(Model):
@@ -33,9 +80,16 @@ class AuthConfig(Model):
     token: SecretStr | None = None
     # A file holding the bearer token, read at load.
     token_file: Path | None = None
+    # Prometheus' client name; unlike token_file it is re-read when the file changes.
+    bearer_token_file: Path | None = None
 
     @model_validator(mode="after")
     def _resolve(self) -> AuthConfig:
+        self._bearer_file: FileSecret | None = None
+        if self.bearer_token_file is not None:
+            if self.token is not None or self.token_file is not None or self.username is not None:
+                raise FieldError("bearer_token_file", "set bearer_token_file alone (not with token or username)")
+            self._bearer_file = _file_secret("bearer_token_file", self.bearer_token_file)
         if self.password_file is not None:
             if self.password is not None:
                 raise FieldError("password_file", "set password or password_file, not both")
@@ -65,6 +119,10 @@ class AuthConfig(Model):
     @property
     def bearer(self) -> str | None:
         return self.token.get_secret_value() if self.token else None
+
+    @property
+    def bearer_file(self) -> FileSecret | None:
+        return self._bearer_file
 
 
 class TLSClientConfig(Model):
@@ -103,9 +161,23 @@ class TargetConfig(Model):
     url: Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
     auth: AuthConfig | None = None
     tls: TLSClientConfig = TLSClientConfig()
-    # Extra request headers; credential-like names are secrets.
-    headers: dict[HeaderName, HeaderValue] = {}
+    # Extra request headers: a value, or {file: PATH} re-read when it changes; credential-like names are secrets.
+    headers: dict[HeaderName, HeaderSetting] = {}
+    # Prometheus' client name: {username, password_file}; the file is re-read when it changes.
+    basic_auth: BasicAuthConfig | None = None
     # Larger answers are invalid_response, read no further.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> TargetConfig:
+        if self.basic_auth is not None and self.auth is not None:
+            raise FieldError("basic_auth", "set auth or basic_auth, not both")
+        return self
+
+    def static_headers(self) -> dict[str, str]:
+        return {k: v for k, v in self.headers.items() if isinstance(v, str)}
+
+    def file_headers(self) -> dict[str, SecretFile]:
+        return {k: v for k, v in self.headers.items() if isinstance(v, SecretFile)}
 
     check_url = field_validator("url")(classmethod(lambda cls, v: check_url(v)))

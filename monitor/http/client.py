@@ -32,6 +32,8 @@ _ERROR_TEXT_LIMIT = 300
 
 # A kind's advice for an unexpected answer: the hint text (with its leading space), or None.
 ErrorHint = Callable[["HttpResponse"], "str | None"]
+# A kind's reason for an unexpected status it knows its server answers itself, or None.
+ErrorClassifier = Callable[["HttpResponse"], "Reason | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +46,11 @@ class HttpResponse:
     method: str
     path: str
     phases: PhaseTimings | None = None
-    # The target kind's error hints (probes/: e.g. MLflow's --allowed-hosts advice), so
+    # The target kind's error hints (probes/: e.g. a server option to allow the host), so
     # every check_status on this response can name a likely fix.
     hint: ErrorHint | None = None
+    # The target kind's error classifier (see check_status).
+    classify: ErrorClassifier | None = None
 
     @property
     def text(self) -> str:
@@ -153,9 +157,14 @@ class TargetClient:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         user_agent: str = "synthetic-monitor",
         error_hint: ErrorHint | None = None,
+        error_classifier: ErrorClassifier | None = None,
+        secret_headers: dict[str, Callable[[], str]] | None = None,
     ) -> None:
         base_url, url_auth = split_userinfo(base_url)
         self.error_hint = error_hint
+        self.error_classifier = error_classifier
+        # Header values read per request (secrets from files, re-read when the file changes).
+        self._secret_headers = dict(secret_headers or {})
         basic_auth = basic_auth or url_auth
         all_headers = {"User-Agent": user_agent, "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         all_headers.update(headers or {})
@@ -212,9 +221,16 @@ class TargetClient:
         if json_body is not None:
             content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             request_headers = self._json_headers
-        if headers:
+        if headers or self._secret_headers:
             request_headers = request_headers.copy()
-            request_headers.update(headers)
+            request_headers.update(headers or {})
+            try:
+                for name, current in self._secret_headers.items():
+                    request_headers[name] = current()
+            except OSError as exc:  # the monitor's own secret file: nothing was sent
+                raise StepFailure(
+                    Reason.INTERNAL_ERROR, f"{method} {path}: request not sent: {exc}", component="monitor"
+                ) from None
         phases = Phases()  # filled by the transport, also as far as a failed request got
         try:
             url = self._url(path, params)
@@ -249,7 +265,14 @@ class TargetClient:
                 finally:
                     await response.aclose()
                 return HttpResponse(
-                    response.status_code, response.headers, body, method, path, _timings(phases), self.error_hint
+                    response.status_code,
+                    response.headers,
+                    body,
+                    method,
+                    path,
+                    _timings(phases),
+                    self.error_hint,
+                    self.error_classifier,
                 )
         except StepFailure as failure:
             if failure.phases is None:
@@ -346,38 +369,24 @@ def classify_exception(exc: BaseException) -> tuple[Reason, str]:
     return Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
 
 
-def classify_status(status: int, body: bytes = b"") -> Reason:
-    """The reason for an HTTP status the step did not expect.
+def classify_status(status: int) -> Reason:
+    """The generic reason for an HTTP status the step did not expect.
 
-    502/503/504 is a worker failure only when something other than the service answered
-    (a proxy, gunicorn's arbiter): the service's own JSON error with an `error_code`
-    (MLflow's 503 TEMPORARILY_UNAVAILABLE when its database is down) proves its worker
-    was alive and answering, so it is an `http_error` unless a scenario knows better.
+    502/503/504 is a worker failure: what a proxy or a server's process manager answers
+    when the worker behind it died. A kind whose server answers such a status itself (its
+    own JSON error, proof its worker was alive) says so with its `classify_error` hook.
     """
-    if status in WORKER_FAILURE_STATUSES and not _service_error_code(body):
-        return Reason.WORKER_FAILURE
-    return Reason.HTTP_ERROR
+    return Reason.WORKER_FAILURE if status in WORKER_FAILURE_STATUSES else Reason.HTTP_ERROR
 
 
 def check_status(response: HttpResponse, expected: frozenset[int] | set[int] = frozenset({200})) -> None:
     """Raise a classified StepFailure when the status is not one the step expects."""
     if response.status_code in expected:
         return
+    reason = response.classify(response) if response.classify is not None else None
     raise StepFailure(
-        classify_status(response.status_code, response.body), describe_http_error(response), response.status_code
+        reason or classify_status(response.status_code), describe_http_error(response), response.status_code
     )
-
-
-def _service_error_code(body: bytes) -> str | None:
-    """MLflow's `{"error_code": ..., "message": ...}`: proof the service itself answered."""
-    if not body.lstrip().startswith(b"{"):
-        return None
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    code = data.get("error_code") if isinstance(data, dict) else None
-    return code if isinstance(code, str) and code else None
 
 
 def describe_http_error(response: HttpResponse) -> str:

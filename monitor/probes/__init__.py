@@ -5,6 +5,6 @@ monitor/scenario/registry.py builds the lookup tables and nothing else names a p
 
 from __future__ import annotations
 
-from monitor.probes import asgard, mlflow
+from monitor.probes import asgard, http, mlflow
 
-PLUGINS = (mlflow, asgard)
+PLUGINS = (mlflow, asgard, http)

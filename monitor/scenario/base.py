@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from monitor.http.client import ErrorHint, HttpResponse, TargetClient, check_status
+from monitor.http.client import ErrorClassifier, ErrorHint, HttpResponse, TargetClient, check_status
 from monitor.results import NO_FACTS, Diagnosis, Facts, PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
+from monitor.scenario.contract import GENERIC_COMPONENTS, Component, KindAlert
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -66,7 +67,12 @@ class StandaloneTarget:
 
 @dataclass(frozen=True, slots=True)
 class TargetKind:
-    """A kind of target (`kind:` in the config): what the rest of the monitor may know of it."""
+    """A kind of target (`kind:` in the config): what the rest of the monitor may know of it.
+
+    Everything specific to one kind of service is declared here by its plug-in: its
+    diagnosis components (beyond the generic ones), the dependencies it reports, the alerts
+    it adds, and its HTTP error hooks. No kind inherits another's defaults.
+    """
 
     name: str
     description: str = ""
@@ -75,12 +81,32 @@ class TargetKind:
     standalone: StandaloneTarget | None = None
     # Advice for an unexpected HTTP answer of this kind of server (see http.describe_http_error).
     error_hint: ErrorHint | None = None
-    # The diagnosis component that answers for this kind when nothing more specific is known
-    # (results.COMPONENTS is a contract with no generic "server": other kinds get MLflow's).
-    server_component: str = "mlflow_server"
+    # The reason of an unexpected HTTP status this kind of server is known to answer itself
+    # (e.g. its own JSON error on a 503 proves its worker alive); None: the generic rule.
+    classify_error: ErrorClassifier | None = None
+    # The diagnosis component that answers for this kind when nothing more specific is known:
+    # the generic `server` unless the kind declares its own among `components`.
+    server_component: str = "server"
+    # The kind's own diagnosis components (name, runbook line), beyond GENERIC_COMPONENTS.
+    components: tuple[Component, ...] = ()
+    # The names of the dependencies its targets report (Facts.dependency_states).
+    dependencies: tuple[str, ...] = ()
+    # The alerts it adds to the generic ones, with their severities.
+    alerts: tuple[KindAlert, ...] = ()
     # The kind's own diagnosis rule for a failed step, tried before the generic rules
     # (monitor/diagnosis.py): (component, what) or None.
     diagnose: Callable[[StepResult], tuple[str, str] | None] | None = None
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in (*GENERIC_COMPONENTS, *self.components)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"kind {self.name}: a component is declared twice: {names}")
+        if self.server_component not in names:
+            raise ValueError(f"kind {self.name}: server component {self.server_component!r} is not declared")
+
+    def component_runbooks(self) -> dict[str, str]:
+        """Every component a target of this kind can be blamed on -> its runbook line."""
+        return {c.name: c.runbook for c in (*GENERIC_COMPONENTS, *self.components)}
 
 
 class MetricFamilies:
@@ -160,22 +186,27 @@ class Scenario:
     janitor: Callable[[TargetClient, Any, str, float, str], Awaitable[list[str]]] | None = None
     # What a target of this kind gets when the config lists no probes (None: nothing).
     default_probe: DefaultProbe | None = None
-    # The extra metric families its facts feed (e.g. Asgard's dependency and inventory gauges).
+    # The extra metric families its facts feed (e.g. a service's dependency and inventory gauges).
     metric_families: type[MetricFamilies] | None = None
-    # Enrich a result with what other probes saw (Asgard's cross-check against MLflow).
+    # Enrich a result with what other probes saw (a cross-check against the probes of an upstream).
     correlate: Correlate | None = None
     # Its typed facts: a run starts with `facts_model()` and the scenario replaces it.
     facts_model: type[Facts] = Facts
     # The scenario's error hints, run after its steps: may re-classify a failed step it
-    # understands better (MLflow's backend store vs its server), add facts and set
+    # understands better (a store behind the server vs the server), add facts and set
     # `run.diagnosis`. Generic rules in monitor/diagnosis.py cover the rest.
     explain: Callable[[ScenarioRun], None] | None = None
     # Delete what a run reported it may have left behind (`Facts.leftovers()`), once the
     # target answers again: client, paths -> what it deleted.
     sweep: Callable[[TargetClient, list[str]], Awaitable[list[str]]] | None = None
+    # Steps written in the probe's options (a config-defined check): options -> (steps,
+    # cleanup steps), used instead of `steps` and `cleanup_steps`.
+    configured_steps: Callable[[Any], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
+        if self.configured_steps is not None:
+            return self.configured_steps(options)[0]
         if self.optional_steps is None:
             return self.steps
         skipped = set(self.optional_steps(options))
@@ -184,7 +215,8 @@ class Scenario:
     def cleanup_reserve(self, options: Any, step_timeout: float) -> float:
         """How long this probe's cleanup may run after its deadline (one budget per cleanup step)."""
         active = set(self.steps_for(options))
-        count = sum(1 for step in self.cleanup_steps if step in active)
+        cleanup = self.configured_steps(options)[1] if self.configured_steps is not None else self.cleanup_steps
+        count = sum(1 for step in cleanup if step in active)
         return count * cleanup_budget(step_timeout)
 
 
@@ -200,6 +232,7 @@ class ScenarioRun:
     deadline: float
     step_timeout: float
     probe_name: str = ""
+    target_name: str = ""
     member: str = ""  # the fleet replica running it ('' alone): tags what it writes
     clock: Callable[[], float] = time.monotonic
     steps: list[StepResult] = field(default_factory=list)

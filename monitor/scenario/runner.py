@@ -43,6 +43,7 @@ async def run_probe(
         deadline=start + timeout,
         step_timeout=min(step_timeout or timeout, timeout),
         probe_name=probe,
+        target_name=target,
         member=member,
         clock=clock,
         facts=scenario.facts_model(),
@@ -98,5 +99,5 @@ async def run_probe(
         traceback=run.traceback,
     )
     kind = KINDS.get(scenario.target_kind) or TargetKind(scenario.target_kind)
-    diagnosis = diagnose(result, kind.server_component, run.diagnosis, kind.diagnose)
+    diagnosis = diagnose(result, kind.server_component, run.diagnosis, kind.diagnose, kind.component_runbooks())
     return dataclasses.replace(result, diagnosis=diagnosis) if diagnosis else result

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Gauge
 
 # Fed by `Facts.target_version`, which a scenario sets when it has read the target's
-# version (e.g. MLflow's GET /version).
+# version (e.g. from the service's version endpoint).
 
 
 class TargetInfo:

@@ -1,9 +1,11 @@
-"""Example plug-in: a third kind of target, a plain HTTP service with a health endpoint.
+"""Example plug-in: another kind of target (`health`), a plain HTTP service with a health endpoint.
 
 It is written as a file of monitor/probes/ would be: tests/test_plugin_scenario.py drops it
 into a copy of the package as monitor/probes/http_health.py, adds "http_health" to the
 registry's PLUGINS line, and checks that config loading, default probes, `check`, the
-daemon and its metrics all work for it with nothing else changed.
+daemon, its metrics and the diagnosis all work for it with nothing else changed. It
+declares nothing but its name: it gets the generic components (`server`, ...) and alerts.
+(Its kind is `health`, not `http`: that one is the real config-defined kind.)
 """
 
 from __future__ import annotations
@@ -56,11 +58,11 @@ async def run_health(run: ScenarioRun, options: HealthOptions) -> None:
         run.facts = dataclasses.replace(run.facts, body_bytes=len(answer.body))
 
 
-KINDS = (TargetKind("http", description="any HTTP service with a health endpoint"),)
+KINDS = (TargetKind("health", description="any HTTP service with a health endpoint"),)
 SCENARIOS = (
     Scenario(
         name="http_health",
-        target_kind="http",
+        target_kind="health",
         steps=("health",),
         options_model=HealthOptions,
         run=run_health,

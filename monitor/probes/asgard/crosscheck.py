@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from monitor.probes.mlflow.kind import KIND as MLFLOW_KIND
 from monitor.probes.mlflow.read import READ
 from monitor.probes.mlflow.write import WRITE
-from monitor.results import Diagnosis, ProbeResult
+from monitor.results import Dependency, Diagnosis, ProbeResult
 from monitor.scenario.base import ConfigView
 
 # The direct probes of MLflow whose verdict explains Asgard's (the registry probe is not one:
@@ -30,7 +30,7 @@ MLFLOW_DOWN = "mlflow_down"
 
 def needs_cross_check(result: ProbeResult) -> bool:
     """An Asgard result reporting MLflow down: the only kind the cross-check changes."""
-    return "mlflow" in result.facts.dependencies_down()
+    return result.facts.dependency_states().get("mlflow") in (Dependency.DOWN, Dependency.EXPLAINED)
 
 
 def cross_check(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from monitor.probes.asgard.scenario import ASGARD
+from monitor.probes.asgard.alerts import ALERTS
+from monitor.probes.asgard.scenario import ASGARD, DEPENDENCIES
 from monitor.scenario.base import StandaloneTarget, TargetKind
+from monitor.scenario.contract import Component
 
 KIND = TargetKind(
     name="asgard",
@@ -11,6 +13,9 @@ KIND = TargetKind(
     credential_env=("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
     standalone=StandaloneTarget("asgard", "ASGARD_URL", "http://localhost:8000"),
     server_component="asgard",
+    components=(Component("asgard", "the Asgard MLOps API"),),
+    dependencies=DEPENDENCIES,
+    alerts=ALERTS,
 )
 
 KINDS = (KIND,)

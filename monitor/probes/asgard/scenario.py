@@ -18,7 +18,7 @@ from pydantic import Field
 
 from monitor.http.client import redact_url
 from monitor.probes.asgard.crosscheck import MLFLOW_DOWN, cross_check
-from monitor.results import Facts, ProbeResult, Reason
+from monitor.results import Dependency, Facts, ProbeResult, Reason
 from monitor.scenario.base import (
     DefaultProbe,
     MetricFamilies,
@@ -44,17 +44,17 @@ class AsgardFacts(Facts):
     models_listed: int | None = None
     crosscheck: str | None = None  # the cross-check's verdict (asgard_crosscheck.py)
 
-    def dependencies_down(self) -> list[str]:
-        if self.unavailable:
-            return list(self.unavailable)
-        return [d for d, up in (self.dependencies or {}).items() if up is False]
-
-    def dependency_reported_up(self, dependency: str) -> bool:
-        return (self.dependencies or {}).get(dependency) is True
-
-    def dependencies_explained(self) -> frozenset[str]:
-        # MLflow itself is down: its own probe's alert covers Asgard's "mlflow unavailable".
-        return frozenset({"mlflow"}) if self.crosscheck == MLFLOW_DOWN else frozenset()
+    def dependency_states(self) -> dict[str, Dependency]:
+        """As Asgard reports them; `mlflow` down is explained when MLflow itself is down
+        (the cross-check): its own probe's alert covers it."""
+        states = {d: Dependency.UP if up else Dependency.DOWN for d, up in (self.dependencies or {}).items()}
+        for d in self.unavailable or ():
+            states[d] = Dependency.DOWN
+        if self.unavailable:  # the flags the step reported down are the whole list
+            states = {d: s for d, s in states.items() if s is Dependency.UP or d in self.unavailable}
+        if self.crosscheck == MLFLOW_DOWN and states.get("mlflow") is Dependency.DOWN:
+            states["mlflow"] = Dependency.EXPLAINED
+        return states
 
 
 def _learnt(run: ScenarioRun, **facts: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from monitor.http.client import TargetClient, check_status
-from monitor.results import Facts, Reason
+from monitor.results import Dependency, Facts, Reason
 from monitor.scenario.base import (
     ScenarioRun,
     Step,
@@ -51,8 +51,9 @@ class MlflowFacts(Facts):
     cleanup_pending: bool | None = None  # the run may have left a run or an artifact behind
     leftover_artifacts: tuple[str, ...] | None = None  # artifact paths to delete once MLflow answers
 
-    def dependencies_seen(self) -> dict[str, bool] | None:
-        return self.dependency_up
+    def dependency_states(self) -> dict[str, Dependency]:
+        """The stores this run's own steps reached: up or down (a store not reached is unknown)."""
+        return {d: Dependency.UP if up else Dependency.DOWN for d, up in (self.dependency_up or {}).items()}
 
     def sweep_pending(self) -> bool:
         return bool(self.cleanup_pending)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 from monitor.http.client import HttpResponse
@@ -21,6 +22,26 @@ def error_hint(response: HttpResponse) -> str | None:
             "--allowed-hosts including this target's host, or probe it by localhost or IP)"
         )
     return None
+
+
+def classify_error(response: HttpResponse) -> Reason | None:
+    """MLflow's own JSON error (`{"error_code": ..., "message": ...}`) on a 502/503/504 (its 503
+    TEMPORARILY_UNAVAILABLE when its database is down) proves its worker was alive and
+    answering: an `http_error` unless a scenario knows better, never `worker_failure`."""
+    if response.status_code in (502, 503, 504) and _error_code(response.body):
+        return Reason.HTTP_ERROR
+    return None
+
+
+def _error_code(body: bytes) -> str | None:
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    code = data.get("error_code") if isinstance(data, dict) else None
+    return code if isinstance(code, str) and code else None
 
 
 def diagnose_step(step: StepResult) -> tuple[str, str] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from monitor.results import ProbeResult
+from monitor.results import Dependency, ProbeResult
 from monitor.scenario.base import (
     MetricFamilies,
 )
@@ -29,7 +29,8 @@ class MlflowStoreGauges(MetricFamilies):
     def observe(self, result: ProbeResult) -> None:
         """Set what this run proved; drop what only this probe had proved before and this run
         could not tell (MLflow unreachable: no evidence either way)."""
-        evidence = result.facts.dependencies_seen() or {}
+        states = result.facts.dependency_states()
+        evidence = {d: s is Dependency.UP for d, s in states.items() if s in (Dependency.UP, Dependency.DOWN)}
         t = result.target
         for dependency, up in evidence.items():
             self.dependency_up.labels(t, str(dependency)).set(1 if up else 0)
