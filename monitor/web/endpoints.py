@@ -25,12 +25,14 @@ class EndpointLogic:
         config: Callable[[], Config],
         scheduler_running: Callable[[], bool],
         stale_after: float,
+        alerting_ok: Callable[[], bool] = lambda: True,
     ) -> None:
         self.history = history
         self._probes = probes
         self._config = config
         self._scheduler_running = scheduler_running
         self.stale_after = stale_after
+        self._alerting_ok = alerting_ok
         self._last_beat = time.monotonic()
 
     def beat(self) -> None:
@@ -61,3 +63,37 @@ class EndpointLogic:
         data.update(identity(config))
         data["fleet"] = fleet_status(config)
         return data
+
+    def verdicts(self) -> dict[str, Any]:
+        """GET /api/v1/verdicts: what a peer needs for a quorum vote, and nothing more.
+
+        The latest verdict of each own probe, with its age by this daemon's clock (so the
+        asker needs no synchronised clock), its interval and timeout (so the asker can
+        tell a fresh verdict from a stale one), and whether this daemon is healthy (a
+        wedged scheduler or a broken alert engine makes its old verdicts worthless).
+        """
+        config = self._config()
+        settings = {p.name: p for p in config.probes}
+        names = self._probes()
+        latest = self.history.latest(names)
+        now = time.time()
+        probes: dict[str, Any] = {}
+        for name in names:
+            result, probe = latest.get(name), settings.get(name)
+            if result is None or probe is None:
+                continue
+            verdict: dict[str, Any] = {
+                "target": result.target,
+                "ok": result.ok,
+                "started_at": round(result.started_at, 3),
+                "age": round(now - result.started_at, 3),
+                "interval": probe.interval,
+                "timeout": result.timeout_seconds,
+            }
+            if not result.ok:
+                verdict["reason"] = result.reason.value if result.reason is not None else None
+                verdict["reasons"] = sorted(r.value for r in result.reasons)
+                verdict["component"] = result.diagnosis.component if result.diagnosis is not None else None
+            probes[name] = verdict
+        healthy, _ = self.healthy()
+        return {"location": config.location, "healthy": healthy and self._alerting_ok(), "probes": probes}
