@@ -118,14 +118,15 @@ def vote_of(doc: Any, alertname: str, target: str, probe: str, since: float) -> 
         return location, "bad verdict"
     if age > fresh_for:
         return location, f"stale ({age:.0f}s old)"
-    if verdict["ok"]:
-        return location, "passing" if age < since else "waiting"
-    if verdict.get("component") == "monitor":
+    if not verdict["ok"] and verdict.get("component") == "monitor":
         return location, "monitor fault"
     reason = CONFIRMING_REASON.get(alertname)
-    if reason is not None and reason not in (verdict.get("reasons") or ()):
-        return location, f"fails otherwise ({verdict.get('reason')})"
-    return location, "failing"
+    if not verdict["ok"] and (reason is None or reason in (verdict.get("reasons") or ())):
+        return location, "failing"
+    # Passing, or failing otherwise (a killed server is "reset" from one location and
+    # "refused" from the next): a location that does not see it, as in the rules. Only
+    # from a run that started after our alert did: an older pass says nothing about it.
+    return location, "passing" if age < since else "waiting"
 
 
 def tally(
