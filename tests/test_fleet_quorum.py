@@ -18,6 +18,7 @@ from monitor.alerting.alerts import PROBE_FAILING, WORKER_FAILURE, Alert
 from monitor.alerting.peers import PeerAnswer, PeerClient, PeerMetrics, peer_urls
 from monitor.alerting.quorum import PROBE_FAILING_ONE_LOCATION, QuorumGate, Votes, tally, vote_of
 from monitor.config import PeersConfig
+from monitor.web.verdicts import COLUMNS
 
 PEER = "http://127.0.0.1:1"
 
@@ -36,10 +37,9 @@ def verdicts(
     """A peer's /api/v1/verdicts document with one probe (interval 2 s, timeout 1 s)."""
     probes: dict[str, Any] = {}
     if ok is not None:
-        probes[probe] = {"target": target, "ok": ok, "started_at": 0.0, "age": age, "interval": 2.0, "timeout": 1.0}
-        if not ok:
-            probes[probe].update(reason=reasons[0], reasons=list(reasons), component=component)
-    return {"location": location, "healthy": healthy, "probes": probes}
+        failed = (reasons[0], list(reasons), component) if not ok else (None, [], None)
+        probes[probe] = [target, ok, 1000.0 - age, 2.0, 1.0, *failed]
+    return {"location": location, "healthy": healthy, "now": 1000.0, "columns": list(COLUMNS), "probes": probes}
 
 
 def answers(*docs: dict[str, Any] | None) -> list[PeerAnswer]:
@@ -347,3 +347,31 @@ async def test_a_headless_service_name_resolves_to_its_addresses() -> None:
     assert urls[0] == "http://10.0.0.9:9356"
     assert "http://127.0.0.1:9356" in urls[1:]
     assert await peer_urls(PeersConfig(service="no-such-host.invalid:9356")) == []
+
+
+def test_the_verdict_document_round_trips_and_reuses_rows() -> None:
+    from monitor.diagnosis import Diagnosis
+    from monitor.results import ProbeResult, Reason, StepResult
+    from monitor.web.verdicts import VerdictDocument
+
+    now = [1000.0]
+    document = VerdictDocument(clock=lambda: now[0])
+    refused = StepResult("health", False, 0.001, Reason.UNREACHABLE, "refused")
+    failing = ProbeResult(
+        "mlflow_read",
+        "mlflow",
+        "mlflow_read",
+        998.0,
+        0.001,
+        (refused,),
+        1.0,
+        diagnosis=Diagnosis("mlflow_server", "down"),
+    )
+    body = document.render("in-cluster", True, [("mlflow_read", failing, 2.0)])
+    doc = json.loads(body)
+    assert vote_of(doc, PROBE_FAILING, "mlflow", "mlflow_read", since=5.0) == ("in-cluster", "failing")
+    now[0] = 1004.0  # 6 s old: more than two intervals (4 s) plus the timeout (1 s)
+    later = json.loads(document.render("in-cluster", True, [("mlflow_read", failing, 2.0)]))
+    assert vote_of(later, PROBE_FAILING, "mlflow", "mlflow_read", since=5.0)[1].startswith("stale")
+    assert later["probes"] == doc["probes"]  # the row is encoded once per result
+    assert len(body) < 250

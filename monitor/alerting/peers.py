@@ -1,8 +1,8 @@
 """Asking the peers: one compact request per peer per quorum tick, with TLS and basic auth.
 
-Each peer answers GET /api/v1/verdicts (monitor/web/endpoints.py) with only the latest
-verdict of each of its own probes and whether it is healthy itself: about 90 bytes a
-probe instead of the whole /status document. Requests run concurrently, at most
+Each peer answers GET /api/v1/verdicts (monitor/web/verdicts.py) with only the latest
+verdict of each of its own probes and whether it is healthy itself: about 110 bytes a
+failing probe instead of the whole /status document (about 720 bytes a probe). Requests run concurrently, at most
 `CONCURRENCY` at a time, each bounded by `peers.timeout`.
 
 A peer that refuses our credentials (401/403) or fails the TLS handshake is a fault of
@@ -159,7 +159,7 @@ class PeerClient:
             doc = response.json()
         except ValueError:
             return PeerAnswer(url, None, "bad_response", "not JSON")
-        if not isinstance(doc, dict) or not isinstance(doc.get("probes"), dict):
+        if not isinstance(doc, dict) or not isinstance(doc.get("probes"), dict) or "columns" not in doc:
             return PeerAnswer(url, None, "bad_response", "not a verdict document")
         return PeerAnswer(url, doc)
 

@@ -100,19 +100,19 @@ class Votes:
 def vote_of(doc: Any, alertname: str, target: str, probe: str, since: float) -> tuple[str, str]:
     """(location, "failing" | "passing" | "waiting" | why it is no vote) from one verdict document.
 
-    `since` is how many seconds ago our own alert started; a verdict's `age` is measured
-    by the peer's own clock, so clock skew between hosts does not matter.
+    `since` is how many seconds ago our own alert started; a verdict's age is measured
+    against the peer's own clock (`now` in its document), so clock skew does not matter.
     """
     if not isinstance(doc, Mapping):
         return UNNAMED, "no answer"
     location = str(doc.get("location") or UNNAMED)
     if doc.get("healthy") is not True:
         return location, "peer unhealthy"
-    verdict = (doc.get("probes") or {}).get(probe)
-    if not isinstance(verdict, Mapping) or verdict.get("target") != target or not isinstance(verdict.get("ok"), bool):
+    verdict = _verdict(doc, probe)
+    if verdict is None or verdict.get("target") != target or not isinstance(verdict.get("ok"), bool):
         return location, "no result"  # another shard's probe, or not run yet
     try:
-        age = float(verdict["age"])
+        age = float(doc["now"]) - float(verdict["started_at"])
         fresh_for = 2 * float(verdict["interval"]) + float(verdict["timeout"])
     except (KeyError, TypeError, ValueError):
         return location, "bad verdict"
@@ -127,6 +127,17 @@ def vote_of(doc: Any, alertname: str, target: str, probe: str, since: float) -> 
     # "refused" from the next): a location that does not see it, as in the rules. Only
     # from a run that started after our alert did: an older pass says nothing about it.
     return location, "passing" if age < since else "waiting"
+
+
+def _verdict(doc: Mapping[str, Any], probe: str) -> dict[str, Any] | None:
+    """One probe's row as a mapping, by the document's `columns`."""
+    columns, rows = doc.get("columns"), doc.get("probes")
+    if not isinstance(columns, list) or not isinstance(rows, Mapping):
+        return None
+    values = rows.get(probe)
+    if not isinstance(values, list) or len(values) != len(columns):
+        return None
+    return dict(zip((str(c) for c in columns), values, strict=True))
 
 
 def tally(
@@ -306,8 +317,8 @@ class QuorumGate:
 
     async def evaluate(self) -> None:
         """Ask every peer once and decide every held alert with those answers."""
-        if not self._incidents:
-            return
+        if not self._incidents or self._submit is None:
+            return  # nothing held, or nowhere to send a decision yet (restored before the first alert)
         urls = await peer_urls(self.peers)
         answers = await (self._fetch or self._client.ask)(urls)
         self.polls += 1

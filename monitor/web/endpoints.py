@@ -15,6 +15,7 @@ from monitor import __version__
 from monitor.config import Config
 from monitor.fleet import fleet_status, identity
 from monitor.sinks.history import HistorySink
+from monitor.web.verdicts import VerdictDocument
 
 
 class EndpointLogic:
@@ -33,6 +34,7 @@ class EndpointLogic:
         self._scheduler_running = scheduler_running
         self.stale_after = stale_after
         self._alerting_ok = alerting_ok
+        self._verdicts = VerdictDocument()
         self._last_beat = time.monotonic()
 
     def beat(self) -> None:
@@ -64,36 +66,17 @@ class EndpointLogic:
         data["fleet"] = fleet_status(config)
         return data
 
-    def verdicts(self) -> dict[str, Any]:
-        """GET /api/v1/verdicts: what a peer needs for a quorum vote, and nothing more.
+    def verdicts(self) -> bytes:
+        """GET /api/v1/verdicts (monitor/web/verdicts.py): what a peer needs for a quorum vote.
 
-        The latest verdict of each own probe, with its age by this daemon's clock (so the
-        asker needs no synchronised clock), its interval and timeout (so the asker can
-        tell a fresh verdict from a stale one), and whether this daemon is healthy (a
+        The latest verdict of each own probe with its interval and timeout (so the asker
+        can tell a fresh verdict from a stale one), and whether this daemon is healthy (a
         wedged scheduler or a broken alert engine makes its old verdicts worthless).
         """
         config = self._config()
-        settings = {p.name: p for p in config.probes}
+        intervals = {p.name: p.interval for p in config.probes}
         names = self._probes()
         latest = self.history.latest(names)
-        now = time.time()
-        probes: dict[str, Any] = {}
-        for name in names:
-            result, probe = latest.get(name), settings.get(name)
-            if result is None or probe is None:
-                continue
-            verdict: dict[str, Any] = {
-                "target": result.target,
-                "ok": result.ok,
-                "started_at": round(result.started_at, 3),
-                "age": round(now - result.started_at, 3),
-                "interval": probe.interval,
-                "timeout": result.timeout_seconds,
-            }
-            if not result.ok:
-                verdict["reason"] = result.reason.value if result.reason is not None else None
-                verdict["reasons"] = sorted(r.value for r in result.reasons)
-                verdict["component"] = result.diagnosis.component if result.diagnosis is not None else None
-            probes[name] = verdict
+        rows = ((n, latest[n], intervals[n]) for n in names if n in latest and n in intervals)
         healthy, _ = self.healthy()
-        return {"location": config.location, "healthy": healthy and self._alerting_ok(), "probes": probes}
+        return self._verdicts.render(config.location, healthy and self._alerting_ok(), rows)

@@ -31,7 +31,7 @@ class Endpoints:
     ready: Callable[[], tuple[bool, str]]
     status: Callable[[], dict[str, Any]]
     reload: Callable[[], tuple[bool, str]]
-    verdicts: Callable[[], dict[str, Any]] | None = None  # the peers' compact quorum query
+    verdicts: Callable[[], bytes] | None = None  # the peers' compact quorum query (JSON)
 
 
 MAX_BODY_BYTES = 64 * 1024  # no endpoint takes a body; a reload request needs none
@@ -61,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/status":
             self._send_json(200, ep.status())
         elif path == "/api/v1/verdicts" and ep.verdicts is not None:
-            self._send(200, json.dumps(ep.verdicts(), separators=(",", ":")).encode(), "application/json")
+            self._send(200, ep.verdicts(), "application/json")
         elif path == "/":
             self._send(200, b"synthetic-monitor: /metrics /healthz /readyz /status, POST /-/reload\n", "text/plain")
         else:
