@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import yaml
 
 from monitor import __version__
+from monitor.alerting.rules import add_parser as add_rules_parser
+from monitor.alerting.rules import run_rules
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, load_config, parse_listen
 from monitor.fleet import identity
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_slo_parser(sub)
+    add_rules_parser(sub)
 
     config = sub.add_parser("config", help="validate or show a configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -102,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args)
         if args.command == "slo":
             return run_slo(args)
+        if args.command == "rules":
+            return run_rules(args)
     except ConfigError as exc:
         print(f"synthetic-monitor: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE

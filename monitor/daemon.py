@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from monitor import __version__
+from monitor.alerting.peers import PeerMetrics
 from monitor.alerting.quorum import QuorumGate
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
@@ -75,7 +76,8 @@ class Daemon:
         self.history = HistorySink()
         errors = SinkErrors(self.exposition)
         self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
-        self.alerts.gate = QuorumGate(config.peers, config.location) if config.peers is not None else None
+        self.peer_metrics = PeerMetrics(self.exposition)
+        self.alerts.gate = self._gate(config)
         self.maintenance = Maintenance()
         self.alerts.maintenance = self.maintenance
         gauge = MaintenanceGauge(self.maintenance, self._probe_pairs)
@@ -97,6 +99,7 @@ class Daemon:
             lambda: self.config,
             lambda: self.scheduler.running,
             HEARTBEAT_STALE_AFTER,
+            alerting_ok=self.alerts.healthy,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Event | None = None
@@ -292,9 +295,14 @@ class Daemon:
             if gate is not None:
                 self._background(gate.close())
         elif gate is None:
-            self.alerts.gate = QuorumGate(config.peers, config.location)
+            self.alerts.gate = self._gate(config)
         else:
             gate.reconfigure(config.peers, config.location)
+
+    def _gate(self, config: Config) -> QuorumGate | None:
+        if config.peers is None:
+            return None
+        return QuorumGate(config.peers, config.location, metrics=self.peer_metrics)
 
     def _probe_targets(self) -> list[tuple[str, str]]:
         return [(p.name, p.target) for p in self.runner.probes.values()]
@@ -313,6 +321,7 @@ class Daemon:
             status=self.endpoints.status,
             reload=self._reload_from_thread,
             face=Face(self._page_source(), self._maintenance_changed),
+            verdicts=self.endpoints.verdicts,
         )
 
     def _page_source(self) -> PageSource:

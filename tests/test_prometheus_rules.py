@@ -324,15 +324,29 @@ def test_every_alert_is_unit_tested_firing_and_quiet():
 def test_firing_test_cases_expect_rule_severity():
     # One alert name may have one rule per dependency with its own severity
     # (MLflowDependencyUnavailable: backend_store critical, artifact_store warning).
-    severity: dict[tuple[str, str], str] = {}
+    # A quorum alert (generated group) has a critical rule over locations and a warning
+    # rule per location: the warning keeps the `location` label, the critical drops it.
+    severity: dict[tuple[str, str, bool], str] = {}
     for rule in _alert_rules():
         dependency = re.search(r'dependency="([a-z_]+)"', rule["expr"])
-        severity[(rule["alert"], dependency.group(1) if dependency else "")] = rule["labels"]["severity"]
+        per_location = rule["expr"].startswith("max by (") and "location)" in rule["expr"].split("\n")[0]
+        key = (rule["alert"], dependency.group(1) if dependency else "", per_location)
+        severity[key] = rule["labels"]["severity"]
     for case in _load(RULES_TEST)["tests"]:
         for check in case.get("alert_rule_test") or []:
             for exp in check.get("exp_alerts") or []:
-                key = (check["alertname"], exp["exp_labels"].get("dependency", ""))
-                expected = severity.get(key) or severity[(check["alertname"], "")]
+                name, dependency = check["alertname"], exp["exp_labels"].get("dependency", "")
+                located = "location" in exp["exp_labels"]
+                expected = next(
+                    severity[k]
+                    for k in (
+                        (name, dependency, located),
+                        (name, dependency, False),
+                        (name, "", located),
+                        (name, "", False),
+                    )
+                    if k in severity
+                )
                 assert exp["exp_labels"]["severity"] == expected, case["name"]
 
 

@@ -45,6 +45,7 @@ from monitor.sinks.errors import SinkErrors
 from monitor.sinks.exposition import Exposition, declare_in
 
 GaugeKey = tuple[str, str, str]
+QUORUM_STATE = "quorum"  # the gate's part of the state file (alerting/quorum.py)
 
 
 class AlertSink:
@@ -136,6 +137,13 @@ class AlertSink:
 
     def firing(self) -> list[Alert]:
         return self._engine.firing() if self.enabled else []
+
+    def healthy(self) -> bool:
+        """The engine can alert: started and its re-send tick alive (read from any thread)."""
+        if not self.enabled:
+            return True
+        tick = self._tick
+        return self._started and tick is not None and not tick.done()
 
     def undelivered(self) -> dict[str, list[Alert]]:
         """Receiver -> resolved notices it has not taken yet (kept and retried)."""
@@ -356,6 +364,7 @@ class AlertSink:
         """Alerts the quorum gate let through after asking the peers."""
         if alerts and self._dispatcher is not None:
             self._dispatcher.submit(alerts)
+        self._save()  # the variant sent is persisted: a restart resolves under its name
 
     def _sync_gauge(self) -> None:
         """Recount from the engine (start, reload): O(firing), not for the probe path."""
@@ -379,6 +388,8 @@ class AlertSink:
                 return []
             if self.maintenance is not None:
                 self.maintenance.restore(data.get("maintenance"))
+            if self.gate is not None:  # before the engine's resolves pass through it
+                self.gate.restore(data.get(QUORUM_STATE))
             resolved = self._engine.restore(data, now)
         except (StateFileError, ValueError, KeyError, TypeError) as exc:
             self._log.warning("alert_state_unusable", path=str(path), error=str(exc), action="starting empty")
@@ -395,7 +406,7 @@ class AlertSink:
     def _save(self, force: bool = False) -> None:
         """Ask for a state file write: O(1) here, done off the loop and coalesced."""
         path = self.config.state_file
-        if path is None or (not force and self._engine.version == self._saved_version):
+        if path is None or (not force and self._version() == self._saved_version):
             return
         if self._writer is None or self._writer.path != Path(path):
             self._writer = StateWriter(
@@ -407,9 +418,15 @@ class AlertSink:
             )
         self._writer.mark()
 
+    def _version(self) -> int:
+        """Engine and gate versions only grow, so their sum changes whenever either does."""
+        return self._engine.version + (self.gate.version if self.gate is not None else 0)
+
     def _snapshot(self) -> dict[str, Any]:
-        self._snapshot_version = self._engine.version
+        self._snapshot_version = self._version()
         data = self._engine.snapshot(self._clock())
+        if self.gate is not None:
+            data[QUORUM_STATE] = self.gate.snapshot()  # the variant each receiver holds
         if self.maintenance is not None:
             data["maintenance"] = self.maintenance.dump()
         return data

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
+    PrivateAttr,
     field_validator,
     model_validator,
 )
 
-from monitor.config.common import Duration, FieldError, Model, check_url
+from monitor.config.common import Duration, FieldError, Model, check_url, read_secret
 
 
 class ShardConfig(Model):
@@ -36,8 +39,47 @@ def peers_shorthand(value: object) -> object:
     return {"urls": value} if isinstance(value, list) else value
 
 
+class PeerTLSConfig(Model):
+    """Prometheus' `tls_config` names: how to trust a peer and prove who we are to it."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> PeerTLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise FieldError(
+                "cert_file" if self.cert_file is None else "key_file", "cert_file and key_file go together"
+            )
+        for field in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, field)
+            if path is not None and not path.is_file():
+                raise FieldError(field, f"{path} is not a readable file")
+        return self
+
+
+class PeerBasicAuth(Model):
+    """Prometheus' `basic_auth` names; the password only from a file (never in the config)."""
+
+    username: str = Field(min_length=1)
+    password_file: Path
+    _password: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _read(self) -> PeerBasicAuth:
+        self._password = read_secret("password_file", self.password_file)
+        return self
+
+    @property
+    def password(self) -> str:
+        return self._password
+
+
 class PeersConfig(Model):
-    """Other daemons asked for their latest result before a critical page (quorum)."""
+    """Other daemons asked for their latest verdicts before a critical page (quorum)."""
 
     # Peers' base URLs (a plain list under `peers:` means these).
     urls: list[str] = []
@@ -49,10 +91,18 @@ class PeersConfig(Model):
     timeout: Duration = 1.0
     # Failing locations needed for a critical page (or all that answer, when fewer).
     min_locations: int = Field(default=2, ge=1)
+    tls_config: PeerTLSConfig | None = None
+    basic_auth: PeerBasicAuth | None = None
 
     @field_validator("urls")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
+        for v in value:
+            if urlsplit(v.strip()).netloc.rpartition("@")[1]:
+                # A password in a URL ends up in /status, `config show` and alert texts.
+                raise ValueError(
+                    "credentials in a peer URL are refused: use peers.basic_auth (username, password_file)"
+                )
         return [check_url(v.strip()) for v in value]
 
     @field_validator("service")

@@ -160,6 +160,9 @@ class Config(Model):
                     scheme, _, credential = value.partition(" ")
                     if credential.strip() and scheme.lower() in ("bearer", "basic", "token", "apikey"):
                         found.add(credential.strip())
+        peer_auth = self.peers.basic_auth if self.peers is not None else None
+        if peer_auth is not None and peer_auth.password:
+            found.update({peer_auth.password, basic_token(peer_auth.username, peer_auth.password)})
         return found
 
     def redacted(self) -> dict[str, Any]:

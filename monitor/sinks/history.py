@@ -73,6 +73,12 @@ class HistorySink:
         with self._lock:
             return self._last.get(probe)
 
+    def latest(self, probes: list[str]) -> dict[str, ProbeResult]:
+        """The last result of each of `probes` that has one, under one lock (O(probes))."""
+        with self._lock:
+            last = self._last
+            return {name: last[name] for name in probes if name in last}
+
     def forget(self, probe: str) -> None:
         with self._lock:
             self._last.pop(probe, None)

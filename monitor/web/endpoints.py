@@ -15,6 +15,7 @@ from monitor import __version__
 from monitor.config import Config
 from monitor.fleet import fleet_status, identity
 from monitor.sinks.history import HistorySink
+from monitor.web.verdicts import VerdictDocument
 
 
 class EndpointLogic:
@@ -25,12 +26,15 @@ class EndpointLogic:
         config: Callable[[], Config],
         scheduler_running: Callable[[], bool],
         stale_after: float,
+        alerting_ok: Callable[[], bool] = lambda: True,
     ) -> None:
         self.history = history
         self._probes = probes
         self._config = config
         self._scheduler_running = scheduler_running
         self.stale_after = stale_after
+        self._alerting_ok = alerting_ok
+        self._verdicts = VerdictDocument()
         self._last_beat = time.monotonic()
 
     def beat(self) -> None:
@@ -61,3 +65,18 @@ class EndpointLogic:
         data.update(identity(config))
         data["fleet"] = fleet_status(config)
         return data
+
+    def verdicts(self) -> bytes:
+        """GET /api/v1/verdicts (monitor/web/verdicts.py): what a peer needs for a quorum vote.
+
+        The latest verdict of each own probe with its interval and timeout (so the asker
+        can tell a fresh verdict from a stale one), and whether this daemon is healthy (a
+        wedged scheduler or a broken alert engine makes its old verdicts worthless).
+        """
+        config = self._config()
+        intervals = {p.name: p.interval for p in config.probes}
+        names = self._probes()
+        latest = self.history.latest(names)
+        rows = ((n, latest[n], intervals[n]) for n in names if n in latest and n in intervals)
+        healthy, _ = self.healthy()
+        return self._verdicts.render(config.location, healthy and self._alerting_ok(), rows)

@@ -34,6 +34,7 @@ class Endpoints:
     status: Callable[[], dict[str, Any]]
     reload: Callable[[], tuple[bool, str]]
     face: Face | None = None  # the status page, badges and maintenance API (monitor/web/face.py)
+    verdicts: Callable[[], bytes] | None = None  # the peers' compact quorum query (JSON)
 
 
 MAX_BODY_BYTES = 64 * 1024  # only a maintenance window's small JSON is read
@@ -66,6 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_check(*ep.ready())
         elif path == "/status":
             self._send_json(200, ep.status())
+        elif path == "/api/v1/verdicts" and ep.verdicts is not None:
+            self._send(200, ep.verdicts(), "application/json")
         elif path == "/":
             self._send(200, b"synthetic-monitor: /metrics /healthz /readyz /status, POST /-/reload\n", "text/plain")
         else:

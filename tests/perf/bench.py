@@ -413,10 +413,11 @@ class Daemon:
         probes: list[dict[str, Any]],
         targets: list[dict[str, Any]],
         extra: dict[str, Any] | None = None,
+        port: int | None = None,
     ) -> None:
         import yaml
 
-        self.port = free_port()
+        self.port = port or free_port()  # given: peers must know each other's address first
         config = {
             "log": {"level": "info", "format": "json"},
             "targets": targets,

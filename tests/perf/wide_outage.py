@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.perf.wide_outage              # about 3 minutes
     .venv/bin/python -m tests.perf.wide_outage --out wide.json
+    .venv/bin/python -m tests.perf.wide_outage --fleet 3      # 3 daemons, peers on
 
 Everything on 127.0.0.1. The daemon (`python -m monitor run`, a real subprocess) runs
 1,000 `mlflow_read` probes at 10 s (timeout 5 s, 10 probes per target) against one
@@ -17,6 +18,13 @@ p99 schedule lag from the daemon's own histogram (goal <= 50 ms), notifications 
 receiver (requests, alerts; goal a few batched requests, not one per alert), and the RSS
 peak (VmHWM) of the whole run, which sizes the Kubernetes memory limit. Every process
 started here is stopped by its pid; every wait is bounded.
+
+Fleet mode (`--fleet N`): N daemons in N locations, each with the others as `peers`, all
+running the same 1,000 probes against the same failing address and pushing to the same
+counting receivers; every critical alert passes the quorum gate (one verdict request per
+peer per tick). Reported per daemon (the table shows the worst) plus the bytes per second
+each daemon received from each peer (synthetic_monitor_peer_response_bytes_total) and
+notifications per firing alert.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from tests.perf.bench import (
     Proc,
     bucket_quantile,
     f,
+    free_port,
     http_get,
     lag_buckets,
     log,
@@ -182,7 +191,21 @@ def phase_figures(before: str, after: str, seconds: float) -> dict[str, Any]:
     }
 
 
-def measure(workdir: Path, phase_seconds: float, state_file_on: bool = True) -> dict[str, Any]:
+def peer_bytes(before: str, after: str, seconds: float) -> dict[str, float]:
+    """Bytes per second received from each peer in the window (one daemon's view)."""
+    out: dict[str, float] = {}
+    for line in after.splitlines():
+        if line.startswith("synthetic_monitor_peer_response_bytes_total{"):
+            labels = line[line.index("{") : line.rindex("}") + 1]
+            peer = labels.split('peer="', 1)[1].split('"', 1)[0]
+            out[peer] = (
+                total(after, "synthetic_monitor_peer_response_bytes_total", peer=peer)
+                - total(before, "synthetic_monitor_peer_response_bytes_total", peer=peer)
+            ) / max(seconds, 1e-9)
+    return out
+
+
+def measure(workdir: Path, phase_seconds: float, state_file_on: bool = True, fleet: int = 1) -> dict[str, Any]:
     receivers = Receivers()
     port = closed_port()
     targets = [mlflow_target(f"t{i}", f"http://{LOCAL}:{port}") for i in range(PROBES // PER_TARGET)]
@@ -196,34 +219,47 @@ def measure(workdir: Path, phase_seconds: float, state_file_on: bool = True) -> 
         }
         for i in range(PROBES)
     ]
-    state_file = workdir / "alert-state.json"
-    alerting = {
-        "failure_threshold": 2,
-        "success_threshold": 2,
-        "startup_grace": "0s",
-        **({"state_file": str(state_file)} if state_file_on else {}),
-        "receivers": [
-            {"kind": "alertmanager", "name": "am", "url": f"http://{LOCAL}:{receivers.port}"},
-            {"kind": "webhook", "name": "hook", "url": f"http://{LOCAL}:{receivers.port}/hook"},
-        ],
-    }
+
+    def alerting(index: int) -> dict[str, Any]:
+        return {
+            "failure_threshold": 2,
+            "success_threshold": 2,
+            "startup_grace": "0s",
+            **({"state_file": str(workdir / f"alert-state-{index}.json")} if state_file_on else {}),
+            "receivers": [
+                {"kind": "alertmanager", "name": "am", "url": f"http://{LOCAL}:{receivers.port}"},
+                {"kind": "webhook", "name": "hook", "url": f"http://{LOCAL}:{receivers.port}/hook"},
+            ],
+        }
+
     out: dict[str, Any] = {
         "probes": PROBES,
         "interval_s": INTERVAL,
         "timeout_s": TIMEOUT,
         "phases": {},
         "state_file": state_file_on,
+        "fleet": fleet,
     }
     hang: Proc | None = None
     started = time.monotonic()
-    daemon = Daemon(workdir, "daemon-wide-outage", probes, targets, extra={"alerting": alerting})
+    ports = [free_port() for _ in range(fleet)]
+    daemons: list[Daemon] = []
+    for i in range(fleet):
+        extra: dict[str, Any] = {"alerting": alerting(i)}
+        if fleet > 1:
+            extra["location"] = f"loc{i}"
+            extra["peers"] = {"urls": [f"http://{LOCAL}:{p}" for j, p in enumerate(ports) if j != i], "timeout": "1s"}
+        name = "daemon-wide-outage" if fleet == 1 else f"daemon-wide-outage-{i}"
+        daemons.append(Daemon(workdir, name, probes, targets, extra=extra, port=ports[i]))
+    daemon = daemons[0]
+    state_file = workdir / "alert-state-0.json"
     rss_samples: list[float] = []
     stop_sampling = threading.Event()
 
     def sample_rss() -> None:
         while not stop_sampling.wait(1.0):
             try:
-                rss_samples.append(rss_peak_mb(daemon.proc.pid)[0])
+                rss_samples.append(max(rss_peak_mb(d.proc.pid)[0] for d in daemons))
             except OSError:
                 return
 
@@ -231,7 +267,8 @@ def measure(workdir: Path, phase_seconds: float, state_file_on: bool = True) -> 
     sampler.start()
     try:
         try:  # every probe has run once; a daemon drowning in the outage may not get there
-            wait_until(daemon.ready, READY_TIMEOUT, "/readyz", daemon.proc, interval=0.5)
+            for each in daemons:
+                wait_until(each.ready, READY_TIMEOUT, "/readyz", each.proc, interval=0.5)
             out["ready_s"] = time.monotonic() - started
         except TimeoutError:
             out["ready_s"] = None
@@ -248,29 +285,39 @@ def measure(workdir: Path, phase_seconds: float, state_file_on: bool = True) -> 
                 # One interval for the switch: runs started while refusing end, hanging ones begin.
                 time.sleep(INTERVAL)
             log(f"phase {name}: {phase_seconds:.0f} s")
-            before, t0 = scrape(daemon), time.monotonic()
+            befores, t0 = [scrape(d) for d in daemons], time.monotonic()
             time.sleep(phase_seconds)
-            after, t1 = scrape(daemon), time.monotonic()
-            figures = phase_figures(before, after, t1 - t0)
+            afters, t1 = [scrape(d) for d in daemons], time.monotonic()
+            each = [phase_figures(b, a, t1 - t0) for b, a in zip(befores, afters, strict=True)]
+            figures = dict(max(each, key=lambda p: p["lag_p99_ms"]))  # the worst daemon (a copy: `each` goes in too)
             figures["receivers"] = receivers.between(t0, t1)
+            if fleet > 1:
+                figures["daemons"] = each
+                figures["peer_bytes_per_s"] = [peer_bytes(b, a, t1 - t0) for b, a in zip(befores, afters, strict=True)]
+                firing = sum(p["alerts_firing"] for p in each)
+                figures["alerts_per_firing_alert"] = {
+                    kind: rx["alerts"] / firing if firing else float("nan") for kind, rx in figures["receivers"].items()
+                }
             out["phases"][name] = figures
         out["since_start_receivers"] = receivers.between(0.0, time.monotonic())
-        final = scrape(daemon)
-        out["missed_total"] = total(final, "synthetic_monitor_job_events_total", event="missed")
-        out["skipped_total"] = total(final, "synthetic_monitor_job_events_total", event="skipped")
-        out["alerts_firing_end"] = total(final, "synthetic_monitor_alerts_firing")
-        rss, hwm = rss_peak_mb(daemon.proc.pid)
-        out["rss_end_mb"] = rss
-        out["rss_peak_mb"] = hwm  # VmHWM: the high-water mark of the whole run
+        finals = [scrape(d) for d in daemons]
+        out["missed_total"] = sum(total(x, "synthetic_monitor_job_events_total", event="missed") for x in finals)
+        out["skipped_total"] = sum(total(x, "synthetic_monitor_job_events_total", event="skipped") for x in finals)
+        out["alerts_firing_end"] = sum(total(x, "synthetic_monitor_alerts_firing") for x in finals)
+        out["peer_errors_total"] = sum(total(x, "synthetic_monitor_peer_errors_total") for x in finals)
+        peaks = [rss_peak_mb(d.proc.pid) for d in daemons]
+        out["rss_end_mb"] = max(p[0] for p in peaks)
+        out["rss_peak_mb"] = max(p[1] for p in peaks)  # VmHWM: the high-water mark of the whole run
         out["rss_sampled_max_mb"] = max(rss_samples) if rss_samples else float("nan")
-        out["cpu_s"] = daemon.proc.cpu()
+        out["cpu_s"] = sum(d.proc.cpu() for d in daemons)
         out["state_file_bytes"] = state_file.stat().st_size if state_file.exists() else 0
         out["elapsed_s"] = time.monotonic() - started
         # Health while everything fails: the loop is alive.
         out["healthz"] = http_get(daemon.port, "/healthz", 10)[0]
     finally:
         stop_sampling.set()
-        daemon.proc.stop()
+        for each in daemons:
+            each.proc.stop()
         if hang is not None:
             hang.stop()
         receivers.close()
@@ -294,6 +341,18 @@ def render(data: dict[str, Any]) -> str:
             f"| {p['missed'] + p['skipped']:.0f} | {f(p['lag_p50_ms'], 1)} / {f(p['lag_p99_ms'], 1)} "
             f"| {p['lag_over_50ms']:.0f} | {am['requests']} ({am['alerts']}) | {hook['requests']} ({hook['alerts']}) |"
         )
+    if m.get("fleet", 1) > 1:
+        lines += ["", f"Fleet of {m['fleet']} daemons (peers on; the table shows the daemon with the worst p99 lag):"]
+        for name, p in m["phases"].items():
+            rates = [f"{rate / 1024:.1f}" for per_daemon in p["peer_bytes_per_s"] for rate in per_daemon.values()]
+            per_alert = ", ".join(f"{k} {v:.2f}" for k, v in p["alerts_per_firing_alert"].items())
+            lags = " / ".join(f(d["lag_p99_ms"], 1) for d in p["daemons"])
+            lines.append(
+                f"- {name}: p99 lag per daemon {lags} ms; missed+skipped per daemon "
+                f"{' / '.join(str(int(d['missed'] + d['skipped'])) for d in p['daemons'])}; peer KiB/s per"
+                f" (daemon, peer) pair {', '.join(rates)}; alerts received per firing alert: {per_alert}"
+            )
+        lines.append(f"Peer query errors in the whole run: {m['peer_errors_total']:.0f}.")
     total_rx = m["since_start_receivers"]
     lines += [
         "",
@@ -318,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="diagnostic: alerting on but without alerting.state_file, to see what the file costs",
     )
+    parser.add_argument("--fleet", type=int, default=1, help="daemons in the fleet, peers of each other (default 1)")
     parser.add_argument("--_hang", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._hang:
@@ -328,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --phase-seconds {args.phase_seconds:g}"
     if args.no_state_file:
         command += " --no-state-file"
+    if args.fleet != 1:
+        command += f" --fleet {args.fleet}"
     data: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
@@ -336,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     workdir = Path(tempfile.mkdtemp(prefix="synthetic-wide-outage-"))
     try:
-        data["measure"] = measure(workdir, args.phase_seconds, state_file_on=not args.no_state_file)
+        data["measure"] = measure(workdir, args.phase_seconds, state_file_on=not args.no_state_file, fleet=args.fleet)
     finally:
         stop_all()
         if not args.keep:

@@ -1,0 +1,237 @@
+"""The quorum alert rules for Prometheus, generated with the config's `peers.min_locations`.
+
+Every critical alert derived from a probe needs `min_locations` locations (or all that
+report, when fewer do) in the rules as in the daemon's gate (alerting/quorum.py); fewer
+make the warning that names the location. `synthetic-monitor rules` prints this group,
+and `--write FILE` replaces the group of the same name in a rules file (the shipped
+deploy/prometheus/rules.yml, generated from the base ConfigMap's config; a test checks it
+is not stale). The other groups of that file are hand-written and left untouched.
+
+A location is the scrape label `location`; replicas in one location count once
+(`max by location`). A location that stops reporting is no vote (its series go stale):
+that is SyntheticMonitorDown's job. `job` and `namespace` are kept so routing and the
+namespace-scoped inhibition of deploy/alertmanager still work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GROUP = "synthetic-monitor.quorum"
+RUNBOOK = "https://runbooks.example.internal/synthetic-monitor#"
+BY = "job, namespace, target, probe"
+DEFAULT_MIN_LOCATIONS = 2
+
+
+def _locations(selector: str, extra: str = "") -> str:
+    """How many locations see `selector` (replicas of one location count once)."""
+    return f"count by ({BY}{extra}) (max by ({BY}{extra}, location) ({selector}))"
+
+
+def _quorum(
+    selector: str, min_locations: int, extra: str = "", base: str = "synthetic_probe_consecutive_failures"
+) -> str:
+    """At least min_locations of the locations reporting `base` (or all of them when fewer do)."""
+    reporting = f"count by ({BY}) (max by ({BY}, location) ({base}))"
+    join = f"on ({BY}) group_left" if extra else f"on ({BY})"
+    return f"{_locations(selector, extra)}\n>= {join}\nclamp_max({reporting}, {min_locations})\n"
+
+
+def _one_location(
+    selector: str, min_locations: int, extra: str = "", base: str = "synthetic_probe_consecutive_failures"
+) -> str:
+    return (
+        f"max by ({BY}{extra}, location) ({selector})\n"
+        f"unless on ({BY}{extra})\n(\n{_quorum(selector, min_locations, extra, base)})\n"
+    )
+
+
+# Runs inside a maintenance window (synthetic_probe_maintenance == 1) page nobody; the
+# counter-based rule looks back as far as its own range, so a window's failures do not
+# page right after it ends.
+IN_MAINTENANCE = "unless on (target, probe) synthetic_probe_maintenance == 1"
+FAILING = f"synthetic_probe_consecutive_failures >= 2 {IN_MAINTENANCE}"
+WORKER = (
+    'increase(synthetic_probe_step_failures_total{reason="worker_failure"}[5m]) > 0'
+    " unless on (target, probe) max_over_time(synthetic_probe_maintenance[5m]) == 1"
+)
+# Every location exports the worker_failure series from start-up (at 0): who reports.
+WORKER_BASE = 'synthetic_probe_step_failures_total{reason="worker_failure"}'
+BACKEND = (
+    '(synthetic_mlflow_dependency_up{dependency="backend_store"} == 0)'
+    " + on (job, instance, target) group_right (dependency) (synthetic_probe_consecutive_failures > 0)"
+    f" {IN_MAINTENANCE}"
+)
+
+
+def quorum_group(min_locations: int = DEFAULT_MIN_LOCATIONS) -> dict[str, Any]:
+    """The rule group: each critical alert from a probe and its one-location warning."""
+    m = min_locations
+    quorum_text = f"the quorum of {m} location(s), or all that report"
+    below = f"Below the quorum of {m} location(s): likely that location's own path, not the service; no page."
+    rules: list[dict[str, Any]] = [
+        {
+            "alert": "SyntheticProbeFailing",
+            "expr": _quorum(FAILING, m),
+            "for": "1m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "Synthetic probe {{ $labels.probe }} on {{ $labels.target }} keeps failing",
+                "description": (
+                    "Probe {{ $labels.probe }} against target {{ $labels.target }} has failed at least 2 runs in a"
+                    " row from {{ $value }} location(s), the quorum. The failing step and reason are on the"
+                    " monitors' /status pages and in synthetic_probe_step_failures_total."
+                ),
+                "runbook_url": RUNBOOK + "syntheticprobefailing",
+            },
+        },
+        {
+            "alert": "SyntheticProbeFailingFromOneLocation",
+            "expr": _one_location(FAILING, m),
+            "for": "1m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": (
+                    "Probe {{ $labels.probe }} on {{ $labels.target }} fails from location {{ $labels.location }} only"
+                ),
+                "description": (
+                    "Probe {{ $labels.probe }} against target {{ $labels.target }} has failed {{ $value }} runs in"
+                    " a row from location {{ $labels.location }}, while the other locations see it pass: likely that"
+                    f" location's own path, not the service. No page below the quorum of {m} locations."
+                ),
+                "runbook_url": RUNBOOK + "syntheticprobefailingfromonelocation",
+            },
+        },
+        {
+            "alert": "MLflowWorkerFailure",
+            "expr": _quorum(WORKER, m, base=WORKER_BASE),
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "Server workers failing behind {{ $labels.target }} (probe {{ $labels.probe }})",
+                "description": (
+                    "Probe {{ $labels.probe }} against target {{ $labels.target }} got a closed/reset connection or"
+                    f" HTTP 502/503/504 in the last 5 minutes from {{{{ $value }}}} location(s), {quorum_text}:"
+                    " server workers are being killed (e.g. gunicorn worker timeout) or the upstream is down."
+                ),
+                "runbook_url": RUNBOOK + "mlflowworkerfailure",
+            },
+        },
+        {
+            "alert": "MLflowWorkerFailure",
+            "expr": _one_location(WORKER, m, base=WORKER_BASE),
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": (
+                    "Server workers failing behind {{ $labels.target }} (probe {{ $labels.probe }})"
+                    " from location {{ $labels.location }} only"
+                ),
+                "description": (
+                    "Probe {{ $labels.probe }} against target {{ $labels.target }} got a closed/reset connection or"
+                    " HTTP 502/503/504 in the last 5 minutes from location {{ $labels.location }}. " + below
+                ),
+                "runbook_url": RUNBOOK + "mlflowworkerfailure",
+            },
+        },
+        {
+            "alert": "MLflowDependencyUnavailable",
+            "expr": _quorum(BACKEND, m, ", dependency"),
+            "for": "30s",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": (
+                    "MLflow's {{ $labels.dependency }} is unavailable ({{ $labels.target }}, probe {{ $labels.probe }})"
+                ),
+                "description": (
+                    "Probe {{ $labels.probe }} against MLflow target {{ $labels.target }} fails and MLflow reports"
+                    f" its backend store (the tracking database) failing, from {{{{ $value }}}} location(s),"
+                    f" {quorum_text}. Diagnosis component backend_store: check the database, not the MLflow workers."
+                ),
+                "runbook_url": RUNBOOK + "mlflowdependencyunavailable",
+            },
+        },
+        {
+            "alert": "MLflowDependencyUnavailable",
+            "expr": _one_location(BACKEND, m, ", dependency"),
+            "for": "30s",
+            # The static dependency label keeps it apart from the artifact store's warning rule.
+            "labels": {"severity": "warning", "dependency": "backend_store"},
+            "annotations": {
+                "summary": (
+                    "MLflow's {{ $labels.dependency }} is unavailable ({{ $labels.target }}, probe {{ $labels.probe }})"
+                    " from location {{ $labels.location }} only"
+                ),
+                "description": (
+                    "Probe {{ $labels.probe }} against MLflow target {{ $labels.target }} fails and MLflow reports"
+                    " its backend store failing, seen from location {{ $labels.location }}. " + below
+                ),
+                "runbook_url": RUNBOOK + "mlflowdependencyunavailable",
+            },
+        },
+    ]
+    return {"name": GROUP, "rules": rules}
+
+
+class _Literal(str):
+    """A multi-line expression, written as a YAML block scalar."""
+
+
+def _literal(dumper: yaml.SafeDumper, value: _Literal) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Literal, _literal)
+
+
+def render_group(min_locations: int, source: str | None) -> str:
+    """The group as YAML text (a list item, indented for a rules file's `groups:`)."""
+    group = quorum_group(min_locations)
+    for rule in group["rules"]:
+        rule["expr"] = _Literal(rule["expr"])
+    body = yaml.dump([group], Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
+    header = (
+        f"# BEGIN {GROUP}: generated by `synthetic-monitor rules"
+        f"{' --config ' + source if source else ''}` (min_locations {min_locations}); do not edit.\n"
+    )
+    indented = "".join(f"  {line}" if line.strip() else line for line in body.splitlines(keepends=True))
+    return header.replace("# BEGIN", "  # BEGIN") + indented + f"  # END {GROUP}\n"
+
+
+_SPLICE = re.compile(rf"  # BEGIN {re.escape(GROUP)}.*?  # END {re.escape(GROUP)}\n", re.S)
+
+
+def splice(text: str, group: str) -> str:
+    """`text` (a rules file) with the generated group replaced, or appended when absent."""
+    if _SPLICE.search(text):
+        return _SPLICE.sub(lambda _: group, text, count=1)
+    return text.rstrip("\n") + "\n\n" + group
+
+
+def add_parser(sub: Any) -> None:
+    rules = sub.add_parser("rules", help="print the quorum alert rules (min_locations from the config's peers)")
+    rules.add_argument("--config", help="YAML config file (default: $SYNTHETIC_MONITOR_CONFIG, else built-in defaults)")
+    rules.add_argument("--write", metavar="FILE", help="replace the generated group in this rules file instead")
+
+
+def run_rules(args: Any) -> int:
+    from monitor.config import load_config  # the CLI's path only; the module itself is pure
+
+    config = load_config(args.config)
+    minimum = config.peers.min_locations if config.peers is not None else DEFAULT_MIN_LOCATIONS
+    source = args.config or os.environ.get("SYNTHETIC_MONITOR_CONFIG") or None
+    group = render_group(minimum, source)
+    if args.write:
+        path = Path(args.write)
+        path.write_text(splice(path.read_text(encoding="utf-8"), group), encoding="utf-8")
+    else:
+        sys.stdout.write(group)
+    return 0
