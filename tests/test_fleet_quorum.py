@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.alerting.alerts import PROBE_FAILING, WORKER_FAILURE, Alert
+from monitor.alerting.alerts import PROBE_FAILING, Alert
 from monitor.alerting.peers import PeerAnswer, PeerClient, PeerMetrics, peer_urls
 from monitor.alerting.quorum import PROBE_FAILING_ONE_LOCATION, QuorumGate, Votes, tally, vote_of
 from monitor.config import PeersConfig
+from monitor.probes.mlflow.alerts import WORKER_FAILURE
 from monitor.web.verdicts import COLUMNS
 
 PEER = "http://127.0.0.1:1"

@@ -1,9 +1,9 @@
 """Quorum before a page: every critical alert derived from a probe waits for the peers' votes.
 
-A daemon alone cannot tell "MLflow is down" from "my own path to MLflow is down". With
+A daemon alone cannot tell "the service is down" from "my own path to it is down". With
 `peers` configured, the critical alerts the engine derives from a probe
-(SyntheticProbeFailing, MLflowWorkerFailure, MLflowDependencyUnavailable for the backend
-store; any other alert the engine makes critical from a probe) are held back until the
+(SyntheticProbeFailing, and every alert a kind declares that is critical for this
+run, each confirmed by the reason the kind names) are held back until the
 peers' verdicts decide: at least `min_locations` failing locations (or all of them when
 fewer report) page critical; fewer send the warning variant that names the one location
 (SyntheticProbeFailingFromOneLocation for SyntheticProbeFailing, the same name with
@@ -36,26 +36,21 @@ from typing import Any
 
 import structlog
 
-from monitor.alerting.alerts import (
-    MLFLOW_DEPENDENCY_UNAVAILABLE,
-    PROBE_FAILING,
-    WORKER_FAILURE,
-    Alert,
-)
+from monitor.alerting.alerts import PROBE_FAILING, Alert
 from monitor.alerting.peers import PeerAnswer, PeerClient, PeerMetrics, peer_urls
 from monitor.config import PeersConfig
+from monitor.scenario.registry import KINDS
 
 PROBE_FAILING_ONE_LOCATION = "SyntheticProbeFailingFromOneLocation"
 UNNAMED = "(no location)"
 TICK_SECONDS = 1.0
 STATE_KEY = "quorum"
 
-# Which failure of a peer's run confirms which alert (None: any failed run does).
+# Which failure of a peer's run confirms which alert (None: any failed run does): the
+# generic SyntheticProbeFailing and every alert the kinds declare.
 CONFIRMING_REASON: dict[str, str | None] = {
     PROBE_FAILING: None,
-    WORKER_FAILURE: "worker_failure",
-    MLFLOW_DEPENDENCY_UNAVAILABLE: "dependency_unavailable",
-    "AsgardDependencyUnavailable": "dependency_unavailable",
+    **{alert.name: alert.confirming_reason for kind in KINDS.values() for alert in kind.alerts},
 }
 
 Submit = Callable[[list[Alert]], None]

@@ -23,6 +23,9 @@ from typing import Any
 
 import yaml
 
+from monitor.scenario.contract import QuorumRule
+from monitor.scenario.registry import KINDS
+
 GROUP = "synthetic-monitor.quorum"
 RUNBOOK = "https://runbooks.example.internal/synthetic-monitor#"
 BY = "job, namespace, target, probe"
@@ -57,24 +60,58 @@ def _one_location(
 # page right after it ends.
 IN_MAINTENANCE = "unless on (target, probe) synthetic_probe_maintenance == 1"
 FAILING = f"synthetic_probe_consecutive_failures >= 2 {IN_MAINTENANCE}"
-WORKER = (
-    'increase(synthetic_probe_step_failures_total{reason="worker_failure"}[5m]) > 0'
-    " unless on (target, probe) max_over_time(synthetic_probe_maintenance[5m]) == 1"
-)
-# Every location exports the worker_failure series from start-up (at 0): who reports.
-WORKER_BASE = 'synthetic_probe_step_failures_total{reason="worker_failure"}'
-BACKEND = (
-    '(synthetic_mlflow_dependency_up{dependency="backend_store"} == 0)'
-    " + on (job, instance, target) group_right (dependency) (synthetic_probe_consecutive_failures > 0)"
-    f" {IN_MAINTENANCE}"
-)
+
+
+def _fill(text: str, texts: dict[str, str]) -> str:
+    """Put the quorum sentences in (plain replacement: the texts hold Go templates' braces)."""
+    for name, value in texts.items():
+        text = text.replace("{" + name + "}", value)
+    return text
+
+
+def _kind_rules(rule: QuorumRule, name: str, m: int) -> list[dict[str, Any]]:
+    """A kind's declared quorum rule: the critical page and its one-location warning."""
+    if rule.maintenance_range:
+        excluded = (
+            f" unless on (target, probe) max_over_time(synthetic_probe_maintenance[{rule.maintenance_range}]) == 1"
+        )
+    else:
+        excluded = f" {IN_MAINTENANCE}"
+    failing = rule.failing + excluded
+    texts = {
+        "quorum": f"the quorum of {m} location(s), or all that report",
+        "below": f"Below the quorum of {m} location(s): likely that location's own path, not the service; no page.",
+    }
+    timing = {"for": rule.for_} if rule.for_ else {}
+    return [
+        {
+            "alert": name,
+            "expr": _quorum(failing, m, rule.extra, base=rule.reporting),
+            **timing,
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": rule.summary,
+                "description": _fill(rule.description, texts),
+                "runbook_url": RUNBOOK + rule.runbook,
+            },
+        },
+        {
+            "alert": name,
+            "expr": _one_location(failing, m, rule.extra, base=rule.reporting),
+            **timing,
+            "labels": {"severity": "warning", **rule.warning_labels},
+            "annotations": {
+                "summary": rule.warning_summary,
+                "description": _fill(rule.warning_description, texts),
+                "runbook_url": RUNBOOK + rule.runbook,
+            },
+        },
+    ]
 
 
 def quorum_group(min_locations: int = DEFAULT_MIN_LOCATIONS) -> dict[str, Any]:
     """The rule group: each critical alert from a probe and its one-location warning."""
     m = min_locations
-    quorum_text = f"the quorum of {m} location(s), or all that report"
-    below = f"Below the quorum of {m} location(s): likely that location's own path, not the service; no page."
     rules: list[dict[str, Any]] = [
         {
             "alert": "SyntheticProbeFailing",
@@ -108,72 +145,11 @@ def quorum_group(min_locations: int = DEFAULT_MIN_LOCATIONS) -> dict[str, Any]:
                 "runbook_url": RUNBOOK + "syntheticprobefailingfromonelocation",
             },
         },
-        {
-            "alert": "MLflowWorkerFailure",
-            "expr": _quorum(WORKER, m, base=WORKER_BASE),
-            "labels": {"severity": "critical"},
-            "annotations": {
-                "summary": "Server workers failing behind {{ $labels.target }} (probe {{ $labels.probe }})",
-                "description": (
-                    "Probe {{ $labels.probe }} against target {{ $labels.target }} got a closed/reset connection or"
-                    f" HTTP 502/503/504 in the last 5 minutes from {{{{ $value }}}} location(s), {quorum_text}:"
-                    " server workers are being killed (e.g. gunicorn worker timeout) or the upstream is down."
-                ),
-                "runbook_url": RUNBOOK + "mlflowworkerfailure",
-            },
-        },
-        {
-            "alert": "MLflowWorkerFailure",
-            "expr": _one_location(WORKER, m, base=WORKER_BASE),
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": (
-                    "Server workers failing behind {{ $labels.target }} (probe {{ $labels.probe }})"
-                    " from location {{ $labels.location }} only"
-                ),
-                "description": (
-                    "Probe {{ $labels.probe }} against target {{ $labels.target }} got a closed/reset connection or"
-                    " HTTP 502/503/504 in the last 5 minutes from location {{ $labels.location }}. " + below
-                ),
-                "runbook_url": RUNBOOK + "mlflowworkerfailure",
-            },
-        },
-        {
-            "alert": "MLflowDependencyUnavailable",
-            "expr": _quorum(BACKEND, m, ", dependency"),
-            "for": "30s",
-            "labels": {"severity": "critical"},
-            "annotations": {
-                "summary": (
-                    "MLflow's {{ $labels.dependency }} is unavailable ({{ $labels.target }}, probe {{ $labels.probe }})"
-                ),
-                "description": (
-                    "Probe {{ $labels.probe }} against MLflow target {{ $labels.target }} fails and MLflow reports"
-                    f" its backend store (the tracking database) failing, from {{{{ $value }}}} location(s),"
-                    f" {quorum_text}. Diagnosis component backend_store: check the database, not the MLflow workers."
-                ),
-                "runbook_url": RUNBOOK + "mlflowdependencyunavailable",
-            },
-        },
-        {
-            "alert": "MLflowDependencyUnavailable",
-            "expr": _one_location(BACKEND, m, ", dependency"),
-            "for": "30s",
-            # The static dependency label keeps it apart from the artifact store's warning rule.
-            "labels": {"severity": "warning", "dependency": "backend_store"},
-            "annotations": {
-                "summary": (
-                    "MLflow's {{ $labels.dependency }} is unavailable ({{ $labels.target }}, probe {{ $labels.probe }})"
-                    " from location {{ $labels.location }} only"
-                ),
-                "description": (
-                    "Probe {{ $labels.probe }} against MLflow target {{ $labels.target }} fails and MLflow reports"
-                    " its backend store failing, seen from location {{ $labels.location }}. " + below
-                ),
-                "runbook_url": RUNBOOK + "mlflowdependencyunavailable",
-            },
-        },
     ]
+    for kind in KINDS.values():
+        for alert in kind.alerts:
+            if alert.quorum_rule is not None:
+                rules += _kind_rules(alert.quorum_rule, alert.name, m)
     return {"name": GROUP, "rules": rules}
 
 

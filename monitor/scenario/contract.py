@@ -16,6 +16,27 @@ from monitor.results import ProbeResult, StepResult
 
 
 @dataclass(frozen=True, slots=True)
+class QuorumRule:
+    """A kind's critical alert as a Prometheus rule that needs a quorum of locations, plus its
+    one-location warning (monitor/alerting/rules.py renders both; the core adds the quorum
+    arithmetic and the maintenance exclusion). In the texts, `{quorum}` becomes "the quorum
+    of N location(s), or all that report" and `{below}` the below-quorum sentence."""
+
+    failing: str  # PromQL: this daemon sees the condition (by target, probe and `extra`)
+    reporting: str  # PromQL: a series every location exports from start-up (who can vote)
+    summary: str
+    description: str
+    warning_summary: str
+    warning_description: str
+    runbook: str  # the runbook anchor
+    extra: str = ""  # more grouping labels, e.g. ", dependency"
+    for_: str | None = None
+    warning_labels: Mapping[str, str] = field(default_factory=dict)
+    # Counter-based conditions look back over a range: the maintenance exclusion must too.
+    maintenance_range: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Component:
     """A part on-call can be sent to: its diagnosis name and one line of what it means and
     where to look (the runbook text; the runbook anchor is `diagnosis-<name>`)."""
@@ -71,6 +92,10 @@ class KindAlert:
     summary: Callable[[str, str, str], str]  # (target, probe, dependency) -> one line
     dependency_severity: Mapping[str, str] = field(default_factory=dict)
     every_kind: bool = False
+    # Which failure reason of a peer's run confirms it for the quorum (None: any failed run).
+    confirming_reason: str | None = None
+    # Its Prometheus rule with a quorum of locations (critical alerts from a probe).
+    quorum_rule: QuorumRule | None = None
 
     def severity_of(self, dependency: str) -> str:
         return self.dependency_severity.get(dependency, self.severity)

@@ -46,5 +46,6 @@ ALERTS = (
         "warning",
         _dependencies,
         lambda t, _p, d: f"Asgard reports {d} unavailable ({t})",
+        confirming_reason="dependency_unavailable",
     ),
 )

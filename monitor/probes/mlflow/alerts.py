@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from monitor.results import Dependency, Reason
-from monitor.scenario.contract import AlertInput, AlertVerdict, KindAlert, Verdict
+from monitor.scenario.contract import AlertInput, AlertVerdict, KindAlert, QuorumRule, Verdict
 
 WORKER_FAILURE = "MLflowWorkerFailure"
 DEPENDENCY_UNAVAILABLE = "MLflowDependencyUnavailable"
@@ -53,6 +53,55 @@ def _stores(given: AlertInput) -> Iterator[AlertVerdict]:
         yield str(dependency), verdict, describe
 
 
+WORKER_RULE = QuorumRule(
+    failing='increase(synthetic_probe_step_failures_total{reason="worker_failure"}[5m]) > 0',
+    # Every location exports the worker_failure series from start-up (at 0): who reports.
+    reporting='synthetic_probe_step_failures_total{reason="worker_failure"}',
+    summary="Server workers failing behind {{ $labels.target }} (probe {{ $labels.probe }})",
+    description=(
+        "Probe {{ $labels.probe }} against target {{ $labels.target }} got a closed/reset connection or"
+        " HTTP 502/503/504 in the last 5 minutes from {{ $value }} location(s), {quorum}:"
+        " server workers are being killed (e.g. gunicorn worker timeout) or the upstream is down."
+    ),
+    warning_summary=(
+        "Server workers failing behind {{ $labels.target }} (probe {{ $labels.probe }})"
+        " from location {{ $labels.location }} only"
+    ),
+    warning_description=(
+        "Probe {{ $labels.probe }} against target {{ $labels.target }} got a closed/reset connection or"
+        " HTTP 502/503/504 in the last 5 minutes from location {{ $labels.location }}. {below}"
+    ),
+    runbook="mlflowworkerfailure",
+    maintenance_range="5m",
+)
+
+BACKEND_RULE = QuorumRule(
+    failing=(
+        '(synthetic_mlflow_dependency_up{dependency="backend_store"} == 0)'
+        " + on (job, instance, target) group_right (dependency) (synthetic_probe_consecutive_failures > 0)"
+    ),
+    reporting="synthetic_probe_consecutive_failures",
+    summary="MLflow's {{ $labels.dependency }} is unavailable ({{ $labels.target }}, probe {{ $labels.probe }})",
+    description=(
+        "Probe {{ $labels.probe }} against MLflow target {{ $labels.target }} fails and MLflow reports"
+        " its backend store (the tracking database) failing, from {{ $value }} location(s),"
+        " {quorum}. Diagnosis component backend_store: check the database, not the MLflow workers."
+    ),
+    warning_summary=(
+        "MLflow's {{ $labels.dependency }} is unavailable ({{ $labels.target }}, probe {{ $labels.probe }})"
+        " from location {{ $labels.location }} only"
+    ),
+    warning_description=(
+        "Probe {{ $labels.probe }} against MLflow target {{ $labels.target }} fails and MLflow reports"
+        " its backend store failing, seen from location {{ $labels.location }}. {below}"
+    ),
+    runbook="mlflowdependencyunavailable",
+    extra=", dependency",
+    for_="30s",
+    # The static dependency label keeps it apart from the artifact store's warning rule.
+    warning_labels={"dependency": "backend_store"},
+)
+
 ALERTS = (
     KindAlert(
         WORKER_FAILURE,
@@ -60,6 +109,8 @@ ALERTS = (
         _worker_failure,
         lambda t, p, _d: f"Server workers failing behind {t} (probe {p})",
         every_kind=True,
+        confirming_reason="worker_failure",
+        quorum_rule=WORKER_RULE,
     ),
     # No run works without MLflow's database, while a failing artifact store breaks artifact logging only.
     KindAlert(
@@ -68,5 +119,7 @@ ALERTS = (
         _stores,
         lambda t, p, d: f"MLflow's {d} is unavailable ({t}, probe {p})",
         dependency_severity={"backend_store": "critical", "artifact_store": "warning"},
+        confirming_reason="dependency_unavailable",
+        quorum_rule=BACKEND_RULE,
     ),
 )
