@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
 from monitor import __version__
 from monitor.alerting.quorum import QuorumGate
@@ -67,6 +68,11 @@ class Daemon:
         self.exposition = Exposition()
         self.registry = self.exposition.registry
         self.metrics = MetricsSink(self.exposition, config.metrics.buckets)
+        self.web_reload_failures = Counter(
+            "synthetic_monitor_web_config_reload_failures",
+            "Reloads of --web.config.file (SIGHUP or a changed file) that kept the last good settings.",
+            registry=self.exposition.part(),
+        )
         self.history = HistorySink()
         errors = SinkErrors(self.exposition)
         self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
@@ -130,7 +136,11 @@ class Daemon:
         legacy = self.config.tls
         try:
             security = (
-                ServerSecurity(self.web_config, ServerTLS(legacy.cert_file, legacy.key_file) if legacy else None)
+                ServerSecurity(
+                    self.web_config,
+                    ServerTLS(legacy.cert_file, legacy.key_file) if legacy else None,
+                    on_reload_failure=self.web_reload_failures.inc,
+                )
                 if self.web_config is not None or legacy is not None
                 else None
             )
@@ -244,6 +254,9 @@ class Daemon:
         """Re-read the config file; a bad one keeps the old config running."""
         assert self._reload_lock is not None
         async with self._reload_lock:
+            security = self._server.security if self._server is not None else None
+            if security is not None:  # re-read --web.config.file too, as exporter-toolkit on SIGHUP
+                await asyncio.to_thread(security.refresh, True)  # bcrypt-checks hashes: off the loop
             on_defaults = self.config_path is None and not os.environ.get("SYNTHETIC_MONITOR_CONFIG")
             message = "no config file to reload (running on defaults)" if on_defaults else "reloaded"
             try:
