@@ -36,7 +36,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from monitor.alerting.alerts import Alert
 from monitor.alerting.dispatcher import RESULTS, Dispatcher
 from monitor.alerting.engine import AlertEngine
-from monitor.alerting.state import StateFileError, StateWriter, load_state
+from monitor.alerting.state import (
+    REASONS,
+    WRITE_FAILED,
+    WRONG_SHAPE,
+    StateFileError,
+    StateWriter,
+    load_state,
+    quarantine,
+)
 from monitor.config import AlertingConfig
 from monitor.events import Event, JobEvent
 from monitor.results import ProbeResult
@@ -76,6 +84,14 @@ class AlertSink:
             ["receiver", "result"],
             registry=own,
         )
+        self.state_file_errors = Counter(
+            "synthetic_monitor_state_file_errors",
+            "Alert state files that could not be used (moved aside) or written, by reason.",
+            ["reason"],
+            registry=own,
+        )
+        for reason in REASONS:
+            self.state_file_errors.labels(reason)
         self._errors = errors if errors is not None else SinkErrors(own)
         self._clock = clock
         self._log = logger if logger is not None else structlog.get_logger("monitor.alerting")
@@ -369,9 +385,23 @@ class AlertSink:
             data = load_state(Path(path))
             if data is None:
                 return []
-            resolved = self._engine.restore(data, now)
-        except (StateFileError, ValueError, KeyError, TypeError) as exc:
-            self._log.warning("alert_state_unusable", path=str(path), error=str(exc), action="starting empty")
+            resolved = self._engine.restore(data, now)  # all or nothing: raises before it changes anything
+        except (StateFileError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            reason = exc.reason if isinstance(exc, StateFileError) else WRONG_SHAPE
+            self.state_file_errors.labels(reason).inc()
+            try:
+                kept: str | None = str(quarantine(Path(path), self._clock()))
+            except OSError as move:
+                kept = None
+                self._log.error("alert_state_quarantine_failed", path=str(path), error=str(move))
+            self._log.error(
+                "alert_state_unusable",
+                path=str(path),
+                reason=reason,
+                error=str(exc) if isinstance(exc, StateFileError) else f"{type(exc).__name__}: {exc}",
+                moved_to=kept,
+                action="starting empty",
+            )
             return []
         self._log.info(
             "alert_state_loaded",
@@ -407,6 +437,7 @@ class AlertSink:
 
     def _save_failed(self, exc: OSError) -> None:
         self._failed()
+        self.state_file_errors.labels(WRITE_FAILED).inc()
         message = f"{type(exc).__name__}: {exc}"
         if message != self._save_error:  # once per distinct problem, not once per run
             self._log.error("alert_state_save_failed", path=str(self.config.state_file), error=message)
