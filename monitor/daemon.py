@@ -27,6 +27,7 @@ from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
 from monitor.events import ConfigLoaded, Event, Heartbeat
 from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhooks
+from monitor.heartbeat import HeartbeatPusher
 from monitor.http.client import TargetClient, redact_url
 from monitor.jobs import JobRunner
 from monitor.logsetup import Redactor, configure_logging
@@ -94,6 +95,7 @@ class Daemon:
             lambda: self.scheduler.running,
             HEARTBEAT_STALE_AFTER,
         )
+        self.heartbeat = HeartbeatPusher(self.exposition, self._healthy_for_heartbeat)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,6 +169,7 @@ class Daemon:
         gc.collect()
         gc.freeze()
         self.scheduler.start()
+        self.heartbeat.start(self.config.heartbeat)
         self._background(self.runner.delete_stale_runs())
         self.log.info(
             "monitor_started",
@@ -197,6 +200,7 @@ class Daemon:
             self._stop.set()
 
     async def _shutdown(self) -> None:
+        await self.heartbeat.stop()  # a stopping daemon is not a healthy one
         self.scheduler.pause()
         await self.runner.drain(STOP_GRACE_SECONDS)
         self.scheduler.shutdown()
@@ -279,6 +283,7 @@ class Daemon:
             self._reconfigure_gate(config)
             self.alerts.reconfigure(alerting_for(config), self._probe_targets())
             warn_fleet_webhooks(config, self.log)
+            self.heartbeat.reconfigure(config.heartbeat)
             configure_logging(config.log.level, config.log.format, config.secret_values())
             self.emit(ConfigLoaded(ok=True))
             self.log.info("config_reloaded", probes=sorted(self.runner.probes), note=message)
@@ -294,6 +299,13 @@ class Daemon:
             self.alerts.gate = QuorumGate(config.peers, config.location)
         else:
             gate.reconfigure(config.peers, config.location)
+
+    def _healthy_for_heartbeat(self) -> tuple[bool, str]:
+        """The scheduler's heartbeat is fresh and the alert engine ticks: worth a push."""
+        ok, why = self.endpoints.healthy()
+        if not ok:
+            return ok, why
+        return self.alerts.healthy()
 
     def _probe_targets(self) -> list[tuple[str, str]]:
         return [(p.name, p.target) for p in self.runner.probes.values()]

@@ -103,6 +103,7 @@ class AlertSink:
         self._save_error: str | None = None
         self._writer: StateWriter | None = None
         self._tick: asyncio.Task[None] | None = None
+        self._last_tick = time.monotonic()
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -297,8 +298,20 @@ class AlertSink:
             loop = self._loop or asyncio.get_running_loop()
             self._tick = loop.create_task(self._ticker(), name="alert-resend-tick")
 
+    def healthy(self) -> tuple[bool, str]:
+        """For the push heartbeat: the engine's tick runs (or alerting is off)."""
+        if not self.enabled:
+            return True, "alerting disabled"
+        if not self._started or self._tick is None or self._tick.done():
+            return False, "the alert engine's tick is not running"
+        age = time.monotonic() - self._last_tick
+        if age > 5 * self.tick_seconds + 5:
+            return False, f"the alert engine's tick is stale ({age:.1f}s old)"
+        return True, "ok"
+
     async def _ticker(self) -> None:
         while True:
+            self._last_tick = time.monotonic()
             await asyncio.sleep(self.tick_seconds)
             try:
                 now = self._clock()

@@ -25,6 +25,7 @@ from monitor.config.common import (
     safe_url,
 )
 from monitor.config.fleet import PeersConfig, ShardConfig, peers_shorthand
+from monitor.config.heartbeat import HeartbeatConfig
 from monitor.config.observability import LogConfig, MetricsConfig
 from monitor.config.probes import ProbeConfig
 from monitor.config.targets import TargetConfig
@@ -49,6 +50,7 @@ class Config(Model):
     probes: list[ProbeConfig] = Field(min_length=1)
     alerting: AlertingConfig = AlertingConfig()
     slo: SLOConfig = SLOConfig()
+    heartbeat: HeartbeatConfig | None = None
 
     @field_validator("listen")
     @classmethod
