@@ -26,11 +26,12 @@ BENCHMARKS: dict[str, tuple[str, str | None]] = {
     "alert_burst": ("| setup | total s |", None),
     "time_to_alert": ("| fault | config |", None),
     "auth_flood": ("| window | runs |", None),
+    "profile_run": ("| stage | share", None),
 }
 
 
 def test_every_benchmark_has_a_smoke_run() -> None:
-    modules = {p.stem for p in PERF.glob("*.py") if p.stem != "__init__"}
+    modules = {p.stem for p in PERF.glob("*.py") if not p.stem.startswith("_")}
     assert modules == set(BENCHMARKS), f"add a --smoke entry for: {sorted(modules - set(BENCHMARKS))}"
     for module in modules:
         assert "--smoke" in (PERF / f"{module}.py").read_text(), f"tests/perf/{module}.py has no --smoke mode"

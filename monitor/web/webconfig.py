@@ -69,6 +69,9 @@ _FAILURE_CACHE_SIZE = 4096
 # bcrypt runs one at a time (as exporter-toolkit's bcryptMtx); at most this many requests
 # wait for it, the rest are refused at once (429) instead of piling up threads.
 MAX_BCRYPT_WAITERS = 4
+# After a check, bcrypt stays locked for this share of the check's own time: a flood of new
+# passwords then uses at most 1/(1+x) of one core, leaving the rest to the probes.
+BCRYPT_REST_SHARE = 1.0
 
 
 class Verdict:
@@ -262,11 +265,14 @@ class BasicAuth:
                     cached = self._cached(key)
                 if cached is not None:
                     return cached
+                started = time.perf_counter()
                 try:
                     ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
                 except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
                     ok = False
                 self.bcrypt_runs += 1
+                if not ok:  # a good password costs one check, then it is cached: no rest needed
+                    time.sleep((time.perf_counter() - started) * BCRYPT_REST_SHARE)
                 with self._lock:
                     self._remember(key, ok)
         finally:
