@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
 from monitor import __version__
 from monitor.alerting.peers import PeerMetrics
@@ -28,6 +29,7 @@ from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
 from monitor.events import ConfigLoaded, Event, Heartbeat
 from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhooks
+from monitor.heartbeat import HeartbeatPusher
 from monitor.http.client import TargetClient, redact_url
 from monitor.jobs import JobRunner
 from monitor.logsetup import Redactor, configure_logging
@@ -73,6 +75,11 @@ class Daemon:
         self.exposition = Exposition()
         self.registry = self.exposition.registry
         self.metrics = MetricsSink(self.exposition, config.metrics.buckets)
+        self.web_reload_failures = Counter(
+            "synthetic_monitor_web_config_reload_failures",
+            "Reloads of --web.config.file (SIGHUP or a changed file) that kept the last good settings.",
+            registry=self.exposition.part(),
+        )
         self.history = HistorySink()
         errors = SinkErrors(self.exposition)
         self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
@@ -101,6 +108,7 @@ class Daemon:
             HEARTBEAT_STALE_AFTER,
             alerting_ok=self.alerts.healthy,
         )
+        self.heartbeat = HeartbeatPusher(self.exposition, self._healthy_for_heartbeat)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,7 +151,11 @@ class Daemon:
         legacy = self.config.tls
         try:
             security = (
-                ServerSecurity(self.web_config, ServerTLS(legacy.cert_file, legacy.key_file) if legacy else None)
+                ServerSecurity(
+                    self.web_config,
+                    ServerTLS(legacy.cert_file, legacy.key_file) if legacy else None,
+                    on_reload_failure=self.web_reload_failures.inc,
+                )
                 if self.web_config is not None or legacy is not None
                 else None
             )
@@ -170,6 +182,7 @@ class Daemon:
         gc.collect()
         gc.freeze()
         self.scheduler.start()
+        self.heartbeat.start(self.config.heartbeat)
         self._background(self.runner.delete_stale_runs())
         self.log.info(
             "monitor_started",
@@ -200,6 +213,7 @@ class Daemon:
             self._stop.set()
 
     async def _shutdown(self) -> None:
+        await self.heartbeat.stop()  # a stopping daemon is not a healthy one
         self.scheduler.pause()
         await self.runner.drain(STOP_GRACE_SECONDS)
         self.scheduler.shutdown()
@@ -261,6 +275,9 @@ class Daemon:
         """Re-read the config file; a bad one keeps the old config running."""
         assert self._reload_lock is not None
         async with self._reload_lock:
+            security = self._server.security if self._server is not None else None
+            if security is not None:  # re-read --web.config.file too, as exporter-toolkit on SIGHUP
+                await asyncio.to_thread(security.refresh, True)  # bcrypt-checks hashes: off the loop
             on_defaults = self.config_path is None and not os.environ.get("SYNTHETIC_MONITOR_CONFIG")
             message = "no config file to reload (running on defaults)" if on_defaults else "reloaded"
             try:
@@ -283,6 +300,7 @@ class Daemon:
             self._reconfigure_gate(config)
             self.alerts.reconfigure(alerting_for(config), self._probe_targets())
             warn_fleet_webhooks(config, self.log)
+            self.heartbeat.reconfigure(config.heartbeat)
             configure_logging(config.log.level, config.log.format, config.secret_values())
             self.emit(ConfigLoaded(ok=True))
             self.log.info("config_reloaded", probes=sorted(self.runner.probes), note=message)
@@ -303,6 +321,13 @@ class Daemon:
         if config.peers is None:
             return None
         return QuorumGate(config.peers, config.location, metrics=self.peer_metrics)
+
+    def _healthy_for_heartbeat(self) -> tuple[bool, str]:
+        """The scheduler's heartbeat is fresh and the alert engine ticks: worth a push."""
+        ok, why = self.endpoints.healthy()
+        if not ok:
+            return ok, why
+        return self.alerts.health()
 
     def _probe_targets(self) -> list[tuple[str, str]]:
         return [(p.name, p.target) for p in self.runner.probes.values()]

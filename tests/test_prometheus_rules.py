@@ -48,8 +48,11 @@ EXPECTED_ALERTS = {
     "SyntheticMonitorDown",
     "SyntheticMonitorSinkFailing",
     "SyntheticProbeFailingFromOneLocation",
+    "SyntheticMonitorWatchdog",
 }
 SEVERITIES = {"critical", "warning"}
+# Fires all the time by design (a dead-man's switch): no quiet case, severity none.
+ALWAYS_FIRING = {"SyntheticMonitorWatchdog"}
 RUNBOOK_BASE = "https://runbooks.example.internal/synthetic-monitor#"
 # level:metric:operations (https://prometheus.io/docs/practices/rules/)
 RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
@@ -122,6 +125,7 @@ def test_amtool_check_config():
         (["alertname=SyntheticProbeFailing", "severity=critical"], "oncall-pager,synthetic-webhook"),
         (["alertname=MLflowWorkerFailure", "severity=critical"], "oncall-pager,synthetic-webhook"),
         (["alertname=SyntheticProbeTimeout", "severity=warning"], "synthetic-webhook"),
+        (["alertname=SyntheticMonitorWatchdog", "severity=none"], "deadmans-switch"),
     ],
 )
 def test_alertmanager_routing(labels, receivers):
@@ -318,7 +322,8 @@ def test_every_alert_is_unit_tested_firing_and_quiet():
             (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
     defined = {rule["alert"] for rule in _alert_rules()}
     assert not defined - firing, f"no firing test case for: {sorted(defined - firing)}"
-    assert not defined - quiet, f"no quiet test case for: {sorted(defined - quiet)}"
+    assert not defined - quiet - ALWAYS_FIRING, f"no quiet test case for: {sorted(defined - quiet)}"
+    assert not quiet & ALWAYS_FIRING, "an always-firing alert was expected quiet"
 
 
 def test_firing_test_cases_expect_rule_severity():
@@ -352,7 +357,10 @@ def test_firing_test_cases_expect_rule_severity():
 
 @pytest.mark.parametrize("rule", _alert_rules(), ids=lambda r: r["alert"])
 def test_alert_has_severity_and_annotations(rule):
-    assert rule.get("labels", {}).get("severity") in SEVERITIES
+    if rule["alert"] in ALWAYS_FIRING:
+        assert rule["expr"] == "vector(1)" and rule["labels"]["severity"] == "none" and "for" not in rule
+    else:
+        assert rule.get("labels", {}).get("severity") in SEVERITIES
     annotations = rule.get("annotations", {})
     for key in ("summary", "description", "runbook_url"):
         assert str(annotations.get(key, "")).strip(), f"{rule['alert']}: missing {key}"

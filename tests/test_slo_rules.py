@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +110,48 @@ def _alert_rules() -> list[dict[str, Any]]:
     return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
 
 
+def annotations_of(rule: dict[str, Any]) -> dict[str, str]:
+    annotations: dict[str, str] = rule["annotations"]
+    return annotations
+
+
+def test_the_sli_is_per_location_and_min_locations_comes_from_the_config(tmp_path: Path) -> None:
+    doc = yaml.safe_load(SLO_RULES.read_text(encoding="utf-8"))
+    records = [r for g in doc["groups"] for r in g["rules"] if "record" in r and "ratio_rate" in r["record"]]
+    assert records and all("by (target, probe, location)" in r["expr"] for r in records)
+    base = _base()
+    base["location"] = "eu"
+    base["peers"] = {"urls": ["http://127.0.0.1:9"], "min_locations": 3}
+    path = _write(tmp_path, base)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "slo", "rules", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    critical = [
+        r
+        for g in yaml.safe_load(done.stdout)["groups"]
+        for r in g["rules"]
+        if r.get("labels", {}).get("severity") == "critical"
+    ]
+    assert critical and all(", 3)" in r["expr"] for r in critical)
+
+
 def test_alert_labels_and_annotations_follow_the_contract() -> None:
     rules = _alert_rules()
     assert {r["alert"] for r in rules} == ALERTS
     for rule in rules:
         labels = rule["labels"]
         assert set(labels) == {"target", "probe", "severity", "long_window"}, rule
-        assert LONG_WINDOWS[labels["long_window"]] == labels["severity"]
+        # A critical pair also has its below-quorum warning (one location burning).
+        assert labels["severity"] in (LONG_WINDOWS[labels["long_window"]], "warning")
+        if labels["severity"] == "critical":
+            assert "count by (target, probe)" in rule["expr"] and ", 2)" in rule["expr"], rule["expr"]
+        else:
+            assert "$labels.location" in annotations_of(rule)["summary"], rule
         annotations = rule["annotations"]
         assert "$labels" in annotations["description"] and annotations["summary"]
         runbook = "https://runbooks.example.internal/synthetic-monitor#" + rule["alert"].lower()
@@ -153,7 +189,7 @@ def test_sparse_probe_windows_are_stretched_and_guarded(tmp_path: Path) -> None:
     rate5m = next(r for r in write["rules"] if r.get("record", "").endswith("ratio_rate5m"))
     assert "[10m]" in rate5m["expr"] and "[5m]" not in rate5m["expr"]
     for rule in (r for r in write["rules"] if "alert" in r):
-        assert rule["expr"].rstrip().endswith(">= 2"), rule["expr"]
+        assert "[1h])) >= 2\n" in rule["expr"] or "])) >= 2\n" in rule["expr"], rule["expr"]
 
 
 def test_burn_thresholds_follow_the_workbook(tmp_path: Path) -> None:
@@ -161,7 +197,10 @@ def test_burn_thresholds_follow_the_workbook(tmp_path: Path) -> None:
     objective = resolve(config.slo, config.probes[0])
     assert objective is not None
     document, _ = build_rules([objective], config.metrics.buckets)
-    alerts = [r for r in document["groups"][0]["rules"] if "alert" in r]
+    # Without the below-quorum warnings (`unless` the quorum), one alert per pair of the workbook.
+    alerts = [
+        r for r in document["groups"][0]["rules"] if "alert" in r and "unless on (target, probe)\n(" not in r["expr"]
+    ]
     assert [(r["labels"]["severity"], r["labels"]["long_window"]) for r in alerts] == [
         ("critical", "1h"),
         ("critical", "6h"),

@@ -20,16 +20,23 @@ alerts = {}
 for g in rules["groups"]:
     for r in g["rules"]:
         if "alert" in r:
-            alerts[(r["alert"], r["labels"]["probe"], r["labels"]["long_window"])] = r
+            alerts[(r["alert"], r["labels"]["probe"], r["labels"]["long_window"], r["labels"]["severity"])] = r
+SEVERITY = {"1h": "critical", "6h": "critical", "1d": "warning", "3d": "warning"}
 
 
 def expand(text, labels):
+    text = re.sub(
+        r"\{\{ with \$labels\.(\w+) \}\}(.*?)\{\{ \. \}\}(.*?)\{\{ end \}\}",
+        lambda m: m.group(2) + labels[m.group(1)] + m.group(3) if labels.get(m.group(1)) else "",
+        text,
+    )
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
 
 
-def exp(alert, probe, window):
-    r = alerts[(alert, probe, window)]
-    labels = dict(r["labels"])
+def exp(alert, probe, window, severity=None, location=None):
+    """The alert as it fires: a critical burn carries no location; a warning names it (if any)."""
+    r = alerts[(alert, probe, window, severity or SEVERITY[window])]
+    labels = dict(r["labels"], **({"location": location} if location else {}))
     return {"exp_labels": labels, "exp_annotations": {k: expand(v, labels) for k, v in r["annotations"].items()}}
 
 
@@ -99,12 +106,19 @@ WR = 'target="mlflow",probe="mlflow_write"'
 A = 'target="asgard",probe="asgard_api"'
 
 
-def read_burn(minutes):
-    """The 30 s read probe (2 runs a minute) healthy, then every run failing for the last `minutes`."""
-    return [
-        s("synthetic_probe_runs_total", R + ',result="success"', lambda m: 2 if m <= T0 - minutes else 0, T0),
-        s("synthetic_probe_runs_total", R + ',result="failure"', lambda m: 0 if m <= T0 - minutes else 2, T0),
-    ]
+def read_burn(minutes, location=None, until=T0):
+    """The 30 s read probe (2 runs a minute) healthy, then every run failing for the last `minutes`;
+    from one `location` (a label the scrape adds), reporting up to minute `until` (no samples after)."""
+    where = R + (f',location="{location}"' if location else "")
+    good = lambda m: 2 if m <= T0 - minutes else 0  # noqa: E731
+    bad = lambda m: 0 if m <= T0 - minutes else 2  # noqa: E731
+    out = []
+    for result, per_minute in (("success", good), ("failure", bad)):
+        values = [v if m <= until else None for m, v in enumerate(cumulative(per_minute, T0))]
+        out.append(
+            {"series": f'synthetic_probe_runs_total{{{JOB},{where},result="{result}"}}', "values": encode(values)}
+        )
+    return out
 
 
 def write_runs(*failed):
@@ -184,6 +198,49 @@ tests.append(
             s("synthetic_probe_runs_total", R + ',result="failure"', lambda m: 0.015, T0),
         ],
         "alert_rule_test": [check(T0, EB, [exp(EB, "mlflow_read", "3d")])],
+    }
+)
+# ---- locations: the SLI and its burn are per location; a critical burn needs 2 of them.
+tests.append(
+    {
+        "name": "one of two locations burning (a fails 30 min, b healthy): no critical, a warning per pair naming a",
+        "interval": "1m",
+        "input_series": read_burn(30, "a") + read_burn(0, "b"),
+        "alert_rule_test": [
+            check(T0, EB, [exp(EB, "mlflow_read", w, "warning", "a") for w in W]),
+            check(T0, LB, []),
+        ],
+    }
+)
+tests.append(
+    {
+        "name": "two of two locations burning: critical 1h and 6h (no location), the day-long warnings per location",
+        "interval": "1m",
+        "input_series": read_burn(30, "a") + read_burn(30, "b"),
+        "alert_rule_test": [
+            check(
+                T0,
+                EB,
+                [exp(EB, "mlflow_read", "1h"), exp(EB, "mlflow_read", "6h")]
+                + [exp(EB, "mlflow_read", w, "warning", loc) for w in ("1d", "3d") for loc in ("a", "b")],
+            ),
+        ],
+    }
+)
+tests.append(
+    {
+        "name": "a burns, b stopped reporting 10 min ago: b is no vote in the 5m window, so a alone is the quorum "
+        "of 1h (critical); b still reports in the 30m window, so 6h stays a warning naming a",
+        "interval": "1m",
+        "input_series": read_burn(30, "a") + read_burn(0, "b", until=T0 - 10),
+        "alert_rule_test": [
+            check(
+                T0,
+                EB,
+                [exp(EB, "mlflow_read", "1h"), exp(EB, "mlflow_read", "6h", "warning", "a")]
+                + [exp(EB, "mlflow_read", w, "warning", "a") for w in ("1d", "3d")],
+            ),
+        ],
     }
 )
 doc = {"rule_files": ["slo.rules.yml"], "evaluation_interval": "1h", "tests": tests}

@@ -348,11 +348,7 @@ class AlertEngine:
                     out.append(self._resolved(state, now))
                 continue
             states[key] = state
-        self._states = states
-        self._dependencies = {}
-        for key in states:
-            self._index(key)
-        self._undelivered = {}
+        undelivered: dict[str, dict[str, _Undelivered]] = {}
         names = {r.label for r in self.config.receivers}
         for item in data.get("undelivered") or []:
             ends_at = float(item["ends_at"])
@@ -372,7 +368,13 @@ class AlertEngine:
             )
             if not alert.labels.get("alertname"):
                 raise ValueError("undelivered resolved notice without labels")
-            self._undelivered.setdefault(alert.fingerprint, {})[str(item["receiver"])] = _Undelivered(alert, now)
+            undelivered.setdefault(alert.fingerprint, {})[str(item["receiver"])] = _Undelivered(alert, now)
+        # Every item parsed: only now is the engine's state replaced (all or nothing).
+        self._states = states
+        self._dependencies = {}
+        for key in states:
+            self._index(key)
+        self._undelivered = undelivered
         self.version += 1
         return out
 

@@ -36,7 +36,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from monitor.alerting.alerts import Alert
 from monitor.alerting.dispatcher import RESULTS, Dispatcher
 from monitor.alerting.engine import AlertEngine
-from monitor.alerting.state import StateFileError, StateWriter, load_state
+from monitor.alerting.state import (
+    REASONS,
+    WRITE_FAILED,
+    WRONG_SHAPE,
+    StateFileError,
+    StateWriter,
+    load_state,
+    quarantine,
+)
 from monitor.config import AlertingConfig
 from monitor.events import Event, JobEvent
 from monitor.maintenance import Maintenance
@@ -78,6 +86,14 @@ class AlertSink:
             ["receiver", "result"],
             registry=own,
         )
+        self.state_file_errors = Counter(
+            "synthetic_monitor_state_file_errors",
+            "Alert state files that could not be used (moved aside) or written, by reason.",
+            ["reason"],
+            registry=own,
+        )
+        for reason in REASONS:
+            self.state_file_errors.labels(reason)
         self._errors = errors if errors is not None else SinkErrors(own)
         self._clock = clock
         self._log = logger if logger is not None else structlog.get_logger("monitor.alerting")
@@ -89,6 +105,7 @@ class AlertSink:
         self._save_error: str | None = None
         self._writer: StateWriter | None = None
         self._tick: asyncio.Task[None] | None = None
+        self._last_tick = time.monotonic()
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -139,11 +156,8 @@ class AlertSink:
         return self._engine.firing() if self.enabled else []
 
     def healthy(self) -> bool:
-        """The engine can alert: started and its re-send tick alive (read from any thread)."""
-        if not self.enabled:
-            return True
-        tick = self._tick
-        return self._started and tick is not None and not tick.done()
+        """The engine can alert: started and its re-send tick alive and fresh (any thread)."""
+        return self.health()[0]
 
     def undelivered(self) -> dict[str, list[Alert]]:
         """Receiver -> resolved notices it has not taken yet (kept and retried)."""
@@ -297,8 +311,21 @@ class AlertSink:
             loop = self._loop or asyncio.get_running_loop()
             self._tick = loop.create_task(self._ticker(), name="alert-resend-tick")
 
+    def health(self) -> tuple[bool, str]:
+        """Whether the engine's tick runs (or alerting is off), and why not: for the push
+        heartbeat and the peers' verdict document."""
+        if not self.enabled:
+            return True, "alerting disabled"
+        if not self._started or self._tick is None or self._tick.done():
+            return False, "the alert engine's tick is not running"
+        age = time.monotonic() - self._last_tick
+        if age > 5 * self.tick_seconds + 5:
+            return False, f"the alert engine's tick is stale ({age:.1f}s old)"
+        return True, "ok"
+
     async def _ticker(self) -> None:
         while True:
+            self._last_tick = time.monotonic()
             await asyncio.sleep(self.tick_seconds)
             try:
                 now = self._clock()
@@ -386,13 +413,29 @@ class AlertSink:
             data = load_state(Path(path))
             if data is None:
                 return []
-            if self.maintenance is not None:
-                self.maintenance.restore(data.get("maintenance"))
-            if self.gate is not None:  # before the engine's resolves pass through it
+            if self.gate is not None:  # all or nothing too; before the engine's resolves pass through it
                 self.gate.restore(data.get(QUORUM_STATE))
-            resolved = self._engine.restore(data, now)
-        except (StateFileError, ValueError, KeyError, TypeError) as exc:
-            self._log.warning("alert_state_unusable", path=str(path), error=str(exc), action="starting empty")
+            resolved = self._engine.restore(data, now)  # all or nothing: raises before it changes anything
+            if self.maintenance is not None:  # drops what it cannot use, never raises
+                self.maintenance.restore(data.get("maintenance"))
+        except (StateFileError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if self.gate is not None:
+                self.gate.restore([])  # the engine starts empty: so does what the gate held
+            reason = exc.reason if isinstance(exc, StateFileError) else WRONG_SHAPE
+            self.state_file_errors.labels(reason).inc()
+            try:
+                kept: str | None = str(quarantine(Path(path), self._clock()))
+            except OSError as move:
+                kept = None
+                self._log.error("alert_state_quarantine_failed", path=str(path), error=str(move))
+            self._log.error(
+                "alert_state_unusable",
+                path=str(path),
+                reason=reason,
+                error=str(exc) if isinstance(exc, StateFileError) else f"{type(exc).__name__}: {exc}",
+                moved_to=kept,
+                action="starting empty",
+            )
             return []
         self._log.info(
             "alert_state_loaded",
@@ -441,6 +484,7 @@ class AlertSink:
 
     def _save_failed(self, exc: OSError) -> None:
         self._failed()
+        self.state_file_errors.labels(WRITE_FAILED).inc()
         message = f"{type(exc).__name__}: {exc}"
         if message != self._save_error:  # once per distinct problem, not once per run
             self._log.error("alert_state_save_failed", path=str(self.config.state_file), error=message)

@@ -7,8 +7,11 @@ counters, so a restart neither re-pages an alert that is already firing (it come
 firing with its original startsAt and is simply re-sent) nor forgets one (a state too
 old to trust, or a probe removed while the daemon was down, gets a resolved notice).
 
-Writes are atomic (temp file in the same directory, fsync, os.replace), so a crash leaves
-the old file or the new one, never half of one. They happen off the event loop and
+Writes are atomic (temp file in the same directory, fsync, os.replace, then fsync of the
+directory so the rename itself survives a power loss), so a crash leaves the old file or
+the new one, never half of one. A file that cannot be used (unreadable, not JSON, JSON of
+the wrong shape) is moved aside to `<name>.corrupt-<timestamp>`, never overwritten by the
+next save: what was firing can still be read from it by hand. They happen off the event loop and
 coalesced (`StateWriter`): in a wide outage every failing run changes the state, and
 serialising every state after every result on the loop would be O(states) per result.
 """
@@ -25,9 +28,42 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Values of synthetic_monitor_state_file_errors_total{reason}.
+UNREADABLE = "unreadable"
+INVALID_JSON = "invalid_json"
+WRONG_SHAPE = "wrong_shape"
+WRITE_FAILED = "write_failed"
+REASONS = (UNREADABLE, INVALID_JSON, WRONG_SHAPE, WRITE_FAILED)
+
 
 class StateFileError(Exception):
     """The state file exists but cannot be used; the engine starts empty."""
+
+    def __init__(self, message: str, reason: str = WRONG_SHAPE) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (POSIX: the entry lives in the directory)."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def quarantine(path: Path, now: float | None = None) -> Path:
+    """Move an unusable state file aside to `<name>.corrupt-<UTC timestamp>`; returns the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():  # two bad files in one second: keep both
+        target = path.with_name(f"{path.name}.corrupt-{stamp}.{n}")
+        n += 1
+    os.rename(path, target)
+    fsync_dir(path.parent)
+    return target
 
 
 def save_state(path: Path, data: dict[str, Any]) -> None:
@@ -43,6 +79,7 @@ def save_state(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 class StateWriter:
@@ -136,11 +173,11 @@ def load_state(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise StateFileError(f"cannot read {path}: {exc}") from None
+        raise StateFileError(f"cannot read {path}: {exc}", UNREADABLE) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise StateFileError(f"{path} is not valid JSON: {exc}") from None
+        raise StateFileError(f"{path} is not valid JSON: {exc}", INVALID_JSON) from None
     if not isinstance(data, dict):
-        raise StateFileError(f"{path} does not hold a JSON object")
+        raise StateFileError(f"{path} does not hold a JSON object", WRONG_SHAPE)
     return data

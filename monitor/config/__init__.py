@@ -18,6 +18,7 @@ from monitor.config.common import (
     ssl_reason,
 )
 from monitor.config.fleet import PeersConfig, ShardConfig
+from monitor.config.heartbeat import HeartbeatConfig
 from monitor.config.load import default_document, default_probes, load_config
 from monitor.config.model import Config
 from monitor.config.observability import LogConfig, MetricsConfig
@@ -33,6 +34,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "FieldError",
+    "HeartbeatConfig",
     "LogConfig",
     "MetricsConfig",
     "PeersConfig",

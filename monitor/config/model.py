@@ -25,6 +25,7 @@ from monitor.config.common import (
     safe_url,
 )
 from monitor.config.fleet import PeersConfig, ShardConfig, peers_shorthand
+from monitor.config.heartbeat import HeartbeatConfig
 from monitor.config.maintenance import MaintenanceConfig
 from monitor.config.observability import LogConfig, MetricsConfig
 from monitor.config.probes import ProbeConfig
@@ -59,6 +60,7 @@ class Config(Model):
     # Service level objectives: defaults for every probe (`synthetic-monitor slo rules`, `slo report`).
     slo: SLOConfig = SLOConfig()
     maintenance: list[MaintenanceConfig] = []
+    heartbeat: HeartbeatConfig | None = None
 
     @field_validator("listen")
     @classmethod

@@ -254,7 +254,7 @@ def walk(model: type[BaseModel], prefix: str, title: str, intro: str = "", scope
     rows = []
     nested: list[tuple[type[BaseModel], str]] = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"  # the key as written in the file (`assert`, not `assertions`)
         metadata = list(field.metadata)
         is_duration = any(_is_duration_parser(m) for m in metadata) or "duration" in type_name(field.annotation)
         inner = _model_of(field.annotation)

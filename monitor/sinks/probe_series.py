@@ -3,8 +3,10 @@
 A probe has about a hundred series (every step x reason failure counter exists from
 start-up, and three histograms), so at 1,000 probes prometheus-client's
 `generate_latest` walks 110,000 samples per scrape: seconds of CPU, holding the GIL
-the probes need. Here each probe's lines are rendered when its numbers change (a run
-touches ~75 lines, ~0.1 ms) and a scrape only joins the cached text.
+the probes need. Here each probe's lines are cached per family; a change only marks the
+families it touched (a bit each), and the next scrape re-renders those (a run touches ~75
+lines, ~0.1 ms) and joins the cached text. So a probe running every second costs one
+render per scrape (15-30 s), not one per run, and an unchanged probe costs none.
 
 The series stay visible to prometheus-client: `ProbeSeriesStore` is a registered
 `Collector`, so `generate_latest(registry)` and `registry.get_sample_value` see them,
@@ -71,6 +73,7 @@ FAMILIES = (
 ) = range(11)
 _SCALARS = (_SUCCESS, _CONSECUTIVE, _LAST_SUCCESS, _TIMEOUT)
 _AFTER_A_RUN = (_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _CONSECUTIVE, _LAST_SUCCESS, _STEP_PHASE)
+_AFTER_A_RUN_BITS = sum(1 << i for i in _AFTER_A_RUN)
 _NO_PHASES = (0.0, 0.0, 0.0, 0.0)
 
 
@@ -172,6 +175,7 @@ class _Probe:
         self.jobs = {event: 0 for event in JOB_EVENTS}
         self.lag = _Histogram(LAG[0], LAG_BUCKETS, {"probe": probe})
         self.text = [b""] * len(FAMILIES)  # encoded here, so a scrape only joins
+        self.stale = 0  # a bit per family whose text no longer matches its numbers
         self._run_prefixes = [self._prefix(_RUNS, result=r, **self.tp) for r in RESULTS]
         self._scalar_prefixes = {i: self._prefix(i, **self.tp) for i in _SCALARS}
         self._failure_prefixes: dict[tuple[str, str], str] = {}
@@ -183,6 +187,16 @@ class _Probe:
         self.phases[step] = _NO_PHASES
         self._phase_prefixes[step] = [self._prefix(_STEP_PHASE, phase=phase, step=step, **self.tp) for phase in PHASES]
         return hist
+
+    def refresh(self) -> None:
+        """Re-render the families changed since the last scrape (under the store's lock)."""
+        stale, self.stale = self.stale, 0
+        index = 0
+        while stale:
+            if stale & 1:
+                self.render(index)
+            stale >>= 1
+            index += 1
 
     def render(self, index: int) -> None:
         if index == _RUNS:
@@ -272,30 +286,37 @@ class ProbeSeriesStore(Collector):
                 if reason is not None:
                     p.failures[(name, reason)] = p.failures.get((name, reason), 0) + 1
                     failed = True
-            for index in _AFTER_A_RUN:
-                p.render(index)
-            if failed:
-                p.render(_STEP_FAILURES)
+            p.stale |= _AFTER_A_RUN_BITS | ((1 << _STEP_FAILURES) if failed else 0)
 
     def job_event(self, probe: str, event: str) -> None:
         with self._lock:
             p = self._probes.get(probe)
             if p is not None:
                 p.jobs[event] = p.jobs.get(event, 0) + 1
-                p.render(_JOB)
+                p.stale |= 1 << _JOB
 
     def observe_lag(self, probe: str, seconds: float) -> None:
         with self._lock:
             p = self._probes.get(probe)
             if p is not None:
                 p.lag.observe(max(0.0, seconds))
-                p.render(_LAG)
+                p.stale |= 1 << _LAG
 
     # -- reads (scrape thread) ----------------------------------------------------------
     def render(self) -> bytes:
-        """The exposition text of every family, from the cached per-probe lines."""
+        """The exposition text of every family, from the cached per-probe lines (stale ones
+        re-rendered first). The lock is taken per probe, so a run recorded meanwhile waits
+        for one probe's render at most, never for the whole scrape."""
         with self._lock:
-            texts = [p.text[:] for p in self._probes.values()]
+            probes = list(self._probes.items())
+        texts = []
+        for name, p in probes:
+            with self._lock:
+                if self._probes.get(name) is not p:
+                    continue  # removed (or re-added) by a reload meanwhile
+                if p.stale:
+                    p.refresh()
+                texts.append(p.text[:])
         out = []
         for index, header in enumerate(self._headers):
             out.append(header)

@@ -19,7 +19,7 @@ from monitor.slo.model import Objectives, format_window, parse_window, resolve
 from monitor.slo.prom import Prometheus, PrometheusError
 from monitor.slo.render import RENDERERS
 from monitor.slo.report import STEP, build_report
-from monitor.slo.rules import render_rules
+from monitor.slo.rules import DEFAULT_MIN_LOCATIONS, render_rules
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -49,7 +49,8 @@ def _rules(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     selected = [o for o in objectives(config).values() if o is not None]
     source = args.config or os.environ.get("SYNTHETIC_MONITOR_CONFIG") or None
-    text, warnings = render_rules(selected, config.metrics.buckets, source)
+    min_locations = config.peers.min_locations if config.peers is not None else DEFAULT_MIN_LOCATIONS
+    text, warnings = render_rules(selected, config.metrics.buckets, source, min_locations)
     for warning in warnings:
         print(f"synthetic-monitor: warning: {warning}", file=sys.stderr)
     sys.stdout.write(text)

@@ -6,6 +6,15 @@ the multi-window, multi-burn-rate alerts. The selectors name the probe, so a per
 objective needs no join, and `promtool check rules --lint-fatal` sees distinct rules
 because every recording rule carries its target/probe as static labels.
 
+Locations (fleet mode): the ratios are recorded per location (`by (target, probe,
+location)`; a daemon without a location label is one location), so one failing vantage
+point burns its own budget, not the whole probe's. A critical burn needs `min_locations`
+locations burning (or every location that reports, when fewer report: a single daemon
+pages alone, as SyntheticProbeFailing); fewer is a warning that names the location. A
+location "reports" while its short window holds runs: one that stopped is no vote
+(SyntheticMonitorDown covers it). Every SLI is one expression (`_SLI.ratio_expr`), and the
+maintenance exclusion is one `unless` on the burning condition.
+
 Sparse probes (docs/objectives.md): a window is stretched to hold at least
 STRETCH_RUNS runs of the probe (a 5 min probe's 5m window becomes 10m, so the short
 window is never empty), and a pair pages only when its long window holds at least
@@ -31,6 +40,11 @@ ERROR_ALERT = "SyntheticProbeErrorBudgetBurn"
 LATENCY_ALERT = "SyntheticProbeLatencyBudgetBurn"
 STRETCH_RUNS = 2
 WINDOWS = (300, 1800, 3600, 7200, 21600, 86400, 259200)  # 5m 30m 1h 2h 6h 1d 3d
+BY = "target, probe, location"  # the SLI's grouping: one ratio per vantage point
+QUORUM_BY = "target, probe"
+DEFAULT_MIN_LOCATIONS = 2
+# Names the location when the series has one (a single daemon without a location label has none).
+FROM_LOCATION = "{{ with $labels.location }} from location {{ . }}{{ end }}"
 
 
 @dataclass(frozen=True)
@@ -121,13 +135,13 @@ class _SLI:
         sel = _selector(self.obj)
         if self.kind == "error":
             return (
-                f"sum by (target, probe) (rate({RUNS}{_selector(self.obj, result='failure')}[{rng}]))\n/\n"
-                f"sum by (target, probe) (rate({RUNS}{sel}[{rng}]))\n"
+                f"sum by ({BY}) (rate({RUNS}{_selector(self.obj, result='failure')}[{rng}]))\n/\n"
+                f"sum by ({BY}) (rate({RUNS}{sel}[{rng}]))\n"
             )
         fast = _selector(self.obj, le=self.le or "")
         return (
-            f"1 - (\n  sum by (target, probe) (rate({DURATION}_bucket{fast}[{rng}]))\n  /\n"
-            f"  sum by (target, probe) (rate({DURATION}_count{sel}[{rng}]))\n)\n"
+            f"1 - (\n  sum by ({BY}) (rate({DURATION}_bucket{fast}[{rng}]))\n  /\n"
+            f"  sum by ({BY}) (rate({DURATION}_count{sel}[{rng}]))\n)\n"
         )
 
     @property
@@ -144,10 +158,10 @@ class _SLI:
     def bad_runs_expr(self, rng: str) -> str:
         """How many bad runs the range holds (the sparse-probe guard)."""
         if self.kind == "error":
-            return f"sum by (target, probe) (increase({RUNS}{_selector(self.obj, result='failure')}[{rng}]))"
+            return f"sum by ({BY}) (increase({RUNS}{_selector(self.obj, result='failure')}[{rng}]))"
         return (
-            f"(\n  sum by (target, probe) (increase({DURATION}_count{_selector(self.obj)}[{rng}]))\n  -\n"
-            f"  sum by (target, probe) (increase({DURATION}_bucket{_selector(self.obj, le=self.le or '')}[{rng}]))\n)"
+            f"(\n  sum by ({BY}) (increase({DURATION}_count{_selector(self.obj)}[{rng}]))\n  -\n"
+            f"  sum by ({BY}) (increase({DURATION}_bucket{_selector(self.obj, le=self.le or '')}[{rng}]))\n)"
         )
 
 
@@ -161,7 +175,7 @@ def _not_in_maintenance(obj: Objectives, rng: str) -> str:
     )
 
 
-def _sli_rules(sli: _SLI) -> list[dict[str, Any]]:
+def _sli_rules(sli: _SLI, min_locations: int = DEFAULT_MIN_LOCATIONS) -> list[dict[str, Any]]:
     obj = sli.obj
     window = format_window(obj.window)
     short, short_name = stretched(WINDOWS[0], obj.interval), format_window(WINDOWS[0])
@@ -206,42 +220,90 @@ def _sli_rules(sli: _SLI) -> list[dict[str, Any]]:
     )
     what = "failed runs" if sli.kind == "error" else f"runs slower than {_number(float(sli.le or 0))}s"
     share = f"{_number(sli.objective * 100)}%"
+    budget = "error" if sli.kind == "error" else "latency"
     for pair in PAIRS:
         threshold = _number(pair.factor * sli.budget)
         long_name, short_name = format_window(pair.long), format_window(pair.short)
         long_rng = stretched(pair.long, obj.interval)
+        # One series per location burning at this pair's rate.
+        burning = (
+            f"{sli.ratio}{long_name}{_selector(obj)} > {threshold}\n"
+            f"and\n{sli.ratio}{short_name}{_selector(obj)} > {threshold}\n"
+            f"{_not_in_maintenance(obj, stretched(pair.short, obj.interval))}\n"
+            f"and\n{sli.bad_runs_expr(long_rng)} >= {obj.min_failures}\n"
+        )
+        rate = (
+            f"above {threshold} over the last {long_name} and {short_name} ({_number(pair.factor)}x the budget "
+            f"of a {share} objective over {window}; at this rate the budget lasts "
+            f"{_number(obj.window / pair.factor / 86400)} days)"
+        )
+        runbook = RUNBOOK_BASE + sli.alert.lower()
+        one_location = {
+            "summary": f"{{{{ $labels.probe }}}} on {{{{ $labels.target }}}} burns its {budget} budget "
+            f"{_number(pair.factor)}x too fast{FROM_LOCATION}",
+            "description": (
+                f"The share of {what} of probe {{{{ $labels.probe }}}} on {{{{ $labels.target }}}}{FROM_LOCATION} is {rate}."
+            ),
+            "runbook_url": runbook,
+        }
+        if pair.severity != "critical":
+            rules.append(
+                {
+                    "alert": sli.alert,
+                    "expr": burning,
+                    "labels": _labels(obj, severity=pair.severity, long_window=long_name),
+                    "annotations": one_location,
+                }
+            )
+            continue
+        quorum = (
+            f"count by ({QUORUM_BY}) (\n{_indent(burning)})\n>= on ({QUORUM_BY})\n"
+            f"clamp_max(count by ({QUORUM_BY}) ({sli.ratio}{short_name}{_selector(obj)}), {min_locations})\n"
+        )
         rules.append(
             {
                 "alert": sli.alert,
-                "expr": (
-                    f"{sli.ratio}{long_name}{_selector(obj)} > {threshold}\n"
-                    f"and\n{sli.ratio}{short_name}{_selector(obj)} > {threshold}\n"
-                    f"{_not_in_maintenance(obj, stretched(pair.short, obj.interval))}\n"
-                    f"and\n{sli.bad_runs_expr(long_rng)} >= {obj.min_failures}\n"
-                ),
+                "expr": quorum,
                 "labels": _labels(obj, severity=pair.severity, long_window=long_name),
                 "annotations": {
                     "summary": f"{{{{ $labels.probe }}}} on {{{{ $labels.target }}}} burns its "
-                    f"{'error' if sli.kind == 'error' else 'latency'} budget {_number(pair.factor)}x too fast",
+                    f"{budget} budget {_number(pair.factor)}x too fast",
                     "description": (
-                        f"The share of {what} of probe {{{{ $labels.probe }}}} on {{{{ $labels.target }}}} is above "
-                        f"{threshold} over the last {long_name} and {short_name} ({_number(pair.factor)}x the budget "
-                        f"of a {share} objective over {window}; at this rate the budget lasts "
-                        f"{_number(obj.window / pair.factor / 86400)} days)."
+                        f"The share of {what} of probe {{{{ $labels.probe }}}} on {{{{ $labels.target }}}} is {rate} "
+                        f"from at least {min_locations} locations (or every location that reports)."
                     ),
-                    "runbook_url": RUNBOOK_BASE + sli.alert.lower(),
+                    "runbook_url": runbook,
+                },
+            }
+        )
+        # Below the quorum: a warning per burning location, naming it (that location's own path?).
+        rules.append(
+            {
+                "alert": sli.alert,
+                "expr": f"(\n{_indent(burning)})\nunless on ({QUORUM_BY})\n(\n{_indent(quorum)})\n",
+                "labels": _labels(obj, severity="warning", long_window=long_name),
+                "annotations": {
+                    **one_location,
+                    "description": one_location["description"]
+                    + f" Fewer than {min_locations} locations burn: no page.",
                 },
             }
         )
     return rules
 
 
-def build_rules(objectives: Sequence[Objectives], buckets: Sequence[float]) -> tuple[dict[str, Any], list[str]]:
+def _indent(text: str) -> str:
+    return "".join("  " + line + "\n" for line in text.rstrip("\n").split("\n"))
+
+
+def build_rules(
+    objectives: Sequence[Objectives], buckets: Sequence[float], min_locations: int = DEFAULT_MIN_LOCATIONS
+) -> tuple[dict[str, Any], list[str]]:
     """The rule file as a mapping, and warnings for stderr."""
     groups: list[dict[str, Any]] = []
     warnings: list[str] = []
     for obj in objectives:
-        rules = _sli_rules(_SLI("error", obj))
+        rules = _sli_rules(_SLI("error", obj), min_locations)
         for pair in PAIRS:
             if pair.factor * obj.error_budget >= 1:
                 warnings.append(
@@ -252,7 +314,7 @@ def build_rules(objectives: Sequence[Objectives], buckets: Sequence[float]) -> t
             bound, warning = bucket_bound(obj.latency_threshold, buckets)
             if warning:
                 warnings.append(f"probe {obj.probe}: {warning}")
-            rules += _sli_rules(_SLI("latency", obj, le=float_to_go(bound)))
+            rules += _sli_rules(_SLI("latency", obj, le=float_to_go(bound)), min_locations)
         groups.append({"name": f"synthetic-monitor.slo.{obj.probe}", "rules": rules})
     return {"groups": groups}, warnings
 
@@ -271,10 +333,13 @@ _Dumper.add_representer(str, _str)
 
 
 def render_rules(
-    objectives: Sequence[Objectives], buckets: Sequence[float], source: str | None
+    objectives: Sequence[Objectives],
+    buckets: Sequence[float],
+    source: str | None,
+    min_locations: int = DEFAULT_MIN_LOCATIONS,
 ) -> tuple[str, list[str]]:
     """The rule file text (a commented header, one commented group per probe) and warnings."""
-    document, warnings = build_rules(objectives, buckets)
+    document, warnings = build_rules(objectives, buckets, min_locations)
     command = f"synthetic-monitor slo rules --config {source}" if source else "synthetic-monitor slo rules"
     lines = [
         f"# GENERATED by `{command}`" + ("" if source else " (built-in default config)") + ". Do not edit: change the",
@@ -285,6 +350,9 @@ def render_rules(
         "#   warning:  3x over 1d and 2h,  or 1x over 3d and 6h",
         f"# A window holds at least {STRETCH_RUNS} runs of its probe (stretched for slow probes), and",
         "# a pair fires only when its long window holds at least `min_failures` bad runs.",
+        "# Per location: a critical burn needs "
+        f"{min_locations} locations burning (peers.min_locations; or every location that",
+        "# reports, when fewer do); fewer is a warning naming the location.",
         "groups:",
     ]
     for obj, group in zip(objectives, document["groups"]):

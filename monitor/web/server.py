@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor.web.face import API as MAINTENANCE_API
 from monitor.web.face import Answer, Face
-from monitor.web.webconfig import ServerSecurity
+from monitor.web.webconfig import ServerSecurity, Verdict
 
 
 @dataclass(frozen=True)
@@ -161,11 +161,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         auth = self.server.security.auth if self.server.security else None
-        if auth is None or auth.check(self.headers.get("Authorization")):
+        if auth is None:
             return True
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="synthetic-monitor"')
-        body = b"Unauthorized\n"
+        verdict = auth.verdict(self.headers.get("Authorization"))
+        if verdict == Verdict.OK:
+            return True
+        if verdict == Verdict.BUSY:  # too many password checks queued: come back later
+            self.close_connection = True
+            self.send_response(429)
+            self.send_header("Retry-After", "1")
+            self.send_header("Connection", "close")
+            body = b"Too Many Requests\n"
+        else:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="synthetic-monitor"')
+            body = b"Unauthorized\n"
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

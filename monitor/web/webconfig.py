@@ -4,18 +4,25 @@ Every Prometheus exporter reads the same file (tls_server_config, basic_auth_use
 bcrypt hashes), so operators and `promtool check web-config` already know it. Like
 exporter-toolkit, the files are re-read when they change: a rotated certificate (cert-
 manager renewing a Secret) is served on the next handshake without a restart. A change
-that does not load keeps the last good settings and is logged.
+that does not load keeps the last good settings, is logged as an error and counted
+(synthetic_monitor_web_config_reload_failures_total). A reload never lowers the protection:
+an empty file, or one that turns TLS or basic auth off (what a half-written file looks
+like), is refused; turning them off takes a restart.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
 import ssl
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +62,22 @@ TOP_UNSUPPORTED = {"rate_limit"}
 # A failed bcrypt check still costs one comparison, so an unknown user is not told apart by timing.
 _DUMMY_HASH = bcrypt.hashpw(b"synthetic-monitor", bcrypt.gensalt(rounds=10))
 _CACHE_SIZE = 64
+# Failed checks are remembered this long (and at most this many), so a flood repeating one
+# wrong password costs one bcrypt, not one per request.
+FAILURE_TTL_SECONDS = 30.0
+_FAILURE_CACHE_SIZE = 4096
+# bcrypt runs one at a time (as exporter-toolkit's bcryptMtx); at most this many requests
+# wait for it, the rest are refused at once (429) instead of piling up threads.
+MAX_BCRYPT_WAITERS = 4
+# After a check, bcrypt stays locked for this share of the check's own time: a flood of new
+# passwords then uses at most 1/(1+x) of one core, leaving the rest to the probes.
+BCRYPT_REST_SHARE = 1.0
+
+
+class Verdict:
+    OK = "ok"
+    DENIED = "denied"
+    BUSY = "busy"
 
 
 @dataclass(frozen=True)
@@ -89,8 +112,11 @@ class WebConfig:
     source: Path | None = None
 
 
-def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
-    """Read and check the file, certificates included; ConfigError naming the field."""
+def load_web_config(path: str | os.PathLike[str], *, allow_empty: bool = True) -> WebConfig:
+    """Read and check the file, certificates included; ConfigError naming the field.
+
+    An empty file means plain HTTP at start (as exporter-toolkit); on a reload
+    (`allow_empty=False`) it is what a half-written file looks like, so it is an error."""
     path = Path(path)
     where = str(path)
     try:
@@ -100,6 +126,8 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     except (yaml.YAMLError, UnicodeDecodeError):
         raise ConfigError(f"{where}: the web config file is not valid YAML") from None
     if document is None:
+        if not allow_empty:
+            raise ConfigError(f"{where}: the web config file is empty (half-written?)")
         return WebConfig(source=path)
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: the top level must be a mapping (tls_server_config, basic_auth_users)")
@@ -188,47 +216,109 @@ def _users(where: str, raw: Any) -> dict[str, bytes]:
 
 
 class BasicAuth:
-    """Checks an Authorization header against bcrypt hashes; good answers are cached
-    (keyed by a hash of the password), so a scrape every 15 s does not cost a bcrypt
-    round each time, as exporter-toolkit does."""
+    """Checks an Authorization header against bcrypt hashes, with bounded cost.
 
-    def __init__(self, users: dict[str, bytes]) -> None:
+    As exporter-toolkit: answers are cached under an HMAC of (user, hash, password) with a
+    per-process key (the password itself is never kept), good ones until evicted, failed
+    ones for FAILURE_TTL_SECONDS; and bcrypt runs one at a time, so unauthenticated
+    clients can use at most one core. Beyond MAX_BCRYPT_WAITERS queued checks the answer
+    is BUSY at once: a flood of distinct wrong passwords holds no thread per request.
+    """
+
+    def __init__(self, users: dict[str, bytes], *, clock: Callable[[], float] = time.monotonic) -> None:
         self.users = users
-        self._good: dict[tuple[str, bytes], None] = {}
-        self._lock = threading.Lock()
+        self.bcrypt_runs = 0
+        self._key = os.urandom(32)
+        self._clock = clock
+        self._good: OrderedDict[bytes, None] = OrderedDict()
+        self._bad: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()  # guards the caches and the waiter count
+        self._bcrypt = threading.Lock()
+        self._waiting = 0
 
     def check(self, header: str | None) -> bool:
+        return self.verdict(header) == Verdict.OK
+
+    def verdict(self, header: str | None) -> str:
         if not header or not header[:6].lower() == "basic ":
-            return False
+            return Verdict.DENIED
         try:
             user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            return False
+            return Verdict.DENIED
         if not sep:
-            return False
+            return Verdict.DENIED
         hashed = self.users.get(user)
-        key = (user, hmac.new(hashed or b"", password.encode(), hashlib.sha256).digest())
+        key = hmac.new(
+            self._key, b"\0".join((user.encode(), hashed or b"", password.encode())), hashlib.sha256
+        ).digest()
         with self._lock:
-            if hashed is not None and key in self._good:
-                return True
+            cached = self._cached(key)
+            if cached is not None:
+                return cached
+            if self._waiting >= MAX_BCRYPT_WAITERS:
+                return Verdict.BUSY
+            self._waiting += 1
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
-        except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
-            ok = False
-        if ok:
+            with self._bcrypt:
+                with self._lock:  # answered while we waited (the same credentials queued twice)
+                    cached = self._cached(key)
+                if cached is not None:
+                    return cached
+                started = time.perf_counter()
+                try:
+                    ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+                except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
+                    ok = False
+                self.bcrypt_runs += 1
+                if not ok:  # a good password costs one check, then it is cached: no rest needed
+                    time.sleep((time.perf_counter() - started) * BCRYPT_REST_SHARE)
+                with self._lock:
+                    self._remember(key, ok)
+        finally:
             with self._lock:
-                if len(self._good) >= _CACHE_SIZE:
-                    self._good.pop(next(iter(self._good)))
-                self._good[key] = None
-        return ok
+                self._waiting -= 1
+        return Verdict.OK if ok else Verdict.DENIED
+
+    def _cached(self, key: bytes) -> str | None:
+        if key in self._good:
+            self._good.move_to_end(key)
+            return Verdict.OK
+        expires = self._bad.get(key)
+        if expires is None:
+            return None
+        if expires > self._clock():
+            return Verdict.DENIED
+        del self._bad[key]
+        return None
+
+    def _remember(self, key: bytes, ok: bool) -> None:
+        if ok:
+            self._good[key] = None
+            if len(self._good) > _CACHE_SIZE:
+                self._good.popitem(last=False)
+            return
+        self._bad[key] = self._clock() + FAILURE_TTL_SECONDS
+        self._bad.move_to_end(key)
+        while len(self._bad) > _FAILURE_CACHE_SIZE:
+            self._bad.popitem(last=False)
 
 
 class ServerSecurity:
     """What the HTTP server asks per connection: the TLS context to wrap it with and the
-    basic-auth users, both re-read when their files change (checked by stat, cheap)."""
+    basic-auth users, both re-read when their files change (checked by stat, cheap) or on
+    SIGHUP (`refresh(force=True)`). A reload that does not load, or that would lower the
+    protection, keeps the last good settings, logs an error and calls `on_reload_failure`."""
 
-    def __init__(self, web_config: WebConfig | None = None, legacy_tls: ServerTLS | None = None) -> None:
+    def __init__(
+        self,
+        web_config: WebConfig | None = None,
+        legacy_tls: ServerTLS | None = None,
+        *,
+        on_reload_failure: Callable[[], None] = lambda: None,
+    ) -> None:
         self.log = structlog.get_logger("monitor.web.server")
+        self.on_reload_failure = on_reload_failure
         self._path = web_config.source if web_config else None
         self._legacy = legacy_tls
         self._lock = threading.Lock()
@@ -260,22 +350,41 @@ class ServerSecurity:
         self.refresh()
         return self._context
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read the files if they changed (or `force`); False when a reload was refused."""
         with self._lock:
             signature = self._stat()
-            if signature == self._signature:
-                return
+            if signature == self._signature and not force:
+                return True
             self._signature = signature  # a bad change is reported once, not per connection
             try:
-                web = load_web_config(self._path) if self._path else WebConfig()
+                web = load_web_config(self._path, allow_empty=False) if self._path else WebConfig()
                 tls = web.tls or self._legacy
                 context = tls.context() if tls else None
+                self._no_downgrade(context is not None, bool(web.users))
             except (ConfigError, ssl.SSLError, OSError, ValueError) as exc:
                 self.log.error(
-                    "web_config_reload_failed", error=str(exc) if isinstance(exc, ConfigError) else ssl_reason(exc)
+                    "web_config_reload_failed",
+                    path=str(self._path) if self._path else None,
+                    error=str(exc) if isinstance(exc, ConfigError) else ssl_reason(exc),
+                    action="keeping the last good settings",
+                    tls=self._context is not None,
+                    basic_auth=self.auth is not None,
                 )
-                return
+                with contextlib.suppress(Exception):
+                    self.on_reload_failure()
+                return False
             self._tls, self._context = tls, context
-            self.auth = BasicAuth(web.users) if web.users else None
+            if self.auth is None or self.auth.users != web.users:  # same users: keep the cache
+                self.auth = BasicAuth(web.users) if web.users else None
             self._signature = self._stat()
             self.log.info("web_config_reloaded", tls=context is not None, basic_auth=self.auth is not None)
+            return True
+
+    def _no_downgrade(self, tls: bool, auth: bool) -> None:
+        if self._context is not None and not tls:
+            raise ConfigError(f"{self._path}: tls_server_config: a reload cannot turn TLS off (restart to do that)")
+        if self.auth is not None and not auth:
+            raise ConfigError(
+                f"{self._path}: basic_auth_users: a reload cannot remove every user (restart to turn authentication off)"
+            )

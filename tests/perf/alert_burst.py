@@ -65,11 +65,16 @@ async def _one(probes: int, rounds: int, state_file: Path | None, hook_url: str 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke", action="store_true", help="20 probes, 1 round: does it still run? (figures meaningless)"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.probes, args.rounds = 20, 1
     configure_logging("error", "json", stream=open(os.devnull, "w"))
     hook = serve_in_thread()
     rows = []

@@ -543,10 +543,29 @@ class Plan:
     cpu_pairs: int = 5
     cpu_window: float = 30.0
     cpu_warm: float = 5.0
+    scale_interval: float = 10.0
+    smoke: bool = False
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def make(cls, quick: bool) -> Plan:
+    def make(cls, quick: bool, smoke: bool = False) -> Plan:
+        if smoke:  # does every part still start and finish? Tiny sizes, figures meaningless.
+            return cls(
+                quick=True,
+                smoke=True,
+                fidelity_samples=2,
+                fidelity_samples_1s=1,
+                load_probes=600,
+                warm_probes=300,
+                load_time_cap=20.0,
+                scale_sizes=(10,),
+                scale_window=1.0,
+                scale_interval=2.0,
+                cpu_probes=10,
+                cpu_pairs=1,
+                cpu_window=1.5,
+                cpu_warm=0.5,
+            )
         if quick:
             return cls(
                 quick=True,
@@ -561,6 +580,12 @@ class Plan:
                 cpu_warm=3.0,
             )
         return cls(quick=False)
+
+
+def run_timeout(interval: float) -> float:
+    """The daemon's own default deadline (80 % of the interval): inside the run-budget rule
+    (deadline plus cleanup at most 90 % of the interval) with room for rounding."""
+    return round(interval * 0.8, 3)
 
 
 def mlflow_target(name: str, url: str) -> dict[str, Any]:
@@ -582,7 +607,7 @@ def fidelity_daemon(workdir: Path, target: Target, delay_ms: int, samples_wanted
                 "target": "t",
                 "scenario": "mlflow_read",
                 "interval": interval,
-                "timeout": round(interval * 0.9, 3),
+                "timeout": run_timeout(interval),
             }
         ],
         targets=[mlflow_target("t", target.url(label))],
@@ -709,6 +734,11 @@ def measure_daemon_idle(workdir: Path, target: Target) -> float:
         daemon.proc.stop()
 
 
+def load_marks(plan: Plan) -> list[int]:
+    marks = {plan.warm_probes, 10_000, plan.load_probes} | set(range(20_000, plan.load_probes, 20_000))
+    return sorted(m for m in marks if m <= plan.load_probes)
+
+
 def measure_daemon_load(workdir: Path, target: Target, plan: Plan) -> dict[str, Any]:
     """CPU per step and RSS over `load_probes` HTTP steps."""
     probes_n, per_target, interval = 100, 10, 1.0
@@ -719,7 +749,7 @@ def measure_daemon_load(workdir: Path, target: Target, plan: Plan) -> dict[str, 
             "target": f"t{i // per_target}",
             "scenario": "mlflow_read",
             "interval": interval,
-            "timeout": round(interval * 0.9, 3),
+            "timeout": run_timeout(interval),
         }
         for i in range(probes_n)
     ]
@@ -732,7 +762,7 @@ def measure_daemon_load(workdir: Path, target: Target, plan: Plan) -> dict[str, 
         out["rss_ready_mb"] = daemon.proc.rss()
         steps_at_idle = total(daemon.metrics(), "synthetic_probe_step_duration_seconds_count")
         out["steps_at_idle"] = steps_at_idle
-        marks = sorted({plan.warm_probes, 10_000, plan.load_probes} | set(range(20_000, plan.load_probes, 20_000)))
+        marks = load_marks(plan)
         window_start: tuple[float, float, float] | None = None
         started = time.monotonic()
         # Bounded in time: the run stops at the cap even if the count is not reached, and
@@ -803,7 +833,7 @@ def measure_blackbox_load(workdir: Path, target: Target, plan: Plan) -> dict[str
         out["rss_idle_mb"] = bb.proc.rss()
         done = 0
         failures = 0
-        marks = sorted({plan.warm_probes, 10_000, plan.load_probes} | set(range(20_000, plan.load_probes, 20_000)))
+        marks = load_marks(plan)
         window_start = None
         started = time.monotonic()
         for mark in marks:
@@ -880,7 +910,7 @@ def measure_cpu_pairs(workdir: Path, target: Target, plan: Plan) -> dict[str, An
             "target": f"t{i // per_target}",
             "scenario": "mlflow_read",
             "interval": interval,
-            "timeout": round(interval * 0.95, 3),
+            "timeout": run_timeout(interval),
         }
         for i in range(probes_n)
     ]
@@ -935,15 +965,15 @@ def measure_cpu_pairs(workdir: Path, target: Target, plan: Plan) -> dict[str, An
 
 
 def measure_scale(workdir: Path, target: Target, plan: Plan, size: int, alerting: bool = True) -> dict[str, Any]:
-    interval, per_target = 10.0, 10
+    interval, per_target = plan.scale_interval, 10
     targets = [mlflow_target(f"t{i}", target.url("fast_daemon")) for i in range(math.ceil(size / per_target))]
     probes = [
         {
             "name": f"p{i}",
             "target": f"t{i // per_target}",
             "scenario": "mlflow_read",
-            "interval": "10s",
-            "timeout": "5s",
+            "interval": interval,
+            "timeout": interval / 2,
         }
         for i in range(size)
     ]
@@ -954,6 +984,7 @@ def measure_scale(workdir: Path, target: Target, plan: Plan, size: int, alerting
         "probes": size,
         "targets": len(targets),
         "alerting": alerting,
+        "interval_s": interval,
         "start_s": time.monotonic() - started,
     }
     try:
@@ -1135,7 +1166,7 @@ def render(data: dict[str, Any]) -> str:
             "",
             "command",
             f"`{data['command']}`",
-            f"mode: {'quick' if data['quick'] else 'full'}, {data['elapsed_s']:.0f} s",
+            f"mode: {'smoke' if data.get('smoke') else 'quick' if data['quick'] else 'full'}, {data['elapsed_s']:.0f} s",
             "",
             "",
         )
@@ -1228,7 +1259,7 @@ def render(data: dict[str, Any]) -> str:
         add(
             (
                 "4",
-                f"scale: {s['probes']} probes at 10 s ({s['targets']} targets)"
+                f"scale: {s['probes']} probes at {s.get('interval_s', 10):g} s ({s['targets']} targets)"
                 + (", alert engine disabled (diagnostic)" if diagnostic else ""),
                 f"missed+skipped {missed:.0f}, lag p50 {f(s.get('lag_p50_ms'), 1)} / p99 {f(s.get('lag_p99_ms'), 1)} ms "
                 f"(>50 ms: {f(s.get('lag_over_50ms'), 0)} of {f(s.get('lag_runs'), 0)}), CPU {f(s.get('cpu_share', 0) * 100, 1)} % "
@@ -1275,6 +1306,11 @@ def render(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.perf.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized smoke: fewer samples, 10k probes, short windows")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few seconds per part, tiny sizes: does it still run? (figures meaningless)",
+    )
     parser.add_argument("--out", help="also write the figures as JSON to this file")
     parser.add_argument(
         "--only", action="append", choices=("fidelity", "cpu", "load", "scale"), help="run only these parts"
@@ -1301,10 +1337,10 @@ def main(argv: list[str] | None = None) -> int:
     global DAEMON_REPO
     if args.daemon_repo:
         DAEMON_REPO = Path(args.daemon_repo).resolve()
-    plan = Plan.make(args.quick)
+    plan = Plan.make(args.quick, args.smoke)
     parts = set(args.only or ("fidelity", "cpu", "load", "scale"))
     started = time.monotonic()
-    command = "python -m tests.perf.bench" + (" --quick" if args.quick else "")
+    command = "python -m tests.perf.bench" + (" --quick" if args.quick else "") + (" --smoke" if args.smoke else "")
     command += "".join(f" --only {part}" for part in args.only or ())
     if args.daemon_repo:
         command += f" --daemon-repo {args.daemon_repo}"
@@ -1313,7 +1349,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "versions": versions(),
-        "quick": args.quick,
+        "quick": args.quick or args.smoke,
+        "smoke": args.smoke,
         "command": command,
         "plan": {
             "cpu_pairs": plan.cpu_pairs,
@@ -1347,9 +1384,9 @@ def main(argv: list[str] | None = None) -> int:
             data["render_check"] = render_check()
             data["scale"] = []
             for size in plan.scale_sizes:
-                log(f"scale: {size} probes at 10 s")
+                log(f"scale: {size} probes at {plan.scale_interval:g} s")
                 data["scale"].append(measure_scale(workdir, target, plan, size))
-            if not args.no_diagnostic:
+            if not args.no_diagnostic and not plan.smoke:
                 size = max(plan.scale_sizes)
                 log(f"scale: {size} probes at 10 s, alerting disabled (diagnostic)")
                 data["scale"].append(measure_scale(workdir, target, plan, size, alerting=False))

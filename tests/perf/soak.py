@@ -340,7 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         help="probe interval in seconds (default 0.5; the deadline is 80 %% of it)",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--smoke", action="store_true", help="200 runs of 2 probes per fault: does it still run? (figures meaningless)"
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs, args.per_fault, args.warmup = 200, 2, 40
     if args.runs < 10:
         parser.error("--runs must be at least 10")
     warmup = args.warmup if args.warmup is not None else max(100, args.runs // 10)

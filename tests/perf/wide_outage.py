@@ -214,7 +214,7 @@ def measure(workdir: Path, phase_seconds: float, state_file_on: bool = True, fle
             "name": f"p{i}",
             "target": f"t{i // PER_TARGET}",
             "scenario": "mlflow_read",
-            "interval": "10s",
+            "interval": f"{INTERVAL:g}s",
             "timeout": f"{TIMEOUT:g}s",
         }
         for i in range(PROBES)
@@ -378,13 +378,20 @@ def main(argv: list[str] | None = None) -> int:
         help="diagnostic: alerting on but without alerting.state_file, to see what the file costs",
     )
     parser.add_argument("--fleet", type=int, default=1, help="daemons in the fleet, peers of each other (default 1)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="20 probes at 2 s, 2 s phases: does it still run? (figures meaningless)"
+    )
     parser.add_argument("--_hang", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.smoke:
+        global PROBES, INTERVAL, TIMEOUT
+        PROBES, INTERVAL, TIMEOUT = 20, 2.0, 1.0
+        args.phase_seconds = 2.0
     if args._hang:
         asyncio.run(_serve_hang(args._hang))
         return 0
-    command = "python -m tests.perf.wide_outage"
-    if args.phase_seconds != 60.0:
+    command = "python -m tests.perf.wide_outage" + (" --smoke" if args.smoke else "")
+    if args.phase_seconds != 60.0 and not args.smoke:
         command += f" --phase-seconds {args.phase_seconds:g}"
     if args.no_state_file:
         command += " --no-state-file"

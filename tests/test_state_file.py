@@ -1,0 +1,119 @@
+"""Issue 18, "state file kept safe": each test failed on the code before its fix.
+
+- a state file that cannot be used (not JSON, JSON of the wrong shape, unreadable) is moved
+  aside to `<name>.corrupt-<timestamp>` (before: overwritten by the next save), with an
+  error log and synthetic_monitor_state_file_errors_total{reason};
+- restore is all or nothing: a snapshot that fails half-way leaves the engine as it was;
+- a save fsyncs the directory after the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog.testing
+from prometheus_client import CollectorRegistry
+
+from monitor.alerting import state as state_module
+from monitor.alerting.sink import AlertSink
+from monitor.alerting.state import save_state
+from tests.test_alert_engine import PROBE_FAILING, PROBES, T0, Clock, cfg, engine, fail
+
+
+def errors(registry: CollectorRegistry, reason: str) -> float | None:
+    return registry.get_sample_value("synthetic_monitor_state_file_errors_total", {"reason": reason})
+
+
+async def _firing_state_file(path: Path) -> dict[str, Any]:
+    """A good state file holding one firing alert, written by a real sink."""
+    clock = Clock()
+    sink = AlertSink(cfg(state_file=str(path)), CollectorRegistry(), clock=clock)
+    await sink.start(PROBES)
+    sink.handle(fail())
+    clock.now += 30
+    sink.handle(fail())
+    await sink.stop()
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b'{"format": 1, "saved_at": 17', "invalid_json"),  # cut off mid-write by another tool
+        (b"[1, 2, 3]", "wrong_shape"),
+        (b'{"format": 1, "saved_at": 1, "states": [{"alertname": "x"}]}', "wrong_shape"),
+        (b'{"format": 1, "saved_at": 1, "states": ["not an object"]}', "wrong_shape"),
+        (b"\xff\xfe not utf-8", "unreadable"),
+    ],
+    ids=["truncated", "list", "missing-keys", "item-not-object", "not-utf8"],
+)
+async def test_an_unusable_state_file_is_moved_aside_logged_and_counted(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "alerts.json"
+    path.write_bytes(content)
+    registry = CollectorRegistry()
+    sink = AlertSink(cfg(state_file=str(path)), registry, clock=Clock())
+    assert errors(registry, reason) == 0  # the series exist from start
+    with structlog.testing.capture_logs() as logs:
+        await sink.start(PROBES)
+    await sink.stop()
+    kept = list(tmp_path.glob("alerts.json.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == content  # the bad file, byte for byte
+    assert json.loads(path.read_text())["format"] == 1  # a fresh file in its place
+    assert errors(registry, reason) == 1
+    (record,) = [r for r in logs if r["event"] == "alert_state_unusable"]
+    assert record["log_level"] == "error" and record["reason"] == reason
+    assert record["moved_to"] == str(kept[0])
+
+
+async def test_a_good_state_file_is_not_moved(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.json"
+    await _firing_state_file(path)
+    registry = CollectorRegistry()
+    sink = AlertSink(cfg(state_file=str(path)), registry, clock=Clock())
+    await sink.start(PROBES)
+    assert [a.name for a in sink.firing()] == [PROBE_FAILING]
+    await sink.stop()
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert all(errors(registry, r) == 0 for r in state_module.REASONS)
+
+
+async def test_restore_is_all_or_nothing(tmp_path: Path) -> None:
+    data = await _firing_state_file(tmp_path / "alerts.json")
+    eng = engine(receivers=[{"kind": "webhook", "url": "http://127.0.0.1:9/hook"}])
+    eng.observe(fail(probe="asgard_api", target="asgard", scenario="asgard"), T0)
+    eng.observe(fail(probe="asgard_api", target="asgard", scenario="asgard"), T0 + 30)
+    before = [(a.name, a.labels["probe"]) for a in eng.firing()]
+    assert before == [(PROBE_FAILING, "asgard_api")]
+    version = eng.version
+    # Good states, then a broken undelivered notice: the engine must not keep the new states.
+    broken = dict(data, undelivered=[{"receiver": "webhook", "labels": {}, "starts_at": 1, "ends_at": "x"}])
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        eng.restore(broken, T0 + 40)
+    assert [(a.name, a.labels["probe"]) for a in eng.firing()] == before
+    assert eng.version == version
+
+
+def test_a_save_fsyncs_the_directory_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src: Any, dst: Any) -> None:
+        calls.append("replace")
+        real_replace(src, dst)
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(state_module.os, "replace", replace)
+    monkeypatch.setattr(state_module.os, "fsync", fsync)
+    save_state(tmp_path / "alerts.json", {"format": 1})
+    assert calls == ["fsync-file", "replace", "fsync-dir"]
