@@ -46,7 +46,8 @@ ALERTMANAGER = shutil.which("alertmanager") or shutil.which("prometheus-alertman
 JOB = "synthetic-monitor"  # SyntheticMonitorDown selects up{job="synthetic-monitor"}
 EXTRA_LABELS = {"cluster": "e2e"}
 
-pytestmark = pytest.mark.timeout(150)
+# Every test here starts daemons, MLflow, Prometheus and Alertmanager.
+pytestmark = [pytest.mark.timeout(150), pytest.mark.integration]
 
 
 # -- webhook receivers --------------------------------------------------------------

@@ -660,6 +660,7 @@ def test_show_redacts_receiver_url_password(cli: dict[str, Run]) -> None:
     assert CANARIES["receiver_url"] not in run.stdout
 
 
+@pytest.mark.integration
 def test_show_redacts_authorization_header(cli: dict[str, Run]) -> None:
     run = cli["show:file"]
     assert run.returncode == 0, run.stderr

@@ -285,6 +285,7 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     assert sample(out["families"], "synthetic_monitor_job_events_total", probe="broken", event="error") == 0
 
 
+@pytest.mark.slow
 def test_healthz_turns_503_while_the_event_loop_is_wedged(tmp_path: Path) -> None:
     """The endpoints run in a thread, so a stuck loop shows as a stale heartbeat, not a hang."""
     from monitor import daemon as daemon_module

@@ -38,6 +38,10 @@ from typing import Any
 import pytest
 import yaml
 
+# Rendering and validating the manifests runs kustomize, promtool, hadolint and daemons.
+pytestmark = [pytest.mark.integration]
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"
 KUSTOMIZE_DIR = DEPLOY / "kubernetes"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,47 +24,16 @@ import pytest
 import yaml
 
 from tests.faultproxy import FaultProxy
-from tests.servers import REPO, DaemonProcess, Proc, free_port, start_proc, wait_http
+from tests.servers import DaemonProcess, Proc, StandinProcess, free_port, start_proc
 from tests.standin.webhook import WebhookServer, serve_in_thread
 from tests.test_alert_e2e import ALERTMANAGER, PROMETHEUS, RULES, shortened_rules, wait_until
 
-pytestmark = pytest.mark.timeout(150)
+# Every test here starts daemons, a stand-in, Prometheus and two Alertmanagers.
+pytestmark = [pytest.mark.timeout(150), pytest.mark.integration]
 
 PROBE = "asgard_api"
 FAILING = "SyntheticProbeFailing"
 ONE_LOCATION = "SyntheticProbeFailingFromOneLocation"
-
-
-class Standin:
-    """The Asgard stand-in as its own process on a fixed port, so it can die and come back."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Standin:
-        log = open(self.workdir / f"standin-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.standin.asgard", "--port", str(self.port)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        wait_http(f"{self.url}/mlops/status", timeout=20, proc=self.proc)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 def notifications(hook: WebhookServer, alertname: str, status: str) -> list[dict[str, Any]]:
@@ -112,7 +79,7 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
     procs: list[Proc] = []
     daemons: list[DaemonProcess] = []
     hook = serve_in_thread()
-    standin = Standin(tmp_path).start()
+    standin = StandinProcess(tmp_path).start()
     proxy = FaultProxy(standin.url).start()
     try:
         # Two Alertmanagers, one cluster over loopback; group_wait long enough for both
@@ -154,7 +121,8 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
                     f"http://127.0.0.1:{web[i]}/-/ready",
                 )
             )
-        daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path) for name in ("alpha", "beta")]
+        # Peers must know each other's address before either starts: the one case for fixed ports.
+        daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path, port=free_port()) for name in ("alpha", "beta")]
         for name, daemon, url, other in (
             ("alpha", daemons[0], proxy.url, daemons[1]),
             ("beta", daemons[1], standin.url, daemons[0]),

@@ -110,9 +110,26 @@ async def test_the_gate_pages_critical_on_quorum_and_warns_below_it() -> None:
     assert page.starts_at > warning.starts_at  # the page starts at the quorum, so Alertmanager waits group_wait
     assert "Failing from location(s): in-cluster, ingress" in page.annotations["description"]
 
-    # The resolve goes out at once, for the variant the receivers hold.
+    # The resolve goes out at once, for the variant the receivers hold: the page as sent
+    # (its description and start), not the incoming alert's own.
     [resolved] = gate.filter([_alert(resolved=True)], sent.append)
     assert resolved.name == PROBE_FAILING and resolved.resolved
+    assert resolved.labels == page.labels and resolved.starts_at == page.starts_at
+    assert resolved.annotations == page.annotations != _alert().annotations
+    await gate.close()
+
+
+async def test_the_resolve_of_a_warning_closes_the_warning_not_a_page() -> None:
+    peers = Peers()
+    gate = QuorumGate(PeersConfig(urls=["http://127.0.0.1:1"]), "ingress", fetch=peers)
+    sent: list[list[Alert]] = []
+    peers.answers = [("http://127.0.0.1:1", status("in-cluster", True))]
+    gate.filter([_alert()], sent.append)
+    await _settle(gate)
+    [[warning]] = sent
+    [resolved] = gate.filter([_alert(resolved=True)], sent.append)
+    assert resolved.name == PROBE_FAILING_ONE_LOCATION and resolved.resolved
+    assert resolved.labels == warning.labels and resolved.labels["severity"] == "warning"
     await gate.close()
 
 

@@ -22,6 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.shard import assignment
 from tests.servers import DaemonProcess, free_port
 
+# Every test here starts a fleet of daemon subprocesses.
+pytestmark = [pytest.mark.integration]
+
+
 PROBES = [f"shard_{i:03d}" for i in range(300)]
 INTERVAL = 5.0
 MEMBERS = 3

@@ -499,6 +499,7 @@ def _web_dir(tmp_path: Path, name: str = "metrics") -> Path:
     return folder
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool missing (Debian package prometheus)")
 def test_promtool_accepts_the_shipped_web_config(tmp_path: Path) -> None:
     folder = _web_dir(tmp_path)
@@ -543,6 +544,7 @@ def test_a_bad_web_config_is_exit_2_naming_the_field(
     assert code == 2 and field in err and err.count("\n") == 1, err
 
 
+@pytest.mark.integration
 def test_legacy_tls_together_with_the_web_config_points_to_the_flag(tmp_path: Path) -> None:
     folder = _web_dir(tmp_path)
     config = write_config(
@@ -622,6 +624,7 @@ def test_basic_auth_from_the_web_config(tmp_path: Path) -> None:
         endpoint.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus missing (Debian package prometheus)")
 def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
     from tests.standin.asgard import serve_in_thread

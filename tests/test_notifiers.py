@@ -454,6 +454,7 @@ def alertmanager_binary() -> str:
     pytest.skip("alertmanager binary not installed (Debian package prometheus-alertmanager)")
 
 
+@pytest.mark.integration
 async def test_real_alertmanager_accepts_the_push_and_delivers_to_a_webhook(tmp_path: Path) -> None:
     binary = alertmanager_binary()
     async with recorder() as hook:

@@ -98,6 +98,7 @@ def _monitor(plugged: Path, *args: str, **kw: object) -> subprocess.CompletedPro
     )  # type: ignore[call-overload]
 
 
+@pytest.mark.integration
 def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, health_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"targets": [{"name": "web", "kind": "http", "url": health_url}]}))
@@ -124,6 +125,7 @@ def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, hea
     assert bad.returncode == 2 and "targets[0].kind" in bad.stderr and "unknown kind 'http'" in bad.stderr
 
 
+@pytest.mark.integration
 def test_the_daemon_runs_the_new_kind_and_exports_its_metrics(plugged: Path, health_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(

@@ -93,24 +93,28 @@ def _alert_rules() -> list[dict]:
 # --------------------------------------------------------------------- real tools
 
 
+@pytest.mark.integration
 def test_promtool_check_rules():
     promtool = _tool("promtool")
     # --lint-fatal: duplicate rules (same name and labels) fail the check.
     _run(promtool, "check", "rules", "--lint-fatal", str(RULES))
 
 
+@pytest.mark.integration
 def test_promtool_rule_unit_tests():
     promtool = _tool("promtool")
     proc = _run(promtool, "test", "rules", RULES_TEST.name, cwd=PROM_DIR)
     assert "SUCCESS" in proc.stdout
 
 
+@pytest.mark.integration
 def test_promtool_check_prometheus_config():
     promtool = _tool("promtool")
     # Also checks rule_files (resolved relative to the config file).
     _run(promtool, "check", "config", str(PROM_CONFIG))
 
 
+@pytest.mark.integration
 def test_amtool_check_config():
     amtool = _tool("amtool")
     _run(amtool, "check-config", str(AM_CONFIG))
@@ -124,6 +128,7 @@ def test_amtool_check_config():
         (["alertname=SyntheticProbeTimeout", "severity=warning"], "synthetic-webhook"),
     ],
 )
+@pytest.mark.integration
 def test_alertmanager_routing(labels, receivers):
     amtool = _tool("amtool")
     _run(
@@ -193,6 +198,7 @@ def alertmanager(tmp_path):
         log.close()
 
 
+@pytest.mark.integration
 def test_mlflow_outage_inhibits_asgard_dependency_alert(alertmanager):
     """A down MLflow pages once: the Asgard `dependency=mlflow` symptom is muted."""
     now = datetime.now(UTC)

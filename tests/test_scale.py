@@ -22,12 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import REPO, DaemonProcess
 from tests.standin.asgard import serve_in_thread
 from tests.test_daemon import wait_for
+
+# Every test here starts a daemon subprocess with hundreds of probes.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 PROBES = 300
 INTERVAL = 10.0

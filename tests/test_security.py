@@ -39,7 +39,8 @@ from tests.faultproxy import FaultProxy, make_self_signed
 from tests.servers import REPO, DaemonProcess, MlflowServer, free_port, mlflow_executable, wait_http
 from tests.test_daemon import wait_for
 
-pytestmark = pytest.mark.timeout(120)
+# Every test here starts MLflow (basic auth) or daemon subprocesses.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.integration]
 
 RUN = secrets.token_hex(4)
 
