@@ -370,7 +370,7 @@ class AlertSink:
             if data is None:
                 return []
             resolved = self._engine.restore(data, now)
-        except (StateFileError, ValueError, KeyError, TypeError) as exc:
+        except (StateFileError, ValueError, KeyError, TypeError, AttributeError) as exc:  # any wrong shape
             self._log.warning("alert_state_unusable", path=str(path), error=str(exc), action="starting empty")
             return []
         self._log.info(
