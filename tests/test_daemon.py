@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import helpers
 from tests.servers import DaemonProcess, MlflowServer
 
 EXPECTED_FAMILIES = {
@@ -84,13 +85,8 @@ def sample(families: dict[str, Any], name: str, **labels: str) -> float | None:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """tests.helpers.wait_for with this module's argument order (other modules import it)."""
+    return helpers.wait_for(predicate, timeout=timeout, what=what, ignore=())
 
 
 @pytest.fixture

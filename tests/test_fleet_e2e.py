@@ -12,7 +12,6 @@ the restart one resolved.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from tests.faultproxy import FaultProxy
+from tests.helpers import scrape, wait_for
 from tests.servers import DaemonProcess, Proc, StandinProcess, free_port, start_proc
 from tests.standin.webhook import WebhookServer, serve_in_thread
 from tests.test_alert_e2e import ALERTMANAGER, PROMETHEUS, RULES, shortened_rules, wait_until
@@ -47,6 +47,24 @@ def notifications(hook: WebhookServer, alertname: str, status: str) -> list[dict
         ):
             out.append(body)
     return out
+
+
+def runs_of(daemon: DaemonProcess) -> float:
+    """Runs the daemon finished so far (its own counter)."""
+    return scrape(daemon.url).sum("synthetic_probe_runs_total", probe=PROBE)
+
+
+def after_runs(daemons: list[DaemonProcess], count: int, context: Any) -> None:
+    """Until each daemon finished `count` more runs: a window measured in the daemons' own
+    events (at 1 s intervals, `count` s on an idle machine, longer on a loaded one)."""
+    before = [runs_of(d) for d in daemons]
+    wait_for(
+        lambda: all(runs_of(d) - b >= count for d, b in zip(daemons, before)),
+        timeout=count * 15,
+        interval=0.2,
+        what=f"{count} more runs of every daemon",
+        context=context,
+    )
 
 
 def prometheus_alerts(url: str, alertname: str) -> list[dict[str, str]]:
@@ -256,7 +274,7 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
     assert alert["labels"]["location"] == "alpha" and alert["labels"]["severity"] == "warning"
     assert "passing from: beta" in alert["annotations"]["description"]
     assert [r["location"] for r in rule] == ["alpha"]
-    time.sleep(3)  # a page would have come by now
+    after_runs(daemons, 4, context)  # four more failed runs at alpha: each would have paged by now
     assert not notifications(hook, FAILING, "firing"), context()
     assert not prometheus_alerts(prom, FAILING), context()
 
@@ -270,7 +288,9 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
         context,
     )
     paged_after, ruled_after = seen["push"][0], seen["rule"][0]
-    time.sleep(6)  # more than group_interval: a duplicate (second daemon, second Alertmanager) would show
+    # Six more runs of each daemon (each re-sends the page): longer than group_interval (4 s),
+    # so a duplicate (second daemon, second Alertmanager) would show.
+    after_runs(daemons, 6, context)
     pages = notifications(hook, FAILING, "firing")
     assert len(pages) == 1, context()
     locations = sorted(a["labels"]["location"] for a in pages[0]["alerts"] if a["labels"]["alertname"] == FAILING)
@@ -284,8 +304,7 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
     # (whichever member sent it) and sends the one resolved notification.
     daemons[1].stop(signal.SIGKILL)
     am_b = fleet["procs"][1]
-    os.killpg(am_b.proc.pid, signal.SIGKILL)
-    am_b.proc.wait(timeout=10)
+    am_b.kill()
     standin.start()
     proxy.accept()
     wait_until(
@@ -294,7 +313,7 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
         "the resolved notification",
         context,
     )
-    time.sleep(6)
+    after_runs(daemons[:1], 6, context)  # as above: a second resolved would show
     resolved = [m for m in notifications(hook, FAILING, "resolved") if m.get("status") == "resolved"]
     assert len(resolved) == 1, context()
     # The two locations may resolve on either side of a group_interval tick: a message
