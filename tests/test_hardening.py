@@ -43,6 +43,7 @@ from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.web.server import Endpoints, MonitorHTTPServer
 from monitor.web.webconfig import ServerSecurity, load_web_config
 from tests.faultproxy import make_self_signed
+from tests.helpers import wait_for
 from tests.scripted import Conn, client_for, serve
 from tests.servers import REPO, free_port, start_proc
 
@@ -743,16 +744,8 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
 
 
 def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+    """tests.helpers.wait_for, with this module's argument order."""
+    wait_for(check, timeout=timeout, interval=0.25, what=what, ignore=(httpx.HTTPError, KeyError, ValueError))
 
 
 def test_client_certificates_when_the_web_config_requires_them(tmp_path: Path) -> None:
