@@ -551,8 +551,8 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         resolved = find_alert(rig.hook_a, "MLflowWorkerFailure", "resolved", since=released_at, probe="mlflow_read")
         assert resolved is not None and resolved["received_at"] <= passed["received_at"]
         assert resolved["startsAt"] == fired["startsAt"]
-        # Every run that met the lock failed on the killed request (how many met it depends on
-        # how fast the alert came back, which this test does not control), and the last passed.
+        # Every run that met the lock failed because of it (how many met it depends on how fast
+        # the alert came back, which this test does not control), and the last passed.
         runs = status_of(daemon)["recent_ok"]
         assert runs[-1] is True, runs
         failures = [
@@ -560,8 +560,10 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
             for f in httpx.get(f"{daemon.url}/status", timeout=2).json()["recent_failures"]
             if f["started_at"] >= since
         ]
+        # (The killed request; a run that met the one busy sync worker meanwhile timed out.)
         failed_steps = [s for f in failures for s in f["steps"] if not s["ok"]]
-        assert failed_steps and all(s["reason"] == "worker_failure" for s in failed_steps), failures
+        assert any(s["reason"] == "worker_failure" for s in failed_steps), failures
+        assert all(s["reason"] in ("worker_failure", "timeout") for s in failed_steps), failures
         assert daemon.stop() == 0
     finally:
         release.set()

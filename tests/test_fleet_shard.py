@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.shard import assignment
+from tests import helpers
 from tests.helpers import closed_port, wait_for
 from tests.servers import DaemonProcess
 
@@ -34,20 +34,15 @@ MEMBERS = 3
 
 def _config(tmp_path: Path, k: int) -> Path:
     closed = closed_port()
-    document = {
-        "log": {"level": "error", "format": "json"},
-        "targets": [{"name": "closed", "kind": "mlflow", "url": f"http://127.0.0.1:{closed}"}],
-        "probes": [
-            {"name": n, "target": "closed", "scenario": "mlflow_read", "interval": f"{INTERVAL:g}s", "timeout": "2s"}
-            for n in PROBES
-        ],
-        "alerting": {"enabled": False},
-        "shard": {"count": MEMBERS, "replicas_per_probe": k},
-        "location": "loopback",
-    }
-    path = tmp_path / f"fleet-k{k}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    document = helpers.config(
+        [helpers.target("closed", "mlflow", f"http://127.0.0.1:{closed}")],
+        [helpers.probe(n, "closed", "mlflow_read", f"{INTERVAL:g}s", timeout="2s") for n in PROBES],
+        log={"level": "error", "format": "json"},
+        alerting={"enabled": False},
+        shard={"count": MEMBERS, "replicas_per_probe": k},
+        location="loopback",
+    )
+    return helpers.write_config(tmp_path / f"fleet-k{k}.yaml", document)
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import wait_for
+from tests.helpers import config as build_config
+from tests.helpers import probe, target, wait_for, write_config
 from tests.servers import REPO, DaemonProcess
 from tests.standin.asgard import serve_in_thread
 
@@ -107,17 +108,12 @@ def summed_buckets(families: dict[str, Any], name: str) -> dict[float, float]:
 def test_300_probes_run_on_time(tmp_path: Path) -> None:
     server, url = serve_in_thread()
     config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "log": {"format": "json", "level": "info"},
-                "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
-                "probes": [
-                    {"name": f"asgard_{i:03d}", "target": "asgard", "scenario": "asgard", "interval": "10s"}
-                    for i in range(PROBES)
-                ],
-            }
-        )
+    write_config(
+        config,
+        build_config(
+            [target("asgard", "asgard", url)],
+            [probe(f"asgard_{i:03d}", "asgard", "asgard", "10s") for i in range(PROBES)],
+        ),
     )
     daemon = DaemonProcess(config, tmp_path)
     try:
