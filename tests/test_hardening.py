@@ -43,7 +43,7 @@ from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.web.server import Endpoints, MonitorHTTPServer
 from monitor.web.webconfig import ServerSecurity, load_web_config
 from tests.faultproxy import make_self_signed
-from tests.helpers import wait_for
+from tests.helpers import read_port_file, wait_for
 from tests.scripted import Conn, client_for, serve
 from tests.servers import REPO, free_port, start_proc
 
@@ -637,7 +637,7 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
         targets=[{"name": "asgard", "kind": "asgard", "url": asgard_url}],
         probes=[{"name": "api", "target": "asgard", "scenario": "asgard", "interval": "1s"}],
     )
-    port = free_port()
+    port_file = tmp_path / "port"
     daemon = subprocess.Popen(
         [
             sys.executable,
@@ -647,7 +647,9 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
             "--config",
             str(config),
             "--listen",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
             "--web.config.file",
             str(folder / "web-config.yml"),
         ],
@@ -659,6 +661,7 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
     prom_port = free_port()
     procs = []
     try:
+        port = read_port_file(port_file, timeout=30, proc=daemon)
         verify = ssl.create_default_context(cafile=str(folder / "tls.crt"))
         _wait(
             lambda: (
