@@ -41,8 +41,9 @@ from tests.helpers import wait_for as poll
 from tests.servers import REPO, DaemonProcess, MlflowServer, free_port, mlflow_executable, wait_http
 from tests.test_daemon import wait_for
 
-# Every test here starts MLflow (basic auth) or daemon subprocesses.
-pytestmark = [pytest.mark.timeout(120), pytest.mark.integration]
+# Every test here starts MLflow (basic auth) or daemon subprocesses; the canary fixture starts
+# four daemons at once, which takes minutes on a loaded machine (a ceiling, not an expectation).
+pytestmark = [pytest.mark.timeout(300), pytest.mark.integration]
 
 RUN = secrets.token_hex(4)
 
