@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon: scheduled probes, /metrics, alerts")
     run.add_argument("--config", help="YAML config file (default: $SYNTHETIC_MONITOR_CONFIG, else built-in defaults)")
-    run.add_argument("--listen", help="HOST:PORT for /metrics and friends (default: config, 0.0.0.0:9356)")
+    run.add_argument(
+        "--listen", help="HOST:PORT for /metrics and friends (default: config, 0.0.0.0:9356; port 0: any free port)"
+    )
+    run.add_argument(
+        "--port-file",
+        metavar="FILE",
+        help="write the bound port to FILE once the server listens (for --listen HOST:0)",
+    )
     run.add_argument(
         "--web.config.file",
         dest="web_config_file",
@@ -134,7 +141,14 @@ def _run(args: argparse.Namespace) -> int:
                 "tls: set both in the config file and in --web.config.file (tls_server_config); keep only the latter"
             )
     configure_logging(config.log.level, config.log.format, config.secret_values())
-    daemon = Daemon(config, args.config, args.listen, web_config=web_config, enable_lifecycle=args.web_enable_lifecycle)
+    daemon = Daemon(
+        config,
+        args.config,
+        args.listen,
+        web_config=web_config,
+        enable_lifecycle=args.web_enable_lifecycle,
+        port_file=args.port_file,
+    )
     return asyncio.run(daemon.run())
 
 

@@ -16,6 +16,7 @@ import signal
 import ssl
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -66,8 +67,10 @@ class Daemon:
         *,
         web_config: WebConfig | None = None,
         enable_lifecycle: bool = False,
+        port_file: str | None = None,
     ) -> None:
         self.config = config
+        self.port_file = port_file
         self.web_config = web_config
         self.enable_lifecycle = enable_lifecycle
         self.config_path = config_path
@@ -169,6 +172,17 @@ class Daemon:
         except OSError as exc:
             self.log.error("listen_failed", listen=self.listen, error=str(exc))
             return 2
+        # The socket listens from here on (connections wait in its backlog until the server
+        # thread starts): say the bound port, which is the only way to learn it for port 0.
+        bound = int(self._server.server_address[1])
+        self.log.info("listening", address=f"{host}:{bound}", port=bound)
+        if self.port_file:
+            try:
+                write_port_file(self.port_file, bound)
+            except OSError as exc:
+                self.log.error("port_file_failed", path=self.port_file, error=str(exc))
+                self._server.server_close()
+                return 2
         self._apply(self.config)
         warn_fleet_webhooks(self.config, self.log)
         await self.alerts.start(self._probe_targets())
@@ -390,3 +404,12 @@ class Daemon:
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(self.reload(), self._loop)
         return future.result(timeout=30)
+
+
+def write_port_file(path: str, port: int) -> None:
+    """Write `port` to `path` atomically (a temp file renamed over it): a reader polling for
+    the file sees either nothing or the whole number, never a partial write."""
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(temp, target)

@@ -1,16 +1,77 @@
-"""Shared fixtures: one real MLflow server for the session, fresh ones for fault tests."""
+"""Shared fixtures (one real MLflow server for the session, fresh ones for fault tests),
+the automatic `integration` marker, and the logs of a failed test's processes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.servers import MlflowServer
 
 # The production-shape stack (gunicorn + PostgreSQL + S3) as the session fixture `prodstack`.
 pytest_plugins = ["tests.prodstack"]
+
+# A test that uses one of these fixtures (directly or through another fixture) talks to an
+# external server: it is marked `integration` without saying so.
+SERVER_FIXTURES = frozenset(
+    {
+        "mlflow_server",
+        "own_mlflow",
+        "prodstack",
+        "cli",  # tests/test_config.py: every `synthetic-monitor config` subprocess of the module
+        "standin_proc",  # tests/test_asgard_standin.py: the stand-in as its own process
+    }
+)
+
+# Set by `./tests/run.sh --fast`: a test in the fast lane that starts a server process is
+# mismarked, and fails saying so (the marks stay honest as tests are added).
+FAST_LANE = os.environ.get("SYNTHETIC_MONITOR_FAST_LANE") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if FAST_LANE:
+        # Refuse every process, in tests and in fixtures of any scope alike.
+        subprocess.Popen = _RefusedPopen  # type: ignore[misc]
+
+
+class _RefusedPopen:
+    def __init__(self, args: object, *_: object, **__: object) -> None:
+        pytest.fail(
+            f"starts a process ({args!r:.120}) in the fast lane: mark the test @pytest.mark.integration"
+            " (or use a fixture that conftest.SERVER_FIXTURES marks)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _processes_of_this_test(request: pytest.FixtureRequest) -> None:
+    """Remember which processes this test starts, for the failure report below."""
+    request.node.stash[_FIRST_PROCESS] = len(helpers.STARTED)
+
+
+_FIRST_PROCESS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with the log tails of the processes it started."""
+    report = yield
+    if report.failed and call.when in ("setup", "call"):
+        first = item.stash.get(_FIRST_PROCESS, len(helpers.STARTED))
+        for process in helpers.STARTED[first:]:
+            report.sections.append((f"log of {process.name}", process.tail(4000)))
+    return report
 
 
 @pytest.fixture(scope="session")

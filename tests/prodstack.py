@@ -19,20 +19,19 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.servers import VENV_BIN, free_port, mlflow_executable, wait_http
+from tests.helpers import VENV_BIN, ServerProcess, free_port
+from tests.servers import mlflow_executable
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DB_USER, DB_PASSWORD, DB_NAME = "mlflow", "mlflow123", "mlflow"
@@ -68,19 +67,6 @@ def missing_parts() -> str | None:
     except ImportError as exc:
         return f"{exc.name} is missing (pip install -e '.[test]')"
     return None
-
-
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port} did not open within {timeout}s")
 
 
 class Postgres:
@@ -192,32 +178,23 @@ class Postgres:
         return "--- postgres log ---\n" + (path.read_text(errors="replace")[-chars:] if path.exists() else "(none)")
 
 
-class MotoS3:
+class MotoS3(ServerProcess):
     """moto's S3 server on a fixed loopback port: killable, pausable, restartable in place."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        port = free_port()
+        binary = VENV_BIN / "moto_server"
+        command = [str(binary) if binary.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(port)]
+        super().__init__("moto", command, workdir, env=AWS_ENV, port=port)
+        self.ready_timeout = 30.0
+        self.log_path = workdir / "moto.log"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> MotoS3:
-        binary = VENV_BIN / "moto_server"
-        command = [str(binary) if binary.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(self.port)]
-        self._log = open(self.workdir / "moto.log", "ab")
-        self.proc = subprocess.Popen(
-            command,
-            cwd=self.workdir,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(os.environ, **AWS_ENV),
-        )
-        _wait_port(self.port, 30, self.proc)
+    def start(self, timeout: float | None = None) -> MotoS3:
+        super().start(timeout)
         # moto keeps everything in memory: a restarted server has no bucket until we make it.
         self.client().create_bucket(Bucket=BUCKET)
         return self
@@ -235,87 +212,57 @@ class MotoS3:
             config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}),
         )
 
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel and never answered (a stalled S3)."""
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL: the endpoint refuses connections (S3 gone); `start()` brings it back on the same port."""
-        if self.proc is None:
-            return
-        self._signal(signal.SIGCONT)
-        self._signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-        if self._log:
-            self._log.close()
-            self._log = None
-
     def objects(self, prefix: str = "") -> list[str]:
         listed = self.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
         return [item["Key"] for item in listed.get("Contents", [])]
 
 
-class ProdMlflow:
+class ProdMlflow(ServerProcess):
     """`mlflow server` under gunicorn (4 sync workers) on PostgreSQL with S3 artifacts."""
 
+    # gunicorn waits up to 30 s for busy workers; a test server need not.
+    stop_timeout = 5.0
+
     def __init__(self, workdir: Path, postgres: Postgres, s3: MotoS3, timeout: int = GUNICORN_TIMEOUT) -> None:
-        self.workdir = workdir
-        self.postgres = postgres
-        self.s3 = s3
-        self.timeout = timeout
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "mlflow.log"
-
-    def start(self, timeout: float = 150.0) -> ProdMlflow:
+        port = free_port()
         command = [
             mlflow_executable(),
             "server",
             "--backend-store-uri",
-            self.postgres.uri,
+            postgres.uri,
             "--artifacts-destination",
             f"s3://{BUCKET}/{PREFIX}",
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.port),
+            str(port),
             "--workers",
             "4",
             # --no-control-socket: gunicorn >= 24 otherwise shares ~/.gunicorn/gunicorn.ctl between servers.
             "--gunicorn-opts",
-            f"--worker-class sync --timeout {self.timeout} --keep-alive 5 --no-control-socket",
+            f"--worker-class sync --timeout {timeout} --keep-alive 5 --no-control-socket",
         ]
         env = dict(
-            os.environ,
-            **AWS_ENV,
-            MLFLOW_S3_ENDPOINT_URL=self.s3.url,
+            AWS_ENV,
+            MLFLOW_S3_ENDPOINT_URL=s3.url,
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-            PYTHONUNBUFFERED="1",
             # One retry, not boto's default four with backoff: a dead S3 shows as an error, not a hang.
             AWS_RETRY_MODE="standard",
             AWS_MAX_ATTEMPTS="2",
         )
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            command, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        wait_http(f"{self.url}/health", timeout=timeout, proc=self.proc)
+        super().__init__("mlflow", command, workdir, env=env, ready_url=f"http://127.0.0.1:{port}/health", port=port)
+        self.postgres = postgres
+        self.s3 = s3
+        self.timeout = timeout
+        self.ready_timeout = 150.0
+        self.log_path = workdir / "mlflow.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float | None = None) -> ProdMlflow:
+        super().start(timeout)
         self.warm_up()
         return self
 
@@ -345,25 +292,6 @@ class ProdMlflow:
                     clean = 0
                     if time.monotonic() > deadline:
                         raise
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                # gunicorn waits up to 30 s for busy workers; a test server need not.
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self.proc = None
-        if self._log:
-            self._log.close()
-            self._log = None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 class ProdStack:

@@ -2,9 +2,19 @@
 # The whole test suite, from a fresh clone: installs what is missing, then runs pytest.
 #   ./tests/run.sh              everything
 #   ./tests/run.sh -k alert     extra arguments go to pytest
+#   ./tests/run.sh --fast       the fast lane: unit and in-process tests, no external server or
+#                               process (markers integration, slow, perf left out); no apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/local/venv.sh
+
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  ensure_venv test
+  # A fast-lane test that starts a process fails and says to mark it (tests/conftest.py).
+  export SYNTHETIC_MONITOR_FAST_LANE=1
+  exec "$VENV_PY" -m pytest -m "not integration and not slow and not perf" "$@"
+fi
 
 # Real Prometheus, Alertmanager and blackbox_exporter binaries for the rule and alert tests,
 # and PostgreSQL for the production-stack tests.

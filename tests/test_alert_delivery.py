@@ -217,6 +217,7 @@ async def test_a_wide_outage_reaches_each_receiver_in_a_few_requests() -> None:
 # -- the state file: off the loop, coalesced, crash-consistent ----------------------------------
 
 
+@pytest.mark.slow
 async def test_a_burst_of_failing_results_writes_the_state_file_a_few_times(tmp_path: Path) -> None:
     state = tmp_path / "alerts.json"
     sink, _ = metrics()
@@ -269,6 +270,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.integration
 def test_a_killed_writer_leaves_a_whole_state_file(tmp_path: Path) -> None:
     """SIGKILL at random points of a write loop: the file is always the old or the new one."""
     state = tmp_path / "alerts.json"

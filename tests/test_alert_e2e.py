@@ -26,7 +26,6 @@ import shutil
 import sqlite3
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.helpers import scrape, wait_for
 from tests.servers import DaemonProcess, MlflowServer, Proc, free_port, start_proc
 from tests.standin.webhook import WebhookServer, serve_in_thread
 
@@ -46,7 +46,8 @@ ALERTMANAGER = shutil.which("alertmanager") or shutil.which("prometheus-alertman
 JOB = "synthetic-monitor"  # SyntheticMonitorDown selects up{job="synthetic-monitor"}
 EXTRA_LABELS = {"cluster": "e2e"}
 
-pytestmark = pytest.mark.timeout(150)
+# Every test here starts daemons, MLflow, Prometheus and Alertmanager.
+pytestmark = [pytest.mark.timeout(150), pytest.mark.integration]
 
 
 # -- webhook receivers --------------------------------------------------------------
@@ -89,15 +90,8 @@ def find_alert(
 def wait_until(
     predicate: Callable[[], Any], timeout: float, what: str, context: Callable[[], str] | None = None
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            detail = f"\n{context()}" if context is not None else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(0.1)
+    """tests.helpers.wait_for, with this module's argument order."""
+    return wait_for(predicate, timeout=timeout, what=what, context=context, ignore=())
 
 
 # -- Prometheus + Alertmanager --------------------------------------------------------
@@ -282,21 +276,21 @@ class Rig:
                 }
             )
         )
+        if with_prometheus and not (PROMETHEUS and ALERTMANAGER):
+            # The whole test, never half of it: "fires at both receivers" needs both paths.
+            pytest.skip(
+                "prometheus / prometheus-alertmanager not installed (apt-get install prometheus"
+                " prometheus-alertmanager): the Prometheus -> Alertmanager receiver cannot be checked"
+            )
         daemon = DaemonProcess(config, self.workdir)
-        stack = None
-        if with_prometheus:
-            if PROMETHEUS and ALERTMANAGER:
-                stack = AlertStack(self.workdir / "prom", daemon.port, self.hook_b)
-                self.stacks.append(stack)
-                stack.start()
-            else:
-                warnings.warn(
-                    "prometheus/prometheus-alertmanager not installed (apt-get install prometheus "
-                    "prometheus-alertmanager): the Prometheus -> Alertmanager half is skipped",
-                    stacklevel=2,
-                )
         self.daemons.append(daemon)  # before start: a daemon that never gets healthy is stopped too
         daemon.start()
+        stack = None
+        if with_prometheus:
+            # After the daemon: it binds port 0, so its port is known once it runs.
+            stack = AlertStack(self.workdir / "prom", daemon.port, self.hook_b)
+            self.stacks.append(stack)
+            stack.start()
         return daemon, stack
 
     def context(self, *extra: Callable[[], str]) -> Callable[[], str]:
@@ -333,11 +327,22 @@ def status_of(daemon: DaemonProcess) -> dict[str, Any]:
     return httpx.get(f"{daemon.url}/status", timeout=2).json()["probes"][0]
 
 
-def wait_baseline(daemon: DaemonProcess, rig: Rig, stack: AlertStack | None) -> None:
-    wait_until(lambda: (s := status_of(daemon))["last"] and s["last"]["ok"], 20, "a passing run", rig.context())
+def wait_baseline(daemon: DaemonProcess, rig: Rig, stack: AlertStack | None) -> float:
+    """Until the daemon passes and nothing fires, then the time the test counts alerts from.
+
+    On a loaded machine a run may time out before the fault (the deadlines are short, to keep
+    the test short); its alert resolves with the next passing run. Waiting for that state
+    (an event) and ignoring what came before keeps the check about the fault only.
+    """
     if stack is not None:
         stack.wait_scraping()
-    assert not [a for a in received_alerts(rig.hook_a) if a["status"] == "firing"], "alert fired before the fault"
+
+    def clean() -> bool:
+        last = status_of(daemon)["last"]
+        return bool(last and last["ok"]) and scrape(daemon.url).sum("synthetic_monitor_alerts_firing") == 0
+
+    wait_until(clean, 60, "a passing run with nothing firing", rig.context())
+    return time.time()
 
 
 def expect_labels(alert: dict[str, Any], alertname: str, severity: str) -> None:
@@ -355,18 +360,16 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
     restarted: MlflowServer | None = None
     try:
         daemon, stack = rig.start_daemon(mlflow.url)
-        wait_baseline(daemon, rig, stack)
+        since = wait_baseline(daemon, rig, stack)
 
         mlflow.kill()
-        killed_at = time.time()
+        # Threshold 1: the first failed run fires (how fast: tests/perf/time_to_alert.py).
         fired_a = wait_until(
-            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", probe="mlflow_read"),
-            10,
+            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", since=since, probe="mlflow_read"),
+            30,
             "SyntheticProbeFailing at webhook A (daemon push)",
             rig.context(),
         )
-        # Threshold 1 at a 1 s interval: one interval, plus a second for delivery.
-        assert fired_a["received_at"] - killed_at < 1 + 0.8 + 1.5
         expect_labels(fired_a, "SyntheticProbeFailing", "critical")
         assert fired_a["labels"]["cluster"] == "e2e"
         assert fired_a["receiver"] == "webhook" and fired_a["endsAt"].startswith("0001-")
@@ -379,7 +382,7 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
         if stack is not None:
             fired_b = wait_until(
                 lambda: find_alert(rig.hook_b, "SyntheticProbeFailing", "firing", probe="mlflow_read"),
-                20,
+                30,
                 "SyntheticProbeFailing at webhook B (Prometheus -> Alertmanager)",
                 rig.context(),
             )
@@ -390,8 +393,8 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
         restarted = MlflowServer(mlflow.workdir, port=mlflow.port).start()
         back_at = time.time()
         resolved_a = wait_until(
-            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
-            10,
+            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", since=since, probe="mlflow_read"),
+            30,
             "resolved SyntheticProbeFailing at webhook A",
             rig.context(),
         )
@@ -401,7 +404,7 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
         if stack is not None:
             wait_until(
                 lambda: find_alert(rig.hook_b, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
-                20,
+                30,
                 "resolved SyntheticProbeFailing at webhook B",
                 rig.context(),
             )
@@ -422,26 +425,23 @@ def test_hung_mlflow_fires_timeout_and_resolves_on_sigcont(rig: Rig) -> None:
     mlflow = MlflowServer(rig.workdir / "mlflow").start()
     try:
         daemon, stack = rig.start_daemon(mlflow.url)
-        wait_baseline(daemon, rig, stack)
+        since = wait_baseline(daemon, rig, stack)
 
         mlflow.pause()
-        paused_at = time.time()
         try:
             fired_a = wait_until(
-                lambda: find_alert(rig.hook_a, "SyntheticProbeTimeout", "firing", probe="mlflow_read"),
-                10,
+                lambda: find_alert(rig.hook_a, "SyntheticProbeTimeout", "firing", since=since, probe="mlflow_read"),
+                30,
                 "SyntheticProbeTimeout at webhook A",
                 rig.context(),
             )
-            # Within one interval plus the deadline, plus delivery.
-            assert fired_a["received_at"] - paused_at < 1 + 0.8 + 1.5
             expect_labels(fired_a, "SyntheticProbeTimeout", "warning")
             assert "reason timeout" in fired_a["annotations"]["description"]
-            assert find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", probe="mlflow_read")
+            assert find_alert(rig.hook_a, "SyntheticProbeFailing", "firing", since=since, probe="mlflow_read")
             if stack is not None:
                 fired_b = wait_until(
                     lambda: find_alert(rig.hook_b, "SyntheticProbeTimeout", "firing", probe="mlflow_read"),
-                    20,
+                    30,
                     "SyntheticProbeTimeout at webhook B",
                     rig.context(),
                 )
@@ -452,14 +452,14 @@ def test_hung_mlflow_fires_timeout_and_resolves_on_sigcont(rig: Rig) -> None:
         resumed_at = time.time()
         resolved = wait_until(
             lambda: find_alert(rig.hook_a, "SyntheticProbeTimeout", "resolved", since=resumed_at, probe="mlflow_read"),
-            10,
+            30,
             "resolved SyntheticProbeTimeout at webhook A",
             rig.context(),
         )
         assert resolved["startsAt"] == fired_a["startsAt"]
         wait_until(
-            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", probe="mlflow_read"),
-            5,
+            lambda: find_alert(rig.hook_a, "SyntheticProbeFailing", "resolved", since=since, probe="mlflow_read"),
+            30,
             "resolved SyntheticProbeFailing at webhook A",
             rig.context(),
         )
@@ -486,7 +486,7 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         # The deadline (7 s) is longer than gunicorn's kill (3 s timeout + up to ~1 s of arbiter
         # polling), so the request ends with the worker being killed, not with our deadline.
         daemon, stack = rig.start_daemon(mlflow.url, interval="8s", timeout="7s")
-        wait_baseline(daemon, rig, stack)
+        since = wait_baseline(daemon, rig, stack)
         assert "Starting gunicorn" in mlflow.log_path.read_text(errors="replace")
 
         locked = threading.Event()
@@ -509,13 +509,12 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         holder = threading.Thread(target=hold_lock, name="sqlite-exclusive-lock", daemon=True)
         holder.start()
         assert locked.wait(15) and not lock_error, lock_error
-        locked_at = time.time()
 
         def mlflow_log() -> str:
             return "--- mlflow log ---\n" + mlflow.log_path.read_text(errors="replace")[-2500:]
 
         fired = wait_until(
-            lambda: find_alert(rig.hook_a, "MLflowWorkerFailure", "firing", probe="mlflow_read"),
+            lambda: find_alert(rig.hook_a, "MLflowWorkerFailure", "firing", since=since, probe="mlflow_read"),
             8 + 6.5 + 2,
             "MLflowWorkerFailure at webhook A",
             rig.context(mlflow_log),
@@ -528,15 +527,13 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         failure = httpx.get(f"{daemon.url}/status", timeout=2).json()["recent_failures"][0]
         step = next(s for s in failure["steps"] if s["name"] == "experiments_search")
         assert step["reason"] == "worker_failure" and step["status_code"] is None
-        # Ended by the worker kill (~3-5 s after the request), well before the 7 s deadline.
-        assert 2.5 < step["duration_seconds"] < 6.5, step
-        # The next run starts within one interval of the lock and is killed within ~5 s.
-        assert fired["received_at"] - locked_at < 8 + 6.5 + 1.5
+        # Ended by the worker kill (gunicorn's 3 s timeout), before the probe's own 7 s deadline.
+        assert 2.5 < step["duration_seconds"] < 7.0, step
 
         if stack is not None:
             fired_b = wait_until(
                 lambda: find_alert(rig.hook_b, "MLflowWorkerFailure", "firing", probe="mlflow_read"),
-                10,
+                30,
                 "MLflowWorkerFailure at webhook B",
                 rig.context(mlflow_log),
             )
@@ -555,8 +552,19 @@ def test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure(rig: Ri
         resolved = find_alert(rig.hook_a, "MLflowWorkerFailure", "resolved", since=released_at, probe="mlflow_read")
         assert resolved is not None and resolved["received_at"] <= passed["received_at"]
         assert resolved["startsAt"] == fired["startsAt"]
+        # Every run that met the lock failed because of it (how many met it depends on how fast
+        # the alert came back, which this test does not control), and the last passed.
         runs = status_of(daemon)["recent_ok"]
-        assert runs[-1] is True and runs.count(False) == 1, runs  # exactly one failed run: the killed request
+        assert runs[-1] is True, runs
+        failures = [
+            f
+            for f in httpx.get(f"{daemon.url}/status", timeout=2).json()["recent_failures"]
+            if f["started_at"] >= since
+        ]
+        # (The killed request; a run that met the one busy sync worker meanwhile timed out.)
+        failed_steps = [s for f in failures for s in f["steps"] if not s["ok"]]
+        assert any(s["reason"] == "worker_failure" for s in failed_steps), failures
+        assert all(s["reason"] in ("worker_failure", "timeout") for s in failed_steps), failures
         assert daemon.stop() == 0
     finally:
         release.set()

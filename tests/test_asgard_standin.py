@@ -11,33 +11,26 @@ import http.client
 import json
 import os
 import select
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.helpers import wait_for
+from tests.servers import MlflowServer
 from tests.standin.asgard import STATUS_FIELDS, Faults, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[1]
 READY_PREFIX = "asgard stand-in listening on "
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    """A currently free loopback port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Standin:
@@ -61,9 +54,9 @@ class Standin:
         return int(self.proc.returncode)
 
 
-def start_standin(*args: str, port: int | None = None) -> Standin:
-    """Start ``python -m tests.standin.asgard`` on a free port and wait for its ready line."""
-    port = port or free_port()
+def start_standin(*args: str, port: int = 0) -> Standin:
+    """Start ``python -m tests.standin.asgard`` (port 0: it binds a free one) and wait for
+    the ready line that names its URL."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.standin.asgard", "--port", str(port), *args],
@@ -81,22 +74,12 @@ def start_standin(*args: str, port: int | None = None) -> Standin:
             line = proc.stdout.readline()
             if line.startswith(READY_PREFIX):
                 url = line[len(READY_PREFIX) :].strip()
-                assert url == f"http://127.0.0.1:{port}"
+                assert url.startswith("http://127.0.0.1:") and (port == 0 or url == f"http://127.0.0.1:{port}")
                 return Standin(proc, url)
             if not line and proc.poll() is not None:
                 break
     Standin(proc, "").stop()
     pytest.fail(f"stand-in did not announce readiness (exit code {proc.poll()})")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll until the predicate holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
@@ -419,6 +402,7 @@ def test_sigusr1_resets_faults(client: httpx.Client, standin: Standin) -> None:
 # -- start-up flags and process lifecycle -------------------------------------------------
 
 
+@pytest.mark.integration
 def test_startup_flags_are_the_reset_values() -> None:
     s = start_standin(
         "--host",
@@ -471,6 +455,7 @@ def test_startup_flags_are_the_reset_values() -> None:
         assert s.stop() == 0
 
 
+@pytest.mark.integration
 def test_startup_hang_drop_non_json_no_models_and_sigterm_while_hung() -> None:
     s = start_standin("--hang", "--drop", "--non-json", "--no-models")
     with httpx.Client(base_url=s.url, timeout=5) as c:
@@ -505,6 +490,7 @@ def test_startup_hang_drop_non_json_no_models_and_sigterm_while_hung() -> None:
     s.stop()
 
 
+@pytest.mark.integration
 def test_sigint_exits_cleanly() -> None:
     s = start_standin()
     os.kill(s.proc.pid, signal.SIGINT)
@@ -512,6 +498,7 @@ def test_sigint_exits_cleanly() -> None:
     s.stop()
 
 
+@pytest.mark.integration
 def test_bad_arguments_exit_2() -> None:
     for bad in (["--models-shape", "list"], ["--feast-available", "maybe"], ["--error-status", "42"]):
         proc = subprocess.run(
@@ -524,6 +511,7 @@ def test_bad_arguments_exit_2() -> None:
         assert proc.returncode == 2, (bad, proc.stderr)
 
 
+@pytest.mark.slow
 def test_in_process_server() -> None:
     server, url = serve_in_thread(faults=Faults(feast_available=False), models=["x"])
     try:
@@ -566,59 +554,11 @@ def test_in_process_server() -> None:
 # -- backed by a real MLflow --------------------------------------------------------------
 
 
-def mlflow_executable() -> str:
-    beside = Path(sys.executable).with_name("mlflow")
-    found = str(beside) if beside.exists() else shutil.which("mlflow")
-    if not found:
-        pytest.fail("the mlflow executable is needed (pip install -e '.[test]')")
-    return found
-
-
-def test_backed_by_real_mlflow(tmp_path: Path) -> None:
-    port = free_port()
-    mlflow_url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "mlflow.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            mlflow_executable(),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/mlflow.db",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def test_backed_by_real_mlflow(own_mlflow: MlflowServer) -> None:
+    mlflow_url = own_mlflow.url
     standin: Standin | None = None
 
-    def stop_mlflow() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-    def mlflow_healthy() -> bool:
-        assert proc.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
-        try:
-            return httpx.get(f"{mlflow_url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        assert wait_for(mlflow_healthy, timeout=60), "MLflow did not become healthy"
         standin = start_standin("--mlflow-url", mlflow_url, "--models", "static-one")
         with httpx.Client(base_url=standin.url, timeout=10) as c, httpx.Client(base_url=mlflow_url, timeout=10) as ml:
             status = c.get("/mlops/status").json()
@@ -653,7 +593,7 @@ def test_backed_by_real_mlflow(tmp_path: Path) -> None:
             assert c.get("/mlops/status").json()["mlflow_available"] is False
             c.delete("/admin/faults")
 
-            stop_mlflow()
+            own_mlflow.stop()
             t0 = time.monotonic()
             status = c.get("/mlops/status").json()
             assert time.monotonic() - t0 < 3
@@ -666,5 +606,3 @@ def test_backed_by_real_mlflow(tmp_path: Path) -> None:
     finally:
         if standin is not None:
             assert standin.stop() == 0
-        stop_mlflow()
-        log.close()

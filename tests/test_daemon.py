@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import helpers
 from tests.servers import DaemonProcess, MlflowServer
 
 EXPECTED_FAMILIES = {
@@ -84,13 +85,8 @@ def sample(families: dict[str, Any], name: str, **labels: str) -> float | None:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """tests.helpers.wait_for with this module's argument order (other modules import it)."""
+    return helpers.wait_for(predicate, timeout=timeout, what=what, ignore=())
 
 
 @pytest.fixture
@@ -285,6 +281,7 @@ def test_probe_that_raises_is_internal_error_and_daemon_keeps_running(
     assert sample(out["families"], "synthetic_monitor_job_events_total", probe="broken", event="error") == 0
 
 
+@pytest.mark.slow
 def test_healthz_turns_503_while_the_event_loop_is_wedged(tmp_path: Path) -> None:
     """The endpoints run in a thread, so a stuck loop shows as a stale heartbeat, not a hang."""
     from monitor import daemon as daemon_module

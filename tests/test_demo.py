@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.servers import REPO, free_port
+
+# The demo starts MLflow, the stand-in and the daemon.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def descendants(pid: int) -> set[int]:

@@ -25,10 +25,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +35,12 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers import closed_port, read_port_file, wait_for
+
+# Rendering and validating the manifests runs kustomize, promtool, hadolint and daemons.
+pytestmark = [pytest.mark.integration]
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"
@@ -612,12 +616,6 @@ def _recorded_names() -> set[str]:
     return {rule["record"] for group in spec["groups"] for rule in group["rules"] if "record" in rule}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
@@ -662,22 +660,18 @@ def test_exposed_names_expand_types() -> None:
 
 def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
     """Start the real daemon, scrape it, and compare metric names: a renamed metric fails here."""
-    from monitor.scenario.registry import SCENARIOS
 
-    refused = _free_port()  # nothing listens there: every probe fails fast with `unreachable`
-    port = _free_port()
-    targets = [{"name": "mlflow", "kind": "mlflow", "url": f"http://127.0.0.1:{refused}"}]
+    refused = closed_port()  # nothing listens there: every probe fails fast with `unreachable`
+    targets = [
+        {"name": "mlflow", "kind": "mlflow", "url": f"http://127.0.0.1:{refused}"},
+        {"name": "asgard", "kind": "asgard", "url": f"http://127.0.0.1:{refused}"},
+    ]
     probes = [
         {"name": "mlflow_read", "target": "mlflow", "scenario": "mlflow_read", "interval": "30s", "timeout": "5s"},
         {"name": "mlflow_write", "target": "mlflow", "scenario": "mlflow_write", "interval": "5m", "timeout": "5s"},
+        {"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "30s", "timeout": "5s"},
     ]
-    if "asgard" in SCENARIOS:
-        targets.append({"name": "asgard", "kind": "asgard", "url": f"http://127.0.0.1:{refused}"})
-        probes.append(
-            {"name": "asgard_api", "target": "asgard", "scenario": "asgard", "interval": "30s", "timeout": "5s"}
-        )
     config = {
-        "listen": f"127.0.0.1:{port}",
         "log": {"level": "warning", "format": "json"},
         "targets": targets,
         "probes": probes,
@@ -692,31 +686,28 @@ def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     log = (tmp_path / "daemon.log").open("wb")
+    port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [*_cli(), "run", "--config", str(config_path), "--listen", f"127.0.0.1:{port}"],
+        [*_cli(), "run", "--config", str(config_path), "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=_clean_env(),
         cwd=tmp_path,
     )
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        page = ""
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"daemon exited {proc.returncode}:\n{(tmp_path / 'daemon.log').read_text()}"
-            try:
-                status, _ = _get(base + "/readyz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"daemon not ready in 30 s:\n{(tmp_path / 'daemon.log').read_text()}")
-        time.sleep(1.0)  # let the first failures reach the alert engine and its notifier
-        status, page = _get(base + "/metrics")
-        assert status == 200
+        base = f"http://127.0.0.1:{read_port_file(port_file, timeout=30, proc=proc)}"
+
+        def daemon_log() -> str:
+            return (tmp_path / "daemon.log").read_text()
+
+        wait_for(lambda: _get(base + "/readyz")[0] == 200, timeout=60, what="/readyz", context=daemon_log)
+
+        # The first failures reach the alert engine and its notifier: their series exist.
+        def notified() -> str:
+            status, text = _get(base + "/metrics")
+            return text if status == 200 and "synthetic_monitor_notifications_total{" in text else ""
+
+        page = wait_for(notified, timeout=60, what="a notification attempt on /metrics", context=daemon_log)
     finally:
         _stop(proc)
         log.close()

@@ -12,6 +12,10 @@ import yaml
 
 from tests.test_deploy import K8S_MIN_VERSION, _clean_env, _cli, _dropped_keys, _need_module, _run, one, render
 
+# Rendering the fleet overlay runs kustomize and the validators.
+pytestmark = [pytest.mark.integration]
+
+
 FLEET = "fleet"
 
 

@@ -194,6 +194,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.integration
 def test_config_show_and_check_say_who_runs_what(tmp_path: Path) -> None:
     path = _write(tmp_path, {"location": "ingress", "shard": {"count": 3, "replicas_per_probe": 2}})
     env = {"POD_NAME": "synthetic-monitor-0"}
@@ -210,6 +211,7 @@ def test_config_show_and_check_say_who_runs_what(tmp_path: Path) -> None:
     assert "location: ingress, replica: synthetic-monitor-0, shard member 0 of 3" in table.stdout
 
 
+@pytest.mark.integration
 def test_the_daemon_warns_at_start_about_webhooks_in_a_fleet(tmp_path: Path) -> None:
     from tests.servers import DaemonProcess
 

@@ -12,10 +12,7 @@ the restart one resolved.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,47 +23,17 @@ import pytest
 import yaml
 
 from tests.faultproxy import FaultProxy
-from tests.servers import REPO, DaemonProcess, Proc, free_port, start_proc, wait_http
+from tests.helpers import scrape, wait_for
+from tests.servers import DaemonProcess, Proc, StandinProcess, free_port, start_proc
 from tests.standin.webhook import WebhookServer, serve_in_thread
 from tests.test_alert_e2e import ALERTMANAGER, PROMETHEUS, RULES, shortened_rules, wait_until
 
-pytestmark = pytest.mark.timeout(150)
+# Every test here starts daemons, a stand-in, Prometheus and two Alertmanagers.
+pytestmark = [pytest.mark.timeout(150), pytest.mark.integration]
 
 PROBE = "asgard_api"
 FAILING = "SyntheticProbeFailing"
 ONE_LOCATION = "SyntheticProbeFailingFromOneLocation"
-
-
-class Standin:
-    """The Asgard stand-in as its own process on a fixed port, so it can die and come back."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Standin:
-        log = open(self.workdir / f"standin-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.standin.asgard", "--port", str(self.port)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        wait_http(f"{self.url}/mlops/status", timeout=20, proc=self.proc)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 def notifications(hook: WebhookServer, alertname: str, status: str) -> list[dict[str, Any]]:
@@ -80,6 +47,24 @@ def notifications(hook: WebhookServer, alertname: str, status: str) -> list[dict
         ):
             out.append(body)
     return out
+
+
+def runs_of(daemon: DaemonProcess) -> float:
+    """Runs the daemon finished so far (its own counter)."""
+    return scrape(daemon.url).sum("synthetic_probe_runs_total", probe=PROBE)
+
+
+def after_runs(daemons: list[DaemonProcess], count: int, context: Any) -> None:
+    """Until each daemon finished `count` more runs: a window measured in the daemons' own
+    events (at 1 s intervals, `count` s on an idle machine, longer on a loaded one)."""
+    before = [runs_of(d) for d in daemons]
+    wait_for(
+        lambda: all(runs_of(d) - b >= count for d, b in zip(daemons, before)),
+        timeout=count * 15,
+        interval=0.2,
+        what=f"{count} more runs of every daemon",
+        context=context,
+    )
 
 
 def prometheus_alerts(url: str, alertname: str) -> list[dict[str, str]]:
@@ -112,7 +97,7 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
     procs: list[Proc] = []
     daemons: list[DaemonProcess] = []
     hook = serve_in_thread()
-    standin = Standin(tmp_path).start()
+    standin = StandinProcess(tmp_path).start()
     proxy = FaultProxy(standin.url).start()
     try:
         # Two Alertmanagers, one cluster over loopback; group_wait long enough for both
@@ -154,7 +139,8 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
                     f"http://127.0.0.1:{web[i]}/-/ready",
                 )
             )
-        daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path) for name in ("alpha", "beta")]
+        # Peers must know each other's address before either starts: the one case for fixed ports.
+        daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path, port=free_port()) for name in ("alpha", "beta")]
         for name, daemon, url, other in (
             ("alpha", daemons[0], proxy.url, daemons[1]),
             ("beta", daemons[1], standin.url, daemons[0]),
@@ -288,7 +274,7 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
     assert alert["labels"]["location"] == "alpha" and alert["labels"]["severity"] == "warning"
     assert "passing from: beta" in alert["annotations"]["description"]
     assert [r["location"] for r in rule] == ["alpha"]
-    time.sleep(3)  # a page would have come by now
+    after_runs(daemons, 4, context)  # four more failed runs at alpha: each would have paged by now
     assert not notifications(hook, FAILING, "firing"), context()
     assert not prometheus_alerts(prom, FAILING), context()
 
@@ -302,7 +288,9 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
         context,
     )
     paged_after, ruled_after = seen["push"][0], seen["rule"][0]
-    time.sleep(6)  # more than group_interval: a duplicate (second daemon, second Alertmanager) would show
+    # Six more runs of each daemon (each re-sends the page): longer than group_interval (4 s),
+    # so a duplicate (second daemon, second Alertmanager) would show.
+    after_runs(daemons, 6, context)
     pages = notifications(hook, FAILING, "firing")
     assert len(pages) == 1, context()
     locations = sorted(a["labels"]["location"] for a in pages[0]["alerts"] if a["labels"]["alertname"] == FAILING)
@@ -316,8 +304,7 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
     # (whichever member sent it) and sends the one resolved notification.
     daemons[1].stop(signal.SIGKILL)
     am_b = fleet["procs"][1]
-    os.killpg(am_b.proc.pid, signal.SIGKILL)
-    am_b.proc.wait(timeout=10)
+    am_b.kill()
     standin.start()
     proxy.accept()
     wait_until(
@@ -326,7 +313,7 @@ def test_one_broken_path_warns_both_broken_page_once_and_resolve_once_despite_lo
         "the resolved notification",
         context,
     )
-    time.sleep(6)
+    after_runs(daemons[:1], 6, context)  # as above: a second resolved would show
     resolved = [m for m in notifications(hook, FAILING, "resolved") if m.get("status") == "resolved"]
     assert len(resolved) == 1, context()
     # The two locations may resolve on either side of a group_interval tick: a message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -195,6 +196,8 @@ async def test_the_gate_pages_critical_on_quorum_and_warns_below_it() -> None:
 
     [resolved] = gate.filter([_alert(resolved=True)], sent.append)
     assert resolved.name == PROBE_FAILING and resolved.resolved and resolved.starts_at == page.starts_at
+    # the page as sent (its labels and description), not the incoming alert's own
+    assert resolved.labels == page.labels and resolved.annotations == page.annotations
     await gate.close()
 
 
@@ -252,8 +255,14 @@ async def test_a_resolve_before_the_verdict_sends_nothing() -> None:
     alert = _alert(starts_at=time.time() - 0.5)
     gate.filter([alert], sent.append)
     assert gate.filter([_alert(resolved=True, starts_at=alert.starts_at)], sent.append) == []
-    await asyncio.sleep(0.1)
-    assert sent == [] and gate.held() == {}
+    # Nothing is held any more, so nothing is left to decide: later ticks send nothing.
+    assert gate.held() == {}
+    polls = len(peers.calls)
+    other = _alert(starts_at=time.time())
+    other = dataclasses.replace(other, labels={**other.labels, "probe": "other"})
+    gate.filter([other], sent.append)  # a second incident keeps the gate ticking
+    await until(lambda: len(peers.calls) >= polls + 3, "three more ticks")
+    assert not [a for batch in sent for a in batch if a.labels.get("probe") != "other"]
     await gate.close()
 
 

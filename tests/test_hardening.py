@@ -43,6 +43,7 @@ from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.web.server import Endpoints, MonitorHTTPServer
 from monitor.web.webconfig import ServerSecurity, load_web_config
 from tests.faultproxy import make_self_signed
+from tests.helpers import read_port_file, wait_for
 from tests.scripted import Conn, client_for, serve
 from tests.servers import REPO, free_port, start_proc
 
@@ -499,6 +500,7 @@ def _web_dir(tmp_path: Path, name: str = "metrics") -> Path:
     return folder
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool missing (Debian package prometheus)")
 def test_promtool_accepts_the_shipped_web_config(tmp_path: Path) -> None:
     folder = _web_dir(tmp_path)
@@ -543,6 +545,7 @@ def test_a_bad_web_config_is_exit_2_naming_the_field(
     assert code == 2 and field in err and err.count("\n") == 1, err
 
 
+@pytest.mark.integration
 def test_legacy_tls_together_with_the_web_config_points_to_the_flag(tmp_path: Path) -> None:
     folder = _web_dir(tmp_path)
     config = write_config(
@@ -622,6 +625,7 @@ def test_basic_auth_from_the_web_config(tmp_path: Path) -> None:
         endpoint.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus missing (Debian package prometheus)")
 def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
     from tests.standin.asgard import serve_in_thread
@@ -633,7 +637,7 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
         targets=[{"name": "asgard", "kind": "asgard", "url": asgard_url}],
         probes=[{"name": "api", "target": "asgard", "scenario": "asgard", "interval": "1s"}],
     )
-    port = free_port()
+    port_file = tmp_path / "port"
     daemon = subprocess.Popen(
         [
             sys.executable,
@@ -643,7 +647,9 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
             "--config",
             str(config),
             "--listen",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
             "--web.config.file",
             str(folder / "web-config.yml"),
         ],
@@ -655,6 +661,7 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
     prom_port = free_port()
     procs = []
     try:
+        port = read_port_file(port_file, timeout=30, proc=daemon)
         verify = ssl.create_default_context(cafile=str(folder / "tls.crt"))
         _wait(
             lambda: (
@@ -740,16 +747,8 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> N
 
 
 def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+    """tests.helpers.wait_for, with this module's argument order."""
+    wait_for(check, timeout=timeout, interval=0.25, what=what, ignore=(httpx.HTTPError, KeyError, ValueError))
 
 
 def test_client_certificates_when_the_web_config_requires_them(tmp_path: Path) -> None:

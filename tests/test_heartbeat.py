@@ -67,6 +67,9 @@ class Receiver:
     def count(self) -> int:
         return len(self.pings)
 
+    def reference(self) -> int:
+        return sum(1 for _, _, path in self.pings if path == REFERENCE_PATH)
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -89,6 +92,17 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 INTERVAL = 0.3
+REFERENCE_PATH = "/reference-clock"
+
+
+def _daemon_pushes(receiver: Receiver) -> int:
+    return receiver.count() - receiver.reference()
+
+
+def _reference_clock(receiver: Receiver, stop: threading.Event) -> None:
+    """Push to the receiver every INTERVAL, as a healthy daemon would, until `stop`."""
+    while not stop.wait(INTERVAL):
+        httpx.get(f"http://127.0.0.1:{receiver.server.server_address[1]}{REFERENCE_PATH}", timeout=5)
 
 
 def test_a_daemon_pushes_while_it_runs_and_stops_when_it_hangs(tmp_path: Path, receiver: Receiver) -> None:
@@ -112,13 +126,22 @@ def test_a_daemon_pushes_while_it_runs_and_stops_when_it_hangs(tmp_path: Path, r
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGSTOP)  # a hung process: nothing on it runs
         try:
-            time.sleep(2 * INTERVAL)  # a push already in flight may still land
-            stopped_at = receiver.count()
-            time.sleep(10 * INTERVAL)  # absence can only be shown by waiting: ten intervals
-            assert receiver.count() == stopped_at
+            # Absence is shown over a window the test controls: a reference clock in this
+            # process pushes to the same receiver every interval; while it pushes twelve
+            # times (two for a push already in flight to land, ten to watch), the hung
+            # daemon must push nothing.
+            ticks = threading.Event()
+            reference = threading.Thread(target=_reference_clock, args=(receiver, ticks), daemon=True)
+            reference.start()
+            wait_for(lambda: receiver.reference() >= 2, 30, "two reference ticks")
+            stopped_at = _daemon_pushes(receiver)
+            wait_for(lambda: receiver.reference() >= 12, 60, "ten more reference ticks")
+            ticks.set()
+            reference.join(timeout=5)
+            assert _daemon_pushes(receiver) == stopped_at
         finally:
             daemon.proc.send_signal(signal.SIGCONT)
-        wait_for(lambda: receiver.count() >= stopped_at + 2, 30, "pushes again once the daemon runs")
+        wait_for(lambda: _daemon_pushes(receiver) >= stopped_at + 2, 30, "pushes again once the daemon runs")
         assert "0f1e2d3c-secret" not in daemon.log_text()  # the push URL's secret path is never logged
     finally:
         daemon.stop()

@@ -17,6 +17,9 @@ from tests.servers import DaemonProcess, MlflowServer, free_port
 from tests.standin.asgard import serve_in_thread
 from tests.test_daemon import sample, scrape, wait_for
 
+# Every test here starts a daemon subprocess and signals it.
+pytestmark = [pytest.mark.integration]
+
 
 def write(path: Path, document: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(document))

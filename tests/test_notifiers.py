@@ -328,7 +328,10 @@ async def test_retry_on_connection_refused_until_the_receiver_comes_up() -> None
     )
     dispatcher.start()
     dispatcher.submit([alert()])
-    await asyncio.sleep(0.4)  # refused a few times meanwhile
+    for _ in range(200):  # until refused at least once (a generous ceiling: 10 s)
+        if (counted(registry, "late", "retry") or 0) >= 1:
+            break
+        await asyncio.sleep(0.05)
     assert (counted(registry, "late", "retry") or 0) >= 1
     async with recorder(port=port) as server:
         assert await dispatcher.flush(5)
@@ -356,7 +359,9 @@ async def test_hung_receiver_never_blocks_handle_and_the_queue_drops_the_oldest(
             slowest = max(slowest, time.perf_counter() - started)
             # The healthy receiver gets each one at once: not held back by the hung one.
             await healthy.wait_for(i + 1, timeout=5)
-        assert slowest < 0.05, f"handle() took {slowest:.3f}s"
+        # Never held by the hung receiver (its timeout is 30 s): how fast handle() is, is a
+        # figure of the alert burst benchmark (tests/perf/alert_burst.py), not a bound here.
+        assert slowest < 10, f"handle() took {slowest:.3f}s: held by the hung receiver"
         # The hung receiver holds batch 1 in flight and 3 queued; 6 older ones were dropped.
         assert counted(registry, "hung", "dropped") == 6
         assert len(alerts.firing()) == 10
@@ -365,7 +370,7 @@ async def test_hung_receiver_never_blocks_handle_and_the_queue_drops_the_oldest(
         assert counted(registry, "ok", "dropped") == 0
         started = time.perf_counter()
         await alerts.stop(flush_timeout=0.3)
-        assert time.perf_counter() - started < 3
+        assert time.perf_counter() - started < 15  # not the hung receiver's 30 s
     # At shutdown the batch stuck in flight and the 3 still queued are dropped too.
     assert counted(registry, "hung", "dropped") == 10
     assert counted(registry, "hung", "success") == 0
@@ -424,7 +429,9 @@ async def test_webhook_gets_fire_repeat_and_resolve_while_alertmanager_gets_the_
             await am.wait_for(1 + resends)
         ends = [r.json()[0]["endsAt"] for r in am.requests]
         assert ends == sorted(ends) and len(set(ends)) == 6
-        await asyncio.sleep(0.1)
+        # Whatever the ticks so far submitted to the webhook has been delivered (an event,
+        # not a sleep): only then does its count say what the engine decided.
+        assert await alerts._dispatcher.flush(10)
         assert len(hook.requests) == 1, "the webhook got the Alertmanager re-sends"
         clock[0] += 3600 - 50  # repeat_interval after the fire
         (_, repeat) = await hook.wait_for(2)
@@ -437,7 +444,7 @@ async def test_webhook_gets_fire_repeat_and_resolve_while_alertmanager_gets_the_
         assert requests[2].json()["status"] == "resolved"
         resolved = (await am.wait_for(pushed + 1))[-1].json()[0]
         assert resolved["endsAt"] == rfc3339(clock[0])  # closed now, not left to expire
-        await asyncio.sleep(0.1)
+        assert await alerts._dispatcher.flush(10)
         assert len(hook.requests) == 3
         await alerts.stop()
     assert counted(registry, "webhook", "success") == 3
@@ -454,6 +461,7 @@ def alertmanager_binary() -> str:
     pytest.skip("alertmanager binary not installed (Debian package prometheus-alertmanager)")
 
 
+@pytest.mark.integration
 async def test_real_alertmanager_accepts_the_push_and_delivers_to_a_webhook(tmp_path: Path) -> None:
     binary = alertmanager_binary()
     async with recorder() as hook:

@@ -56,6 +56,7 @@ def test_setuptools_package_list_has_no_standin() -> None:
     assert not [p for p in packages if p == "tests.standin" or p.startswith("tests.standin.")], packages
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(180)
 def test_built_wheel_holds_no_standin(tmp_path: Path) -> None:
     """`pip wheel .` over exactly what the Docker build stage copies (stand-ins included in the copy)."""
@@ -148,6 +149,7 @@ def test_every_dependency_is_pinned_and_installed_from_the_lock() -> None:
         assert metadata.version(name) == pins[name], f"{name}: installed {metadata.version(name)}, lock {pins[name]}"
 
 
+@pytest.mark.integration
 def test_demo_without_the_standins_is_a_one_line_error() -> None:
     """What an installed wheel does for `synthetic-monitor demo`: exit 2, pointing to the clone."""
     code = (

@@ -103,6 +103,7 @@ def _monitor(plugged: Path, *args: str, **kw: object) -> subprocess.CompletedPro
     )  # type: ignore[call-overload]
 
 
+@pytest.mark.integration
 def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, health_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"targets": [{"name": "web", "kind": "health", "url": health_url}]}))
@@ -146,6 +147,7 @@ def test_a_failure_of_the_new_kind_is_blamed_on_its_own_target(plugged: Path, he
     assert "step health" in summary and not re.search("mlflow|asgard", summary, re.I), summary
 
 
+@pytest.mark.integration
 def test_the_daemon_runs_the_new_kind_and_exports_its_metrics(plugged: Path, health_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(

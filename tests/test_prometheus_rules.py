@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.helpers import wait_for
+from tests.servers import free_port, start_proc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = REPO_ROOT / "deploy" / "prometheus"
@@ -96,24 +97,28 @@ def _alert_rules() -> list[dict]:
 # --------------------------------------------------------------------- real tools
 
 
+@pytest.mark.integration
 def test_promtool_check_rules():
     promtool = _tool("promtool")
     # --lint-fatal: duplicate rules (same name and labels) fail the check.
     _run(promtool, "check", "rules", "--lint-fatal", str(RULES))
 
 
+@pytest.mark.integration
 def test_promtool_rule_unit_tests():
     promtool = _tool("promtool")
     proc = _run(promtool, "test", "rules", RULES_TEST.name, cwd=PROM_DIR)
     assert "SUCCESS" in proc.stdout
 
 
+@pytest.mark.integration
 def test_promtool_check_prometheus_config():
     promtool = _tool("promtool")
     # Also checks rule_files (resolved relative to the config file).
     _run(promtool, "check", "config", str(PROM_CONFIG))
 
 
+@pytest.mark.integration
 def test_amtool_check_config():
     amtool = _tool("amtool")
     _run(amtool, "check-config", str(AM_CONFIG))
@@ -128,6 +133,7 @@ def test_amtool_check_config():
         (["alertname=SyntheticMonitorWatchdog", "severity=none"], "deadmans-switch"),
     ],
 )
+@pytest.mark.integration
 def test_alertmanager_routing(labels, receivers):
     amtool = _tool("amtool")
     _run(
@@ -141,12 +147,6 @@ def test_alertmanager_routing(labels, receivers):
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _http(method: str, url: str, body: object | None = None) -> object:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -155,48 +155,26 @@ def _http(method: str, url: str, body: object | None = None) -> object:
     return json.loads(raw) if raw else None
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
 @pytest.fixture
 def alertmanager(tmp_path):
     binary = _tool("alertmanager", "prometheus-alertmanager")
-    port = _free_port()
-    log = (tmp_path / "alertmanager.log").open("w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={AM_CONFIG}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
+    command = [
+        binary,
+        f"--config.file={AM_CONFIG}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    proc = start_proc("alertmanager", command, tmp_path, f"{base}/-/ready")
     try:
-        deadline = time.monotonic() + 20
-        while not _ready(f"{base}/-/ready"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("alertmanager did not start:\n" + (tmp_path / "alertmanager.log").read_text())
-            time.sleep(0.1)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        proc.stop()
 
 
+@pytest.mark.integration
 def test_mlflow_outage_inhibits_asgard_dependency_alert(alertmanager):
     """A down MLflow pages once: the Asgard `dependency=mlflow` symptom is muted."""
     now = datetime.now(UTC)
@@ -298,10 +276,13 @@ def test_mlflow_outage_inhibits_asgard_dependency_alert(alertmanager):
         ("SyntheticProbeFailing", "asgard", "qa"): "active",
         ("AsgardDependencyUnavailable", "mlflow", "qa"): "active",
     }
-    deadline = time.monotonic() + 10
-    while (got := states()) != expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert got == expected
+    wait_for(
+        lambda: states() == expected,
+        timeout=30,
+        interval=0.2,
+        what="the inhibited states",
+        context=lambda: str(states()),
+    )
 
 
 # ------------------------------------------------------------ contract / structure

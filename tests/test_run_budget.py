@@ -70,6 +70,7 @@ def write_config(path: Path, **probe: Any) -> Path:
         ({"scenario": "mlflow_write", "interval": "1s", "timeout": "1s"}, "plus its cleanup budget 1s"),
     ],
 )
+@pytest.mark.integration
 def test_deadline_without_room_for_cleanup_is_a_config_error(
     tmp_path: Path, probe: dict[str, Any], phrase: str
 ) -> None:

@@ -36,10 +36,14 @@ import pytest
 import yaml
 
 from tests.faultproxy import FaultProxy, make_self_signed
+from tests.helpers import read_port_file
+from tests.helpers import wait_for as poll
 from tests.servers import REPO, DaemonProcess, MlflowServer, free_port, mlflow_executable, wait_http
 from tests.test_daemon import wait_for
 
-pytestmark = pytest.mark.timeout(120)
+# Every test here starts MLflow (basic auth) or daemon subprocesses; the canary fixture starts
+# four daemons at once, which takes minutes on a loaded machine (a ceiling, not an expectation).
+pytestmark = [pytest.mark.timeout(300), pytest.mark.integration]
 
 RUN = secrets.token_hex(4)
 
@@ -507,18 +511,14 @@ class TLSDaemon(DaemonProcess):
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"daemon exited: {self.log_text()}"
-            try:
-                if httpx.get(f"{self.url}/healthz", verify=trusting(self.ca), timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("the TLS daemon did not answer")
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self.port = read_port_file(self.port_file, timeout=timeout, proc=self.proc)
+
+        def healthy() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, f"daemon exited: {self.log_text()}"
+            return httpx.get(f"{self.url}/healthz", verify=trusting(self.ca), timeout=2).status_code == 200
+
+        poll(healthy, timeout=timeout, interval=0.2, what="the TLS daemon's /healthz")
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,10 @@ import yaml
 from monitor.cli import main
 from tests.servers import Proc, free_port, start_proc
 
+# A real Prometheus holds the history; the report runs as a subprocess.
+pytestmark = [pytest.mark.integration]
+
+
 DAY = 86400
 SAMPLE = 180  # seconds between samples ("scrapes")
 # Scrapes are not aligned with the window's edges: with samples exactly on them even

@@ -82,6 +82,7 @@ def test_committed_unit_tests_equal_their_generator() -> None:
     )
 
 
+@pytest.mark.integration
 def test_promtool_check_slo_rules() -> None:
     proc = subprocess.run(
         [_promtool(), "check", "rules", "--lint-fatal", str(SLO_RULES)],
@@ -93,6 +94,7 @@ def test_promtool_check_slo_rules() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.integration
 def test_promtool_slo_rule_unit_tests() -> None:
     proc = subprocess.run(
         [_promtool(), "test", "rules", SLO_TESTS.name],
@@ -221,7 +223,11 @@ def test_latency_threshold_is_rounded_to_a_bucket_with_a_warning(tmp_path: Path,
     assert err.count("\n") == 2  # one line per probe
     assert "latency threshold 1.2s is not a bucket bound of metrics.buckets; using the nearest bound 1s" in err
     assert 'le="1.0"' in out and "1.2" not in out
-    assert bucket_bound(1.75, [1.0, 2.5]) == (1.0, bucket_bound(1.75, [1.0, 2.5])[1])
+    # A tie (0.75 s either way) goes to the lower, stricter bound, with the warning that says so.
+    assert bucket_bound(1.75, [1.0, 2.5]) == (
+        1.0,
+        "latency threshold 1.75s is not a bucket bound of metrics.buckets; using the nearest bound 1s",
+    )
     assert bucket_bound(2.5, [1.0, 2.5]) == (2.5, None)
     assert bucket_bound(100, [1.0, 60.0])[0] == 60.0
 
