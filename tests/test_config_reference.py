@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import Field
 
 from monitor.config import Config, reference
@@ -45,6 +46,7 @@ def test_committed_reference_is_fresh() -> None:
     assert committed == reference.render(), "docs/configuration.md is stale: run python -m monitor.config.reference"
 
 
+@pytest.mark.integration
 def test_check_mode_passes_on_the_committed_file_and_fails_on_a_stale_one(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "monitor.config.reference"]
     proc = subprocess.run([*command, "--check"], cwd=REPO, capture_output=True, text=True)

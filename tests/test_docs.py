@@ -122,6 +122,7 @@ def code_runbook_anchors() -> set[str]:
     return {n.lower() for n in names} | {runbook_anchor(c) for c in diagnosis_components()}
 
 
+@pytest.mark.integration
 def test_mkdocs_build_strict_passes(site: Path) -> None:
     assert (site / "index.html").is_file() and (site / "runbook.html").is_file()
     assert (site / "configuration.html").is_file(), "the generated configuration reference is part of the site"
@@ -145,6 +146,7 @@ def test_the_anchor_collectors_find_what_the_code_links_to() -> None:
     assert len(diagnosis_components()) >= 5
 
 
+@pytest.mark.integration
 def test_runbook_has_every_anchor_the_alerts_and_diagnoses_link_to(site: Path) -> None:
     ids = _ids(site / "runbook.html")
     wanted = rule_runbook_anchors() | code_runbook_anchors()

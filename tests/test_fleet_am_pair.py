@@ -174,6 +174,7 @@ def pair(tmp_path: Path) -> Iterator[dict[str, Any]]:
         hook.stop()
 
 
+@pytest.mark.integration
 def test_five_outages_each_page_once_resolve_once_and_never_twice(pair: dict[str, Any]) -> None:
     hook, mlflow, daemons = pair["hook"], pair["mlflow"], pair["daemons"]
 

@@ -144,6 +144,7 @@ def pages(hook: WebhookServer, path: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.integration
 def test_peers_over_tls_and_basic_auth_vote_and_a_401_is_a_counted_fault(secured: dict[str, Any]) -> None:
     alpha, beta = secured["daemons"]
     hook = secured["hook"]
@@ -183,6 +184,7 @@ def test_peers_over_tls_and_basic_auth_vote_and_a_401_is_a_counted_fault(secured
     assert registry.get_sample_value("synthetic_monitor_peer_errors_total", {"peer": alpha.url, "reason": "tls"}) == 1
 
 
+@pytest.mark.integration
 def test_a_password_in_a_peer_url_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(

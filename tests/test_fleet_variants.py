@@ -98,6 +98,7 @@ def pair(tmp_path: Path) -> Iterator[dict[str, Any]]:
         hook.stop()
 
 
+@pytest.mark.integration
 def test_resends_and_a_restart_between_the_warning_and_its_resolve(pair: dict[str, Any]) -> None:
     hook, proxy = pair["hook"], pair["proxy"]
     alpha, beta = pair["daemons"]

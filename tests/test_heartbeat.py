@@ -105,6 +105,7 @@ def _reference_clock(receiver: Receiver, stop: threading.Event) -> None:
         httpx.get(f"http://127.0.0.1:{receiver.server.server_address[1]}{REFERENCE_PATH}", timeout=5)
 
 
+@pytest.mark.integration
 def test_a_daemon_pushes_while_it_runs_and_stops_when_it_hangs(tmp_path: Path, receiver: Receiver) -> None:
     asgard, asgard_url = serve_in_thread()
     config = tmp_path / "c.yaml"

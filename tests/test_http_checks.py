@@ -211,6 +211,7 @@ async def test_text_only_assertions_take_a_binary_answer(shop: tuple[Shop, str],
     assert result.ok, result.as_dict()
 
 
+@pytest.mark.integration
 def test_a_secret_header_reaches_the_server_is_reread_and_never_shows(shop: tuple[Shop, str], tmp_path: Path) -> None:
     state, url = shop
     state.key = SECRET
@@ -248,6 +249,7 @@ def test_a_secret_header_reaches_the_server_is_reread_and_never_shows(shop: tupl
     assert ROTATED not in text and "bad key ***" in text  # the server quoted it back; the result does not
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("form", ["bearer_token_file", "basic_auth"])
 async def test_credentials_from_files_reach_the_server_and_follow_a_rotation(
     shop: tuple[Shop, str], tmp_path: Path, form: str
@@ -294,6 +296,7 @@ async def test_credentials_from_files_reach_the_server_and_follow_a_rotation(
         (("extract", "item", None, "$.items[0"), "probes[0].options.steps[0].extract.item", "JSONPath syntax error"),
     ],
 )
+@pytest.mark.integration
 def test_broken_cel_and_jsonpath_are_refused_naming_the_field(
     tmp_path: Path, change: tuple[Any, ...], field: str, message: str
 ) -> None:
@@ -309,6 +312,7 @@ def test_broken_cel_and_jsonpath_are_refused_naming_the_field(
     assert len(lines) == 1 and f"{field}: {message}" in lines[0], result.stderr
 
 
+@pytest.mark.integration
 def test_a_var_used_before_it_is_extracted_is_a_config_error(tmp_path: Path) -> None:
     steps = json.loads(json.dumps(STEPS))
     steps[1]["request"]["path"] = "/v1/orders/${order}"
@@ -316,12 +320,14 @@ def test_a_var_used_before_it_is_extracted_is_a_config_error(tmp_path: Path) -> 
     assert result.returncode == 2 and "var order used" in result.stderr and "steps[1]" in result.stderr
 
 
+@pytest.mark.integration
 def test_more_than_twenty_steps_is_a_config_error(tmp_path: Path) -> None:
     steps = [{"name": f"s{i}", "request": {"path": "/v1/items"}} for i in range(21)]
     result = monitor("config", "validate", str(write_config(tmp_path, "http://127.0.0.1:9", steps)))
     assert result.returncode == 2 and "probes[0].options.steps" in result.stderr
 
 
+@pytest.mark.integration
 async def test_the_asgard_example_passes_against_the_standin(tmp_path: Path) -> None:
     from tests.test_asgard_standin import start_standin
 

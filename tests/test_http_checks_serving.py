@@ -76,6 +76,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+@pytest.mark.integration
 def test_the_model_serving_example_passes_against_mlflow_models_serve(serving: str, tmp_path: Path) -> None:
     document = yaml.safe_load((REPO / "deploy/examples/checks-model-serving.yaml").read_text())
     document["targets"][0]["url"] = serving
@@ -93,6 +94,7 @@ def test_the_model_serving_example_passes_against_mlflow_models_serve(serving: s
     assert [(s["name"], s["ok"]) for s in probe["steps"]] == [("ping", True), ("invocations", True)]
 
 
+@pytest.mark.integration
 def test_a_wrong_prediction_shape_is_the_named_assertion(serving: str, tmp_path: Path) -> None:
     document = yaml.safe_load((REPO / "deploy/examples/checks-model-serving.yaml").read_text())
     document["targets"][0]["url"] = serving

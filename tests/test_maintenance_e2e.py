@@ -94,6 +94,7 @@ def _badge(daemon: DaemonProcess, probe: str) -> str:
     return [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")][-1]
 
 
+@pytest.mark.integration
 def test_windows_hold_alerts_while_other_probes_page(
     rig: tuple[dict[str, AsgardServer], WebhookServer, Path], tmp_path: Path
 ) -> None:

@@ -62,6 +62,7 @@ def _expected(rules: dict[str, Any], probe: str, window: str) -> dict[str, Any]:
     return {"exp_labels": labels, "exp_annotations": {k: expand(v) for k, v in rule["annotations"].items()}}
 
 
+@pytest.mark.integration
 def test_slo_rules_leave_maintenance_out_of_pages_and_budget(tmp_path: Path) -> None:
     promtool = _promtool()
     shutil.copy(PROM_DIR / "slo.rules.yml", tmp_path / "slo.rules.yml")

@@ -130,6 +130,7 @@ def test_config_default_probe_and_check_work_for_the_new_kind(plugged: Path, hea
     assert bad.returncode == 2 and "targets[0].kind" in bad.stderr and "unknown kind 'health'" in bad.stderr
 
 
+@pytest.mark.integration
 def test_a_failure_of_the_new_kind_is_blamed_on_its_own_target(plugged: Path, health_url: str, tmp_path: Path) -> None:
     """No kind inherits another's components: the plug-in declares none, so a dead worker
     behind its target is the generic `server`, and the alert text names no other service."""

@@ -37,6 +37,7 @@ def test_the_shipped_rules_file_is_generated_from_the_base_config() -> None:
     assert groups.count(GROUP) == 1
 
 
+@pytest.mark.integration
 def test_the_cli_writes_min_locations_from_the_config(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -114,6 +115,7 @@ def cases() -> dict[str, Any]:
     }
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
 def test_min_locations_three_pages_on_three_of_three_only(tmp_path: Path) -> None:
     group = render_group(3, "test")

@@ -117,6 +117,7 @@ def annotations_of(rule: dict[str, Any]) -> dict[str, str]:
     return annotations
 
 
+@pytest.mark.integration
 def test_the_sli_is_per_location_and_min_locations_comes_from_the_config(tmp_path: Path) -> None:
     doc = yaml.safe_load(SLO_RULES.read_text(encoding="utf-8"))
     records = [r for g in doc["groups"] for r in g["rules"] if "record" in r and "ratio_rate" in r["record"]]

@@ -86,6 +86,7 @@ def _config(tmp_path: Path, windows: list[dict[str, Any]]) -> Path:
         ({"name": "w", "start": "2026-12-20T02:00:00Z", "end": "2026-12-20T03:00:00Z"}, "probes", "needs `probes:`"),
     ],
 )
+@pytest.mark.integration
 def test_a_bad_window_is_exit_2_naming_the_field(
     tmp_path: Path, window: dict[str, Any], field: str, words: str
 ) -> None:
@@ -383,6 +384,7 @@ def test_routes_honour_web_config_and_lifecycle(served: tuple[str, Maintenance, 
 # ----------------------------------------------------------------- check --format html
 
 
+@pytest.mark.integration
 def test_check_format_html_writes_the_page(tmp_path: Path) -> None:
     asgard = AsgardServer(("127.0.0.1", 0))
     threading.Thread(target=asgard.serve_forever, daemon=True).start()

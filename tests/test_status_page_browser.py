@@ -158,6 +158,7 @@ def _browser(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.integration
 def test_status_page_in_headless_chromium(stack: dict[str, Any]) -> None:
     chromium = _chromium()
     daemon: DaemonProcess = stack["daemon"]

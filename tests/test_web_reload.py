@@ -154,6 +154,7 @@ HALF_WRITTEN = "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
     ],
     ids=["empty", "tls-cut", "auth-cut", "invalid-yaml"],
 )
+@pytest.mark.integration
 def test_a_bad_web_config_on_sighup_keeps_tls_and_auth(tls_daemon: TLSDaemon, content: str, problem: str) -> None:
     assert tls_daemon.failures() == 0
     tls_daemon.assert_still_protected()
@@ -176,6 +177,7 @@ def test_a_bad_web_config_on_sighup_keeps_tls_and_auth(tls_daemon: TLSDaemon, co
     assert tls_daemon.get("/healthz").status_code == 401
 
 
+@pytest.mark.integration
 def test_an_empty_web_config_without_sighup_is_refused_on_the_next_connection(tls_daemon: TLSDaemon) -> None:
     tls_daemon.web_config.write_text("")
     tls_daemon.assert_still_protected()
