@@ -48,6 +48,7 @@ EXPECTED_ALERTS = {
     "SyntheticMonitorDown",
     "SyntheticMonitorSinkFailing",
     "SyntheticProbeFailingFromOneLocation",
+    "MLflowVersionSkew",
 }
 SEVERITIES = {"critical", "warning"}
 RUNBOOK_BASE = "https://runbooks.example.internal/synthetic-monitor#"

@@ -462,7 +462,12 @@ class AlertEngine:
                 f" down. Last: " + _step_text(worker) + diagnosis
             )
 
-        yield AlertKey(WORKER_FAILURE, t, p), Verdict.BAD if worker else Verdict.GOOD, worker_failure
+        # A worker failure the target's culprit puts elsewhere (workers killed while held by a
+        # stalled store or a locked table) pages as that part, not as MLflowWorkerFailure.
+        culprit, own = result.target_diagnosis, result.diagnosis
+        held = worker is not None and culprit is not None and own is not None and culprit.component != own.component
+        worker_verdict = Verdict.NEUTRAL if held else Verdict.BAD if worker else Verdict.GOOD
+        yield AlertKey(WORKER_FAILURE, t, p), worker_verdict, worker_failure
 
         threshold = self.config.latency_threshold
         slow = result.duration_seconds > threshold
@@ -630,7 +635,11 @@ def _diagnosis_text(result: ProbeResult, runbook_url: str | None = None) -> str:
     d = result.diagnosis
     if d is None:
         return ""
-    return f" Diagnosis: {d.component}: {short_error(d.summary)} (runbook {runbook_url or ''}#{runbook_anchor(d.component)})."
+    text = f" Diagnosis: {d.component}: {short_error(d.summary)} (runbook {runbook_url or ''}#{runbook_anchor(d.component)})."
+    c = result.target_diagnosis
+    if c is not None and c != d:
+        text += f" Target culprit: {c.component}: {short_error(c.summary)} (runbook {runbook_url or ''}#{runbook_anchor(c.component)})."
+    return text
 
 
 def _first_with(result: ProbeResult, reason: Reason) -> StepResult | None:

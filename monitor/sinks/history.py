@@ -25,12 +25,16 @@ class HistorySink:
         self._recent: dict[str, deque[bool]] = {}  # pass/fail only: 20 whole results are ~13 KB a probe
         self._failures: deque[ProbeResult] = deque(maxlen=keep_failures)
         self._runs: dict[str, int] = {}
+        # One culprit per target: the stamp of its newest result (None: healthy).
+        self._culprits: dict[str, dict[str, str] | None] = {}
 
     def handle(self, result: ProbeResult) -> None:
         with self._lock:
             self._last[result.probe] = result
             self._recent.setdefault(result.probe, deque(maxlen=self._keep)).append(result.ok)
             self._runs[result.probe] = self._runs.get(result.probe, 0) + 1
+            culprit = result.target_diagnosis
+            self._culprits[result.target] = culprit.as_dict() if culprit else None
             if not result.ok:
                 self._failures.append(result)
 
@@ -63,4 +67,5 @@ class HistorySink:
                     }
                 )
             failures = [r.as_dict() for r in reversed(self._failures)]
-        return {"probes": entries, "recent_failures": failures}
+            targets = {t: c for t, c in self._culprits.items() if any(r.target == t for r in self._last.values())}
+        return {"probes": entries, "recent_failures": failures, "targets": targets}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from monitor.probes.mlflow.culprit import culprit
 from monitor.probes.mlflow.explain import diagnose_step, error_hint
 from monitor.probes.mlflow.read import READ
 from monitor.probes.mlflow.registry import REGISTRY
+from monitor.probes.mlflow.tracing import TRACING
 from monitor.probes.mlflow.write import WRITE
 from monitor.scenario.base import (
     StandaloneTarget,
@@ -19,10 +21,11 @@ KIND = TargetKind(
     standalone=StandaloneTarget("mlflow", "MLFLOW_TRACKING_URI", "http://localhost:5000"),
     error_hint=error_hint,
     diagnose=diagnose_step,
+    culprit=culprit,
 )
 
 
 KINDS = (KIND,)
 
 
-SCENARIOS = (READ, WRITE, REGISTRY)
+SCENARIOS = (READ, WRITE, REGISTRY, TRACING)
