@@ -74,13 +74,21 @@ async def test_tracing_probe_reads_its_trace_back_and_leaves_none(mlflow_server:
     for _ in range(3):
         result = await _run(mlflow_server.url, "mlflow_tracing")
         assert result.ok, result.as_dict()
-        assert [s.name for s in result.steps] == ["experiment_get_or_create", "trace_export", "trace_get", "trace_delete"]
+        assert [s.name for s in result.steps] == [
+            "experiment_get_or_create",
+            "trace_export",
+            "trace_get",
+            "trace_delete",
+        ]
         visible = result.facts.trace_visible_seconds  # type: ignore[attr-defined]
         assert isinstance(visible, float) and 0 < visible < 20
         sink.handle(result)
-    assert registry.get_sample_value(
-        "synthetic_mlflow_trace_visible_seconds_count", {"target": "mlflow", "probe": "tracing"}
-    ) == 3.0
+    assert (
+        registry.get_sample_value(
+            "synthetic_mlflow_trace_visible_seconds_count", {"target": "mlflow", "probe": "tracing"}
+        )
+        == 3.0
+    )
     assert _traces(mlflow_server.url, _experiment_id(mlflow_server.url)) == []
 
 
