@@ -4,6 +4,7 @@ capabilities in synthetic_target_info, and the write probe's artifact throughput
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from pathlib import Path
@@ -16,10 +17,11 @@ from prometheus_client import CollectorRegistry
 from monitor.http.client import TargetClient
 from monitor.probes.mlflow.api import sweep_leftovers
 from monitor.probes.mlflow.tracing import TRACES_API, otlp_payload
-from monitor.results import ProbeResult
+from monitor.results import ProbeResult, Reason
 from monitor.scenario.registry import SCENARIOS
 from monitor.scenario.runner import run_probe
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
+from tests.scripted import Conn, serve
 from tests.servers import MlflowServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -164,3 +166,61 @@ async def test_write_probe_with_artifact_size_exports_both_throughputs(mlflow_se
         assert registry.get_sample_value("synthetic_mlflow_artifact_throughput_bytes_count", labels) == 1.0
     small = await _run(mlflow_server.url, "mlflow_write", probe="write", artifacts=True)
     assert small.ok and small.facts.artifact_throughput is None  # type: ignore[attr-defined]
+
+
+class TracingStandIn:
+    """MLflow's tracing routes over a socket, answering as told: a trace whose spans carry
+    another run's attributes, or an export that never answers."""
+
+    def __init__(self, export: str = "ok") -> None:
+        self.export = export
+        self.deleted: list[Any] = []
+
+    async def __call__(self, conn: Conn) -> None:
+        while True:
+            request = await conn.read_request()
+            path = request.path.split("?")[0]
+            body: dict[str, Any] = {}
+            if path.endswith("/experiments/get-by-name"):
+                body = {"experiment": {"experiment_id": "7", "lifecycle_stage": "active"}}
+            elif path == "/v1/traces" and self.export == "hang":
+                await conn.hang()
+            elif path == f"{TRACES_API}/get":
+                span = {"attributes": [{"key": "synthetic_monitor.probe", "value": {"string_value": "tracing"}}]}
+                body = {"trace": {"spans": [{**span, "name": "synthetic-monitor-probe"}, {**span, "name": "other"}]}}
+            elif path == f"{TRACES_API}/delete-traces":
+                self.deleted.append(json.loads(request.body))
+            await conn.respond(200, json.dumps(body).encode())
+
+
+async def test_a_trace_read_back_wrong_is_validation_failed_and_still_deleted() -> None:
+    stand_in = TracingStandIn()
+    async with serve(stand_in) as server:
+        result = await _run(server.url, "mlflow_tracing")
+    failed = result.failed_step
+    assert failed is not None and failed.name == "trace_get" and failed.reason is Reason.VALIDATION_FAILED
+    assert "span names" in (failed.error or "") and "run=None" in (failed.error or "")
+    assert stand_in.deleted and stand_in.deleted[0]["request_ids"][0].startswith("tr-")
+    assert not result.facts.sweep_pending()
+
+
+async def test_an_export_without_an_answer_leaves_its_trace_for_the_sweep() -> None:
+    stand_in = TracingStandIn(export="hang")
+    async with serve(stand_in) as server:
+        client = TargetClient(server.url)
+        try:
+            result = await run_probe(
+                SCENARIOS["mlflow_tracing"],
+                client,
+                SCENARIOS["mlflow_tracing"].options_model(),
+                probe="tracing",
+                target="mlflow",
+                timeout=1.0,
+            )
+        finally:
+            await client.aclose()
+    export = next(s for s in result.steps if s.name == "trace_export")
+    assert export.reason is Reason.TIMEOUT
+    trace_id = stand_in.deleted[0]["request_ids"][0]
+    # The server may store the trace after our delete ran: the run reports it for the sweep.
+    assert result.facts.sweep_pending() and result.facts.leftovers() == [f"trace:7:{trace_id}"]
