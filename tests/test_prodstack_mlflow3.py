@@ -382,7 +382,8 @@ async def test_a_throttled_s3_moves_the_throughput_histograms_before_any_timeout
 
     await h.until("a passing 6 MiB round trip", lambda: h.results[-1].ok, rounds=3)
     multipart = next(s for s in h.results[-1].steps if s.name == "artifact_put")
-    assert multipart.ok, h.context()
+    # S3 behind the proxy: server-info says multipart, so the upload ended with mpu/complete.
+    assert multipart.ok and "/mpu/complete/" in (multipart.path or ""), (multipart, h.context())
     fast = rates()
     s3_proxy.set_fault(Fault("pass", delay=1.5))
     try:
@@ -395,6 +396,15 @@ async def test_a_throttled_s3_moves_the_throughput_histograms_before_any_timeout
     for direction in ("upload", "download"):
         labels = {"target": "mlflow", "probe": "mlflow_write", "direction": direction}
         assert h.registry.get_sample_value("synthetic_mlflow_artifact_throughput_bytes_count", labels) >= 2.0
+    # A part the storage refuses: the upload fails, is aborted, and no part stays behind.
+    s3_proxy.set_fault(Fault("status", status=500, path="synthetic-monitor/probe.bin", query="partNumber"))
+    try:
+        (broken,) = await h.round()
+    finally:
+        s3_proxy.clear()
+    steps = {s.name: s for s in broken.steps}
+    assert not steps["artifact_put"].ok and steps["artifact_abort"].ok and steps["artifact_delete"].ok, h.context()
+    assert broken.diagnosis is not None and broken.diagnosis.component == "artifact_store", h.context()
     # Nothing left: the objects are deleted, no multipart upload stays open.
     assert prodstack.probe_objects() == []
     uploads = prodstack.s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
