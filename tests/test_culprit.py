@@ -368,3 +368,17 @@ async def test_a_step_starved_by_the_deadline_is_skipped_and_blames_nothing() ->
         "synthetic_probe_step_failures_total",
         {"target": "mlflow", "probe": "mlflow_write", "step": "artifact_put", "reason": "timeout"},
     ) in (None, 0.0)
+
+
+def test_a_connection_dropped_after_health_is_the_server_not_the_database() -> None:
+    """Measured with workers SIGKILLed and healthy stores: /health answers, the next request's
+    connection drops. That is any killed worker, no evidence against the database."""
+    killed = run_of(
+        "mlflow_read",
+        ok("health"),
+        bad("registered_models_search", Reason.WORKER_FAILURE, "GET ...: connection closed by the server"),
+    )
+    _, stamped = culprit_of(killed)
+    culprit = stamped[0].target_diagnosis
+    assert culprit is not None and culprit.component == "mlflow_server", culprit
+    assert WORKER_FAILURE in {a.name for a in _engine().observe(stamped[0], T0 + 100)}

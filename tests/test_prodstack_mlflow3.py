@@ -12,7 +12,7 @@ the one culprit while it lasts (from the first blame on, nothing else is blamed)
 alert, and recovery (no culprit, the alert resolved); no MLflowWorkerFailure for a
 database or S3 fault. Rounds are polled, never slept.
 
-The uvicorn MLflow gets a tiny SQLAlchemy pool (1 connection, no overflow, 1 s wait) through
+The uvicorn MLflow gets a tiny SQLAlchemy pool (2 connections, no overflow, 1 s wait) through
 a sitecustomize shim: MLflow 3.17 reads MLFLOW_SQLALCHEMYSTORE_POOL_SIZE but drops a
 MAX_OVERFLOW of 0 (`if pool_max_overflow:`) and has no pool-timeout variable, and under
 gunicorn's sync workers (one request per process) a pool can never run dry anyway.
@@ -50,17 +50,21 @@ from tests.servers import free_port, mlflow_executable, wait_http
 
 pytestmark = pytest.mark.timeout(600)
 
+# Two connections: OTLP ingest (log_spans_async) needs two at once, one is too few for it.
+POOL_SIZE = 2
+
 POOL_SHIM = '''
 """Test-only: a tiny SQLAlchemy pool for MLflow (see tests/test_prodstack_mlflow3.py)."""
 import os
 import sqlalchemy
 
 _create_engine = sqlalchemy.create_engine
+POOL = int(os.environ["SM_TEST_POOL_SIZE"])
 
 
 def create_engine(url, *args, **kwargs):
     if str(url).startswith("postgresql"):
-        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=float(os.environ["SM_TEST_POOL_TIMEOUT"]))
+        kwargs.update(pool_size=POOL, max_overflow=0, pool_timeout=float(os.environ["SM_TEST_POOL_TIMEOUT"]))
     return _create_engine(url, *args, **kwargs)
 
 
@@ -232,6 +236,7 @@ class UvicornMlflow:
             PYTHONUNBUFFERED="1",
             PYTHONPATH=str(shim),
             SM_TEST_POOL_TIMEOUT="1",
+            SM_TEST_POOL_SIZE=str(POOL_SIZE),
             AWS_RETRY_MODE="standard",
             AWS_MAX_ATTEMPTS="2",
         )
@@ -282,6 +287,14 @@ def uvicorn_mlflow(
     server = UvicornMlflow(tmp_path_factory.mktemp("uvicorn"), prodstack, s3_proxy.url).start()
     yield server
     server.stop()
+
+
+def _lock_waiters(stack: ProdStack) -> int:
+    with stack.postgres.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'mlflow' AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _probe_traces(stack: ProdStack) -> list[str]:
@@ -338,20 +351,28 @@ async def test_pool_exhaustion_is_the_backend_store(prodstack: ProdStack, uvicor
     QueuePool timeout, which MLflow answers as HTTP 400."""
     h = Harness(uvicorn_mlflow.url, [Probe("mlflow_write", "mlflow_write", timeout=8.0, step_timeout=6.0)])
     await h.until("a passing write run", lambda: h.results[-1].ok, rounds=3)
-    holder: threading.Thread | None = None
     with prodstack.postgres.connect() as conn:
         conn.autocommit = False
         conn.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
-        # One request that takes the pool's only connection and waits on the lock.
-        holder = threading.Thread(
-            target=lambda: httpx.post(
-                f"{uvicorn_mlflow.url}/api/2.0/mlflow/runs/search",
-                json={"experiment_ids": ["0"], "max_results": 1},
-                timeout=60,
-            ),
-            daemon=True,
-        )
-        holder.start()
+        # Requests that take every connection of the pool and wait on the lock.
+        holders = [
+            threading.Thread(
+                target=lambda: httpx.post(
+                    f"{uvicorn_mlflow.url}/api/2.0/mlflow/runs/search",
+                    json={"experiment_ids": ["0"], "max_results": 1},
+                    timeout=60,
+                ),
+                daemon=True,
+            )
+            for _ in range(POOL_SIZE)
+        ]
+        for holder in holders:
+            holder.start()
+        # Poll until each holder's session waits on the lock: the pool is empty from then on.
+        deadline = time.monotonic() + 60
+        while _lock_waiters(prodstack) < POOL_SIZE:
+            assert time.monotonic() < deadline, "the holders never waited on the lock"
+            await asyncio.sleep(0.1)
         try:
             since = len(h.results)
             await h.until("the database blamed", lambda: h.blamed() == {"backend_store"}, rounds=6)
@@ -364,7 +385,8 @@ async def test_pool_exhaustion_is_the_backend_store(prodstack: ProdStack, uvicor
             await h.only("backend_store", rounds=1, since=since)
         finally:
             conn.rollback()
-    holder.join(timeout=30)
+    for holder in holders:
+        holder.join(timeout=30)
     await h.until("recovered", lambda: h.results[-1].ok and not h.blamed(), rounds=6)
     assert h.alert(MLFLOW_DEPENDENCY_UNAVAILABLE, "resolved", dependency="backend_store") is not None
     assert h.alert(WORKER_FAILURE) is None
@@ -385,7 +407,7 @@ async def test_a_throttled_s3_moves_the_throughput_histograms_before_any_timeout
     # S3 behind the proxy: server-info says multipart, so the upload ended with mpu/complete.
     assert multipart.ok and "/mpu/complete/" in (multipart.path or ""), (multipart, h.context())
     fast = rates()
-    s3_proxy.set_fault(Fault("pass", delay=1.5))
+    s3_proxy.set_fault(Fault("pass", delay=1.5, path=f"/{BUCKET}/"))  # unscoped, `pass` would clear
     try:
         (slow_run,) = await h.round()
     finally:
@@ -437,6 +459,8 @@ async def test_s3_stall_across_probes_is_one_artifact_store_culprit(prodstack: P
         assert h.alert(MLFLOW_DEPENDENCY_UNAVAILABLE, dependency="artifact_store") is not None
     finally:
         prodstack.s3.resume()
+    # gunicorn killed the held workers; bring the new ones past their cold start first.
+    prodstack.mlflow.warm_up(rounds=1)
     await h.until("recovered", lambda: all(r.ok for r in h.results[-3:]) and not h.blamed(), rounds=10)
     assert h.alert(MLFLOW_DEPENDENCY_UNAVAILABLE, "resolved", dependency="artifact_store") is not None
     assert h.alert(WORKER_FAILURE) is None, h.context()

@@ -8,8 +8,9 @@ The differential evidence, strongest first:
 
 1. a store a run saw failing (`dependency_up` False, a 503 naming the database, a pool
    timeout) unless a later run saw the same store working;
-2. a database route that failed (timeout, dying worker) after a route touching no store
-   (/health, /version) of the same run answered: the workers are fine, the database is not;
+2. a database route that timed out, or whose worker died answering Flask's HTML 500, after
+   a route touching no store (/health, /version) of the same run answered: the workers are
+   fine, the database is not (a dropped connection alone is not evidence: any killed worker);
 3. between the two stores, the one blamed first in the incident (it held the workers that
    the other probes then timed out on); the database on a tie;
 4. otherwise the part blamed first (the server, the network, the credentials, the config).
@@ -97,7 +98,12 @@ def _database_route_failed_behind_live_workers(result: ProbeResult) -> bool:
     step = result.failed_step
     if step is None or step.skipped or step.name not in DB_STEPS:
         return False
-    if step.reason not in (Reason.TIMEOUT, Reason.WORKER_FAILURE):
+    # Our timeout, or a worker that died answering Flask's HTML 500 (gunicorn aborted it while
+    # it waited on the database). A connection merely dropped is no database evidence: a
+    # worker killed for any reason looks the same (measured: killing workers with healthy
+    # stores drops connections right after /health answered).
+    dying_in_database = step.reason is Reason.WORKER_FAILURE and step.status_code == 500
+    if step.reason is not Reason.TIMEOUT and not dying_in_database:
         return False
     before = result.steps[: result.steps.index(step)]
     return any(s.ok and not s.skipped and s.name in NO_STORE_STEPS for s in before)
