@@ -450,6 +450,7 @@ GUNICORN_PROBES = [
 
 async def test_s3_stall_across_probes_is_one_artifact_store_culprit(prodstack: ProdStack) -> None:
     h = Harness(prodstack.mlflow.url, GUNICORN_PROBES)
+    prodstack.mlflow.warm_up(rounds=1)
     await h.until("a healthy round", lambda: all(r.ok for r in h.results[-3:]) and not h.blamed(), rounds=4)
     prodstack.s3.pause()
     try:
@@ -469,6 +470,7 @@ async def test_s3_stall_across_probes_is_one_artifact_store_culprit(prodstack: P
 
 async def test_postgres_connection_limit_is_the_backend_store(prodstack: ProdStack) -> None:
     h = Harness(prodstack.mlflow.url, GUNICORN_PROBES[:2])
+    prodstack.mlflow.warm_up(rounds=1)
     await h.until("a healthy round", lambda: all(r.ok for r in h.results[-2:]) and not h.blamed(), rounds=4)
     pg = prodstack.postgres
     pg.psql("ALTER DATABASE mlflow CONNECTION LIMIT 0")
@@ -492,6 +494,7 @@ async def test_postgres_connection_limit_is_the_backend_store(prodstack: ProdSta
 
 async def test_gunicorn_workers_killed_with_healthy_stores_is_the_server(prodstack: ProdStack) -> None:
     h = Harness(prodstack.mlflow.url, GUNICORN_PROBES[:2])
+    prodstack.mlflow.warm_up(rounds=1)
     await h.until("a healthy round", lambda: all(r.ok for r in h.results[-2:]) and not h.blamed(), rounds=4)
     master = prodstack.mlflow.proc
     assert master is not None
