@@ -1,9 +1,8 @@
 """Issue 21's done-when on the production shape: one culprit per incident, the tracing probe,
 artifact throughput under a throttled S3.
 
-    gunicorn MLflow (4 sync workers) --+-- PostgreSQL 15 --+     (the session's `prodstack`)
-    uvicorn MLflow (1 worker) ---------+                   +-- moto S3
-                       \\-- its S3 through a FaultProxy (to throttle it)
+    gunicorn MLflow (4 sync workers) -- PostgreSQL 15, moto S3      (the session's `prodstack`)
+    uvicorn MLflow (1 worker) -- its own PostgreSQL 15, moto S3 behind a FaultProxy (throttling)
 
 The probes run in-process, concurrently each round as the daemon's jobs would, through
 the daemon's own parts: `run_probe`, the culprit enricher, the metrics sink (the gauge
@@ -45,7 +44,7 @@ from monitor.scenario.registry import SCENARIOS
 from monitor.scenario.runner import run_probe
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from tests.faultproxy import Fault, FaultProxy
-from tests.prodstack import AWS_ENV, BUCKET, PREFIX, ProdStack
+from tests.prodstack import AWS_ENV, BUCKET, PREFIX, ProdStack, missing_parts
 from tests.servers import free_port, mlflow_executable, wait_http
 
 pytestmark = pytest.mark.timeout(600)
@@ -275,16 +274,33 @@ class UvicornMlflow:
 
 
 @pytest.fixture(scope="module")
-def s3_proxy(prodstack: ProdStack) -> Iterator[FaultProxy]:
-    with FaultProxy(prodstack.s3.url) as proxy:
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdStack]:
+    """PostgreSQL and S3 of the uvicorn MLflow: its own pair, so these tests do not wait for
+    (or fall with) the gunicorn server's warm-up; the stack's checks work on it as usual."""
+    reason = missing_parts()
+    if reason:
+        pytest.skip(reason)
+    stack = ProdStack(tmp_path_factory.mktemp("uvicorn-stores"))
+    try:
+        stack.postgres.init()
+        stack.s3.start()
+        yield stack
+    finally:
+        stack.s3.kill()
+        stack.postgres.destroy()
+
+
+@pytest.fixture(scope="module")
+def s3_proxy(stores: ProdStack) -> Iterator[FaultProxy]:
+    with FaultProxy(stores.s3.url) as proxy:
         yield proxy
 
 
 @pytest.fixture(scope="module")
 def uvicorn_mlflow(
-    prodstack: ProdStack, s3_proxy: FaultProxy, tmp_path_factory: pytest.TempPathFactory
+    stores: ProdStack, s3_proxy: FaultProxy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[UvicornMlflow]:
-    server = UvicornMlflow(tmp_path_factory.mktemp("uvicorn"), prodstack, s3_proxy.url).start()
+    server = UvicornMlflow(tmp_path_factory.mktemp("uvicorn"), stores, s3_proxy.url).start()
     yield server
     server.stop()
 
@@ -321,7 +337,7 @@ WRITE_BIG = Probe(
 
 
 async def test_tracing_on_uvicorn_postgres_s3_healthy_database_down_and_clean(
-    prodstack: ProdStack, uvicorn_mlflow: UvicornMlflow
+    stores: ProdStack, uvicorn_mlflow: UvicornMlflow
 ) -> None:
     h = Harness(uvicorn_mlflow.url, [TRACING])
     for _ in range(2):
@@ -333,25 +349,25 @@ async def test_tracing_on_uvicorn_postgres_s3_healthy_database_down_and_clean(
         )
         == 2.0
     )
-    assert _probe_traces(prodstack) == []
-    prodstack.postgres.stop()
+    assert _probe_traces(stores) == []
+    stores.postgres.stop()
     try:
         since = len(h.results)
         await h.until("the database blamed", lambda: h.blamed() == {"backend_store"}, rounds=6)
         await h.only("backend_store", rounds=1, since=since)
     finally:
-        prodstack.postgres.start()
+        stores.postgres.start()
     await h.until("tracing passes again", lambda: h.results[-1].ok and not h.blamed(), rounds=10)
     await h.clean_up()
-    assert _probe_traces(prodstack) == [], h.context()
+    assert _probe_traces(stores) == [], h.context()
 
 
-async def test_pool_exhaustion_is_the_backend_store(prodstack: ProdStack, uvicorn_mlflow: UvicornMlflow) -> None:
+async def test_pool_exhaustion_is_the_backend_store(stores: ProdStack, uvicorn_mlflow: UvicornMlflow) -> None:
     """The pool's one connection waits on a held lock: the next request gets SQLAlchemy's
     QueuePool timeout, which MLflow answers as HTTP 400."""
     h = Harness(uvicorn_mlflow.url, [Probe("mlflow_write", "mlflow_write", timeout=8.0, step_timeout=6.0)])
     await h.until("a passing write run", lambda: h.results[-1].ok, rounds=3)
-    with prodstack.postgres.connect() as conn:
+    with stores.postgres.connect() as conn:
         conn.autocommit = False
         conn.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
         # Requests that take every connection of the pool and wait on the lock.
@@ -370,7 +386,7 @@ async def test_pool_exhaustion_is_the_backend_store(prodstack: ProdStack, uvicor
             holder.start()
         # Poll until each holder's session waits on the lock: the pool is empty from then on.
         deadline = time.monotonic() + 60
-        while _lock_waiters(prodstack) < POOL_SIZE:
+        while _lock_waiters(stores) < POOL_SIZE:
             assert time.monotonic() < deadline, "the holders never waited on the lock"
             await asyncio.sleep(0.1)
         try:
@@ -391,11 +407,11 @@ async def test_pool_exhaustion_is_the_backend_store(prodstack: ProdStack, uvicor
     assert h.alert(MLFLOW_DEPENDENCY_UNAVAILABLE, "resolved", dependency="backend_store") is not None
     assert h.alert(WORKER_FAILURE) is None
     await h.clean_up()
-    assert prodstack.active_probe_runs() == [], h.context()
+    assert stores.active_probe_runs() == [], h.context()
 
 
 async def test_a_throttled_s3_moves_the_throughput_histograms_before_any_timeout(
-    prodstack: ProdStack, uvicorn_mlflow: UvicornMlflow, s3_proxy: FaultProxy
+    stores: ProdStack, uvicorn_mlflow: UvicornMlflow, s3_proxy: FaultProxy
 ) -> None:
     h = Harness(uvicorn_mlflow.url, [WRITE_BIG])
 
@@ -428,8 +444,8 @@ async def test_a_throttled_s3_moves_the_throughput_histograms_before_any_timeout
     assert not steps["artifact_put"].ok and steps["artifact_abort"].ok and steps["artifact_delete"].ok, h.context()
     assert broken.diagnosis is not None and broken.diagnosis.component == "artifact_store", h.context()
     # Nothing left: the objects are deleted, no multipart upload stays open.
-    assert prodstack.probe_objects() == []
-    uploads = prodstack.s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert stores.probe_objects() == []
+    uploads = stores.s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
     assert [u["Key"] for u in uploads if "synthetic-monitor" in u["Key"]] == []
 
 
