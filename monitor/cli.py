@@ -18,6 +18,7 @@ from monitor.alerting.rules import add_parser as add_rules_parser
 from monitor.alerting.rules import run_rules
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, load_config, parse_listen
+from monitor.culprit import TargetCulprit
 from monitor.fleet import identity
 from monitor.logsetup import Redactor, configure_logging
 from monitor.pipeline import CrossCheck, Pipeline, Redact
@@ -197,7 +198,9 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
     clients = {t.name: make_client(t) for t in config.targets if any(p.target == t.name for p in selected)}
     runs: dict[str, list[ProbeResult]] = {p.name: [] for p in selected}
     # The daemon's pipeline, with the report as its one sink.
-    pipeline = Pipeline([Redact(Redactor(config.secret_values()).scrub), CrossCheck(config)], [ReportSink(runs)])
+    pipeline = Pipeline(
+        [Redact(Redactor(config.secret_values()).scrub), CrossCheck(config), TargetCulprit(config)], [ReportSink(runs)]
+    )
     try:
         for _ in range(repeat):
             for probe in selected:

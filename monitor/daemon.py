@@ -28,6 +28,7 @@ from monitor.alerting.quorum import QuorumGate
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
+from monitor.culprit import TargetCulprit
 from monitor.events import ConfigLoaded, Event, Heartbeat
 from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhooks
 from monitor.heartbeat import HeartbeatPusher
@@ -95,9 +96,10 @@ class Daemon:
         self.loaded_at: float | None = None
         self.redact = Redact(Redactor(config.secret_values()).scrub)
         self.cross_check = CrossCheck(config)
+        self.culprit = TargetCulprit(config)  # after the cross-check: it reads root_cause
         # The alert sink reads root_cause, so it is fed the cross-checked result like every sink.
         self.pipeline = Pipeline(
-            [self.redact, self.cross_check], [self.metrics, self.history, LogSink(), self.alerts], errors
+            [self.redact, self.cross_check, self.culprit], [self.metrics, self.history, LogSink(), self.alerts], errors
         )
         self.log = structlog.get_logger("monitor.daemon")
         self.runner = JobRunner(self.pipeline)
@@ -278,6 +280,7 @@ class Daemon:
         self.config = config
         self.loaded_at = time.time()
         self.cross_check.config = config
+        self.culprit.config = config
         for client in stale:
             self._background(self._close_later(client))
 

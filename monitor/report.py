@@ -17,7 +17,7 @@ from monitor.config import Config
 from monitor.diagnosis import runbook_anchor
 from monitor.fleet import identity
 from monitor.maintenance import Maintenance
-from monitor.results import ProbeResult, StepResult
+from monitor.results import Diagnosis, ProbeResult, StepResult
 from monitor.sinks.history import HistorySink
 from monitor.web.pages.data import PageSource, ProbeInfo
 from monitor.web.pages.render import status_page
@@ -111,7 +111,25 @@ def to_json(probes: Sequence[ProbeRuns]) -> dict[str, Any]:
                 step["runs"], step["passed"] = s["n"], s["passed"]
             entry["steps"].append(step)
         out.append(entry)
-    return {"ok": all(p.ok for p in probes), "probes": out}
+    targets = [{"name": t, "diagnosis": d.as_dict() if d else None} for t, d in target_culprits(probes).items()]
+    return {"ok": all(p.ok for p in probes), "probes": out, "targets": targets}
+
+
+def target_culprits(probes: Sequence[ProbeRuns]) -> dict[str, Diagnosis | None]:
+    """One culprit per target: the stamp of the target's last handled result (check runs the
+    probes in order, so the last probe of a target saw every other one's latest run)."""
+    out: dict[str, Diagnosis | None] = {}
+    for probe in probes:
+        out[probe.target] = probe.last.target_diagnosis
+    return out
+
+
+def _culprit_lines(probes: Sequence[ProbeRuns], bullet: str = "") -> list[str]:
+    return [
+        f"{bullet}target {t}: culprit {d.component}: {d.summary} (runbook #{runbook_anchor(d.component)})"
+        for t, d in target_culprits(probes).items()
+        if d is not None
+    ]
 
 
 def render_json(probes: Sequence[ProbeRuns]) -> str:
@@ -176,6 +194,7 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
             )
         if probe.last.diagnosis is not None:
             lines.append(f"{probe.name}: diagnosis {_diagnosis_line(probe.last)}")
+    lines += _culprit_lines(probes)
     return "\n".join(lines)
 
 
@@ -254,6 +273,9 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
             )
     verdict = "All probes passed." if all(p.ok for p in probes) else "Some probes FAILED."
     lines += ["", f"**{verdict}**", ""]
+    culprits = _culprit_lines(probes, "- ")
+    if culprits:
+        lines += ["## One culprit per target", "", *culprits, ""]
     return "\n".join(lines)
 
 

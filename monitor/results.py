@@ -86,6 +86,16 @@ class Diagnosis:
         return {"component": self.component, "summary": self.summary}
 
 
+class Blame(NamedTuple):
+    """A component's record in the current incident of a target (since it was last healthy),
+    kept by monitor/culprit.py for the kinds' one-culprit rules."""
+
+    first_at: float  # start of the first run that blamed it
+    last_at: float  # start of the latest run that blamed it
+    summary: str  # that run's diagnosis summary
+    probe: str  # that run's probe
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """One step of a scenario. `reason` and `error` are None when it passed."""
@@ -128,6 +138,9 @@ class Facts:
     and its dependencies as the run saw them (the kinds' dependency alerts and gauges)."""
 
     target_version: str | None = None
+    # Server capabilities a target reports (synthetic_target_info's store_type, multipart_uploads).
+    target_store_type: str | None = None
+    target_multipart_uploads: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape (/status, the log, `check --format json`): what was learnt."""
@@ -192,6 +205,9 @@ class ProbeResult:
     notes: tuple[str, ...] = ()
     traceback: str | None = None
     diagnosis: Diagnosis | None = None
+    # One culprit per incident: the target-level diagnosis over the latest runs of every
+    # probe of this target when this result was enriched (monitor/culprit.py); None: healthy.
+    target_diagnosis: Diagnosis | None = None
 
     @property
     def ok(self) -> bool:
@@ -240,6 +256,7 @@ class ProbeResult:
             "error": failed.error if failed else None,
             "root_cause": self.root_cause,
             "diagnosis": self.diagnosis.as_dict() if self.diagnosis else None,
+            "target_diagnosis": self.target_diagnosis.as_dict() if self.target_diagnosis else None,
             "facts": self.facts.as_dict(),
             "notes": list(self.notes),
             "steps": [step.as_dict() for step in self.steps],
@@ -267,6 +284,7 @@ class StepFailure(Exception):
         status_code: int | None = None,
         phases: PhaseTimings | None = None,
         component: str | None = None,
+        starved: bool = False,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -274,3 +292,6 @@ class StepFailure(Exception):
         self.status_code = status_code
         self.phases = phases  # how far the failed request got (a timeout: waiting for which phase)
         self.component = component
+        # The step got no time at all (the run's deadline was spent by earlier steps): it is
+        # recorded skipped, still a timeout of the run, and no evidence against its route.
+        self.starved = starved

@@ -137,6 +137,7 @@ class Fault:
     edits: tuple[dict[str, Any], ...] = ()  # for `rewrite`
     echo: bool = False  # for `status`: quote the request's credentials in the error body
     delay: float = 0.0  # seconds to wait before serving (any kind; `pass` = a slow upstream)
+    query: str | None = None  # only requests whose query string contains this (e.g. "partNumber")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -144,8 +145,8 @@ class Fault:
         if not isinstance(self.edits, tuple):
             object.__setattr__(self, "edits", tuple(self.edits))
 
-    def matches(self, path: str) -> bool:
-        return self.path is None or self.path in path
+    def matches(self, path: str, query: str = "") -> bool:
+        return (self.path is None or self.path in path) and (self.query is None or self.query in query)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -349,7 +350,12 @@ class FaultProxy:
                 if request.path.startswith(ADMIN_PATH):
                     keep = await self._admin(request, writer)
                 else:
-                    fault = next((f for f in self._faults if f.matches(request.path)), None) or Fault()
+                    fault = (
+                        next(
+                            (f for f in self._faults if f.matches(request.path, request.target.partition("?")[2])), None
+                        )
+                        or Fault()
+                    )
                     self.stats[fault.kind] += 1
                     keep, aborted = await self._serve(fault, request, reader, writer)
                 if not keep or request.wants_close or aborted:

@@ -375,7 +375,14 @@ def test_killed_mlflow_fires_at_both_receivers_and_resolves_after_restart(rig: R
         assert fired_a["receiver"] == "webhook" and fired_a["endsAt"].startswith("0001-")
         description = fired_a["annotations"]["description"]
         # Usually the next run's first step; a kill that lands mid-run fails a later one.
-        read_steps = ("health", "experiments_search", "registered_models_search", "runs_search", "version")
+        read_steps = (
+            "health",
+            "experiments_search",
+            "registered_models_search",
+            "runs_search",
+            "version",
+            "server_info",
+        )
         assert any(f"step {step}" in description for step in read_steps)
         assert "unreachable" in description or "worker_failure" in description
         assert fired_a["annotations"]["summary"]

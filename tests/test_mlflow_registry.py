@@ -117,9 +117,10 @@ async def test_read_reports_the_server_version_and_searches_runs(mlflow_server: 
         "registered_models_search",
         "runs_search",
         "version",
+        "server_info",
     ]
     assert result.facts.target_version == installed_version("mlflow")
-    search = result.steps[-2]
+    search = result.steps[-3]
     assert (search.method, search.path, search.status_code, search.skipped) == (
         "POST",
         "/api/2.0/mlflow/runs/search",

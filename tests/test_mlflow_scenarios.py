@@ -70,6 +70,7 @@ async def test_read_scenario_passes(mlflow_server: MlflowServer) -> None:
         "registered_models_search",
         "runs_search",
         "version",
+        "server_info",
     ]
     assert all(s.status_code == 200 and s.duration_seconds > 0 for s in result.steps)
 

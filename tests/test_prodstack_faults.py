@@ -16,12 +16,13 @@ then recover (resolved notice):
 | S3 gone (moto killed)                   | mlflow_write / artifact_put           | dependency_unavailable | artifact_store | MLflowDependencyUnavailable (warn) |
 | S3 stalled (moto SIGSTOP)               | mlflow_write / artifact_put           | dependency_unavailable | artifact_store | MLflowDependencyUnavailable (warn) |
 | `LOCK TABLE runs IN ACCESS EXCLUSIVE`   | mlflow_write / runs_create            | timeout                | backend_store  | SyntheticProbeTimeout              |
-| gunicorn WORKER TIMEOUT (experiments locked longer than gunicorn's 5 s) | mlflow_read / experiments_search | worker_failure | mlflow_server | MLflowWorkerFailure |
+| gunicorn WORKER TIMEOUT (experiments locked longer than gunicorn's 5 s) | mlflow_read / experiments_search | worker_failure | mlflow_server (target culprit backend_store) | SyntheticProbeFailing |
 
 (The killed worker either drops the connection or, waiting on PostgreSQL, answers Flask's
 HTML 500 page: psycopg turns gunicorn's abort into a cancelled query. Both are worker_failure.)
 
-MLflowWorkerFailure must fire for the last one only. At the end: no active probe run in
+MLflowWorkerFailure fires for none of them: each is a database or S3 fault, the target's
+one culprit (issue 21) is the store, never the workers it held. At the end: no active probe run in
 PostgreSQL and no probe object in the bucket.
 
 Timing: gunicorn kills a stuck worker after 5 s (+ up to ~1.3 s of arbiter polling); the
@@ -286,15 +287,35 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
     ), rig.context()
 
     # -- gunicorn worker timeout: experiments locked past gunicorn's 5 s --------------------
+    # The run still names the dying worker, but the target's one culprit (issue 21) is the
+    # database it waited on: /health answered in the same run. So no MLflowWorkerFailure
+    # page for this database fault; SyntheticProbeFailing names the culprit.
     since = time.time()
     with stack.postgres.connect() as conn:
         conn.autocommit = False
         conn.execute("LOCK TABLE experiments IN ACCESS EXCLUSIVE MODE")
         try:
-            fired = rig.fired("MLflowWorkerFailure", since, timeout=35, probe="mlflow_read")
+            fired = rig.wait(
+                lambda: next(
+                    (
+                        a
+                        for a in _alerts(rig.hook)
+                        if a["status"] == "firing"
+                        and a["received_at"] >= since
+                        and a["labels"].get("alertname") == "SyntheticProbeFailing"
+                        and a["labels"].get("probe") == "mlflow_read"
+                        and "worker_failure" in a["annotations"]["description"]
+                    ),
+                    None,
+                ),
+                35,
+                "SyntheticProbeFailing of mlflow_read for the killed worker",
+            )
             assert "Diagnosis: mlflow_server" in fired["annotations"]["description"]
+            assert "Target culprit: backend_store" in fired["annotations"]["description"]
             run = rig.failure("mlflow_read", since)
             step = _expect(run, "experiments_search", "worker_failure", "mlflow_server", None)
+            assert run["target_diagnosis"]["component"] == "backend_store", run
             # Either the connection drops, or (measured: psycopg turns gunicorn's abort of a
             # worker waiting on PostgreSQL into a cancelled query) the dying worker answers
             # Flask's HTML 500 page.
@@ -302,8 +323,9 @@ def test_each_real_fault_names_its_broken_part_and_recovers(rig: Rig) -> None:
         finally:
             cleared = time.time()
             conn.rollback()
-    rig.resolved("MLflowWorkerFailure", cleared, probe="mlflow_read")
+    rig.resolved("SyntheticProbeFailing", cleared, probe="mlflow_read")
     assert "WORKER TIMEOUT" in stack.mlflow.log_text()
+    assert not _find(rig.hook, "MLflowWorkerFailure", "firing", since), rig.context()
     rig.passes_again("mlflow_write", cleared)
 
     # The JSON log line of a failed run carries the diagnosis too.

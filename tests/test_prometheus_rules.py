@@ -50,6 +50,7 @@ EXPECTED_ALERTS = {
     "SyntheticMonitorSinkFailing",
     "SyntheticProbeFailingFromOneLocation",
     "SyntheticMonitorWatchdog",
+    "MLflowVersionSkew",
 }
 SEVERITIES = {"critical", "warning"}
 # Fires all the time by design (a dead-man's switch): no quiet case, severity none.

@@ -574,7 +574,11 @@ def _diagnosis_text(result: ProbeResult, runbook_url: str | None = None) -> str:
     d = result.diagnosis
     if d is None:
         return ""
-    return f" Diagnosis: {d.component}: {short_error(d.summary)} (runbook {runbook_url or ''}#{runbook_anchor(d.component)})."
+    text = f" Diagnosis: {d.component}: {short_error(d.summary)} (runbook {runbook_url or ''}#{runbook_anchor(d.component)})."
+    c = result.target_diagnosis
+    if c is not None and c != d:
+        text += f" Target culprit: {c.component}: {short_error(c.summary)} (runbook {runbook_url or ''}#{runbook_anchor(c.component)})."
+    return text
 
 
 def _first_with(result: ProbeResult, reason: Reason) -> StepResult | None:

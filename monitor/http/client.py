@@ -209,11 +209,14 @@ class TargetClient:
         params: dict[str, Any] | None = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        max_body_bytes: int | None = None,
     ) -> HttpResponse:
         """Send one request and read the whole body within `timeout` seconds.
 
         Raises StepFailure for transport problems; any HTTP status is returned as is
         (the scenario decides which statuses it expects, see `check_status`).
+        `max_body_bytes` raises the target's cap for a body whose size the caller knows
+        (an artifact it uploaded itself).
         """
         if timeout <= 0:
             raise StepFailure(Reason.TIMEOUT, f"{method} {path}: probe deadline exhausted before the request")
@@ -261,7 +264,7 @@ class TargetClient:
                 )
                 response = await self._transport.handle_async_request(request)
                 try:
-                    body = await self._read_capped(response, method, path)
+                    body = await self._read_capped(response, method, path, max_body_bytes)
                 finally:
                     await response.aclose()
                 return HttpResponse(
@@ -295,15 +298,17 @@ class TargetClient:
             reason, message = classify_exception(exc)
             raise StepFailure(reason, f"{method} {path}: {message}", phases=_timings(phases)) from None
 
-    async def _read_capped(self, response: httpx.Response, method: str, path: str) -> bytes:
+    async def _read_capped(
+        self, response: httpx.Response, method: str, path: str, max_body_bytes: int | None = None
+    ) -> bytes:
+        cap = max(self.max_body_bytes, max_body_bytes or 0)
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared and declared.isdigit() and int(declared) > cap:
             raise StepFailure(
                 Reason.INVALID_RESPONSE,
-                f"{method} {path}: response body of {declared} bytes exceeds the {self.max_body_bytes} byte cap",
+                f"{method} {path}: response body of {declared} bytes exceeds the {cap} byte cap",
                 response.status_code,
             )
-        cap = self.max_body_bytes
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in _DECODERS:
             raise StepFailure(

@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from monitor.http.client import ErrorClassifier, ErrorHint, HttpResponse, TargetClient, check_status
-from monitor.results import NO_FACTS, Diagnosis, Facts, PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
+from monitor.results import (
+    NO_FACTS,
+    Blame,
+    Diagnosis,
+    Facts,
+    PhaseTimings,
+    ProbeResult,
+    Reason,
+    StepFailure,
+    StepResult,
+)
 from monitor.scenario.contract import GENERIC_COMPONENTS, Component, KindAlert
 
 if TYPE_CHECKING:
@@ -96,6 +106,9 @@ class TargetKind:
     # The kind's own diagnosis rule for a failed step, tried before the generic rules
     # (monitor/diagnosis.py): (component, what) or None.
     diagnose: Callable[[StepResult], tuple[str, str] | None] | None = None
+    # The kind's rule for one culprit per target over the latest runs of all its probes
+    # (monitor/culprit.py: CulpritRule): (results oldest first, the incident's blames) -> Diagnosis.
+    culprit: Callable[[Sequence[ProbeResult], Mapping[str, Blame]], Diagnosis | None] | None = None
 
     def __post_init__(self) -> None:
         names = [c.name for c in (*GENERIC_COMPONENTS, *self.components)]
@@ -307,6 +320,7 @@ class Step:
                     error=exc.message,
                     status_code=exc.status_code,
                     component=exc.component,
+                    skipped=exc.starved,
                     **common,
                 )
             )
@@ -333,17 +347,33 @@ class Step:
         params: dict[str, Any] | None = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        max_body_bytes: int | None = None,
+        client: TargetClient | None = None,
     ) -> HttpResponse:
-        """One request with what is left of the deadline; an unexpected status fails the step."""
+        """One request with what is left of the deadline; an unexpected status fails the step.
+        `client`: another origin the target handed out (a presigned storage URL), else the target's.
+
+        A step whose first request finds the deadline already spent got no time at all: it
+        ends skipped (the run still timed out), so its route takes no blame for the earlier
+        steps that used the time up."""
+        first = self._attempt is None
         self._attempt = (method, path)
-        response = await self.run.client.request(
+        left = self.run.time_left(cleanup=self.cleanup)
+        if left <= 0 and first:
+            raise StepFailure(
+                Reason.TIMEOUT,
+                f"skipped: deadline spent by earlier steps before {method} {path} was sent",
+                starved=True,
+            )
+        response = await (client or self.run.client).request(
             method,
             path,
-            timeout=self.run.time_left(cleanup=self.cleanup),
+            timeout=left,
             json_body=json_body,
             params=params,
             content=content,
             headers=headers,
+            max_body_bytes=max_body_bytes,
         )
         self._last = response
         if response.phases is not None:

@@ -45,6 +45,8 @@ class HistorySink:
         self._uptime_day: dict[str, float | None] = {}
         self._failures: deque[ProbeResult] = deque(maxlen=keep_failures)
         self._runs: dict[str, int] = {}
+        # One culprit per target: the stamp of its newest result (None: healthy).
+        self._culprits: dict[str, dict[str, str] | None] = {}
 
     def handle(self, result: ProbeResult) -> None:
         with self._lock:
@@ -66,6 +68,8 @@ class HistorySink:
             # under the lock on every page render.
             self._uptime_day[result.probe] = _ratio(hours, result.started_at - DAY)
             self._runs[result.probe] = self._runs.get(result.probe, 0) + 1
+            culprit = result.target_diagnosis
+            self._culprits[result.target] = culprit.as_dict() if culprit else None
             if not result.ok:
                 self._failures.append(result)
 
@@ -106,7 +110,8 @@ class HistorySink:
                     }
                 )
             failures = [r.as_dict() for r in reversed(self._failures)]
-        return {"probes": entries, "recent_failures": failures}
+            targets = {t: c for t, c in self._culprits.items() if any(r.target == t for r in self._last.values())}
+        return {"probes": entries, "recent_failures": failures, "targets": targets}
 
     def recent(self, probe: str) -> list[Run]:
         """The last runs of a probe, oldest first (the sparkline)."""

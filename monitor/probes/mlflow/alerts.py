@@ -27,7 +27,11 @@ def _worker_failure(given: AlertInput) -> Iterator[AlertVerdict]:
             f" down. Last: " + given.step_text(worker) + given.diagnosis
         )
 
-    yield "", Verdict.BAD if worker else Verdict.GOOD, describe
+    # A worker failure the target's culprit puts elsewhere (workers killed while held by a
+    # stalled store or a locked table) pages as that part, not as MLflowWorkerFailure.
+    culprit, own = result.target_diagnosis, result.diagnosis
+    held = worker is not None and culprit is not None and own is not None and culprit.component != own.component
+    yield "", Verdict.NEUTRAL if held else Verdict.BAD if worker else Verdict.GOOD, describe
 
 
 def _stores(given: AlertInput) -> Iterator[AlertVerdict]:
@@ -54,7 +58,12 @@ def _stores(given: AlertInput) -> Iterator[AlertVerdict]:
 
 
 WORKER_RULE = QuorumRule(
-    failing='increase(synthetic_probe_step_failures_total{reason="worker_failure"}[5m]) > 0',
+    # Workers killed while the target's one culprit is a store (held by a stalled S3 or a
+    # locked table until gunicorn's timeout) page as that store, not as worker failures.
+    failing=(
+        'increase(synthetic_probe_step_failures_total{reason="worker_failure"}[5m]) > 0'
+        ' unless on (job, instance, target) synthetic_target_diagnosis{component=~"backend_store|artifact_store"}'
+    ),
     # Every location exports the worker_failure series from start-up (at 0): who reports.
     reporting='synthetic_probe_step_failures_total{reason="worker_failure"}',
     summary="Server workers failing behind {{ $labels.target }} (probe {{ $labels.probe }})",

@@ -23,6 +23,12 @@ API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 
 
+MPU_API = "/api/2.0/mlflow-artifacts/mpu"
+
+
+SERVER_INFO = "/api/3.0/mlflow/server-info"  # MLflow 3: store type, multipart uploads, ...
+
+
 SYNTHETIC_TAG = "synthetic_monitor.synthetic"
 
 
@@ -49,7 +55,11 @@ class MlflowFacts(Facts):
     dependency: str | None = None  # the store the failed step blames (backend_store, artifact_store)
     dependency_up: dict[str, bool] | None = None  # the stores this run's own steps saw working or failing
     cleanup_pending: bool | None = None  # the run may have left a run or an artifact behind
-    leftover_artifacts: tuple[str, ...] | None = None  # artifact paths to delete once MLflow answers
+    leftover_artifacts: tuple[str, ...] | None = None  # artifact paths (or probe traces) to delete once MLflow answers
+    probe_trace: str | None = None  # the tracing probe's trace, "trace:<experiment id>:<trace id>"
+    trace_visible_seconds: float | None = None  # OTLP export sent -> the trace readable
+    # (direction, bytes per second) of this run's artifact transfers (upload, download)
+    artifact_throughput: tuple[tuple[str, float], ...] | None = None
 
     def dependency_states(self) -> dict[str, Dependency]:
         """The stores this run's own steps reached: up or down (a store not reached is unknown)."""
@@ -115,7 +125,8 @@ async def experiment_get_or_create(step: Step, name: str) -> str:
     return require_str(step, dig(step, again.json_object(), "experiment"), "experiment_id")
 
 
-def artifact_path(experiment_id: str, run_id: str, artifact_uri: str, file: str = "synthetic-monitor/probe.txt") -> str:
+def artifact_path(experiment_id: str, run_id: str, artifact_uri: str, file: str | None = None) -> str:
+    file = file or "synthetic-monitor/probe.txt"
     prefix = "mlflow-artifacts:/"
     if artifact_uri.startswith(prefix):
         base = artifact_uri[len(prefix) :].strip("/")
@@ -156,6 +167,27 @@ async def delete_leftover_artifacts(client: TargetClient, paths: list[str], time
             continue
         check_status(await client.request("DELETE", path, timeout=timeout), {200, 204, 404})
         deleted.append(path)
+    return deleted
+
+
+async def sweep_leftovers(client: TargetClient, leftovers: list[str], timeout: float = 10.0) -> list[str]:
+    """The scenarios' `sweep`: probe artifacts (paths) and probe traces ("trace:<experiment>:<id>")
+    a run could not be sure it removed; returns what it deleted."""
+    deleted = await delete_leftover_artifacts(client, [p for p in leftovers if not p.startswith("trace:")], timeout)
+    for leftover in leftovers:
+        if not leftover.startswith("trace:"):
+            continue
+        experiment_id, _, trace_id = leftover[len("trace:") :].partition(":")
+        if not experiment_id or not trace_id.startswith("tr-"):
+            continue
+        response = await client.request(
+            "POST",
+            "/api/3.0/mlflow/traces/delete-traces",
+            json_body={"experiment_id": experiment_id, "request_ids": [trace_id]},
+            timeout=timeout,
+        )
+        check_status(response)
+        deleted.append(leftover)
     return deleted
 
 

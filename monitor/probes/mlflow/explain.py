@@ -64,6 +64,9 @@ DB_STEPS = frozenset(
         "runs_update",
         "runs_get",
         "runs_delete",
+        "trace_export",
+        "trace_get",
+        "trace_delete",
     }
 )
 
@@ -74,7 +77,7 @@ RUN_STEPS = ("runs_create", "runs_log_metric", "runs_log_parameter", "runs_updat
 WRITE_STEPS = frozenset({"runs_create", "runs_log_metric", "runs_log_parameter", "runs_update"})
 
 
-ARTIFACT_STEPS = frozenset({"artifact_put", "artifact_get", "artifact_delete"})
+ARTIFACT_STEPS = frozenset({"artifact_put", "artifact_get", "artifact_abort", "artifact_delete"})
 
 
 # MLflow's SQLAlchemy store answers 503 TEMPORARILY_UNAVAILABLE for an OperationalError
@@ -109,9 +112,14 @@ def explain(run: ScenarioRun) -> None:
             if step.name in ("artifact_put", "artifact_get"):
                 up.setdefault("artifact_store", True)
             continue
-        if step.ok:
-            continue
-        if _is_backend_store_error(step):
+        if step.ok or step.skipped:
+            continue  # a step starved by a spent deadline sent nothing: no evidence either way
+        pool = _pool_trouble(step)
+        if pool is not None:
+            steps[index] = _blame(step, "backend_store")
+            up["backend_store"] = False
+            run.diagnosis = Diagnosis("backend_store", f"{pool} at {step.name}")
+        elif _is_backend_store_error(step):
             steps[index] = _blame(step, "backend_store")
             up["backend_store"] = False
         elif step.name in ARTIFACT_STEPS and _is_artifact_store_error(step, steps):
@@ -138,7 +146,7 @@ def explain(run: ScenarioRun) -> None:
                 f"the artifact store is {'slow or stalled' if slow else 'failing'}: {failed.name} "
                 f"{'timed out' if slow else f'got HTTP {failed.status_code}'} while the run steps passed",
             )
-        else:
+        elif run.diagnosis is None or run.diagnosis.component != "backend_store":
             run.diagnosis = Diagnosis(
                 "backend_store", f"MLflow reports its backend store (database) unavailable at {failed.name}"
             )
@@ -150,6 +158,8 @@ def explain(run: ScenarioRun) -> None:
                 f"database lock or saturation: {failed.name} timed out while {earlier[-1]} of the same run"
                 " had just answered",
             )
+    elif failed is not None and failed.skipped:
+        run.diagnosis = _starved(steps, failed)
     if up:
         learnt(run, dependency_up=up)
     # A run the server may have made that we could not delete: runs/create ended on our side
@@ -166,9 +176,55 @@ def explain(run: ScenarioRun) -> None:
     if (
         delete is not None
         and delete.path
-        and (not delete.ok or (put is not None and not put.ok and put.status_code is None))
+        and (not delete.ok or (put is not None and not put.ok and not put.skipped and put.status_code is None))
     ):
         learnt(run, cleanup_pending=True, leftover_artifacts=(delete.path,))
+
+
+# SQLAlchemy's pool timeout, which MLflow answers as HTTP 400 BAD_REQUEST (measured):
+# "QueuePool limit of size 1 overflow 0 reached, connection timed out, timeout 1.00".
+_POOL_TIMEOUT = re.compile(r"QueuePool limit|connection timed out, timeout", re.I)
+# PostgreSQL refusing a new session: a role's or database's CONNECTION LIMIT, or max_connections.
+_TOO_MANY = re.compile(r"too many connections|too many clients|remaining connection slots are reserved", re.I)
+
+
+def _pool_trouble(step: StepResult) -> str | None:
+    """The summary of a database connection shortage MLflow answered for, or None."""
+    error = step.error or ""
+    if step.status_code is None:
+        return None
+    if _POOL_TIMEOUT.search(error):
+        return (
+            "MLflow's database connection pool is exhausted (SQLAlchemy QueuePool timeout, answered as"
+            f" HTTP {step.status_code}): connections are held by slow queries or locks, or the pool is too small"
+        )
+    if _TOO_MANY.search(error):
+        return (
+            "PostgreSQL refuses MLflow's new connections (too many connections: the role's or database's"
+            " CONNECTION LIMIT or max_connections is reached)"
+        )
+    return None
+
+
+def _starved(steps: list[StepResult], failed: StepResult) -> Diagnosis:
+    """A step that got no time: the run's deadline went to the slowest earlier step, whose route
+    says which part was slow (the starved step's own route is no evidence)."""
+    earlier = [s for s in steps[: steps.index(failed)] if s.ok and not s.skipped]
+    slowest = max(earlier, key=lambda s: s.duration_seconds, default=None)
+    if slowest is None:
+        return Diagnosis("mlflow_server", f"the deadline was spent before {failed.name} started")
+    component = (
+        "backend_store"
+        if slowest.name in DB_STEPS
+        else "artifact_store"
+        if slowest.name in ("artifact_put", "artifact_get")
+        else "mlflow_server"
+    )
+    return Diagnosis(
+        component,
+        f"slow, not down: {slowest.name} took {slowest.duration_seconds:.3g}s and spent the run's deadline,"
+        f" so {failed.name} got no time (skipped, not blamed)",
+    )
 
 
 def _is_backend_store_error(step: StepResult) -> bool:

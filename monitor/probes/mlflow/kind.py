@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from monitor.probes.mlflow.alerts import ALERTS
+from monitor.probes.mlflow.culprit import culprit
 from monitor.probes.mlflow.explain import classify_error, diagnose_step, error_hint
 from monitor.probes.mlflow.read import READ
 from monitor.probes.mlflow.registry import REGISTRY
+from monitor.probes.mlflow.tracing import TRACING
 from monitor.probes.mlflow.write import WRITE
 from monitor.scenario.base import (
     StandaloneTarget,
@@ -30,10 +32,11 @@ KIND = TargetKind(
     dependencies=("backend_store", "artifact_store"),
     alerts=ALERTS,
     diagnose=diagnose_step,
+    culprit=culprit,
 )
 
 
 KINDS = (KIND,)
 
 
-SCENARIOS = (READ, WRITE, REGISTRY)
+SCENARIOS = (READ, WRITE, REGISTRY, TRACING)

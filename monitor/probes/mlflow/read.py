@@ -1,12 +1,13 @@
-"""The MLflow read path: health, experiment, registered model and runs search, server version."""
+"""The MLflow read path: health, experiment, registered model and runs search, server version and capabilities."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from pydantic import Field
 
-from monitor.probes.mlflow.api import API, VERSION_PATTERN, MlflowFacts, delete_leftover_artifacts, require_list
+from monitor.probes.mlflow.api import API, SERVER_INFO, VERSION_PATTERN, MlflowFacts, require_list, sweep_leftovers
 from monitor.probes.mlflow.explain import explain
 from monitor.probes.mlflow.gauges import MlflowStoreGauges
 from monitor.results import Reason
@@ -59,6 +60,8 @@ async def run_read(run: ScenarioRun, options: ReadOptions) -> None:
             require_list(step, data, "runs")
     async with run.step("version") as step:
         await _read_version(run, step)
+    async with run.step("server_info") as step:
+        await read_server_info(run, step)
 
 
 async def _read_version(run: ScenarioRun, step: Step) -> None:
@@ -77,16 +80,34 @@ async def _read_version(run: ScenarioRun, step: Step) -> None:
     run.facts = dataclasses.replace(run.facts, target_version=version)  # the base Facts field
 
 
+async def read_server_info(run: ScenarioRun, step: Step) -> dict[str, Any]:
+    """GET /api/3.0/mlflow/server-info (MLflow 3) into the capability facts; 404 (older servers,
+    proxies that do not route it) is skipped: capabilities are context, not health."""
+    response = await step.request("GET", SERVER_INFO, expect={200, 404})
+    if response.status_code == 404:
+        step.skip("the server has no server-info endpoint (MLflow before 3)")
+        return {}
+    info = response.json_object()
+    store_type = info.get("store_type")
+    multipart = info.get("multipart_uploads_enabled")
+    run.facts = dataclasses.replace(
+        run.facts,
+        target_store_type=store_type if isinstance(store_type, str) and VERSION_PATTERN.fullmatch(store_type) else None,
+        target_multipart_uploads=multipart if isinstance(multipart, bool) else None,
+    )
+    return info
+
+
 READ = Scenario(
     name="mlflow_read",
     target_kind="mlflow",
-    steps=("health", "experiments_search", "registered_models_search", "runs_search", "version"),
+    steps=("health", "experiments_search", "registered_models_search", "runs_search", "version", "server_info"),
     options_model=ReadOptions,
     run=run_read,
-    description="MLflow read path: health, experiment, registered model and runs search, server version",
+    description="MLflow read path: health, experiment, registered model and runs search, server version and capabilities",
     default_probe=DefaultProbe("read", "30s", "10s"),
     explain=explain,
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
-    sweep=delete_leftover_artifacts,
+    sweep=sweep_leftovers,
 )

@@ -25,12 +25,12 @@ from monitor.probes.mlflow.api import (
     MlflowFacts,
     artifact_path,
     create_probe_run,
-    delete_leftover_artifacts,
     delete_stale_runs,
     dig,
     experiment_get_or_create,
     probe_tags,
     require_str,
+    sweep_leftovers,
 )
 from monitor.probes.mlflow.explain import explain
 from monitor.probes.mlflow.gauges import MlflowStoreGauges
@@ -270,5 +270,5 @@ REGISTRY = Scenario(
     explain=explain,
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
-    sweep=delete_leftover_artifacts,
+    sweep=sweep_leftovers,
 )

@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import Any
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 
 from monitor.http.client import TargetClient
 from monitor.probes.mlflow.api import (
@@ -19,12 +19,13 @@ from monitor.probes.mlflow.api import (
     MlflowFacts,
     artifact_path,
     create_probe_run,
-    delete_leftover_artifacts,
     delete_stale_runs,
     dig,
     experiment_get_or_create,
     require_list,
+    sweep_leftovers,
 )
+from monitor.probes.mlflow.artifacts import artifact_round_trip, artifact_steps_off
 from monitor.probes.mlflow.explain import explain
 from monitor.probes.mlflow.gauges import MlflowStoreGauges
 from monitor.results import Reason
@@ -40,6 +41,10 @@ from monitor.scenario.base import (
 class WriteOptions(ScenarioOptions):
     experiment_name: str = Field(default="synthetic-monitor", min_length=1)
     artifacts: bool = False
+    # Bytes of the probe artifact ("8MiB"); unset: a tiny text file. Set, each run exports its
+    # upload/download throughput, and from MULTIPART_MIN_BYTES on it goes through MLflow's
+    # multipart endpoints when the server reports multipart support.
+    artifact_size: ByteSize | None = Field(default=None, gt=0, le=1024**3)
 
 
 async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
@@ -80,7 +85,10 @@ async def run_write(run: ScenarioRun, options: WriteOptions) -> None:
             data = (await step.request("GET", f"{API}/runs/get", params={"run_id": run_id})).json_object()
             _verify_read_back(step, data, metric_value, param_value)
         if options.artifacts:
-            await _artifact_round_trip(run, artifact_path(experiment_id, created, artifact_uri))
+            path = artifact_path(
+                experiment_id, created, artifact_uri, "synthetic-monitor/probe.bin" if options.artifact_size else None
+            )
+            await artifact_round_trip(run, path, options.artifact_size)
     finally:
         if run_id is not None:
             async with run.step("runs_delete", cleanup=True) as step:
@@ -103,23 +111,6 @@ def _verify_read_back(step: Step, data: dict[str, Any], metric_value: float, par
         step.fail(Reason.VALIDATION_FAILED, "read-back mismatch: " + "; ".join(problems))
 
 
-async def _artifact_round_trip(run: ScenarioRun, path: str) -> None:
-    """Bytes through the artifact proxy: proves the store behind MLflow (S3 in production)."""
-    payload = f"synthetic-monitor {secrets.token_hex(16)}\n".encode()
-    try:
-        async with run.step("artifact_put") as step:
-            await step.request("PUT", path, content=payload, headers={"Content-Type": "application/octet-stream"})
-        async with run.step("artifact_get") as step:
-            got = await step.request("GET", path, headers={"Accept": "*/*"})
-            if got.body != payload:
-                step.fail(
-                    Reason.VALIDATION_FAILED, f"artifact read-back differs: {len(got.body)} bytes, wrote {len(payload)}"
-                )
-    finally:
-        async with run.step("artifact_delete", cleanup=True) as step:
-            await step.request("DELETE", path)
-
-
 async def _write_janitor(
     client: TargetClient, options: WriteOptions, probe_name: str, older_than: float, member: str
 ) -> list[str]:
@@ -139,14 +130,15 @@ WRITE = Scenario(
         "runs_get",
         "artifact_put",
         "artifact_get",
+        "artifact_abort",
         "artifact_delete",
         "runs_delete",
     ),
     options_model=WriteOptions,
     run=run_write,
     description="MLflow write path with read-back and cleanup",
-    optional_steps=lambda options: () if options.artifacts else ("artifact_put", "artifact_get", "artifact_delete"),
-    cleanup_steps=("artifact_delete", "runs_delete"),
+    optional_steps=lambda options: artifact_steps_off(options.artifacts, options.artifact_size),
+    cleanup_steps=("artifact_abort", "artifact_delete", "runs_delete"),
     janitor=_write_janitor,
     default_probe=DefaultProbe(
         "write", "5m", "30s", standalone_options={"experiment_name": "synthetic-monitor", "artifacts": True}
@@ -154,5 +146,5 @@ WRITE = Scenario(
     explain=explain,
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
-    sweep=delete_leftover_artifacts,
+    sweep=sweep_leftovers,
 )
