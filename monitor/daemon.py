@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import ssl
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
@@ -23,7 +24,7 @@ from monitor import __version__
 from monitor.alerting.quorum import QuorumGate
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
-from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
+from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen, ssl_reason
 from monitor.events import ConfigLoaded, Event, Heartbeat
 from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhooks
 from monitor.http.client import TargetClient, redact_url
@@ -49,6 +50,11 @@ HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_STALE_AFTER = 15.0
 
 
+def startup_error(message: str) -> None:
+    """A start-up failure as the one line on stderr the operator reads first (the log has it too)."""
+    print(f"synthetic-monitor: {message}", file=sys.stderr, flush=True)
+
+
 class Daemon:
     def __init__(
         self,
@@ -58,8 +64,10 @@ class Daemon:
         *,
         web_config: WebConfig | None = None,
         enable_lifecycle: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.config = config
+        self.read_only = read_only  # --read-only: kept across reloads
         self.web_config = web_config
         self.enable_lifecycle = enable_lifecycle
         self.config_path = config_path
@@ -136,6 +144,7 @@ class Daemon:
             )
         except (ssl.SSLError, OSError, ValueError) as exc:  # the files changed since validation
             self.log.error("tls_setup_failed", error=str(exc))
+            startup_error(f"the TLS certificate or key does not load: {ssl_reason(exc)}")
             return 2
         try:
             self._server = MonitorHTTPServer(
@@ -143,6 +152,7 @@ class Daemon:
             )
         except OSError as exc:
             self.log.error("listen_failed", listen=self.listen, error=str(exc))
+            startup_error(f"cannot listen on {self.listen}: {exc.strerror or exc}")
             return 2
         self._apply(self.config)
         warn_fleet_webhooks(self.config, self.log)
@@ -247,7 +257,7 @@ class Daemon:
             on_defaults = self.config_path is None and not os.environ.get("SYNTHETIC_MONITOR_CONFIG")
             message = "no config file to reload (running on defaults)" if on_defaults else "reloaded"
             try:
-                config = load_config(self.config_path)
+                config = load_config(self.config_path, read_only=self.read_only)
             except ConfigError as exc:
                 self.emit(ConfigLoaded(ok=False))
                 self.log.error("config_reload_failed", error=str(exc))

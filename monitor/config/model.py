@@ -19,6 +19,7 @@ from monitor.config.common import (
     FieldError,
     Model,
     Name,
+    article,
     basic_token,
     is_secret_header,
     parse_listen,
@@ -49,6 +50,7 @@ class Config(Model):
     probes: list[ProbeConfig] = Field(min_length=1)
     alerting: AlertingConfig = AlertingConfig()
     slo: SLOConfig = SLOConfig()
+    read_only: bool = False  # skip every probe whose scenario writes (load_config drops them)
 
     @field_validator("listen")
     @classmethod
@@ -77,7 +79,7 @@ class Config(Model):
             if probe_target.kind != wanted:
                 raise FieldError(
                     f"probes[{index}].scenario",
-                    f"scenario {probe.scenario!r} needs a {wanted} target, {probe.target!r} is {probe_target.kind}",
+                    f"scenario {probe.scenario!r} needs {article(wanted)} {wanted} target, {probe.target!r} is {probe_target.kind}",
                 )
         if self.location is not None and "location" in self.alerting.labels:
             raise FieldError("alerting.labels.location", "set by the top-level `location` key, not here")

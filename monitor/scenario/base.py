@@ -57,11 +57,13 @@ class DefaultProbe:
 @dataclass(frozen=True, slots=True)
 class StandaloneTarget:
     """The target of this kind the no-file configuration probes: `name` at the URL in
-    environment variable `url_env`, else `url` (the usual port-forward address)."""
+    environment variable `url_env`, else `url` (the usual port-forward address).
+    `only_when_set`: probed only when `url_env` is set (a service many users do not run)."""
 
     name: str
     url_env: str
     url: str
+    only_when_set: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,8 @@ class Scenario:
     # Delete what a run reported it may have left behind (`Facts.leftovers()`), once the
     # target answers again: client, paths -> what it deleted.
     sweep: Callable[[TargetClient, list[str]], Awaitable[list[str]]] | None = None
+    # It creates things on the target (runs, models): `read_only` and `--read-only` skip it.
+    writes: bool = False
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""

@@ -271,4 +271,5 @@ REGISTRY = Scenario(
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
     sweep=delete_leftover_artifacts,
+    writes=True,
 )

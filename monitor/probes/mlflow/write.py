@@ -155,4 +155,5 @@ WRITE = Scenario(
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
     sweep=delete_leftover_artifacts,
+    writes=True,
 )
