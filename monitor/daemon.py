@@ -40,6 +40,7 @@ from monitor.sinks.exposition import Exposition
 from monitor.sinks.history import HistorySink
 from monitor.sinks.logging import LogSink
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
+from monitor.sinks.process import declare_process_metrics
 from monitor.web.endpoints import EndpointLogic
 from monitor.web.server import Endpoints, MonitorHTTPServer
 from monitor.web.webconfig import ServerSecurity, ServerTLS, WebConfig
@@ -75,6 +76,7 @@ class Daemon:
         self.exposition = Exposition()
         self.registry = self.exposition.registry
         self.metrics = MetricsSink(self.exposition, config.metrics.buckets)
+        declare_process_metrics(self.exposition)
         self.history = HistorySink()
         errors = SinkErrors(self.exposition)
         self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
