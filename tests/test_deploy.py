@@ -669,7 +669,7 @@ def test_exposed_names_expand_types() -> None:
 
 def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
     """Start the real daemon, scrape it, and compare metric names: a renamed metric fails here."""
-    from monitor.probes import SCENARIOS
+    from monitor.scenario.registry import SCENARIOS
 
     refused = _free_port()  # nothing listens there: every probe fails fast with `unreachable`
     port = _free_port()

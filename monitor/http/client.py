@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from monitor.certificates import PeerCertificate
 from monitor.http.transport import LeanTransport, PeerClosed, Phases, UnsafeRequestHeader
 from monitor.results import PhaseTimings, Reason, StepFailure
 
@@ -47,6 +48,8 @@ class HttpResponse:
     # The target kind's error hints (probes/: e.g. MLflow's --allowed-hosts advice), so
     # every check_status on this response can name a likely fix.
     hint: ErrorHint | None = None
+    # The certificate the server presented on this response's connection (https only).
+    certificate: PeerCertificate | None = None
 
     @property
     def text(self) -> str:
@@ -249,7 +252,14 @@ class TargetClient:
                 finally:
                     await response.aclose()
                 return HttpResponse(
-                    response.status_code, response.headers, body, method, path, _timings(phases), self.error_hint
+                    response.status_code,
+                    response.headers,
+                    body,
+                    method,
+                    path,
+                    _timings(phases),
+                    self.error_hint,
+                    response.extensions.get("tls_certificate"),
                 )
         except StepFailure as failure:
             if failure.phases is None:

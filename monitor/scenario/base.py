@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from monitor.certificates import PeerCertificate
 from monitor.http.client import ErrorHint, HttpResponse, TargetClient, check_status
 from monitor.results import NO_FACTS, Diagnosis, Facts, PhaseTimings, ProbeResult, Reason, StepFailure, StepResult
 
@@ -214,6 +215,7 @@ class ScenarioRun:
     # The step that was in progress when the run was cancelled (the runner's outer bound).
     cancelled_step: str | None = None
     diagnosis: Diagnosis | None = None  # a scenario's hint; monitor/diagnosis.py decides
+    certificate: PeerCertificate | None = None  # the last one a response's connection presented
 
     def step(self, name: str, *, cleanup: bool = False) -> Step:
         return Step(self, name, cleanup=cleanup)
@@ -317,6 +319,8 @@ class Step:
             headers=headers,
         )
         self._last = response
+        if response.certificate is not None:
+            self.run.certificate = response.certificate
         if response.phases is not None:
             self._add_phases(response.phases)
         check_status(response, expect)

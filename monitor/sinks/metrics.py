@@ -22,6 +22,7 @@ from monitor.scenario.registry import SCENARIOS
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.probe_series import ProbeSeriesStore
 from monitor.sinks.target_info import TargetInfo
+from monitor.sinks.target_tls import TargetCertificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class MetricsSink:
             if kind is not None and kind not in self._families:
                 self._families[kind] = kind(core)
         self.target_info = TargetInfo(core)
+        self.certificates = TargetCertificates(core)
         self.build_info = Gauge(
             "synthetic_monitor_build_info", "Always 1; the version label says which build.", ["version"], registry=core
         )
@@ -97,6 +99,7 @@ class MetricsSink:
         t = series.target
         if not any(s.target == t for s in self._probes.values()):
             self.target_info.forget(t)
+            self.certificates.forget(t)
         family = self._family(series.scenario)
         if family is not None:
             last = not any(s.target == t and self._family(s.scenario) is family for s in self._probes.values())
@@ -133,6 +136,7 @@ class MetricsSink:
             return  # a probe a reload removed: its series are gone on purpose
         if result.facts.target_version is not None:
             self.target_info.observe(result.target, result.facts.target_version)
+        self.certificates.observe(result.target, result.certificate)
         family = self._family(series.scenario)
         if family is not None:
             family.observe(result)
