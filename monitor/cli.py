@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from monitor.fleet import identity
 from monitor.http.client import redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.pipeline import CrossCheck, Pipeline, Redact
-from monitor.report import RENDERERS, ProbeRuns
+from monitor.report import RENDERERS, ProbeRuns, ReportHeader, TargetLine
 from monitor.results import ProbeResult
 from monitor.scenario.registry import SCENARIOS
 from monitor.scenario.runner import run_probe
@@ -168,7 +169,7 @@ def _check(args: argparse.Namespace) -> int:
     # Said before anything runs; on stderr when stdout carries JSON or Markdown.
     print(writes_line(config, wanted), file=sys.stdout if args.format == "table" else sys.stderr, flush=True)
     probes = asyncio.run(run_check(config, wanted, args.repeat))
-    print(with_fleet(RENDERERS[args.format](probes), args.format, config, wanted))
+    print(with_fleet(RENDERERS[args.format](probes, report_header(config, probes)), args.format, config, wanted))
     return EXIT_OK if all(p.ok for p in probes) else EXIT_FAILED
 
 
@@ -179,6 +180,35 @@ def writes_line(config: Config, names: Sequence[str]) -> str:
         return "read-only: no selected probe writes" + (" (read_only is on)" if config.read_only else "")
     where = ", ".join(f"{p.name} -> {redact_url(config.target(p.target).url)}" for p in writers)
     return f"writes: {where} (create and delete probe runs, experiments or models; --read-only skips them)"
+
+
+def report_header(config: Config, probes: Sequence[ProbeRuns]) -> ReportHeader:
+    """The report's header: the monitor, where and when it ran, and each probed target as last seen."""
+    lines = []
+    for target in config.targets:
+        results = [r for p in probes if p.target == target.name for r in p.runs]
+        if not results:
+            continue
+        versions = [r.facts.target_version for r in results if r.facts.target_version]
+        certificates = [r.certificate for r in results if r.certificate is not None]
+        lines.append(
+            TargetLine(
+                target.name,
+                target.kind,
+                redact_url(target.url),
+                versions[-1] if versions else None,
+                certificates[-1].earliest_not_after if certificates else None,
+            )
+        )
+    who = identity(config)
+    return ReportHeader(
+        __version__,
+        dt.datetime.now(dt.UTC),
+        config.location,
+        who.get("replica") if config.fleet else None,
+        tuple(lines),
+        config.alerting.runbook_url,
+    )
 
 
 def with_fleet(report: str, fmt: str, config: Config, names: Sequence[str]) -> str:
@@ -225,7 +255,15 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
         for client in clients.values():
             await client.aclose()
     return [
-        ProbeRuns(p.name, p.target, config.target(p.target).kind, p.scenario, tuple(runs[p.name])) for p in selected
+        ProbeRuns(
+            p.name,
+            p.target,
+            config.target(p.target).kind,
+            p.scenario,
+            tuple(runs[p.name]),
+            SCENARIOS[p.scenario].steps_for(p.options),
+        )
+        for p in selected
     ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from monitor import __version__
 from monitor.config import load_config
 from tests.servers import MlflowServer
 
@@ -86,10 +87,17 @@ def test_check_with_only_the_tracking_uri(mlflow_server: MlflowServer) -> None:
     env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
 
     before = _inventory(mlflow_server.url)
-    proc = _cli("check", "--read-only", env=env)
+    # Credentials in the URL (MLflow's server ignores them here): the report shows the URL without them.
+    with_userinfo = mlflow_server.url.replace("http://", "http://probe:s3cret-pw@")
+    proc = _cli("check", "--read-only", env={**env, "MLFLOW_TRACKING_URI": with_userinfo})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    first = proc.stdout.splitlines()[0]
-    assert first == "read-only: no selected probe writes (read_only is on)"
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "read-only: no selected probe writes (read_only is on)"
+    assert lines[1].startswith(f"synthetic-monitor {__version__} check at ") and lines[1].endswith(
+        " UTC, location (not set)"
+    )
+    assert lines[2] == f"target mlflow (mlflow) {mlflow_server.url}, version 3.17.2"
+    assert "s3cret-pw" not in proc.stdout + proc.stderr
     assert "asgard" not in proc.stdout and "8000" not in proc.stdout
     assert _inventory(mlflow_server.url) == before  # nothing created, not even the probe experiment
 
