@@ -22,6 +22,7 @@ import structlog
 
 from monitor import __version__
 from monitor.alerting.quorum import QuorumGate
+from monitor.alerting.reachability import ReceiverCheck
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
 from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen, ssl_reason
@@ -77,6 +78,7 @@ class Daemon:
         self.registry = self.exposition.registry
         self.metrics = MetricsSink(self.exposition, config.metrics.buckets)
         declare_process_metrics(self.exposition)
+        self.receiver_check = ReceiverCheck(self.exposition.part(), structlog.get_logger("monitor.alerting"))
         self.history = HistorySink()
         errors = SinkErrors(self.exposition)
         self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
@@ -159,6 +161,7 @@ class Daemon:
         self._apply(self.config)
         warn_fleet_webhooks(self.config, self.log)
         await self.alerts.start(self._probe_targets())
+        self._background(self.receiver_check.run(self.config.alerting.receivers))  # a warning, never a refusal
         self._server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
@@ -279,6 +282,7 @@ class Daemon:
             self.alerts.reconfigure(alerting_for(config), self._probe_targets())
             warn_fleet_webhooks(config, self.log)
             configure_logging(config.log.level, config.log.format, config.secret_values())
+            self._background(self.receiver_check.run(config.alerting.receivers))
             self.emit(ConfigLoaded(ok=True))
             self.log.info("config_reloaded", probes=sorted(self.runner.probes), note=message)
             return True, message
