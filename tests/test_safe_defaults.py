@@ -14,7 +14,7 @@ import httpx
 
 from monitor import __version__
 from monitor.config import load_config
-from tests.servers import MlflowServer
+from tests.servers import DaemonProcess, MlflowServer
 
 REPO = Path(__file__).resolve().parents[1]
 API = "/api/2.0/mlflow"
@@ -112,3 +112,20 @@ def test_check_with_only_the_tracking_uri(mlflow_server: MlflowServer) -> None:
         f"writes: mlflow_write -> {mlflow_server.url}, mlflow_registry -> {mlflow_server.url}"
         " (create and delete probe runs, experiments or models; --read-only skips them)"
     )
+
+
+def test_run_read_only_schedules_no_writer(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "targets: [{name: m, kind: mlflow, url: 'http://127.0.0.1:9'}]\n"
+        "probes:\n"
+        "  - {name: r, target: m, scenario: mlflow_read, interval: 1h}\n"
+        "  - {name: w, target: m, scenario: mlflow_write, interval: 1h}\n"
+    )
+    daemon = DaemonProcess(config, tmp_path, args=("--read-only",)).start()
+    try:
+        body = httpx.get(f"{daemon.url}/metrics", timeout=30).text
+    finally:
+        daemon.stop()
+    assert 'synthetic_probe_success{probe="r",target="m"}' in body
+    assert 'probe="w"' not in body
