@@ -179,7 +179,7 @@ def writes_line(config: Config, names: Sequence[str]) -> str:
     if not writers:
         return "read-only: no selected probe writes" + (" (read_only is on)" if config.read_only else "")
     where = ", ".join(f"{p.name} -> {redact_url(config.target(p.target).url)}" for p in writers)
-    return f"writes: {where} (create and delete probe runs, experiments or models; --read-only skips them)"
+    return f"writes: {where} (they create and clean up test data there; --read-only skips them)"
 
 
 def report_header(config: Config, probes: Sequence[ProbeRuns]) -> ReportHeader:

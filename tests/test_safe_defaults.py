@@ -110,7 +110,7 @@ def test_check_with_only_the_tracking_uri(mlflow_server: MlflowServer) -> None:
     # The warning before anything runs names the writers and where they write (stderr: stdout is JSON).
     assert proc.stderr.splitlines()[0] == (
         f"writes: mlflow_write -> {mlflow_server.url}, mlflow_registry -> {mlflow_server.url}"
-        " (create and delete probe runs, experiments or models; --read-only skips them)"
+        " (they create and clean up test data there; --read-only skips them)"
     )
 
 
