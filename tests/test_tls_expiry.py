@@ -143,3 +143,26 @@ def test_plain_http_exports_no_certificate(mlflow_server: MlflowServer) -> None:
     result = _probe(target)
     assert result.ok and result.certificate is None
     assert _exported(result) == {}
+
+
+def test_a_renewed_certificate_replaces_the_series_and_a_removed_target_drops_them() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from monitor.certificates import PeerCertificate
+    from monitor.sinks.target_tls import TargetCertificates
+
+    registry = CollectorRegistry()
+    certificates = TargetCertificates(registry)
+    old = PeerCertificate(1_800_000_000.0, "CN=ca", "CN=mlflow", "0a")
+    new = PeerCertificate(1_807_776_000.0, "CN=ca", "CN=mlflow", "0b")
+    certificates.observe("mlflow", old)
+    certificates.observe("mlflow", None)  # a plain-http run (or no request) changes nothing
+    certificates.observe("mlflow", new)
+    info = {"target": "mlflow", "issuer": "CN=ca", "subject": "CN=mlflow"}
+    assert registry.get_sample_value("synthetic_target_tls_info", {**info, "serial": "0a"}) is None
+    assert registry.get_sample_value("synthetic_target_tls_info", {**info, "serial": "0b"}) == 1
+    expiry = "synthetic_target_tls_earliest_cert_expiry_seconds"
+    assert registry.get_sample_value(expiry, {"target": "mlflow"}) == 1_807_776_000.0
+    certificates.forget("mlflow")
+    assert registry.get_sample_value(expiry, {"target": "mlflow"}) is None
+    assert registry.get_sample_value("synthetic_target_tls_info", {**info, "serial": "0b"}) is None
