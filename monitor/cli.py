@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import yaml
 
@@ -20,9 +22,10 @@ from monitor.clients import make_client
 from monitor.config import Config, ConfigError, load_config, parse_listen
 from monitor.culprit import TargetCulprit
 from monitor.fleet import identity
+from monitor.http.client import redact_url
 from monitor.logsetup import Redactor, configure_logging
 from monitor.pipeline import CrossCheck, Pipeline, Redact
-from monitor.report import RENDERERS, ProbeRuns, render_html
+from monitor.report import RENDERERS, ProbeRuns, ReportHeader, TargetLine, render_html
 from monitor.results import ProbeResult
 from monitor.scenario.registry import KINDS, SCENARIOS
 from monitor.scenario.runner import run_probe
@@ -30,10 +33,18 @@ from monitor.slo.command import add_parser as add_slo_parser
 from monitor.slo.command import run_slo
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+READ_ONLY_HELP = "skip every probe that writes to its target (as the config key read_only: true)"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit 2), as every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="synthetic-monitor",
         # The plug-ins say what they probe: the core names no kind of service.
         description="Synthetic monitor for " + "; ".join(k.description for k in KINDS.values() if k.description) + ".",
@@ -63,12 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow POST /-/reload (as Prometheus; SIGHUP always reloads)",
     )
+    run.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
 
     check = sub.add_parser("check", help="run the probes once (or N times) and print a report")
     check.add_argument("--config", help="YAML config file")
     check.add_argument("--probe", action="append", help="only this probe (repeatable)")
     check.add_argument("--repeat", type=int, default=1, help="run each probe N times, with latency statistics")
     check.add_argument("--format", choices=sorted([*RENDERERS, "html"]), default="table")
+    check.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
 
     sub.add_parser(
         "demo", help="start a local demo stack (servers, stand-ins) and the daemon (see `demo --help`)", add_help=False
@@ -80,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="validate or show a configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     validate = config_sub.add_parser("validate", help="exit 0 if FILE is valid, else 2 with the problem")
-    validate.add_argument("file")
+    validate.add_argument("file", nargs="?", help="config file (or --config FILE)")
+    validate.add_argument("--config", dest="config_file", metavar="FILE", help="config file (as run and check take it)")
+    validate.add_argument("--all", action="store_true", help="list every problem, one per line, not only the first")
     show = config_sub.add_parser("show", help="print the effective configuration, secrets redacted")
     show.add_argument("file", nargs="?", help="config file (default: $SYNTHETIC_MONITOR_CONFIG or defaults)")
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
@@ -126,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
 
-    config = load_config(args.config)
+    config = load_config(args.config, read_only=args.read_only)
     if args.listen:
         try:
             parse_listen(args.listen)
@@ -149,12 +164,13 @@ def _run(args: argparse.Namespace) -> int:
         web_config=web_config,
         enable_lifecycle=args.web_enable_lifecycle,
         port_file=args.port_file,
+        read_only=args.read_only,
     )
     return asyncio.run(daemon.run())
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, read_only=args.read_only)
     if args.repeat < 1 or args.repeat > 10000:
         print("synthetic-monitor: --repeat must be between 1 and 10000", file=sys.stderr)
         return EXIT_USAGE
@@ -165,12 +181,52 @@ def _check(args: argparse.Namespace) -> int:
         print(f"synthetic-monitor: unknown probe {unknown[0]!r}; configured: {', '.join(names)}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging("error", "json", config.secret_values(), stream=sys.stderr)
+    # Said before anything runs; on stderr when stdout carries JSON or Markdown.
+    print(writes_line(config, wanted), file=sys.stdout if args.format == "table" else sys.stderr, flush=True)
     probes = asyncio.run(run_check(config, wanted, args.repeat))
     if args.format == "html":  # the status page: it carries the fleet identity itself
         print(render_html(probes, config))
     else:
-        print(with_fleet(RENDERERS[args.format](probes), args.format, config, wanted))
+        print(with_fleet(RENDERERS[args.format](probes, report_header(config, probes)), args.format, config, wanted))
     return EXIT_OK if all(p.ok for p in probes) else EXIT_FAILED
+
+
+def writes_line(config: Config, names: Sequence[str]) -> str:
+    """Which of these probes write, and where: the first line of `check`."""
+    writers = [p for p in config.probes if p.name in names and SCENARIOS[p.scenario].writes]
+    if not writers:
+        return "read-only: no selected probe writes" + (" (read_only is on)" if config.read_only else "")
+    where = ", ".join(f"{p.name} -> {redact_url(config.target(p.target).url)}" for p in writers)
+    return f"writes: {where} (they create and clean up test data there; --read-only skips them)"
+
+
+def report_header(config: Config, probes: Sequence[ProbeRuns]) -> ReportHeader:
+    """The report's header: the monitor, where and when it ran, and each probed target as last seen."""
+    lines = []
+    for target in config.targets:
+        results = [r for p in probes if p.target == target.name for r in p.runs]
+        if not results:
+            continue
+        versions = [r.facts.target_version for r in results if r.facts.target_version]
+        certificates = [r.certificate for r in results if r.certificate is not None]
+        lines.append(
+            TargetLine(
+                target.name,
+                target.kind,
+                redact_url(target.url),
+                versions[-1] if versions else None,
+                certificates[-1].earliest_not_after if certificates else None,
+            )
+        )
+    who = identity(config)
+    return ReportHeader(
+        __version__,
+        dt.datetime.now(dt.UTC),
+        config.location,
+        who.get("replica") if config.fleet else None,
+        tuple(lines),
+        config.alerting.runbook_url,
+    )
 
 
 def with_fleet(report: str, fmt: str, config: Config, names: Sequence[str]) -> str:
@@ -219,7 +275,15 @@ async def run_check(config: Config, names: Sequence[str], repeat: int = 1) -> li
         for client in clients.values():
             await client.aclose()
     return [
-        ProbeRuns(p.name, p.target, config.target(p.target).kind, p.scenario, tuple(runs[p.name])) for p in selected
+        ProbeRuns(
+            p.name,
+            p.target,
+            config.target(p.target).kind,
+            p.scenario,
+            tuple(runs[p.name]),
+            SCENARIOS[p.scenario].steps_for(p.options),
+        )
+        for p in selected
     ]
 
 
@@ -238,8 +302,19 @@ class ReportSink:
 
 def _config(args: argparse.Namespace) -> int:
     if args.config_command == "validate":
-        config = load_config(args.file)
-        print(f"{args.file}: ok ({len(config.targets)} targets, {len(config.probes)} probes)")
+        file = args.file or args.config_file
+        if not file or (args.file and args.config_file):
+            print("synthetic-monitor: config validate takes one file: FILE or --config FILE", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            config = load_config(file)
+        except ConfigError as exc:
+            if not args.all:
+                raise
+            for problem in exc.problems:
+                print(f"synthetic-monitor: config error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{file}: ok ({len(config.targets)} targets, {len(config.probes)} probes)")
         return EXIT_OK
     config = load_config(args.file)
     data = config.redacted()

@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import ssl
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -25,9 +26,10 @@ from prometheus_client import Counter
 from monitor import __version__
 from monitor.alerting.peers import PeerMetrics
 from monitor.alerting.quorum import QuorumGate
+from monitor.alerting.reachability import ReceiverCheck
 from monitor.alerting.sink import AlertSink
 from monitor.clients import make_client
-from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen
+from monitor.config import Config, ConfigError, ProbeConfig, TargetConfig, load_config, parse_listen, ssl_reason
 from monitor.culprit import TargetCulprit
 from monitor.events import ConfigLoaded, Event, Heartbeat
 from monitor.fleet import alerting_for, identity, run_member, warn_fleet_webhooks
@@ -47,6 +49,7 @@ from monitor.sinks.history import HistorySink
 from monitor.sinks.logging import LogSink
 from monitor.sinks.maintenance import MaintenanceGauge
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
+from monitor.sinks.process import declare_process_metrics
 from monitor.web.endpoints import EndpointLogic
 from monitor.web.face import Face
 from monitor.web.pages.data import PageSource, ProbeInfo
@@ -59,6 +62,11 @@ HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_STALE_AFTER = 15.0
 
 
+def startup_error(message: str) -> None:
+    """A start-up failure as the one line on stderr the operator reads first (the log has it too)."""
+    print(f"synthetic-monitor: {message}", file=sys.stderr, flush=True)
+
+
 class Daemon:
     def __init__(
         self,
@@ -69,9 +77,11 @@ class Daemon:
         web_config: WebConfig | None = None,
         enable_lifecycle: bool = False,
         port_file: str | None = None,
+        read_only: bool = False,
     ) -> None:
         self.config = config
         self.port_file = port_file
+        self.read_only = read_only  # --read-only: kept across reloads
         self.web_config = web_config
         self.enable_lifecycle = enable_lifecycle
         self.config_path = config_path
@@ -84,6 +94,8 @@ class Daemon:
             "Reloads of --web.config.file (SIGHUP or a changed file) that kept the last good settings.",
             registry=self.exposition.part(),
         )
+        declare_process_metrics(self.exposition)
+        self.receiver_check = ReceiverCheck(self.exposition.part(), structlog.get_logger("monitor.alerting"))
         self.history = HistorySink()
         errors = SinkErrors(self.exposition)
         self.alerts = AlertSink(alerting_for(config), self.exposition, errors=errors)
@@ -166,6 +178,7 @@ class Daemon:
             )
         except (ssl.SSLError, OSError, ValueError) as exc:  # the files changed since validation
             self.log.error("tls_setup_failed", error=str(exc))
+            startup_error(f"the TLS certificate or key does not load: {ssl_reason(exc)}")
             return 2
         try:
             self._server = MonitorHTTPServer(
@@ -173,6 +186,7 @@ class Daemon:
             )
         except OSError as exc:
             self.log.error("listen_failed", listen=self.listen, error=str(exc))
+            startup_error(f"cannot listen on {self.listen}: {exc.strerror or exc}")
             return 2
         # The socket listens from here on (connections wait in its backlog until the server
         # thread starts): say the bound port, which is the only way to learn it for port 0.
@@ -188,6 +202,7 @@ class Daemon:
         self._apply(self.config)
         warn_fleet_webhooks(self.config, self.log)
         await self.alerts.start(self._probe_targets())
+        self._background(self.receiver_check.run(self.config.alerting.receivers))  # a warning, never a refusal
         self._server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
@@ -298,7 +313,7 @@ class Daemon:
             on_defaults = self.config_path is None and not os.environ.get("SYNTHETIC_MONITOR_CONFIG")
             message = "no config file to reload (running on defaults)" if on_defaults else "reloaded"
             try:
-                config = load_config(self.config_path)
+                config = load_config(self.config_path, read_only=self.read_only)
             except ConfigError as exc:
                 self.emit(ConfigLoaded(ok=False))
                 self.log.error("config_reload_failed", error=str(exc))
@@ -319,6 +334,7 @@ class Daemon:
             warn_fleet_webhooks(config, self.log)
             self.heartbeat.reconfigure(config.heartbeat)
             configure_logging(config.log.level, config.log.format, config.secret_values())
+            self._background(self.receiver_check.run(config.alerting.receivers))
             self.emit(ConfigLoaded(ok=True))
             self.log.info("config_reloaded", probes=sorted(self.runner.probes), note=message)
             return True, message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,13 +26,22 @@ from monitor.web.pages.render import status_page
 
 @dataclass(frozen=True)
 class ProbeRuns:
-    """All runs of one probe in a check, in order."""
+    """All runs of one probe in a check, in order; `planned_steps`: what a run would do,
+    so the report can list the steps a failed run never reached."""
 
     name: str
     target: str
     target_kind: str
     scenario: str
     runs: tuple[ProbeResult, ...]
+    planned_steps: tuple[str, ...] = ()
+
+    def not_run(self, result: ProbeResult) -> list[str]:
+        """The planned steps a failed run never reached (none for a passing run)."""
+        if result.ok:
+            return []
+        ran = {step.name for step in result.steps}
+        return [step for step in self.planned_steps if step not in ran]
 
     @property
     def ok(self) -> bool:
@@ -40,6 +50,71 @@ class ProbeRuns:
     @property
     def last(self) -> ProbeResult:
         return self.runs[-1]
+
+
+@dataclass(frozen=True)
+class TargetLine:
+    """One target as the report's header shows it (the URL without credentials)."""
+
+    name: str
+    kind: str
+    url: str
+    version: str | None = None
+    certificate_expiry: float | None = None  # Unix time (https targets)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.url,
+            "version": self.version,
+            "tls_earliest_cert_expiry": _iso(self.certificate_expiry) if self.certificate_expiry else None,
+        }
+
+    def text(self) -> str:
+        parts = [f"{self.name} ({self.kind}) {self.url}", f"version {self.version or 'unknown'}"]
+        if self.certificate_expiry is not None:
+            parts.append(f"certificate expires {_iso(self.certificate_expiry)}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    """What a ticket needs besides the steps: where, when, against what, by which monitor."""
+
+    monitor_version: str
+    generated_at: dt.datetime
+    location: str | None = None
+    replica: str | None = None
+    targets: tuple[TargetLine, ...] = ()
+    runbook_url: str | None = None  # alerting.runbook_url: diagnosis links point there
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "monitor_version": self.monitor_version,
+            "generated_at": self.generated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "location": self.location,
+            "replica": self.replica,
+            "targets": [t.as_dict() for t in self.targets],
+        }
+
+    def lines(self) -> list[str]:
+        where = f"location {self.location or '(not set)'}" + (f", replica {self.replica}" if self.replica else "")
+        return [
+            f"synthetic-monitor {self.monitor_version} check at {self.generated_at.strftime('%Y-%m-%d %H:%M:%S UTC')},"
+            f" {where}",
+            *[f"target {t.text()}" for t in self.targets],
+        ]
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def runbook_ref(component: str, runbook_url: str | None) -> str:
+    """A diagnosis's pointer: a link when `alerting.runbook_url` is set, else the docs section's name."""
+    anchor = runbook_anchor(component)
+    return f"runbook {runbook_url}#{anchor}" if runbook_url else f"docs section #{anchor}"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -73,7 +148,7 @@ def step_stats(probe: ProbeRuns) -> dict[str, dict[str, float]]:
     }
 
 
-def to_json(probes: Sequence[ProbeRuns]) -> dict[str, Any]:
+def to_json(probes: Sequence[ProbeRuns], header: ReportHeader | None = None) -> dict[str, Any]:
     out = []
     for probe in probes:
         last = probe.last.as_dict()
@@ -91,6 +166,7 @@ def to_json(probes: Sequence[ProbeRuns]) -> dict[str, Any]:
             "facts": last["facts"],
             "notes": last["notes"],
             "steps": [],
+            "not_run": probe.not_run(probe.last),
             "failures": [
                 {
                     "run": i + 1,
@@ -112,7 +188,10 @@ def to_json(probes: Sequence[ProbeRuns]) -> dict[str, Any]:
             entry["steps"].append(step)
         out.append(entry)
     targets = [{"name": t, "diagnosis": d.as_dict() if d else None} for t, d in target_culprits(probes).items()]
-    return {"ok": all(p.ok for p in probes), "probes": out, "targets": targets}
+    report: dict[str, Any] = {"ok": all(p.ok for p in probes), "probes": out, "targets": targets}
+    if header is not None:
+        report["report"] = header.as_dict()
+    return report
 
 
 def target_culprits(probes: Sequence[ProbeRuns]) -> dict[str, Diagnosis | None]:
@@ -124,16 +203,17 @@ def target_culprits(probes: Sequence[ProbeRuns]) -> dict[str, Diagnosis | None]:
     return out
 
 
-def _culprit_lines(probes: Sequence[ProbeRuns], bullet: str = "") -> list[str]:
+def _culprit_lines(probes: Sequence[ProbeRuns], header: ReportHeader | None, bullet: str = "") -> list[str]:
+    url = header.runbook_url if header else None
     return [
-        f"{bullet}target {t}: culprit {d.component}: {d.summary} (runbook #{runbook_anchor(d.component)})"
+        f"{bullet}target {t}: culprit {d.component}: {d.summary} ({runbook_ref(d.component, url)})"
         for t, d in target_culprits(probes).items()
         if d is not None
     ]
 
 
-def render_json(probes: Sequence[ProbeRuns]) -> str:
-    return json.dumps(to_json(probes), indent=2)
+def render_json(probes: Sequence[ProbeRuns], header: ReportHeader | None = None) -> str:
+    return json.dumps(to_json(probes, header), indent=2)
 
 
 def _ms(seconds: float) -> str:
@@ -147,11 +227,14 @@ def _phases(step: StepResult) -> str:
     return "/".join(f"{v * 1000:.1f}" if v else "0" for v in step.phases.values())
 
 
-def render_table(probes: Sequence[ProbeRuns]) -> str:
+DETAIL_WIDTH = 100  # the detail column wraps here: a hint is never cut
+
+
+def render_table(probes: Sequence[ProbeRuns], header: ReportHeader | None = None) -> str:
     repeat = max((len(p.runs) for p in probes), default=1)
     rows: list[list[str]] = []
     if repeat > 1:
-        header = ["PROBE", "STEP", "PASSED", "MEAN", "P50", "P95", "LAST ERROR"]
+        columns = ["PROBE", "STEP", "PASSED", "MEAN", "P50", "P95", "LAST ERROR"]
         for probe in probes:
             stats = step_stats(probe)
             for name, s in stats.items():
@@ -164,11 +247,11 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
                         _ms(s["mean"]),
                         _ms(s["p50"]),
                         _ms(s["p95"]),
-                        (errors[-1] or "")[:80] if errors else "",
+                        (errors[-1] or "") if errors else "",
                     ]
                 )
     else:
-        header = ["PROBE", "STEP", "RESULT", "TIME", "CONN/TLS/TTFB/BODY MS", "DETAIL"]
+        columns = ["PROBE", "STEP", "RESULT", "TIME", "CONN/TLS/TTFB/BODY MS", "DETAIL"]
         for probe in probes:
             for step in probe.last.steps:
                 result = (
@@ -177,10 +260,18 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
                     else ("ok" if step.ok else f"FAIL {step.reason.value if step.reason else ''}")
                 )
                 rows.append(
-                    [probe.name, step.name, result, _ms(step.duration_seconds), _phases(step), (step.error or "")[:100]]
+                    [probe.name, step.name, result, _ms(step.duration_seconds), _phases(step), step.error or ""]
                 )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+            for name in probe.not_run(probe.last):
+                rows.append([probe.name, name, "not run", "-", "-", "an earlier step failed"])
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns) - 1)]
+    lines = [*header.lines(), ""] if header is not None else []
+    for row in [columns, *rows]:
+        detail = textwrap.wrap(row[-1], DETAIL_WIDTH, break_long_words=False, break_on_hyphens=False) or [""]
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
+        lines.append("  ".join([*cells, detail[0]]).rstrip())
+        indent = " " * (sum(widths) + 2 * len(widths))
+        lines.extend(indent + more for more in detail[1:])
     passed = sum(1 for p in probes if p.ok)
     lines.append("")
     lines.append(f"{passed}/{len(probes)} probes passed" + (f" over {repeat} runs each" if repeat > 1 else ""))
@@ -193,19 +284,21 @@ def render_table(probes: Sequence[ProbeRuns]) -> str:
                 )
             )
         if probe.last.diagnosis is not None:
-            lines.append(f"{probe.name}: diagnosis {_diagnosis_line(probe.last)}")
-    lines += _culprit_lines(probes)
+            lines.append(f"{probe.name}: diagnosis {_diagnosis_line(probe.last, header)}")
+    lines += _culprit_lines(probes, header)
     return "\n".join(lines)
 
 
-def _diagnosis_line(result: ProbeResult) -> str:
+def _diagnosis_line(result: ProbeResult, header: ReportHeader | None) -> str:
     d = result.diagnosis
     assert d is not None
-    return f"{d.component}: {d.summary} (runbook #{runbook_anchor(d.component)})"
+    return f"{d.component}: {d.summary} ({runbook_ref(d.component, header.runbook_url if header else None)})"
 
 
-def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.UTC)
+def render_markdown(
+    probes: Sequence[ProbeRuns], header: ReportHeader | None = None, now: dt.datetime | None = None
+) -> str:
+    now = now or (header.generated_at if header is not None else dt.datetime.now(dt.UTC))
     repeat = max((len(p.runs) for p in probes), default=1)
     lines = [
         "# Synthetic monitor report",
@@ -213,6 +306,20 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
         f"Generated {now.strftime('%Y-%m-%d %H:%M:%S UTC')} by `synthetic-monitor check`"
         + (f", {repeat} runs per probe." if repeat > 1 else "."),
         "",
+        *(
+            [
+                f"Monitor version {header.monitor_version}, location {header.location or '(not set)'}"
+                + (f", replica {header.replica}" if header.replica else "")
+                + ".",
+                "",
+                "| Target | Kind | URL | Server version |",
+                "|---|---|---|---|",
+                *[f"| {t.name} | {t.kind} | {t.url} | {t.version or 'unknown'} |" for t in header.targets],
+                "",
+            ]
+            if header is not None
+            else []
+        ),
         "## Summary",
         "",
         "| Category | Tests | Passed | Failed |",
@@ -249,6 +356,8 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
                 f"| {step.name} | {step.method or '-'} | `{step.path or '-'}` | {step.status_code or '-'} | "
                 f"{_ms(step.duration_seconds)} | {_phases(step)} | {result} |"
             )
+        for name in probe.not_run(probe.last):
+            lines.append(f"| {name} | - | - | - | - | - | NOT RUN |")
         failures = [(i + 1, s) for i, r in enumerate(probe.runs) for s in r.steps if not s.ok]
         if failures:
             lines += ["", "Failures:", ""]
@@ -260,7 +369,7 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
             lines += [
                 "",
                 f"**Diagnosis:** `{probe.last.diagnosis.component}`: {probe.last.diagnosis.summary}"
-                f" (runbook `#{runbook_anchor(probe.last.diagnosis.component)}`)",
+                f" ({runbook_ref(probe.last.diagnosis.component, header.runbook_url if header else None)})",
             ]
         lines.append("")
     title = f"## Response times (average over {repeat} requests)" if repeat > 1 else "## Response times"
@@ -273,7 +382,7 @@ def render_markdown(probes: Sequence[ProbeRuns], now: dt.datetime | None = None)
             )
     verdict = "All probes passed." if all(p.ok for p in probes) else "Some probes FAILED."
     lines += ["", f"**{verdict}**", ""]
-    culprits = _culprit_lines(probes, "- ")
+    culprits = _culprit_lines(probes, header, "- ")
     if culprits:
         lines += ["## One culprit per target", "", *culprits, ""]
     return "\n".join(lines)

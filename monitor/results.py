@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from monitor.certificates import PeerCertificate
+
 
 class Reason(str, enum.Enum):
     """Why a step failed: a fixed set, used as a metric label value, never free text."""
@@ -208,6 +210,7 @@ class ProbeResult:
     # One culprit per incident: the target-level diagnosis over the latest runs of every
     # probe of this target when this result was enriched (monitor/culprit.py); None: healthy.
     target_diagnosis: Diagnosis | None = None
+    certificate: PeerCertificate | None = None  # the last one the target presented in this run (https)
 
     @property
     def ok(self) -> bool:
@@ -260,6 +263,7 @@ class ProbeResult:
             "facts": self.facts.as_dict(),
             "notes": list(self.notes),
             "steps": [step.as_dict() for step in self.steps],
+            "tls_certificate": self.certificate.as_dict() if self.certificate else None,
         }
 
 

@@ -148,8 +148,10 @@ def test_tracking_uri_from_env() -> None:
 
 
 def test_asgard_url_from_env() -> None:
+    # Without ASGARD_URL an MLflow-only team gets no Asgard probe (issue 23: no probe of what is not there).
     config = load_config(None, env={})
-    assert config.target("asgard").url == "http://localhost:8000"
+    assert [t.name for t in config.targets] == ["mlflow"]
+    assert all(p.target == "mlflow" for p in config.probes)
     config = load_config(None, env={"ASGARD_URL": "http://asgard.mlops.svc:8000"})
     assert config.target("asgard").url == "http://asgard.mlops.svc:8000"
     assert any(p.target == "asgard" for p in config.probes)
@@ -483,7 +485,7 @@ def test_one_error_counts_the_others(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(doc(lambda d: d["probes"][0].update(interval="x", name="bad name", colour=1)))
     message = str(pytest.raises(ConfigError, load_config, path, env={}).value)
-    assert message.endswith("(and 2 more problems)")
+    assert message.endswith("(and 2 more problems: `config validate --all` lists them)")
 
 
 # --------------------------------------------------------------------------- the real command line

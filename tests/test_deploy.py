@@ -46,6 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"
 KUSTOMIZE_DIR = DEPLOY / "kubernetes"
 OVERLAYS = ("sidecar", "standalone")
+# The sidecar is a Component (it patches the user's Deployment): rendered through its example.
+OVERLAY_DIRS = {"sidecar": DEPLOY / "examples" / "mlflow-sidecar", "standalone": KUSTOMIZE_DIR / "standalone"}
 RULES = DEPLOY / "prometheus" / "rules.yml"
 SLO_RULES = DEPLOY / "prometheus" / "slo.rules.yml"
 PROMETHEUSRULE = KUSTOMIZE_DIR / "base" / "prometheusrule.yaml"
@@ -149,9 +151,9 @@ def render(overlay: str) -> list[dict[str, Any]]:
     if overlay not in _RENDERED:
         kubectl, kustomize = _tool("kubectl"), _tool("kustomize")
         if kubectl:
-            cmd = [kubectl, "kustomize", str(KUSTOMIZE_DIR / overlay)]
+            cmd = [kubectl, "kustomize", str(OVERLAY_DIRS.get(overlay, KUSTOMIZE_DIR / overlay))]
         elif kustomize:
-            cmd = [kustomize, "build", str(KUSTOMIZE_DIR / overlay)]
+            cmd = [kustomize, "build", str(OVERLAY_DIRS.get(overlay, KUSTOMIZE_DIR / overlay))]
         else:
             pytest.skip(f"kubectl not found: {INSTALL_HINT['kubectl']}")
         proc = _run(cmd)

@@ -182,6 +182,7 @@ class Dispatcher:
 
     async def _deliver(self, notifier: Notifier, batch: list[Alert]) -> bool:
         delay = self._backoff
+        error = ""
         for attempt in range(1, self._attempts + 1):
             started = time.monotonic()
             try:
@@ -202,21 +203,22 @@ class Dispatcher:
                             error=error,
                         )
                     return False
-                self._count(notifier.name, "retry")
-                if self._log is not None:
-                    self._log.warning(
-                        "alert_notification_retry",
-                        receiver=notifier.name,
-                        url=notifier.safe_url,
-                        attempt=attempt,
-                        retry_in=delay,
-                        error=error,
-                    )
+                self._count(notifier.name, "retry")  # counted per attempt, logged once per batch below
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
                 continue
             self._count(notifier.name, "success")
-            if self._log is not None:
+            if self._log is not None and attempt > 1:
+                # One line per batch that needed retries, with their count (not one per attempt).
+                self._log.warning(
+                    "alert_notification_retried",
+                    receiver=notifier.name,
+                    url=notifier.safe_url,
+                    retries=attempt - 1,
+                    alerts=len(batch),
+                    last_error=error,
+                )
+            elif self._log is not None:
                 self._log.debug(
                     "alert_notification_sent",
                     receiver=notifier.name,

@@ -4,11 +4,12 @@ secret files, and the defaults that are contracts."""
 from __future__ import annotations
 
 import base64
+import difflib
 import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -43,7 +44,12 @@ REPLICA_PATTERN = r"^[A-Za-z0-9_.-]{1,253}$"  # a pod or host name; also a tag v
 
 
 class ConfigError(Exception):
-    """A configuration problem, already phrased for the user on one line."""
+    """A configuration problem, already phrased for the user on one line; `problems` holds
+    every problem found (the first is the message), for `config validate --all`."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 class FieldError(ValueError):
@@ -163,14 +169,48 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def error_message(error: Mapping[str, Any]) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, list, dict, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at `loc` (the location of an unknown key) accepts, for "did you mean"."""
+    models = [model]
+    for part in loc[:-1]:
+        if isinstance(part, int) or not isinstance(part, str):
+            continue
+        found = [info.annotation for m in models for name, info in m.model_fields.items() if part in (name, info.alias)]
+        if found:
+            models = [m for annotation in found for m in _models_in(annotation)]
+        # else: a dict key or a union tag; the models stay (a dict of models keeps its value model)
+        if not models:
+            return []
+    return sorted({info.alias or name for m in models for name, info in m.model_fields.items()})
+
+
+def article(word: str) -> str:
+    """'an' before a vowel sound as written ("an http target"), else 'a'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def did_you_mean(key: object, known: list[str]) -> str:
+    """` (did you mean 'timeout'?)` for a misspelt key, else ''."""
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def error_message(error: Mapping[str, Any], model: type[BaseModel] | None = None) -> str:
     ctx = error.get("ctx") or {}
     cause = ctx.get("error")
     if isinstance(cause, FieldError):
         return f"{cause.field}: {cause.message}" if cause.field else cause.message
     kind = error.get("type")
     if kind == "extra_forbidden":
-        return "unknown key"
+        loc = tuple(error.get("loc", ()))
+        return "unknown key" + (did_you_mean(loc[-1], known_keys(model, loc)) if model and loc else "")
     if kind == "missing":
         return "required but missing"
     message = str(error.get("msg", "invalid"))

@@ -15,7 +15,7 @@ from pydantic import (
 
 from monitor.config.common import REPLICA_PATTERN, ConfigError, FieldError, error_message, field_path
 from monitor.config.model import Config
-from monitor.scenario.registry import KINDS, scenarios_of
+from monitor.scenario.registry import KINDS, SCENARIOS, scenarios_of
 
 
 def default_probes(targets: list[dict[str, Any]], *, standalone: bool = False) -> list[dict[str, Any]]:
@@ -42,7 +42,8 @@ def default_probes(targets: list[dict[str, Any]], *, standalone: bool = False) -
 
 
 def default_document(env: Mapping[str, str]) -> dict[str, Any]:
-    """The configuration with no file: each kind's usual port-forward address, or the environment's."""
+    """The configuration with no file: each kind's usual port-forward address, or the environment's;
+    a kind whose standalone target is `only_when_set` is probed only when its variable names it."""
     targets = [
         {
             "name": kind.standalone.name,
@@ -50,7 +51,7 @@ def default_document(env: Mapping[str, str]) -> dict[str, Any]:
             "url": env.get(kind.standalone.url_env) or kind.standalone.url,
         }
         for kind in KINDS.values()
-        if kind.standalone is not None
+        if kind.standalone is not None and (env.get(kind.standalone.url_env) or not kind.standalone.only_when_set)
     ]
     return {"targets": targets, "probes": default_probes(targets, standalone=True)}
 
@@ -87,8 +88,14 @@ def _apply_identity(document: dict[str, Any], env: Mapping[str, str]) -> None:
                 break
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, merge and validate; raises ConfigError with a one-line message."""
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    read_only: bool = False,
+) -> Config:
+    """Read, merge and validate; raises ConfigError with a one-line message. `read_only`
+    (or the file's `read_only: true`) drops every probe whose scenario writes."""
     env = os.environ if env is None else env
     path = path or env.get("SYNTHETIC_MONITOR_CONFIG") or None
     if path is None:
@@ -103,20 +110,39 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         document["probes"] = default_probes([t for t in document["targets"] if isinstance(t, dict)])
     _apply_env(document, env)
     _apply_identity(document, env)
+    if read_only:
+        document["read_only"] = True
     try:
-        return Config.model_validate(document)
+        config = Config.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = field_path(first["loc"])
-        cause = (first.get("ctx") or {}).get("error")
-        if isinstance(cause, FieldError) and cause.field:
-            location = f"{location}.{cause.field}" if location else cause.field
-            message = cause.message
-        else:
-            message = error_message(first)
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{source}: {location + ': ' if location else ''}{message}{suffix}") from None
+        problems = [f"{source}: {_problem(error)}" for error in exc.errors()]
+        more = len(problems) - 1
+        suffix = (
+            f" (and {more} more problem{'s' if more > 1 else ''}: `config validate --all` lists them)" if more else ""
+        )
+        raise ConfigError(problems[0] + suffix, problems) from None
+    return without_writes(config, source) if config.read_only else config
+
+
+def _problem(error: Any) -> str:
+    """One validation error as `location: message`."""
+    location = field_path(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError) and cause.field:
+        location = f"{location}.{cause.field}" if location else cause.field
+        message = cause.message
+    else:
+        message = error_message(error, Config)
+    return f"{location + ': ' if location else ''}{message}"
+
+
+def without_writes(config: Config, source: str) -> Config:
+    """The config minus the probes whose scenario writes (read-only mode)."""
+    kept = [p for p in config.probes if not SCENARIOS[p.scenario].writes]
+    if not kept:
+        raise ConfigError(f"{source}: read_only: every configured probe writes, so none is left to run")
+    config.probes = kept
+    return config
 
 
 def _read_yaml(path: Path) -> Any:

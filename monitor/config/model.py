@@ -19,6 +19,7 @@ from monitor.config.common import (
     FieldError,
     Model,
     Name,
+    article,
     basic_token,
     is_secret_header,
     parse_listen,
@@ -61,6 +62,8 @@ class Config(Model):
     slo: SLOConfig = SLOConfig()
     maintenance: list[MaintenanceConfig] = []
     heartbeat: HeartbeatConfig | None = None
+    # Skip every probe whose scenario writes (load_config drops them).
+    read_only: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -89,7 +92,7 @@ class Config(Model):
             if probe_target.kind != wanted:
                 raise FieldError(
                     f"probes[{index}].scenario",
-                    f"scenario {probe.scenario!r} needs a {wanted} target, {probe.target!r} is {probe_target.kind}",
+                    f"scenario {probe.scenario!r} needs {article(wanted)} {wanted} target, {probe.target!r} is {probe_target.kind}",
                 )
         for index, window in enumerate(self.maintenance):
             for key, names, known in (("probes", window.probes, seen), ("targets", window.targets, targets)):

@@ -63,7 +63,9 @@ class ProbeConfig(Model):
             except ValidationError as exc:
                 first = exc.errors()[0]
                 path = field_path(first["loc"])
-                raise FieldError("options" + (f".{path}" if path else ""), error_message(first)) from None
+                raise FieldError(
+                    "options" + (f".{path}" if path else ""), error_message(first, options_model)
+                ) from None
         self._check_deadline()
         return self
 
@@ -80,7 +82,7 @@ class ProbeConfig(Model):
             raise FieldError(
                 "timeout",
                 f"{format_duration(self.timeout)} exceeds the interval {format_duration(self.interval)}"
-                " (a run must end before the next one starts)",
+                f" (a run must end before the next one starts; the largest timeout that fits is {self._fits(limit)})",
             )
         else:
             reserve = self._cleanup_reserve(self.timeout)
@@ -90,10 +92,21 @@ class ProbeConfig(Model):
                     "timeout",
                     f"{format_duration(self.timeout)}{cleanup} exceeds 90% of the interval"
                     f" {format_duration(self.interval)} ({format_duration(limit)}): the run, cleanup included,"
-                    " must end before the next one starts",
+                    f" must end before the next one starts; the largest timeout that fits is {self._fits(limit)}",
                 )
         if self.step_timeout is not None and self.step_timeout > self.timeout:
             self.step_timeout = self.timeout
+
+    def _fits(self, limit: float) -> str:
+        """The largest deadline (whole milliseconds) whose run and cleanup end within `limit`."""
+        low, high = 0, int(limit * 1000)
+        while low < high:  # the run plus its reserve grows with the deadline
+            middle = (low + high + 1) // 2
+            if middle / 1000 + self._cleanup_reserve(middle / 1000) <= limit + 1e-9:
+                low = middle
+            else:
+                high = middle - 1
+        return format_duration(low / 1000)
 
     def _default_timeout(self, limit: float) -> float:
         """80 % of the interval, or less so that the cleanup reserve still fits (reserve grows with it)."""

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from monitor.certificates import PeerCertificate
 from monitor.http.transport import LeanTransport, PeerClosed, Phases, UnsafeRequestHeader
 from monitor.results import PhaseTimings, Reason, StepFailure
 
@@ -51,6 +52,8 @@ class HttpResponse:
     hint: ErrorHint | None = None
     # The target kind's error classifier (see check_status).
     classify: ErrorClassifier | None = None
+    # The certificate the server presented on this response's connection (https only).
+    certificate: PeerCertificate | None = None
 
     @property
     def text(self) -> str:
@@ -276,6 +279,7 @@ class TargetClient:
                     _timings(phases),
                     self.error_hint,
                     self.error_classifier,
+                    response.extensions.get("tls_certificate"),
                 )
         except StepFailure as failure:
             if failure.phases is None:

@@ -25,6 +25,8 @@ from typing import Any, cast
 import httptools
 import httpx
 
+from monitor.certificates import PeerCertificate, peer_certificate
+
 MAX_HEADER_BYTES = 64 * 1024
 # Above this much unread body the socket stops being read: memory stays bounded even when
 # a server sends far more than the caller will accept.
@@ -188,6 +190,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[bool] | None = None
         self._paused = False
         self._poll: Any = None
+        self.certificate: PeerCertificate | None = None  # what the server presented at the handshake
 
     # asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -354,7 +357,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             response.status,
             headers=response.headers,
             stream=stream,
-            extensions={"http_version": response.http_version, "reason_phrase": response.reason, "phases": phases},
+            extensions={
+                "http_version": response.http_version,
+                "reason_phrase": response.reason,
+                "phases": phases,
+                "tls_certificate": conn.certificate,
+            },
         )
 
     def _checkout(self, origin: _Origin) -> _Connection | None:
@@ -388,7 +396,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     # After the TCP connect, any failure is the TLS handshake's, be it an
                     # alert, a reset or a close (a TLS proxy without a backend).
                     try:
-                        conn.transport = await loop.start_tls(raw, conn, tls, server_hostname=host)
+                        secured = await loop.start_tls(raw, conn, tls, server_hostname=host)
+                        conn.transport = secured
                     except BaseException as exc:
                         raw.close()
                         if not isinstance(exc, OSError):
@@ -398,6 +407,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         )
                         raise httpx.ConnectError(f"TLS handshake failed: {exc}") from cause
                     phases.tls = time.monotonic() - connected
+                    # Read once per connection, from this handshake: no second connection to look.
+                    if secured is not None:
+                        conn.certificate = peer_certificate(secured.get_extra_info("ssl_object"))
         except TimeoutError:
             raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time") from None
         return conn

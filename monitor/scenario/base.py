@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from monitor.certificates import PeerCertificate
 from monitor.http.client import ErrorClassifier, ErrorHint, HttpResponse, TargetClient, check_status
 from monitor.results import (
     NO_FACTS,
@@ -68,11 +69,13 @@ class DefaultProbe:
 @dataclass(frozen=True, slots=True)
 class StandaloneTarget:
     """The target of this kind the no-file configuration probes: `name` at the URL in
-    environment variable `url_env`, else `url` (the usual port-forward address)."""
+    environment variable `url_env`, else `url` (the usual port-forward address).
+    `only_when_set`: probed only when `url_env` is set (a service many users do not run)."""
 
     name: str
     url_env: str
     url: str
+    only_when_set: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,8 @@ class Scenario:
     # Steps written in the probe's options (a config-defined check): options -> (steps,
     # cleanup steps), used instead of `steps` and `cleanup_steps`.
     configured_steps: Callable[[Any], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+    # It creates things on the target (runs, models): `read_only` and `--read-only` skip it.
+    writes: bool = False
 
     def steps_for(self, options: Any) -> tuple[str, ...]:
         """The steps a probe with these options can report (for its zeroed series)."""
@@ -256,6 +261,7 @@ class ScenarioRun:
     # The step that was in progress when the run was cancelled (the runner's outer bound).
     cancelled_step: str | None = None
     diagnosis: Diagnosis | None = None  # a scenario's hint; monitor/diagnosis.py decides
+    certificate: PeerCertificate | None = None  # the last one a response's connection presented
 
     def step(self, name: str, *, cleanup: bool = False) -> Step:
         return Step(self, name, cleanup=cleanup)
@@ -376,6 +382,8 @@ class Step:
             max_body_bytes=max_body_bytes,
         )
         self._last = response
+        if response.certificate is not None:
+            self.run.certificate = response.certificate
         if response.phases is not None:
             self._add_phases(response.phases)
         check_status(response, expect)

@@ -97,6 +97,7 @@ async def run_probe(
         root_cause=run.root_cause,
         notes=tuple(run.notes),
         traceback=run.traceback,
+        certificate=run.certificate,
     )
     kind = KINDS.get(scenario.target_kind) or TargetKind(scenario.target_kind)
     diagnosis = diagnose(result, kind.server_component, run.diagnosis, kind.diagnose, kind.component_runbooks())

@@ -23,6 +23,7 @@ from monitor.sinks.exposition import Exposition
 from monitor.sinks.probe_series import ProbeSeriesStore
 from monitor.sinks.target_diagnosis import TargetDiagnosisGauge
 from monitor.sinks.target_info import TargetInfo
+from monitor.sinks.target_tls import TargetCertificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class MetricsSink:
                 self._families[kind] = kind(core)
         self.target_info = TargetInfo(core)
         self.target_diagnosis = TargetDiagnosisGauge(core)
+        self.certificates = TargetCertificates(core)
         self.build_info = Gauge(
             "synthetic_monitor_build_info", "Always 1; the version label says which build.", ["version"], registry=core
         )
@@ -100,6 +102,7 @@ class MetricsSink:
         if not any(s.target == t for s in self._probes.values()):
             self.target_info.forget(t)
             self.target_diagnosis.forget(t)
+            self.certificates.forget(t)
         family = self._family(series.scenario)
         if family is not None:
             last = not any(s.target == t and self._family(s.scenario) is family for s in self._probes.values())
@@ -142,6 +145,7 @@ class MetricsSink:
         self.target_diagnosis.observe(
             result.target, result.target_diagnosis.component if result.target_diagnosis else None
         )
+        self.certificates.observe(result.target, result.certificate)
         family = self._family(series.scenario)
         if family is not None:
             family.observe(result)

@@ -239,7 +239,7 @@ def daemon_timeline(log_text: str, alertname: str, fault_at: float, received: fl
             events.append((at - fault_at, event))
     bad = [f"{t:.1f}" for t, e in events if e.get("event") == "probe_run" and e.get("ok") is False][:3]
     fired = next((t for t, e in events if e.get("event") == "alert_firing" and e.get("alertname") == alertname), None)
-    retries = sum(1 for _, e in events if e.get("event") == "alert_notification_retry")
+    retries = sum(int(e.get("retries", 0)) for _, e in events if e.get("event") == "alert_notification_retried")
     text = f"failed runs ended at {', '.join(bad) or 'none'} s; engine fired at {_fmt(fired)} s"
     if fired is not None and received is not None:
         text += f", delivered {received - fault_at - fired:+.2f} s later"

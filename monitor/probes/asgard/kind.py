@@ -11,7 +11,7 @@ KIND = TargetKind(
     name="asgard",
     description="the Asgard MLOps API",
     credential_env=("ASGARD_USERNAME", "ASGARD_PASSWORD", "ASGARD_TOKEN"),
-    standalone=StandaloneTarget("asgard", "ASGARD_URL", "http://localhost:8000"),
+    standalone=StandaloneTarget("asgard", "ASGARD_URL", "http://localhost:8000", only_when_set=True),
     server_component="asgard",
     components=(Component("asgard", "the Asgard MLOps API"),),
     dependencies=DEPENDENCIES,

@@ -271,4 +271,5 @@ REGISTRY = Scenario(
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
     sweep=sweep_leftovers,
+    writes=True,
 )

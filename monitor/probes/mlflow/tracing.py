@@ -305,4 +305,5 @@ TRACING = Scenario(
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
     sweep=sweep_leftovers,
+    writes=True,  # it ingests and deletes a trace
 )

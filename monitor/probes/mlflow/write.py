@@ -147,4 +147,5 @@ WRITE = Scenario(
     metric_families=MlflowStoreGauges,
     facts_model=MlflowFacts,
     sweep=sweep_leftovers,
+    writes=True,
 )
