@@ -70,6 +70,7 @@ def _user_kustomization(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 def test_component_patches_the_labelled_deployment_only(tmp_path: Path) -> None:
     rendered = _kustomize(_user_kustomization(tmp_path))
     deployments = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Deployment"}
@@ -84,6 +85,7 @@ def test_component_patches_the_labelled_deployment_only(tmp_path: Path) -> None:
     assert all(d["metadata"].get("namespace") == "ml" for d in rendered)
 
 
+@pytest.mark.integration
 def test_sidecar_has_no_mlflow_container_of_its_own(tmp_path: Path) -> None:
     rendered = _kustomize(_user_kustomization(tmp_path))
     containers = [
@@ -109,6 +111,7 @@ RENDERED = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("overlay", sorted(RENDERED))
 def test_release_label_for_kube_prometheus_stack_is_on(overlay: str) -> None:
     rendered = _kustomize(RENDERED[overlay])
@@ -117,6 +120,7 @@ def test_release_label_for_kube_prometheus_stack_is_on(overlay: str) -> None:
     assert all(d["metadata"]["labels"].get("release") == "kube-prometheus-stack" for d in selected)
 
 
+@pytest.mark.integration
 def test_every_overlay_lists_the_same_alertmanager_members() -> None:
     receivers = {}
     for overlay, directory in RENDERED.items():

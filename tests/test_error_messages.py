@@ -49,6 +49,7 @@ def _config(tmp_path: Path, **top: object) -> Path:
 # --------------------------------------------------------------------------- start-up failures
 
 
+@pytest.mark.integration
 def test_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -58,6 +59,7 @@ def test_port_in_use(tmp_path: Path) -> None:
     assert line == f"synthetic-monitor: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
+@pytest.mark.integration
 def test_unreadable_web_config(tmp_path: Path) -> None:
     missing = tmp_path / "absent-web.yml"
     line = _one_line_exit_2(
@@ -68,6 +70,7 @@ def test_unreadable_web_config(tmp_path: Path) -> None:
     assert f"{missing}: cannot read the web config file" in line
 
 
+@pytest.mark.integration
 def test_bad_tls_files(tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_text("not a certificate\n")
     (tmp_path / "key.pem").write_text("not a key\n")
@@ -92,10 +95,12 @@ def test_bad_tls_files(tmp_path: Path) -> None:
         (["config", "validate"], "config validate takes one file: FILE or --config FILE"),
     ],
 )
+@pytest.mark.integration
 def test_usage_errors_are_one_line(args: list[str], says: str) -> None:
     assert says in _one_line_exit_2(_monitor(*args))
 
 
+@pytest.mark.integration
 def test_config_validate_takes_config_like_run_and_check(tmp_path: Path) -> None:
     path = _config(tmp_path)
     for form in ([str(path)], ["--config", str(path)]):
@@ -104,6 +109,7 @@ def test_config_validate_takes_config_like_run_and_check(tmp_path: Path) -> None
         assert proc.stdout.strip() == f"{path}: ok (1 targets, 1 probes)"
 
 
+@pytest.mark.integration
 def test_validate_all_lists_every_problem(tmp_path: Path) -> None:
     path = _config(tmp_path, listen="nowhere", log={"levle": "info"})
     first = _one_line_exit_2(_monitor("config", "validate", str(path)))

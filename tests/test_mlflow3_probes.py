@@ -124,6 +124,7 @@ async def test_tracing_janitor_and_sweep_delete_the_probes_traces_only(mlflow_se
     assert _traces(url, experiment) == []
 
 
+@pytest.mark.integration
 async def test_tracing_on_a_gunicorn_server_is_a_config_finding_naming_the_server(tmp_path: Path) -> None:
     server = MlflowServer(tmp_path / "gunicorn", gunicorn_opts="--worker-class sync --no-control-socket").start()
     try:

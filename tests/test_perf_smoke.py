@@ -27,6 +27,10 @@ BENCHMARKS: dict[str, tuple[str, str | None]] = {
     "time_to_alert": ("| fault | config |", None),
     "auth_flood": ("| window | runs |", None),
     "profile_run": ("| stage | share", None),
+    "checks_cpu": ("| ratio (goal", None),
+    "checks_libs": ("## JSONPath", None),
+    "status_page": ("| what | figure | goal |", None),
+    "metrics_parts": ("| render at", None),
 }
 
 

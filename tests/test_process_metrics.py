@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import DaemonProcess
 
 
+@pytest.mark.integration
 def test_daemon_exports_process_and_python_metrics(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(

@@ -338,6 +338,7 @@ WRITE_BIG = Probe(
 )
 
 
+@pytest.mark.integration
 async def test_tracing_on_uvicorn_postgres_s3_healthy_database_down_and_clean(
     stores: ProdStack, uvicorn_mlflow: UvicornMlflow
 ) -> None:
@@ -364,6 +365,7 @@ async def test_tracing_on_uvicorn_postgres_s3_healthy_database_down_and_clean(
     assert _probe_traces(stores) == [], h.context()
 
 
+@pytest.mark.integration
 async def test_pool_exhaustion_is_the_backend_store(stores: ProdStack, uvicorn_mlflow: UvicornMlflow) -> None:
     """The pool's one connection waits on a held lock: the next request gets SQLAlchemy's
     QueuePool timeout, which MLflow answers as HTTP 400."""
@@ -412,6 +414,7 @@ async def test_pool_exhaustion_is_the_backend_store(stores: ProdStack, uvicorn_m
     assert stores.active_probe_runs() == [], h.context()
 
 
+@pytest.mark.integration
 async def test_a_throttled_s3_moves_the_throughput_histograms_before_any_timeout(
     stores: ProdStack, uvicorn_mlflow: UvicornMlflow, s3_proxy: FaultProxy
 ) -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.servers import DaemonProcess, free_port
@@ -23,6 +24,7 @@ def _reachable(url: str) -> dict[str, float]:
     }
 
 
+@pytest.mark.integration
 def test_unreachable_receivers_warn_and_the_daemon_runs(tmp_path: Path) -> None:
     refused = free_port()
     with socket.socket() as listening:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from monitor import __version__
 from monitor.config import load_config
@@ -63,6 +64,7 @@ def test_read_only_drops_every_writing_probe() -> None:
     assert [p.scenario for p in load_config(None, env=env, read_only=True).probes] == ["mlflow_read"]
 
 
+@pytest.mark.integration
 def test_read_only_config_key(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
@@ -114,6 +116,7 @@ def test_check_with_only_the_tracking_uri(mlflow_server: MlflowServer) -> None:
     )
 
 
+@pytest.mark.integration
 def test_run_read_only_schedules_no_writer(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(

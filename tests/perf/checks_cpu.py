@@ -139,7 +139,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="runs per second on each side")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one short pair at a low rate: does it still run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.rate, args.seconds, args.pairs = 5.0, 2.0, 1
     asyncio.run(main_async(args.rate, args.seconds, args.pairs))
 
 

@@ -260,7 +260,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--wheels", action="store_true", help="also ask PyPI for the image's wheels")
+    parser.add_argument("--smoke", action="store_true", help="20 rounds: does it still run? (figures meaningless)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.wheels = 20, False
     print(f"python {sys.version.split()[0]}, {args.rounds} rounds")
     bench_cel(args.rounds)
     bench_jsonpath(args.rounds)

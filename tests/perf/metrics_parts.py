@@ -123,7 +123,10 @@ def http_median(checkout: Path, scrapes: int = 20) -> tuple[float, float, int]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m tests.perf.metrics_parts")
     parser.add_argument("--http", nargs="+", metavar="DIR", help="also GET /metrics from a daemon run out of DIR")
+    parser.add_argument("--smoke", action="store_true", help="50 probes: does it still run? (figures meaningless)")
     args = parser.parse_args()
+    if args.smoke:
+        PROBES = 50
     main()
     if args.http:
         print()

@@ -247,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the figures as JSON")
     parser.add_argument("--path", default="/", help="what the hammer asks for (/healthz: the server's own cost)")
     parser.add_argument("--skip-render", action="store_true", help="only the daemon part")
+    parser.add_argument("--smoke", action="store_true", help="2 s windows, 2 renders: does it still run?")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.window, args.skip_render = 2.0, True
     data: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
     log("in-process render")
     data["in_process"] = in_process(2 if args.skip_render else 50)
