@@ -858,7 +858,7 @@ def slo_row(d: db.Dashboard) -> None:
             "critical burn pages only when enough locations burn (peers.min_locations); one location alone is a "
             "warning naming it.", 8, 24,
             [query(f"{sel('target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h', f='tpl')}\n"
-                   "/ on (cluster, target, probe) group_left\n"
+                   "/ on (cluster, target, probe) group_left ()\n"
                    f"(1 - {sel('target_probe:synthetic_probe_slo_objective:ratio')})", "{{location}}: {{probe}}")],
             unit="none", stacking=False,
         )
