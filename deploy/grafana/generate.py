@@ -6,7 +6,7 @@
 
 Built with grafana-foundation-sdk (the `dashboards` extra, pinned in deploy/constraints.txt;
 never a runtime dependency). Why code instead of hand-written JSON: one helper per panel
-shape keeps 40 panels consistent, and every PromQL selector goes through `sel()`, which
+shape keeps ~60 panels consistent, and every PromQL selector goes through `sel()`, which
 adds the dashboard's filters, so no query can forget the `cluster` variable.
 
 Variables: `datasource`, `cluster` (kube-prometheus-stack's external label, present when
@@ -832,8 +832,9 @@ def slo_row(d: db.Dashboard) -> None:
             timeseries_panel(
                 pid, title, description, 8, 12,
                 [
-                    # `on (cluster, target, probe)`: one cluster's ratio divided by its own objective.
-                    query(f"{sel(f'target_probe:{ratio_name}:ratio_rate{window}')}\n/ on (cluster, target, probe)\n"
+                    # `on (cluster, target, probe) group_left ()`: each location's ratio divided by its
+                    # cluster's objective (the recorded ratios keep `location`: many to one).
+                    query(f"{sel(f'target_probe:{ratio_name}:ratio_rate{window}')}\n/ on (cluster, target, probe) group_left ()\n"
                           f"(1 - {sel(f'target_probe:{objective}:ratio')})", f"{{{{probe}}}} {window}", ref)
                     for window, ref in (("1h", "A"), ("6h", "B"), ("1d", "C"), ("3d", "D"))
                 ],
