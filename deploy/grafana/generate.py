@@ -6,7 +6,7 @@
 
 Built with grafana-foundation-sdk (the `dashboards` extra, pinned in deploy/constraints.txt;
 never a runtime dependency). Why code instead of hand-written JSON: one helper per panel
-shape keeps 40 panels consistent, and every PromQL selector goes through `sel()`, which
+shape keeps ~60 panels consistent, and every PromQL selector goes through `sel()`, which
 adds the dashboard's filters, so no query can forget the `cluster` variable.
 
 Variables: `datasource`, `cluster` (kube-prometheus-stack's external label, present when
@@ -90,6 +90,18 @@ def updown(down: str, up: str) -> list[dm.ValueMapping]:
             options={
                 "0": dm.ValueMappingResult(text=down, color="red", index=0),
                 "1": dm.ValueMappingResult(text=up, color="green", index=1),
+            }
+        )
+    ]
+
+
+def marked(zero: tuple[str, str], one: tuple[str, str]) -> list[dm.ValueMapping]:
+    """A 0/1 series as two named states: (text, color) for 0 and for 1."""
+    return [
+        dm.ValueMap(
+            options={
+                "0": dm.ValueMappingResult(text=zero[0], color=zero[1], index=0),
+                "1": dm.ValueMappingResult(text=one[0], color=one[1], index=1),
             }
         )
     ]
@@ -325,6 +337,15 @@ def probe_success_row(d: db.Dashboard) -> None:
             ],
         )
     )  # fmt: skip
+    d.with_panel(
+        timeline_panel(
+            108, "Maintenance windows",
+            "1 while a maintenance window covers the probe (synthetic_probe_maintenance): read a gap in the "
+            "availability panels against it. Failures inside a window page no one and spend no error budget.", 5, 24,
+            query(f"max by (target, probe) ({sel('synthetic_probe_maintenance')})", "{{target}} / {{probe}}"),
+            marked(("open", "green"), ("maintenance", "blue")),
+        )
+    )  # fmt: skip
 
 
 def step_latency_row(d: db.Dashboard) -> None:
@@ -402,6 +423,24 @@ def failures_row(d: db.Dashboard) -> None:
         .unit("short")
         .sort_by([cb.TableSortByFieldState().display_name("Value").desc(True)])
     )  # fmt: skip
+    d.with_panel(
+        table_panel(
+            109, "Failing assertions (last 1h)",
+            "Assertions of config-defined checks (kind http) that were false or could not be evaluated in the last "
+            "hour, by step and assertion name (synthetic_probe_assertion_failures_total). The expression itself is "
+            "never exported: see the check's config.",
+            7, 24,
+            query("sum by (target, probe, step, assertion) "
+                  f"(increase({sel('synthetic_probe_assertion_failures_total')}[1h])) > 0", "", instant=True, fmt="table"),
+            [
+                *hidden("Time"),
+                db.DashboardFieldConfigSourceOverrides()
+                .matcher(dm.MatcherConfig(id_val="byName", options="Value"))
+                .properties([dm.DynamicConfigValue(id_val="displayName", value="failures"),
+                             dm.DynamicConfigValue(id_val="decimals", value=0)]),
+            ],
+        )
+    )  # fmt: skip
 
 
 def timeouts_row(d: db.Dashboard) -> None:
@@ -449,6 +488,70 @@ def timeouts_row(d: db.Dashboard) -> None:
             "unknown). 0 with reason dependency_unavailable means the database or the S3 artifact store is the broken "
             "part, not the MLflow workers (alert MLflowDependencyUnavailable).", 6, 24,
             query(sel("synthetic_mlflow_dependency_up", f="t"), "{{target}} {{dependency}}"), updown("DOWN", "UP"),
+        )
+    )  # fmt: skip
+
+
+def targets_row(d: db.Dashboard) -> None:
+    d.with_row(db.Row("Targets: culprit, versions, certificates").id(110))
+    d.with_panel(
+        timeline_panel(
+            111, "Culprit now",
+            "The one part blamed for each target's incident (synthetic_target_diagnosis), over the latest run of "
+            "every probe of the target; empty while the target is healthy. The runbook has a section per component.",
+            6, 24,
+            query(f"max by (target, component) ({sel('synthetic_target_diagnosis', f='t')})", "{{target}}: {{component}}"),
+            marked(("", "transparent"), ("blamed", "red")),
+        )
+    )  # fmt: skip
+    d.with_panel(
+        table_panel(
+            112, "Server versions",
+            "Versions each target answered (synthetic_target_info); more than one row per target is a rolling "
+            "upgrade stuck half-way (MLflowVersionSkew).", 7, 12,
+            query(f"count by (target, version) ({sel('synthetic_target_info', f='t')})", "", instant=True, fmt="table"),
+            [
+                *hidden("Time"),
+                db.DashboardFieldConfigSourceOverrides()
+                .matcher(dm.MatcherConfig(id_val="byName", options="Value"))
+                .properties([dm.DynamicConfigValue(id_val="displayName", value="series")]),
+            ],
+        )
+    )  # fmt: skip
+    d.with_panel(
+        stat_panel(
+            113, "Certificate expiry (days)",
+            "Days until the earliest certificate expiry an https target presented to the probe "
+            "(synthetic_target_tls_earliest_cert_expiry_seconds); SyntheticTargetCertificateExpiring warns under 14 "
+            "days, pages under 3. On Python < 3.13 only the leaf is read.", 7, 12,
+            [query(f"min by (target) ({sel('synthetic_target_tls_earliest_cert_expiry_seconds', f='t')} - time()) / 86400",
+                   "{{target}}", instant=True)],
+            unit="d", decimals=1, steps=(("red", None), ("orange", 3), ("green", 14)),
+        )
+    )  # fmt: skip
+
+
+def mlflow_row(d: db.Dashboard) -> None:
+    d.with_row(db.Row("MLflow tracing and artifact store").id(114))
+    d.with_panel(
+        timeseries_panel(
+            115, "Trace visible p95",
+            "Time from sending a trace until a search finds it (synthetic_mlflow_trace_visible_seconds), "
+            "mlflow_tracing probes only (opt-in).", 8, 12,
+            [query("histogram_quantile(0.95, sum by (le, target) "
+                   f"(rate({sel('synthetic_mlflow_trace_visible_seconds_bucket')}[30m])))", "{{target}}")],
+            unit="s", legend_table=False, stacking=False,
+        )
+    )  # fmt: skip
+    d.with_panel(
+        timeseries_panel(
+            116, "Artifact throughput p50",
+            "Bytes per second through the artifact store, upload and download (synthetic_mlflow_artifact_throughput_bytes; "
+            "mlflow_write with artifact_size). A slow, not failed, S3 shows here first.", 8, 12,
+            [query("histogram_quantile(0.5, sum by (le, target, direction) "
+                   f"(rate({sel('synthetic_mlflow_artifact_throughput_bytes_bucket')}[30m]))) / 1048576",
+                   "{{target}} {{direction}}")],
+            unit="MiBs", legend_table=False, stacking=False,
         )
     )  # fmt: skip
 
@@ -544,6 +647,64 @@ def monitor_row(d: db.Dashboard) -> None:
             bars=True, legend_table=False,
         )
     )  # fmt: skip
+    job = 'job="synthetic-monitor"'
+    d.with_panel(
+        timeseries_panel(
+            117, "Monitor memory vs limit",
+            "Resident memory of each monitor process (process_resident_memory_bytes) against the container's "
+            "384 MiB limit (dashed), and its CPU in cores (right axis).", 8, 12,
+            [
+                query(sel("process_resident_memory_bytes", job, f=""), "memory {{instance}}"),
+                query(f"rate({sel('process_cpu_seconds_total', job, f='')}[5m])", "cpu {{instance}}", "B"),
+            ],
+            unit="bytes", legend_table=False, stacking=False,
+        )
+        .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
+        .thresholds(thresholds(("green", None), ("red", 384 * 1024 * 1024)))
+        .override_by_regexp(
+            "cpu.*",
+            [
+                dm.DynamicConfigValue(id_val="unit", value="short"),
+                dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+                dm.DynamicConfigValue(id_val="custom.axisLabel", value="cores"),
+            ],
+        )
+    )  # fmt: skip
+    d.with_panel(
+        timeline_panel(
+            118, "Alert receivers reachable",
+            "Each receiver's host resolved and its port accepted a TCP connection at start-up or the last reload "
+            "(synthetic_monitor_receiver_reachable); the daemon starts anyway.", 8, 12,
+            query(sel("synthetic_monitor_receiver_reachable", f=""), "{{instance}} {{receiver}}"),
+            updown("UNREACHABLE", "REACHABLE"),
+        )
+    )  # fmt: skip
+    d.with_panel(
+        stat_panel(
+            119, "Web config reloads refused",
+            "Changed --web.config.file contents the monitor refused in the last hour (the old one keeps serving).", 6, 8,
+            [query(f"increase({sel('synthetic_monitor_web_config_reload_failures_total', f='')}[1h])", "{{instance}}",
+                   instant=True)],
+            decimals=0, steps=(("green", None), ("red", 0.5)),
+        )
+    )  # fmt: skip
+    d.with_panel(
+        timeseries_panel(
+            120, "State file problems",
+            "Alert state file errors in the last hour by reason (unreadable, invalid_json, wrong_shape, write_failed).",
+            6, 8,
+            [query(f"sum by (reason) (increase({sel('synthetic_monitor_state_file_errors_total', f='')}[1h]))",
+                   "{{reason}}")],
+            legend_table=False,
+        )
+    )  # fmt: skip
+    d.with_panel(
+        timeseries_panel(
+            121, "Heartbeat pushes", "Watchdog heartbeat pushes per second by result (sent, failed, withheld).", 6, 8,
+            [query(f"sum by (result) (rate({sel('synthetic_monitor_heartbeat_pushes_total', f='')}[5m]))", "{{result}}")],
+            unit="reqps", legend_table=False,
+        )
+    )  # fmt: skip
 
 
 def alerts_row(d: db.Dashboard) -> None:
@@ -602,6 +763,25 @@ def locations_row(d: db.Dashboard) -> None:
             unit="percentunit", max_value=1, legend_calcs=("lastNotNull", "min"), stacking=False,
         )
     )  # fmt: skip
+    d.with_panel(
+        timeseries_panel(
+            122, "Peer query errors",
+            "Failed verdict queries to peers by reason (synthetic_monitor_peer_errors_total): any unauthorized or tls "
+            "is a configuration fault, and the quorum runs without that peer.", 8, 12,
+            [query(f"sum by (peer, reason) (rate({sel('synthetic_monitor_peer_errors_total', f='')}[5m]))",
+                   "{{peer}} {{reason}}")],
+            unit="reqps", legend_table=False,
+        )
+    )  # fmt: skip
+    d.with_panel(
+        timeseries_panel(
+            123, "Peer verdict traffic", "Verdict bytes received from each peer (synthetic_monitor_peer_response_bytes_total).",
+            8, 12,
+            [query(f"sum by (instance, peer) (rate({sel('synthetic_monitor_peer_response_bytes_total', f='')}[5m]))",
+                   "{{instance}} <- {{peer}}")],
+            unit="Bps", legend_table=False,
+        )
+    )  # fmt: skip
 
 
 def slo_row(d: db.Dashboard) -> None:
@@ -652,8 +832,9 @@ def slo_row(d: db.Dashboard) -> None:
             timeseries_panel(
                 pid, title, description, 8, 12,
                 [
-                    # `on (cluster, target, probe)`: one cluster's ratio divided by its own objective.
-                    query(f"{sel(f'target_probe:{ratio_name}:ratio_rate{window}')}\n/ on (cluster, target, probe)\n"
+                    # `on (cluster, target, probe) group_left ()`: each location's ratio divided by its
+                    # cluster's objective (the recorded ratios keep `location`: many to one).
+                    query(f"{sel(f'target_probe:{ratio_name}:ratio_rate{window}')}\n/ on (cluster, target, probe) group_left ()\n"
                           f"(1 - {sel(f'target_probe:{objective}:ratio')})", f"{{{{probe}}}} {window}", ref)
                     for window, ref in (("1h", "A"), ("6h", "B"), ("1d", "C"), ("3d", "D"))
                 ],
@@ -671,6 +852,18 @@ def slo_row(d: db.Dashboard) -> None:
             unit="percentunit",
         )
     )  # fmt: skip
+    d.with_panel(
+        timeseries_panel(
+            124, "Error budget burn per location (1h)",
+            "Failed-run ratio over the last hour per location divided by the error budget (1 - objective). A "
+            "critical burn pages only when enough locations burn (peers.min_locations); one location alone is a "
+            "warning naming it.", 8, 24,
+            [query(f"{sel('target_probe:synthetic_probe_runs_failure_per_runs:ratio_rate1h', f='tpl')}\n"
+                   "/ on (cluster, target, probe) group_left ()\n"
+                   f"(1 - {sel('target_probe:synthetic_probe_slo_objective:ratio')})", "{{location}}: {{probe}}")],
+            unit="none", stacking=False,
+        )
+    )  # fmt: skip
 
 
 ROWS = (
@@ -678,6 +871,8 @@ ROWS = (
     step_latency_row,
     failures_row,
     timeouts_row,
+    targets_row,
+    mlflow_row,
     asgard_row,
     monitor_row,
     alerts_row,
