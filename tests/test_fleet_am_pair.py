@@ -132,7 +132,7 @@ def pair(tmp_path: Path) -> Iterator[dict[str, Any]]:
                     f"http://127.0.0.1:{web[i]}/-/ready",
                 )
             )
-        daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path) for name in LOCATIONS]
+        daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path, port=free_port()) for name in LOCATIONS]
         for name, daemon, other in ((LOCATIONS[0], daemons[0], daemons[1]), (LOCATIONS[1], daemons[1], daemons[0])):
             daemon.config_path.write_text(
                 yaml.safe_dump(

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from monitor.alerting.peers import PeerClient, PeerMetrics
 from monitor.config import PeersConfig
 from tests.faultproxy import FaultProxy, make_self_signed
+from tests.helpers import free_port, read_port_file
 from tests.servers import REPO
 from tests.standin.asgard import serve_in_thread as serve_asgard
 from tests.standin.webhook import WebhookServer, serve_in_thread
@@ -41,8 +42,9 @@ PASSWORD = "peer-password-7f3a"
 class SecuredDaemon(TLSDaemon):
     """HTTPS with basic auth on every endpoint (readiness included)."""
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, timeout: float = 30.0) -> None:
         assert self.proc is not None
+        self.port = read_port_file(self.port_file, timeout=timeout, proc=self.proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"daemon exited: {self.log_text()}"
@@ -83,7 +85,8 @@ def secured(tmp_path: Path) -> Iterator[dict[str, Any]]:
     asgard, asgard_url = serve_asgard()
     proxy = FaultProxy(asgard_url).start()
     daemons = [
-        SecuredDaemon(tmp_path / f"{n}.yaml", tmp_path, args=("--web.config.file", str(web))) for n in ("a", "b")
+        SecuredDaemon(tmp_path / f"{n}.yaml", tmp_path, args=("--web.config.file", str(web)), port=free_port())
+        for n in ("a", "b")
     ]
     for daemon in daemons:
         daemon.ca = cert

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.faultproxy import FaultProxy
+from tests.helpers import free_port
 from tests.servers import DaemonProcess
 from tests.standin.asgard import serve_in_thread as serve_asgard
 from tests.standin.webhook import WebhookServer, serve_in_thread
@@ -58,7 +59,7 @@ def pair(tmp_path: Path) -> Iterator[dict[str, Any]]:
     hook = serve_in_thread()
     asgard, asgard_url = serve_asgard()
     proxy = FaultProxy(asgard_url).start()
-    daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path) for name in ("alpha", "beta")]
+    daemons = [DaemonProcess(tmp_path / f"{name}.yaml", tmp_path, port=free_port()) for name in ("alpha", "beta")]
     for name, daemon, other, url in (
         ("alpha", daemons[0], daemons[1], proxy.url),
         ("beta", daemons[1], daemons[0], asgard_url),

@@ -30,6 +30,7 @@ import yaml
 from monitor.web import webconfig
 from monitor.web.webconfig import BasicAuth, Verdict
 from tests.faultproxy import make_self_signed
+from tests.helpers import read_port_file
 from tests.servers import REPO, DaemonProcess
 from tests.standin.asgard import serve_in_thread
 
@@ -81,7 +82,10 @@ class TLSDaemon:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.daemon.port}"
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.daemon.proc is not None
+        self.daemon.port = read_port_file(self.daemon.port_file, timeout=timeout, proc=self.daemon.proc)
+
         def up() -> bool:
             assert self.daemon.proc is not None
             if self.daemon.proc.poll() is not None:
