@@ -132,4 +132,8 @@ def test_dashboard_has_a_location_variable_and_a_per_location_availability_panel
     assert location["allValue"] == ".*"  # matches series without a location label too (one daemon)
     panels = [p for p in dashboard["panels"] if "location" in p.get("title", "").lower()]
     exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
-    assert exprs and all("by (location" in e and 'location=~"$location"' in e for e in exprs)
+    # Each keeps the location dimension: aggregated `by (location, ...)`, or a series the SLO
+    # rules already record per location (`target_probe:...`, by target, probe, location).
+    assert exprs and all(
+        ("by (location" in e or e.startswith("target_probe:")) and 'location=~"$location"' in e for e in exprs
+    )
