@@ -373,7 +373,7 @@ class Daemon:
 
     def _server_endpoints(self) -> Endpoints:
         return Endpoints(
-            metrics=self.exposition.render,
+            metrics=self.exposition.chunks,
             healthy=self.endpoints.healthy,
             ready=self.endpoints.ready,
             status=self.endpoints.status,

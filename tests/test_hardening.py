@@ -266,7 +266,7 @@ class Endpoint:
     def __init__(self, *, lifecycle: bool = True, security: ServerSecurity | None = None) -> None:
         self.reloads = 0
         endpoints = Endpoints(
-            metrics=lambda: b"up 1\n",
+            metrics=lambda: [b"up 1\n"],
             healthy=lambda: (True, "ok"),
             ready=lambda: (True, "ok"),
             status=lambda: {"ok": True},

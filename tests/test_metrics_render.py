@@ -8,7 +8,11 @@ its numbers are the ones prometheus-client's own Counter/Gauge/Histogram would h
 
 from __future__ import annotations
 
+import http.client
 import random
+import socket
+import threading
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -23,6 +27,8 @@ from monitor.sinks.errors import SinkErrors
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.sinks.probe_series import FAMILIES, JOB, LAG_BUCKETS
+from monitor.web import server
+from monitor.web.server import IOV_BATCH, Endpoints, MonitorHTTPServer
 
 BUCKETS = (0.005, 0.01, 0.1, 1.0, 10.0)
 STEPS = ("health", "search")
@@ -250,3 +256,81 @@ def test_large_counts_use_the_libraries_number_format() -> None:
     sink.series._probes["p"].render(FAMILIES.index(JOB))
     assert b'synthetic_monitor_job_events_total{event="missed",probe="p"} 1.234567e+06' in sink.render()
     assert sink.render() == generate_latest(registry)
+
+
+def _read_all(sock: socket.socket, size: int, into: list[bytes]) -> None:
+    got = 0
+    while got < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        into.append(chunk)
+        got += len(chunk)
+
+
+@pytest.mark.parametrize("batch", [1, 3, IOV_BATCH])
+def test_pieces_arrive_whole_and_in_order_through_partial_gather_writes(batch: int, monkeypatch: Any) -> None:
+    """A 20 MB /metrics is written in pieces, never joined: every byte must still arrive,
+    in order, when the kernel takes only part of a gather write (a small send buffer)."""
+    monkeypatch.setattr(server, "IOV_BATCH", batch)
+    rng = random.Random(batch)
+    pieces = [bytes([i % 251]) * rng.randrange(0, 70_000) for i in range(200)]
+    expected = b"".join(pieces)
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    received: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(right, len(expected), received))
+    reader.start()
+    try:
+        server.send_pieces(left, pieces)
+        reader.join(timeout=30)
+    finally:
+        left.close()
+        right.close()
+    assert b"".join(received) == expected
+
+
+def test_pieces_without_gather_writes_are_sent_joined_in_batches(monkeypatch: Any) -> None:
+    """TLS sockets have no sendmsg: the pieces go out joined per ~JOIN_BYTES, same bytes."""
+    monkeypatch.setattr(server, "JOIN_BYTES", 1000)
+    sent: list[bytes] = []
+
+    class NoGather:
+        def sendall(self, data: bytes) -> None:
+            sent.append(data)
+
+    pieces = [b"a" * 300, b"", b"b" * 900, b"c" * 10, b"d" * 2500]
+    server.send_pieces(NoGather(), pieces)  # type: ignore[arg-type]
+    assert b"".join(sent) == b"".join(pieces)
+    assert [len(s) for s in sent] == [1200, 2510]  # batches of >= JOIN_BYTES, not one join
+
+
+def test_a_scrape_over_http_is_the_rendered_exposition() -> None:
+    """The body the server writes from the pieces is byte for byte `Exposition.render()`."""
+    exposition = Exposition()
+    sink = MetricsSink(exposition, BUCKETS)
+    for i in range(50):
+        sink.register(ProbeSeries("t", f"p{i}", STEPS, 5.0, "mlflow_read"))
+    endpoints = Endpoints(
+        metrics=exposition.chunks,
+        healthy=lambda: (True, "ok"),
+        ready=lambda: (True, "ok"),
+        status=dict,
+        reload=lambda: (True, "ok"),
+    )
+    httpd = MonitorHTTPServer(("127.0.0.1", 0), endpoints)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=10)
+        for _ in range(2):  # twice on one keep-alive connection: the framing holds
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            body = response.read()
+            assert response.status == 200
+            assert int(response.headers["Content-Length"]) == len(body)
+            assert body == exposition.render()
+        conn.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -313,7 +313,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Maintenance, dict[str, str]]]:
     changes: list[int] = []
     face = Face(_source(history, ["asgard_api"], windows), lambda: changes.append(1))
     endpoints = Endpoints(
-        metrics=lambda: b"",
+        metrics=lambda: [b""],
         healthy=lambda: (True, "ok"),
         ready=lambda: (True, "ok"),
         status=dict,

@@ -73,7 +73,7 @@ class MetricsSink:
         self.config_reload = Gauge(
             "synthetic_monitor_config_last_reload_successful", "1 if the last config (re)load succeeded.", registry=core
         )
-        self.exposition.add(self.series, self.series.render)
+        self.exposition.add_chunks(self.series, self.series.chunks)
         self.build_info.labels(__version__).set(1)
         self.config_reload.set(1)
         self.heartbeat.set(time.time())

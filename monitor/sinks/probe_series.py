@@ -304,9 +304,12 @@ class ProbeSeriesStore(Collector):
 
     # -- reads (scrape thread) ----------------------------------------------------------
     def render(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self) -> list[bytes]:
         """The exposition text of every family, from the cached per-probe lines (stale ones
-        re-rendered first). The lock is taken per probe, so a run recorded meanwhile waits
-        for one probe's render at most, never for the whole scrape."""
+        re-rendered first), as pieces in order. The lock is taken per probe, so a run
+        recorded meanwhile waits for one probe's render at most, never for the whole scrape."""
         with self._lock:
             probes = list(self._probes.items())
         texts = []
@@ -321,7 +324,7 @@ class ProbeSeriesStore(Collector):
         for index, header in enumerate(self._headers):
             out.append(header)
             out.extend(text[index] for text in texts)
-        return b"".join(out)
+        return out
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
