@@ -283,7 +283,14 @@ class Daemon:
             scenario = SCENARIOS[probe.scenario]
             target = config.target(probe.target)
             self.metrics.register(
-                ProbeSeries(target.name, probe.name, scenario.steps_for(probe.options), probe.deadline, probe.scenario)
+                ProbeSeries(
+                    target.name,
+                    probe.name,
+                    scenario.steps_for(probe.options),
+                    probe.deadline,
+                    probe.scenario,
+                    probe.interval,
+                )
             )
             if self.runner.probes.get(probe.name) != probe or probe.name not in self.scheduler.probe_names():
                 self.scheduler.add_probe(probe.name, probe.interval, self.runner.job)

@@ -43,3 +43,45 @@ def test_runs_between_scrapes_render_each_changed_family_once(monkeypatch: pytes
     assert body == generate_latest(registry)  # the same bytes as the library's own renderer
     renders.clear()
     assert sink.render() == body and renders == []  # nothing changed: no render at all
+
+
+def test_a_probe_as_slow_as_a_scrape_is_rendered_as_it_runs_and_the_scrape_renders_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 1,000 probes every 10 s each probe changes between two scrapes, so lazy rendering
+    would re-render all of them while Prometheus waits; such a probe renders on its run
+    (the same work, once per run) and the scrape only joins text."""
+    registry = CollectorRegistry(auto_describe=True)
+    sink = MetricsSink(registry, BUCKETS)
+    sink.register(ProbeSeries("t", "slow", STEPS, 5.0, interval_seconds=probe_series.EAGER_INTERVAL))
+    sink.register(ProbeSeries("t", "fast", STEPS, 0.5, interval_seconds=1.0))
+    sink.render()
+    renders: list[tuple[str, int]] = []
+    real = probe_series._Probe.render
+
+    def counting(self: probe_series._Probe, index: int) -> None:
+        renders.append((self.probe, index))
+        real(self, index)
+
+    monkeypatch.setattr(probe_series._Probe, "render", counting)
+    rng = random.Random(3)
+    sink.handle(random_result(rng, "t", "slow"))
+    sink.handle_event(ScheduleLag("slow", 0.002))
+    sink.handle(random_result(rng, "t", "fast"))
+    assert {p for p, _ in renders} == {"slow"}  # rendered on the run, the fast probe not
+    renders.clear()
+    body = sink.render()
+    assert {p for p, _ in renders} == {"fast"}  # the scrape renders only the lazy probe
+    assert body == generate_latest(registry)
+    # A reload that only slows the fast probe keeps its numbers and makes it eager.
+    runs = registry.get_sample_value(
+        "synthetic_probe_runs_total", {"target": "t", "probe": "fast", "result": "success"}
+    )
+    sink.register(ProbeSeries("t", "fast", STEPS, 0.5, interval_seconds=30.0))
+    assert (
+        registry.get_sample_value("synthetic_probe_runs_total", {"target": "t", "probe": "fast", "result": "success"})
+        == runs
+    )
+    renders.clear()
+    sink.handle(random_result(rng, "t", "fast"))
+    assert {p for p, _ in renders} == {"fast"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -35,6 +35,8 @@ class ProbeSeries:
     steps: tuple[str, ...]
     timeout_seconds: float
     scenario: str = ""  # its scenario's extra metric families (if any) are fed by its runs
+    # When its text is rendered (probe_series.EAGER_INTERVAL); a change keeps the series.
+    interval_seconds: float = field(default=0.0, compare=False)
 
 
 class MetricsSink:
@@ -85,12 +87,16 @@ class MetricsSink:
 
     def register(self, series: ProbeSeries) -> None:
         """Create every series of a probe with zero values."""
-        if self._probes.get(series.probe) == series:
+        known = self._probes.get(series.probe)
+        if known == series:
+            if known is not None and known.interval_seconds != series.interval_seconds:
+                self._probes[series.probe] = series
+                self.series.set_interval(series.probe, series.interval_seconds)
             return
         if series.probe in self._probes:
             self.unregister(series.probe)
         self._probes[series.probe] = series
-        self.series.add(series.target, series.probe, series.steps, series.timeout_seconds)
+        self.series.add(series.target, series.probe, series.steps, series.timeout_seconds, series.interval_seconds)
 
     def unregister(self, probe: str) -> None:
         """Delete a removed probe's series so dashboards do not show a ghost."""

@@ -8,6 +8,11 @@ families it touched (a bit each), and the next scrape re-renders those (a run to
 lines, ~0.1 ms) and joins the cached text. So a probe running every second costs one
 render per scrape (15-30 s), not one per run, and an unchanged probe costs none.
 
+A probe that runs at most as often as Prometheus scrapes (interval >= EAGER_INTERVAL)
+would be rendered about once per run either way, so its text is rendered as it runs
+instead: the same work, moved off the scrape, which at 1,000 such probes would otherwise
+re-render every probe (~0.1 ms each) while Prometheus waits.
+
 The series stay visible to prometheus-client: `ProbeSeriesStore` is a registered
 `Collector`, so `generate_latest(registry)` and `registry.get_sample_value` see them,
 and a test holds `render()` to `generate_latest`'s exact bytes.
@@ -75,6 +80,7 @@ _SCALARS = (_SUCCESS, _CONSECUTIVE, _LAST_SUCCESS, _TIMEOUT)
 _AFTER_A_RUN = (_RUNS, _SUCCESS, _DURATION, _STEP_DURATION, _CONSECUTIVE, _LAST_SUCCESS, _STEP_PHASE)
 _AFTER_A_RUN_BITS = sum(1 << i for i in _AFTER_A_RUN)
 _NO_PHASES = (0.0, 0.0, 0.0, 0.0)
+EAGER_INTERVAL = 10.0  # seconds: a probe this slow or slower is rendered as it runs
 
 
 def _go(value: float) -> str:
@@ -155,8 +161,17 @@ class _Histogram:
 class _Probe:
     """All series of one probe and their rendered text, one string per family."""
 
-    def __init__(self, target: str, probe: str, steps: Iterable[str], timeout: float, buckets: Sequence[float]) -> None:
+    def __init__(
+        self,
+        target: str,
+        probe: str,
+        steps: Iterable[str],
+        timeout: float,
+        buckets: Sequence[float],
+        interval: float = 0.0,
+    ) -> None:
         self.target, self.probe, self.buckets = target, probe, buckets
+        self.eager = interval >= EAGER_INTERVAL
         self.tp = {"target": target, "probe": probe}
         self.runs = [0, 0]
         self.success = 0.0
@@ -246,11 +261,17 @@ class ProbeSeriesStore(Collector):
         self._lock = threading.Lock()
 
     # -- changes (event loop) -----------------------------------------------------------
-    def add(self, target: str, probe: str, steps: Iterable[str], timeout: float) -> None:
-        entry = _Probe(target, probe, steps, timeout, self.buckets)
+    def add(self, target: str, probe: str, steps: Iterable[str], timeout: float, interval: float = 0.0) -> None:
+        entry = _Probe(target, probe, steps, timeout, self.buckets, interval)
         with self._lock:
             self._probes.pop(probe, None)  # a re-added probe moves to the end, as a re-created child would
             self._probes[probe] = entry
+
+    def set_interval(self, probe: str, interval: float) -> None:
+        with self._lock:
+            p = self._probes.get(probe)
+            if p is not None:
+                p.eager = interval >= EAGER_INTERVAL
 
     def remove(self, probe: str) -> None:
         with self._lock:
@@ -287,6 +308,8 @@ class ProbeSeriesStore(Collector):
                     p.failures[(name, reason)] = p.failures.get((name, reason), 0) + 1
                     failed = True
             p.stale |= _AFTER_A_RUN_BITS | ((1 << _STEP_FAILURES) if failed else 0)
+            if p.eager:
+                p.refresh()
 
     def job_event(self, probe: str, event: str) -> None:
         with self._lock:
@@ -294,6 +317,8 @@ class ProbeSeriesStore(Collector):
             if p is not None:
                 p.jobs[event] = p.jobs.get(event, 0) + 1
                 p.stale |= 1 << _JOB
+                if p.eager:
+                    p.refresh()
 
     def observe_lag(self, probe: str, seconds: float) -> None:
         with self._lock:
@@ -301,6 +326,8 @@ class ProbeSeriesStore(Collector):
             if p is not None:
                 p.lag.observe(max(0.0, seconds))
                 p.stale |= 1 << _LAG
+                if p.eager:
+                    p.refresh()
 
     # -- reads (scrape thread) ----------------------------------------------------------
     def render(self) -> bytes:
