@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from monitor.alerting import state as state_module
 from monitor.alerting.sink import AlertSink
 from monitor.alerting.state import save_state
-from tests.test_alert_engine import PROBE_FAILING, PROBES, T0, Clock, cfg, engine, fail
+from tests.test_alert_engine import PROBE_FAILING, PROBES, T0, Clock, cfg, engine, fail, run
 
 
 def errors(registry: CollectorRegistry, reason: str) -> float | None:
@@ -117,3 +117,40 @@ def test_a_save_fsyncs_the_directory_after_the_rename(tmp_path: Path, monkeypatc
     monkeypatch.setattr(state_module.os, "fsync", fsync)
     save_state(tmp_path / "alerts.json", {"format": 1})
     assert calls == ["fsync-file", "replace", "fsync-dir"]
+
+
+async def test_a_firing_alerts_streak_is_written_at_most_every_churn_interval(tmp_path: Path) -> None:
+    """In a wide outage every run of 1,000 failing probes changed the engine, and the whole
+    2 MB state was written every second. A transition (fire, resolve) is written at once;
+    the streak count of an alert already firing only every `churn_write_interval`."""
+    path = tmp_path / "alerts.json"
+    clock = Clock()
+    sink = AlertSink(cfg(state_file=str(path)), CollectorRegistry(), clock=clock)
+    sink.state_write_interval = 0.0
+
+    async def writes_after(result: Any) -> int:
+        sink.handle(result)
+        if sink._writer is not None:
+            await sink._writer.flush()
+        return sink._writer.writes if sink._writer is not None else 0
+
+    def saved_bad() -> list[int]:
+        return [s["bad"] for s in json.loads(path.read_text())["states"]]
+
+    await sink.start(PROBES)
+    await writes_after(fail())
+    clock.now += 30
+    fired = await writes_after(fail())  # the alert fires: written at once
+    assert saved_bad() == [2]
+    for _ in range(10):
+        clock.now += 1
+        assert await writes_after(fail()) == fired  # the streak of a firing alert: no write per run
+    clock.now += sink.churn_write_interval
+    assert await writes_after(fail()) == fired + 1  # after the interval the count goes out
+    assert saved_bad() == [13]
+    clock.now += 1
+    assert await writes_after(run()) == fired + 1  # one good run of two: a streak change only
+    clock.now += 1
+    assert await writes_after(run()) == fired + 2  # resolved: a transition, written at once
+    assert saved_bad() == []
+    await sink.stop()

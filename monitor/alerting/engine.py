@@ -85,7 +85,8 @@ Describe = Callable[[int], str]
 
 
 class AlertEngine:
-    """Decides fire / resolve / re-send; `version` changes whenever the state does."""
+    """Decides fire / resolve / re-send; `version` changes whenever the state does (but for
+    the streak of an alert already firing: `churn`)."""
 
     def __init__(
         self,
@@ -104,6 +105,10 @@ class AlertEngine:
         # fingerprint -> receiver -> the resolved notice that receiver still has to get.
         self._undelivered: dict[str, dict[str, _Undelivered]] = {}
         self.version = 0
+        # Changes a restart can do without for a while: the streak counts and description of
+        # an alert already firing (every run of a failing probe). The state file takes them
+        # at most every CHURN_WRITE_INTERVAL, the rest (transitions, notices) at once.
+        self.churn = 0
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -387,28 +392,31 @@ class AlertEngine:
         if verdict is Verdict.GOOD:
             if state is None:
                 return None
-            self.version += 1
             if not state.firing:
+                self.version += 1
                 del self._states[key]  # a pending streak is broken
                 self._unindex(key)
                 return None
             state.bad = 0
             state.good += 1
             if state.good < self.config.success_threshold:
+                self.churn += 1
                 return None
+            self.version += 1
             del self._states[key]
             self._unindex(key)
             return self._resolved(state, now)
         if state is None:
             state = self._states[key] = _State()
             self._index(key)
-        self.version += 1
         state.bad += 1
         state.good = 0
         if describe is not None:
             state.annotations = self._annotations(key, describe(state.bad))
         if state.firing:
+            self.churn += 1
             return None  # already notified; the re-send carries the newest description
+        self.version += 1
         if state.bad < self.config.failure_threshold or now < self.grace_until:
             return None
         state.starts_at = now

@@ -62,6 +62,10 @@ class AlertSink:
     name = "alerting"
     tick_seconds = 1.0
     state_write_interval = 1.0
+    # The streak of an alert already firing (every run of a failing probe) is written at
+    # most this often: in a wide outage a 2 MB state every second held the GIL the probes
+    # needed (tests/perf/wide_outage.py); a restart loses at most this much of a count.
+    churn_write_interval = 15.0
 
     def __init__(
         self,
@@ -102,6 +106,8 @@ class AlertSink:
         self._gauged: collections.Counter[GaugeKey] = collections.Counter()
         self._saved_version = -1
         self._snapshot_version = -1
+        self._saved_churn = self._snapshot_churn = 0
+        self._churn_saved_at = float("-inf")
         self._save_error: str | None = None
         self._writer: StateWriter | None = None
         self._tick: asyncio.Task[None] | None = None
@@ -449,8 +455,12 @@ class AlertSink:
     def _save(self, force: bool = False) -> None:
         """Ask for a state file write: O(1) here, done off the loop and coalesced."""
         path = self.config.state_file
-        if path is None or (not force and self._version() == self._saved_version):
+        if path is None:
             return
+        if not force and self._version() == self._saved_version:
+            churn_due = self._clock() - self._churn_saved_at >= self.churn_write_interval
+            if self._engine.churn == self._saved_churn or not churn_due:
+                return
         if self._writer is None or self._writer.path != Path(path):
             self._writer = StateWriter(
                 Path(path),
@@ -467,6 +477,7 @@ class AlertSink:
 
     def _snapshot(self) -> dict[str, Any]:
         self._snapshot_version = self._version()
+        self._snapshot_churn = self._engine.churn
         data = self._engine.snapshot(self._clock())
         if self.gate is not None:
             data[QUORUM_STATE] = self.gate.snapshot()  # the variant each receiver holds
@@ -480,6 +491,8 @@ class AlertSink:
 
     def _written(self) -> None:
         self._saved_version = self._snapshot_version
+        self._saved_churn = self._snapshot_churn
+        self._churn_saved_at = self._clock()
         self._save_error = None
 
     def _save_failed(self, exc: OSError) -> None:
