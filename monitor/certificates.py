@@ -14,8 +14,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-
 
 @dataclass(frozen=True, slots=True)
 class PeerCertificate:
@@ -54,6 +52,10 @@ def peer_certificate(ssl_object: ssl.SSLObject | None) -> PeerCertificate | None
     a certificate the monitor cannot read must not fail the probe that was served)."""
     if ssl_object is None:
         return None
+    # Imported on the first TLS connection: cryptography is ~8 MB of RSS a daemon probing
+    # only plain-HTTP targets never needs.
+    from cryptography import x509
+
     try:
         certificates = [x509.load_der_x509_certificate(der) for der in _der_chain(ssl_object)]
     except (ValueError, ssl.SSLError):

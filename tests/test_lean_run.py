@@ -9,6 +9,9 @@ here failed on the code before the cut (by counting the work it removed).
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from monitor.events import JobEvent, ScheduleLag
 from monitor.sinks import probe_series
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
+from tests.helpers import REPO
 from tests.test_metrics_render import BUCKETS, STEPS, random_result
 
 
@@ -85,3 +89,27 @@ def test_a_probe_as_slow_as_a_scrape_is_rendered_as_it_runs_and_the_scrape_rende
     renders.clear()
     sink.handle(random_result(rng, "t", "fast"))
     assert {p for p, _ in renders} == {"fast"}
+
+
+@pytest.mark.integration
+def test_a_daemon_without_tls_targets_or_checks_loads_no_certificate_cel_or_jsonpath_library(tmp_path: Path) -> None:
+    """RSS with 40 probes was 71 MB against the 50 MB goal; cryptography (~8 MB), the CEL
+    runtime (~6 MB) and JSONPath (~2 MB) were imported by every daemon. They load on first
+    use now: a TLS connection, a config with `checks`."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "targets: [{name: m, kind: mlflow, url: 'http://127.0.0.1:9'}]\n"
+        "probes: [{name: p, target: m, scenario: mlflow_read, interval: 1s}]\n"
+    )
+    code = (
+        "import sys\n"
+        "from monitor.config import load_config\n"
+        "from monitor.daemon import Daemon\n"
+        f"config = load_config({str(config)!r})\n"
+        "daemon = Daemon(config)\n"
+        "daemon._apply(config)\n"
+        "print(sorted(m for m in ('cryptography', 'cel_expr_python', 'jsonpath_rfc9535') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

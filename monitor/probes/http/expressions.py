@@ -9,12 +9,13 @@ an extraction may keep.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonpath_rfc9535
-from cel_expr_python import cel
+if TYPE_CHECKING:
+    from cel_expr_python.cel import Env
 
 # The CEL context of an assertion (names are the contract; all dynamic, like blackbox's CEL).
 VARIABLES = ("status", "headers", "body", "text", "duration_ms", "vars")
@@ -22,9 +23,17 @@ MAX_JSON_VALUES = 20_000  # values (objects, arrays, scalars) of a body handed t
 MAX_JSON_DEPTH = 64
 MAX_TEXT_CHARS = 64 * 1024  # `text`: the body as a string, cut here
 MAX_EXTRACT_CHARS = 4096  # one extracted value, as JSON-ish text length
-_ENV = cel.NewEnv(variables={name: cel.Type.DYN for name in VARIABLES})
 _POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 _NAMES = re.compile(r"(?<![\w.])(" + "|".join(VARIABLES) + r")\b")
+
+
+@functools.cache
+def _env() -> Env:
+    """The CEL environment, made on the first compiled check: the runtime (~6 MB of RSS,
+    with JSONPath's ~2 MB) stays out of a daemon whose config has no expressions."""
+    from cel_expr_python import cel
+
+    return cel.NewEnv(variables={name: cel.Type.DYN for name in VARIABLES})
 
 
 class ExpressionError(ValueError):
@@ -35,7 +44,7 @@ class Bindings:
     """A step's CEL context converted once for all its assertions (the body is the costly part)."""
 
     def __init__(self, context: Mapping[str, Any], names: frozenset[str]) -> None:
-        self.activation = _ENV.Activation(data={k: v for k, v in context.items() if k in names})
+        self.activation = _env().Activation(data={k: v for k, v in context.items() if k in names})
 
 
 class Assertion:
@@ -44,7 +53,7 @@ class Assertion:
     def __init__(self, source: str) -> None:
         self.source = source
         try:
-            self._program = _ENV.compile(source)
+            self._program = _env().compile(source)
         except RuntimeError as exc:
             raise ExpressionError(_cel_error(str(exc))) from None
         self.names = frozenset(_NAMES.findall(source))
@@ -58,6 +67,8 @@ class Assertion:
                 value = self._program.eval(data={k: v for k, v in context.items() if k in self.names})
         except RuntimeError as exc:  # the library's own bounds (iteration budget) and runtime errors
             return False, _one_line(str(exc))
+        from cel_expr_python import cel  # loaded by _env() already: a dictionary lookup
+
         kind = value.type()
         if kind == cel.Type.ERROR:
             return False, _one_line(str(value.plain_value()))
@@ -70,6 +81,8 @@ class Extraction:
     """One compiled RFC 9535 JSONPath; the first node it selects is the value."""
 
     def __init__(self, source: str) -> None:
+        import jsonpath_rfc9535  # on the first extraction compiled, as the CEL runtime
+
         self.source = source
         try:
             self._path = jsonpath_rfc9535.compile(source)
