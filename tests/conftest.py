@@ -37,6 +37,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    if config.pluginmanager.hasplugin("xdist"):
+        # `./tests/run.sh` runs the suite in worker processes (pytest-xdist, --dist
+        # loadgroup): a module stays on one worker, so its module fixtures start once; the
+        # modules on the production stack (PostgreSQL, gunicorn, S3) share one worker, so
+        # one stack serves them all instead of one per worker.
+        def module(item: pytest.Item) -> str:
+            return item.nodeid.split("::", 1)[0]
+
+        stack = {module(i) for i in items if "prodstack" in getattr(i, "fixturenames", ())}
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group("prodstack" if module(item) in stack else module(item)))
 
 
 def pytest_configure(config: pytest.Config) -> None:

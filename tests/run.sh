@@ -2,6 +2,7 @@
 # The whole test suite, from a fresh clone: installs what is missing, then runs pytest.
 #   ./tests/run.sh              everything
 #   ./tests/run.sh -k alert     extra arguments go to pytest
+#   TEST_WORKERS=0 ./tests/run.sh   in one process (default: 4 pytest-xdist workers)
 #   ./tests/run.sh --fast       the fast lane: unit and in-process tests, no external server or
 #                               process (markers integration, slow, perf left out); no apt-get
 set -euo pipefail
@@ -43,4 +44,10 @@ echo "ruff check, ruff format --check, mypy --strict monitor/ ..." >&2
 "$bin/ruff" check --quiet monitor tests deploy
 "$bin/ruff" format --check --quiet monitor tests deploy
 "$bin/mypy" --no-error-summary
-exec "$VENV_PY" -m pytest "$@"
+# In worker processes (pytest-xdist): most tests wait on servers, not on the CPU. A module
+# keeps to one worker (tests/conftest.py groups them); TEST_WORKERS=0 runs in one process.
+workers="${TEST_WORKERS:-4}"
+if [ "$workers" = 0 ]; then
+  exec "$VENV_PY" -m pytest -p no:xdist "$@"
+fi
+exec "$VENV_PY" -m pytest -n "$workers" --dist loadgroup "$@"
