@@ -221,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.log.debug("http_bad_request", error=format % args if args else format)
 
 
-IOV_BATCH = 512  # pieces per sendmsg (Linux allows 1,024)
+IOV_BATCH = 1024  # pieces per sendmsg (Linux UIO_MAXIOV): fewer calls, fewer GIL re-takes
 JOIN_BYTES = 1 << 20  # without sendmsg (TLS), pieces go out joined in about this much
 
 
