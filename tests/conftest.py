@@ -34,20 +34,24 @@ FAST_LANE = os.environ.get("SYNTHETIC_MONITOR_FAST_LANE") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    # The production stack's fault tests (gunicorn sync workers with 2-7 s timeouts, a
+    # database lock, a stalled S3) read which part broke from timings: beside three other
+    # test workers on 2 cores, CPU starvation looks like a fault of its own. They are
+    # marked `serial`, and `./tests/run.sh` runs them alone after the parallel part.
+    stack = {module(i) for i in items if "prodstack" in getattr(i, "fixturenames", ())}
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if module(item) in stack:
+            item.add_marker(pytest.mark.serial)
     if config.pluginmanager.hasplugin("xdist"):
-        # `./tests/run.sh` runs the suite in worker processes (pytest-xdist, --dist
-        # loadgroup): a module stays on one worker, so its module fixtures start once; the
-        # modules on the production stack (PostgreSQL, gunicorn, S3) share one worker, so
-        # one stack serves them all instead of one per worker.
-        def module(item: pytest.Item) -> str:
-            return item.nodeid.split("::", 1)[0]
-
-        stack = {module(i) for i in items if "prodstack" in getattr(i, "fixturenames", ())}
+        # `./tests/run.sh` runs the rest in worker processes (pytest-xdist, --dist
+        # loadgroup): a module stays on one worker, so its module fixtures start once.
         for item in items:
-            item.add_marker(pytest.mark.xdist_group("prodstack" if module(item) in stack else module(item)))
+            item.add_marker(pytest.mark.xdist_group(module(item)))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: installs what is missing, then runs pytest.
 #   ./tests/run.sh              everything
 #   ./tests/run.sh -k alert     extra arguments go to pytest
-#   TEST_WORKERS=0 ./tests/run.sh   in one process (default: 4 pytest-xdist workers)
+#   TEST_WORKERS=0 ./tests/run.sh   in one process (default: 4 pytest-xdist workers, then
+#                               the tests marked serial alone; do not pass -m to the full run)
 #   ./tests/run.sh --fast       the fast lane: unit and in-process tests, no external server or
 #                               process (markers integration, slow, perf left out); no apt-get
 set -euo pipefail
@@ -45,9 +46,19 @@ echo "ruff check, ruff format --check, mypy --strict monitor/ ..." >&2
 "$bin/ruff" format --check --quiet monitor tests deploy
 "$bin/mypy" --no-error-summary
 # In worker processes (pytest-xdist): most tests wait on servers, not on the CPU. A module
-# keeps to one worker (tests/conftest.py groups them); TEST_WORKERS=0 runs in one process.
+# keeps to one worker (tests/conftest.py groups them). Then the tests marked `serial` (the
+# production stack's fault tests, which read timings) alone. TEST_WORKERS=0: one process.
 workers="${TEST_WORKERS:-4}"
 if [ "$workers" = 0 ]; then
   exec "$VENV_PY" -m pytest -p no:xdist "$@"
 fi
-exec "$VENV_PY" -m pytest -n "$workers" --dist loadgroup "$@"
+parallel=0
+"$VENV_PY" -m pytest -n "$workers" --dist loadgroup -m "not serial" "$@" || parallel=$?
+echo "the tests marked serial, alone:" >&2
+alone=0
+"$VENV_PY" -m pytest -p no:xdist -m serial "$@" || alone=$?
+# 5: "no tests collected" (extra arguments selected none of one part): not a failure.
+[ "$parallel" = 5 ] && parallel=0
+[ "$alone" = 5 ] && alone=0
+[ "$parallel" != 0 ] && exit "$parallel"
+exit "$alone"
