@@ -383,3 +383,31 @@ def test_a_connection_dropped_after_health_is_the_server_not_the_database() -> N
     culprit = stamped[0].target_diagnosis
     assert culprit is not None and culprit.component == "mlflow_server", culprit
     assert WORKER_FAILURE in {a.name for a in _engine().observe(stamped[0], T0 + 100)}
+
+
+class _CountedProbes(list[Any]):
+    iterations = 0
+
+    def __iter__(self) -> Any:
+        type(self).iterations += 1
+        return super().__iter__()
+
+
+def test_a_result_costs_a_scan_of_its_own_target_not_of_every_probe() -> None:
+    """In the wide outage (1,000 probes, 100 targets) the enricher rebuilt a map of every
+    probe's interval and scanned every probe's latest result per result: a fifth of the
+    event loop's time. The intervals are read once per config; a result reads its target's."""
+    config = Config(*[(f"p{i}", 10.0) for i in range(1000)])
+    config.probes = _CountedProbes(config.probes)
+    enricher = TargetCulprit(config, clock=lambda: T0 + 2)  # type: ignore[arg-type]
+    failed = run_of("mlflow_read", ok("health"), bad("experiments_search", Reason.TIMEOUT))
+    for i in range(1000):
+        enricher.enrich(_with(failed, probe=f"p{i}", target=f"t{i // 10}"))
+    assert _CountedProbes.iterations == 1
+    assert sorted(r.probe for r in enricher._fresh("t7")) == [f"p{i}" for i in range(70, 80)]
+    # A reload that moves a probe to another target: it no longer counts for the old one.
+    enricher.enrich(_with(failed, probe="p70", target="t8"))
+    assert "p70" not in {r.probe for r in enricher._fresh("t7")}
+    assert "p70" in {r.probe for r in enricher._fresh("t8")}
+    enricher.forget("p71")
+    assert "p71" not in {r.probe for r in enricher._fresh("t7")}
