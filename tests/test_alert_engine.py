@@ -19,7 +19,7 @@ from monitor.alerting.alerts import (
     Alert,
     rfc3339,
 )
-from monitor.alerting.engine import AlertEngine
+from monitor.alerting.engine import AlertEngine, AlertKey
 from monitor.alerting.sink import AlertSink
 from monitor.config import AlertingConfig
 from monitor.probes.asgard.alerts import DEPENDENCY_UNAVAILABLE
@@ -482,3 +482,21 @@ def test_handle_never_raises() -> None:
     assert entry["probe"] is None and entry["exc_info"] is True  # logged with its traceback
     # ... and counted, so broken alerting is visible on /metrics, not only in a log line.
     assert registry.get_sample_value("synthetic_monitor_sink_errors_total", {"sink": "alerting"}) == 1
+
+
+def test_a_tick_with_nothing_due_sorts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-send scan runs every tick; in a wide outage it sorted all 3,000 firing states
+    each time (dataclass comparisons were in the loop's profile). Only what is due is sorted."""
+    eng = engine(probes=None)
+    for i in range(50):
+        eng.observe(fail(probe=f"p{i:02d}"), T0)
+        eng.observe(fail(probe=f"p{i:02d}"), T0 + 30)
+    assert len(eng.firing()) == 50
+    first = eng.due_resends(T0 + 31)  # the first tick: webhooks' first notices, nothing else
+    compared = []
+    real = AlertKey.__lt__
+    monkeypatch.setattr(AlertKey, "__lt__", lambda a, b: compared.append(1) or real(a, b))
+    assert eng.due_resends(T0 + 32) == [] and compared == []  # nothing due: no comparison at all
+    due = eng.due_resends(T0 + 30 + 61)  # resend_interval 60: everything due, in key order
+    assert [a.labels["probe"] for a in due] == sorted(a.labels["probe"] for a in due)
+    assert len(due) == 50 and first == []
