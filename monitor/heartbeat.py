@@ -20,12 +20,6 @@ from monitor.sinks.exposition import Exposition, declare_in
 RESULTS = ("sent", "failed", "withheld")
 
 
-def _where(url: str) -> str:
-    """Scheme and host only: the path of a push URL is usually its secret."""
-    parts = httpx.URL(url)
-    return f"{parts.scheme}://{parts.host}{f':{parts.port}' if parts.port else ''}/..."
-
-
 class HeartbeatPusher:
     """`start(config)`, `reconfigure(config)` on reload, `await stop()` at shutdown."""
 
@@ -53,7 +47,7 @@ class HeartbeatPusher:
             self._task = None
         if config is not None:
             self._task = asyncio.get_running_loop().create_task(self._run(config), name="heartbeat-push")
-            self._log.info("heartbeat_configured", url=_where(config.url), interval=config.interval)
+            self._log.info("heartbeat_configured", url=config.where(), interval=config.interval)
 
     start = reconfigure
 
@@ -89,7 +83,7 @@ class HeartbeatPusher:
             self.pushes.labels("failed").inc()
             # Never str(exc): it quotes the URL, whose path is the check's secret.
             error = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else type(exc).__name__
-            self._log.warning("heartbeat_push_failed", url=_where(config.url), error=error)
+            self._log.warning("heartbeat_push_failed", url=config.where(), error=error)
             return False
         self.pushes.labels("sent").inc()
         return True

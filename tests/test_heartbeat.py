@@ -205,3 +205,20 @@ def test_a_heartbeat_timeout_above_its_interval_is_exit_2(tmp_path: Path, capsys
     )
     assert cli_main(["config", "validate", str(config)]) == 2
     assert "heartbeat.timeout" in capsys.readouterr().err
+
+
+def test_config_show_keeps_the_push_urls_secret_path_out() -> None:
+    """`config show` says "secrets redacted"; a push URL's path is the check's secret
+    (healthchecks.io, Dead Man's Snitch), as the heartbeat's log lines already knew."""
+    from monitor.config import Config
+
+    config = Config.model_validate(
+        {
+            "targets": [{"name": "m", "kind": "mlflow", "url": "http://127.0.0.1:5000"}],
+            "probes": [{"name": "p", "target": "m", "scenario": "mlflow_read"}],
+            "heartbeat": {"url": "https://user:pw@hc-ping.com:8443/0f3a-secret-uuid?x=1"},
+        }
+    )
+    shown = config.redacted()["heartbeat"]
+    assert shown["url"] == "https://hc-ping.com:8443/..."
+    assert "secret" not in str(config.redacted()) and "pw" not in shown["url"]

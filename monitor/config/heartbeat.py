@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, model_validator
 
@@ -17,6 +18,11 @@ class HeartbeatConfig(Model):
     interval: Duration = 60.0
     timeout: Duration = 10.0
     method: Literal["GET", "POST"] = "GET"
+
+    def where(self) -> str:
+        """Scheme and host only: the path of a push URL is usually its secret (logs, `config show`)."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> HeartbeatConfig:

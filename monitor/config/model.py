@@ -188,4 +188,6 @@ class Config(Model):
             data["shard"]["probes"] = [p.name for p in self.own_probes()]
         if self.peers is not None:
             data["peers"]["timeout"] = format_duration(self.peers.timeout)
+        if self.heartbeat is not None:
+            data["heartbeat"]["url"] = self.heartbeat.where()  # its path is the check's secret
         return data
