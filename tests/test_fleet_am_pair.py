@@ -30,7 +30,10 @@ from tests.servers import REPO, DaemonProcess, MlflowServer, Proc, free_port, st
 from tests.standin.webhook import WebhookServer, serve_in_thread
 from tests.test_alert_e2e import ALERTMANAGER, wait_until
 
-pytestmark = pytest.mark.timeout(420)
+# serial: the shipped HA example's 1 s peer timeout is a timing contract between two
+# Alertmanagers; beside three busy test workers their gossip missed it in 2 of 3 runs (a
+# duplicate page), so this runs alone after the parallel part (tests/run.sh).
+pytestmark = [pytest.mark.timeout(420), pytest.mark.serial]
 
 FAILING = "SyntheticProbeFailing"
 PEER_TIMEOUT = re.findall(r"--cluster\.peer-timeout=(\S+)", (REPO / "deploy/alertmanager/ha-pair.sh").read_text())[0]
