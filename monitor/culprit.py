@@ -118,7 +118,10 @@ class TargetCulprit:
             known = incident.get(own.component)
             if known is None or result.started_at >= known.last_at:
                 first = known.first_at if known is not None else result.started_at
-                incident[own.component] = Blame(first, result.started_at, own.summary, result.probe)
+                seen = known.evidence if known is not None else frozenset()
+                if own.evidence not in seen:
+                    seen = seen | {own.evidence}
+                incident[own.component] = Blame(first, result.started_at, own.summary, result.probe, seen)
         culprit = self._rule(results)(results, dict(incident))
         if culprit is None:
             self._current.pop(target, None)

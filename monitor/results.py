@@ -83,6 +83,9 @@ class Diagnosis:
 
     component: str
     summary: str
+    # How a kind concluded it, for its one-culprit rule (not shown): "" seen directly, or a
+    # tag of the kind's own, e.g. "inferred from what timed out after what answered".
+    evidence: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return {"component": self.component, "summary": self.summary}
@@ -96,6 +99,7 @@ class Blame(NamedTuple):
     last_at: float  # start of the latest run that blamed it
     summary: str  # that run's diagnosis summary
     probe: str  # that run's probe
+    evidence: frozenset[str] = frozenset()  # every `Diagnosis.evidence` it was blamed on in the incident
 
 
 @dataclass(frozen=True, slots=True)

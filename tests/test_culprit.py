@@ -411,3 +411,49 @@ def test_a_result_costs_a_scan_of_its_own_target_not_of_every_probe() -> None:
     assert "p70" in {r.probe for r in enricher._fresh("t8")}
     enricher.forget("p71")
     assert "p71" not in {r.probe for r in enricher._fresh("t7")}
+
+
+def _dropped(name: str, seconds: float) -> StepResult:
+    return StepResult(
+        name, False, seconds, reason=Reason.WORKER_FAILURE, error=f"POST {name}: connection closed by the server"
+    )
+
+
+def test_workers_dying_suddenly_keep_a_timing_inference_off_the_database_for_the_incident() -> None:
+    """Measured with workers SIGKILLed every 0.3 s and healthy stores: the first round drops
+    connections 0.1-0.2 s into requests; in a later one a respawned worker answered
+    experiment_get_or_create and died, so runs_create timed out waiting for the next worker:
+    'a write timed out after a database step answered', the lock inference. Before, that
+    round moved the culprit from the server to the database mid-incident."""
+    read = run_of("mlflow_read", ok("health"), _dropped("registered_models_search", 0.15))
+    write = run_of(
+        "mlflow_write",
+        ok("experiment_get_or_create"),
+        bad("runs_create", Reason.TIMEOUT, "POST ...: no complete response within 2s"),
+        at=T0 + 0.001,
+    )
+    assert write.diagnosis is not None and write.diagnosis.component == "backend_store"  # alone: the lock
+    held = run_of("mlflow_read", bad("health", Reason.TIMEOUT, "GET /health: no complete response"), at=T0 + 8)
+    write2 = run_of(
+        "mlflow_write",
+        ok("experiment_get_or_create"),
+        bad("runs_create", Reason.TIMEOUT, "POST ...: no complete response within 2s"),
+        at=T0 + 8.001,
+    )
+    _, stamped = culprit_of(read, write, held, write2)
+    for result in stamped:
+        assert result.target_diagnosis is not None and result.target_diagnosis.component == "mlflow_server", result
+    assert "respawned worker" in str(stamped[-1].target_diagnosis)
+
+
+def test_a_connection_the_worker_timeout_dropped_on_a_database_route_is_the_database() -> None:
+    """Measured with experiments locked past gunicorn's 5 s timeout: /health answered, then
+    experiments_search's worker was killed at the timeout and its connection dropped (more
+    often it answers Flask's HTML 500). Before, the drop was no evidence and the first page
+    named the server."""
+    read = run_of("mlflow_read", ok("health"), _dropped("experiments_search", 5.6))
+    _, stamped = culprit_of(read)
+    culprit = stamped[0].target_diagnosis
+    assert culprit is not None and culprit.component == "backend_store", culprit
+    assert "database lock or saturation" in culprit.summary
+    assert WORKER_FAILURE not in {a.name for a in _engine().observe(stamped[0], T0 + 100)}

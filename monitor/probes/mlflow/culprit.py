@@ -8,19 +8,27 @@ The differential evidence, strongest first:
 
 1. a store a run saw failing (`dependency_up` False, a 503 naming the database, a pool
    timeout) unless a later run saw the same store working;
-2. a database route that timed out, or whose worker died answering Flask's HTML 500, after
-   a route touching no store (/health, /version) of the same run answered: the workers are
-   fine, the database is not (a dropped connection alone is not evidence: any killed worker);
+2. a database route that timed out, or whose worker died answering Flask's HTML 500 or was
+   killed by the worker timeout (its connection dropped after WATCHDOG_SECONDS or more),
+   after a route touching no store (/health, /version) of the same run answered: the workers
+   are fine, the database is not;
 3. between the two stores, the one blamed first in the incident (it held the workers that
    the other probes then timed out on); the database on a tie;
 4. otherwise the part blamed first (the server, the network, the credentials, the config).
+
+Once a worker died suddenly in the incident (a connection dropped sooner than any worker
+timeout: killed or crashed, `SUDDEN_DEATH`), what was only inferred from timing (`TIMING`,
+and the timeouts and dropped connections of rule 2) is no database evidence: a request
+waiting for a respawned worker times out just like one waiting on a lock. Measured with
+workers SIGKILLed every 0.3 s and healthy stores, which otherwise blamed the database in
+some incidents and flipped between the two in others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from monitor.probes.mlflow.explain import DB_STEPS
+from monitor.probes.mlflow.explain import DB_STEPS, SUDDEN_DEATH, TIMING, WATCHDOG_SECONDS, sudden_drop
 from monitor.results import Blame, Dependency, Diagnosis, ProbeResult, Reason
 
 STORES = ("backend_store", "artifact_store")
@@ -43,13 +51,20 @@ def culprit(results: Sequence[ProbeResult], incident: Mapping[str, Blame]) -> Di
         seen_at, up = newest_seen.get(store, (0.0, False))
         return up and seen_at > at
 
+    server = incident.get("mlflow_server")
+    workers_dying = (server is not None and SUDDEN_DEATH in server.evidence) or any(
+        r.failed_step is not None and sudden_drop(r.failed_step) for r in failing
+    )
     blamed: dict[str, list[tuple[ProbeResult, str]]] = {}
     for result in failing:
         assert result.diagnosis is not None
         component, summary = result.diagnosis.component, result.diagnosis.summary
         if component in STORES and seen_up_since(component, result.started_at):
             continue  # a later run saw this store working again
-        if component not in STORES and _database_route_failed_behind_live_workers(result):
+        if component in STORES and workers_dying and result.diagnosis.evidence == TIMING:
+            component = "mlflow_server"
+            summary += "; but a worker died suddenly in this incident: it may have waited for a respawned worker"
+        elif component not in STORES and _database_route_failed_behind_live_workers(result, workers_dying):
             step = result.failed_step
             assert step is not None
             component = "backend_store"
@@ -64,7 +79,11 @@ def culprit(results: Sequence[ProbeResult], incident: Mapping[str, Blame]) -> Di
     remembered = [
         c
         for c in STORES
-        if c not in blamed and c in incident and held_only and not seen_up_since(c, incident[c].last_at)
+        if c not in blamed
+        and c in incident
+        and held_only
+        and not seen_up_since(c, incident[c].last_at)
+        and not (workers_dying and incident[c].evidence <= {TIMING})
     ]
     if not blamed:
         return None
@@ -95,16 +114,22 @@ def _held_symptom(result: ProbeResult) -> bool:
     return step is not None and step.reason in (Reason.TIMEOUT, Reason.WORKER_FAILURE)
 
 
-def _database_route_failed_behind_live_workers(result: ProbeResult) -> bool:
+def _database_route_failed_behind_live_workers(result: ProbeResult, workers_dying: bool) -> bool:
     step = result.failed_step
     if step is None or step.skipped or step.name not in DB_STEPS:
         return False
-    # Our timeout, or a worker that died answering Flask's HTML 500 (gunicorn aborted it while
-    # it waited on the database). A connection merely dropped is no database evidence: a
-    # worker killed for any reason looks the same (measured: killing workers with healthy
-    # stores drops connections right after /health answered).
-    dying_in_database = step.reason is Reason.WORKER_FAILURE and step.status_code == 500
-    if step.reason is not Reason.TIMEOUT and not dying_in_database:
+    # A worker that died answering Flask's HTML 500 (gunicorn aborted it while it waited on
+    # the database); unless workers die suddenly in this incident (then the request may have
+    # waited for a respawned one), also our timeout or a connection the worker timeout
+    # dropped. A sudden drop is no database evidence: a worker killed for any reason.
+    if step.reason is Reason.WORKER_FAILURE and step.status_code == 500:
+        pass
+    elif workers_dying:
+        return False
+    elif step.reason is Reason.WORKER_FAILURE:
+        if step.status_code is not None or step.duration_seconds < WATCHDOG_SECONDS:
+            return False
+    elif step.reason is not Reason.TIMEOUT:
         return False
     before = result.steps[: result.steps.index(step)]
     return any(s.ok and not s.skipped and s.name in NO_STORE_STEPS for s in before)

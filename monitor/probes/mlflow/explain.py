@@ -79,6 +79,24 @@ WRITE_STEPS = frozenset({"runs_create", "runs_log_metric", "runs_log_parameter",
 
 ARTIFACT_STEPS = frozenset({"artifact_put", "artifact_get", "artifact_abort", "artifact_delete"})
 
+# `Diagnosis.evidence` tags for the one-culprit rule (monitor/probes/mlflow/culprit.py).
+TIMING = "timing"  # inferred from what timed out after what answered, not seen failing
+SUDDEN_DEATH = "sudden_death"  # a worker dropped a request it had held only briefly
+# A worker timeout (gunicorn's --timeout, at least a few seconds in any sane setup) kills a
+# worker stuck on a request only after this long. A connection dropped sooner was a worker
+# killed or crashed for another reason (measured: SIGKILLed workers drop requests 0.1-0.2 s in).
+WATCHDOG_SECONDS = 2.0
+
+
+def sudden_drop(step: StepResult) -> bool:
+    """The connection closed without an answer, too soon for any worker timeout."""
+    return (
+        step.reason is Reason.WORKER_FAILURE
+        and step.status_code is None
+        and not step.skipped
+        and step.duration_seconds < WATCHDOG_SECONDS
+    )
+
 
 # MLflow's SQLAlchemy store answers 503 TEMPORARILY_UNAVAILABLE for an OperationalError
 # and quotes it: "(psycopg.OperationalError) connection failed: ...".
@@ -137,7 +155,15 @@ def explain(run: ScenarioRun) -> None:
                 " look for WORKER TIMEOUT in MLflow's log",
             )
     failed = next((s for s in steps if not s.ok), None)
-    if failed is not None and failed.reason is Reason.DEPENDENCY_UNAVAILABLE and failed.component:
+    if failed is not None and sudden_drop(failed) and run.diagnosis is None:
+        run.diagnosis = Diagnosis(
+            "mlflow_server",
+            f"an MLflow worker died mid-request: {failed.name} lost its connection after"
+            f" {failed.duration_seconds:.2g}s, too soon for a worker timeout (killed, crashed or restarted:"
+            " look for signals, OOM kills and restarts)",
+            SUDDEN_DEATH,
+        )
+    elif failed is not None and failed.reason is Reason.DEPENDENCY_UNAVAILABLE and failed.component:
         learnt(run, dependency=failed.component)
         if failed.component == "artifact_store":
             slow = failed.name in timed_out
@@ -157,6 +183,7 @@ def explain(run: ScenarioRun) -> None:
                 "backend_store",
                 f"database lock or saturation: {failed.name} timed out while {earlier[-1]} of the same run"
                 " had just answered",
+                TIMING,
             )
     elif failed is not None and failed.skipped:
         run.diagnosis = _starved(steps, failed)
@@ -224,6 +251,7 @@ def _starved(steps: list[StepResult], failed: StepResult) -> Diagnosis:
         component,
         f"slow, not down: {slowest.name} took {slowest.duration_seconds:.3g}s and spent the run's deadline,"
         f" so {failed.name} got no time (skipped, not blamed)",
+        TIMING,
     )
 
 
