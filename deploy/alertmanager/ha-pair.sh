@@ -13,8 +13,10 @@
 # checks the gossiped notification log, and then decides on the alerts as they were at
 # the flush. Keep it below group_interval (minus the gossip delay): otherwise an alert
 # resolved inside that wait is sent again as firing by the second member (issue 26;
-# measured in tests/test_fleet_am_pair.py). 1s suffices for gossip over loopback and
-# allows group_interval down to 3s; in Kubernetes keep 15s with group_interval >= 1m.
+# measured in tests/test_fleet_am_pair.py). Nor too short: the first member's record
+# must reach the second within it, or both send (1s was missed on a loaded 2-core machine).
+# 2s over loopback allows group_interval down to 6s; in Kubernetes keep 15s with
+# group_interval >= 1m.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 state="${1:-${TMPDIR:-/tmp}/synthetic-monitor-am}"
@@ -25,11 +27,11 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT INT TERM
 "$am" --config.file="$here/alertmanager.yml" --storage.path="$state/a" \
   --web.listen-address=127.0.0.1:9093 \
   --cluster.listen-address=127.0.0.1:9193 --cluster.peer=127.0.0.1:9194 \
-  --cluster.settle-timeout=5s --cluster.peer-timeout=1s &
+  --cluster.settle-timeout=5s --cluster.peer-timeout=2s &
 pids+=($!)
 "$am" --config.file="$here/alertmanager.yml" --storage.path="$state/b" \
   --web.listen-address=127.0.0.1:9094 \
   --cluster.listen-address=127.0.0.1:9194 --cluster.peer=127.0.0.1:9193 \
-  --cluster.settle-timeout=5s --cluster.peer-timeout=1s &
+  --cluster.settle-timeout=5s --cluster.peer-timeout=2s &
 pids+=($!)
 wait
