@@ -547,7 +547,7 @@ README_ROWS = {
 OTHER_ROWS = {
     "a real gunicorn `WORKER TIMEOUT`": (
         "test_alert_e2e.py",
-        "test_gunicorn_worker_timeout_on_locked_database_fires_worker_failure",
+        "test_gunicorn_worker_timeout_on_locked_database_pages_the_database_not_the_workers",
     ),
     "production stack:": ("test_prodstack_faults.py", "test_each_real_fault_names_its_broken_part_and_recovers"),
     "connection pool exhausted": (

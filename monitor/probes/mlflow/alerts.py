@@ -60,9 +60,12 @@ def _stores(given: AlertInput) -> Iterator[AlertVerdict]:
 WORKER_RULE = QuorumRule(
     # Workers killed while the target's one culprit is a store (held by a stalled S3 or a
     # locked table until gunicorn's timeout) page as that store, not as worker failures.
+    # Over the same 5 minutes as the failures: the culprit's series goes when the target
+    # recovers, and the failures it explained must not page then.
     failing=(
         'increase(synthetic_probe_step_failures_total{reason="worker_failure"}[5m]) > 0'
-        ' unless on (job, instance, target) synthetic_target_diagnosis{component=~"backend_store|artifact_store"}'
+        " unless on (job, instance, target)"
+        ' max_over_time(synthetic_target_diagnosis{component=~"backend_store|artifact_store"}[5m])'
     ),
     # Every location exports the worker_failure series from start-up (at 0): who reports.
     reporting='synthetic_probe_step_failures_total{reason="worker_failure"}',
