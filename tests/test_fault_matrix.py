@@ -479,8 +479,10 @@ def test_fault(matrix: Matrix, case: Case) -> None:
         pytest.skip("the memory peak (VmHWM) cannot be reset here (/proc/PID/clear_refs not writable)")
     memory_before = proc_status(pid)
 
-    set_at = time.time()
+    # The first run that STARTED after the fault is in place: a reload (a case that changes
+    # the target's URL) takes a moment, and a run started during it still used the old URL.
     case.apply(m)
+    set_at = time.time()
     try:
         runs = m.runs_after(case.probe, set_at, count=3 if case.memory else 1)
         first = runs[0]
@@ -507,8 +509,8 @@ def test_fault(matrix: Matrix, case: Case) -> None:
             if case.memory == "rss":
                 assert m.proxy.stats["big_bytes_sent"] < 50 * MB, "the daemon must stop reading at the cap"
     finally:
-        cleared_at = time.time()
         case.clear(m)
+        cleared_at = time.time()
     after_clear = m.runs_after(case.probe, cleared_at)[0]
     assert after_clear["ok"], f"the first run after clearing the fault failed: {after_clear}"
     assert m.healthz() == 200
