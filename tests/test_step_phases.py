@@ -98,7 +98,12 @@ async def test_a_timeout_waiting_for_the_answer_shows_as_first_byte() -> None:
     failure = info.value
     assert failure.reason is Reason.TIMEOUT
     assert failure.phases is not None
-    assert failure.phases.connect > 0 and failure.phases.first_byte >= DELAY * 0.8 and failure.phases.body == 0
+    phases = failure.phases
+    # The deadline went to connecting plus waiting for the answer, and ran out in the wait:
+    # on a loaded machine connecting alone took 90 ms of the 200 (fresh-clone CI, 2026-12-03),
+    # so the wait's share is not a fixed part of the deadline.
+    assert phases.connect > 0 and phases.first_byte > 0 and phases.body == 0, phases
+    assert phases.connect + phases.first_byte >= DELAY * 0.8, phases
 
 
 async def test_a_step_sums_the_phases_of_its_requests_and_reports_them() -> None:
