@@ -123,9 +123,17 @@ def secured(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 }
             )
         )
+
+    def ran(daemon: SecuredDaemon) -> bool:
+        answer = httpx.get(f"{daemon.url}/status", verify=trusting(cert), auth=("peer", PASSWORD), timeout=5)
+        return all(p["last"] for p in answer.json()["probes"])
+
     try:
         for daemon in daemons:
             daemon.start()
+        # Both ran once before the target goes: a peer with no result at all is no vote, and
+        # alpha paged alone once when beta had not finished its first run (fresh-clone CI).
+        wait_until(lambda: all(ran(d) for d in daemons), 30, "both daemons ran the probe once")
         proxy.refuse()
         yield {"daemons": daemons, "hook": hook, "cert": cert}
     finally:
