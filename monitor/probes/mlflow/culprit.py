@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from monitor.probes.mlflow.explain import DB_STEPS, SUDDEN_DEATH, TIMING, WATCHDOG_SECONDS, sudden_drop
+from monitor.probes.mlflow.explain import DB_STEPS, SUDDEN_DEATH, TIMING, sudden_drop
 from monitor.results import Blame, Dependency, Diagnosis, ProbeResult, Reason
 
 STORES = ("backend_store", "artifact_store")
@@ -122,14 +122,10 @@ def _database_route_failed_behind_live_workers(result: ProbeResult, workers_dyin
     # the database); unless workers die suddenly in this incident (then the request may have
     # waited for a respawned one), also our timeout or a connection the worker timeout
     # dropped. A sudden drop is no database evidence: a worker killed for any reason.
-    if step.reason is Reason.WORKER_FAILURE and step.status_code == 500:
-        pass
-    elif workers_dying:
-        return False
-    elif step.reason is Reason.WORKER_FAILURE:
-        if step.status_code is not None or step.duration_seconds < WATCHDOG_SECONDS:
-            return False
-    elif step.reason is not Reason.TIMEOUT:
+    dying_in_database = step.reason is Reason.WORKER_FAILURE and step.status_code == 500
+    killed_by_timeout = step.reason is Reason.WORKER_FAILURE and step.status_code is None and not sudden_drop(step)
+    timed = step.reason is Reason.TIMEOUT or killed_by_timeout
+    if not (dying_in_database or (timed and not workers_dying)):
         return False
     before = result.steps[: result.steps.index(step)]
     return any(s.ok and not s.skipped and s.name in NO_STORE_STEPS for s in before)
