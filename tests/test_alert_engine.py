@@ -500,3 +500,24 @@ def test_a_tick_with_nothing_due_sorts_nothing(monkeypatch: pytest.MonkeyPatch) 
     due = eng.due_resends(T0 + 30 + 61)  # resend_interval 60: everything due, in key order
     assert [a.labels["probe"] for a in due] == sorted(a.labels["probe"] for a in due)
     assert len(due) == 50 and first == []
+
+
+def test_the_state_snapshot_and_the_firing_list_sort_without_dataclass_comparisons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state file's snapshot runs on the loop, every second while alerts fire in a wide
+    outage: sorting 3,000 keys through the dataclass's `<` took 18 ms of it. Same key order,
+    through plain tuples."""
+    eng = engine(probes=None)
+    for i in (7, 3, 9, 1, 5, 0, 8, 2, 6, 4):  # fired out of key order, as in an outage
+        eng.observe(fail(probe=f"p{i}"), T0)
+        eng.observe(fail(probe=f"p{i}"), T0 + 30)
+    compared = []
+    real = AlertKey.__lt__
+    monkeypatch.setattr(AlertKey, "__lt__", lambda a, b: compared.append(1) or real(a, b))
+    states = eng.snapshot(T0 + 31)["states"]
+    firing = eng.firing()
+    assert compared == []
+    keys = [(s["alertname"], s["target"], s["probe"], s["dependency"]) for s in states]
+    assert len(keys) == 10 and keys == sorted(keys)
+    assert [a.labels["probe"] for a in firing] == [f"p{i}" for i in range(10)]

@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from monitor.alerting.alerts import (
     LATENCY_HIGH,
@@ -55,6 +55,19 @@ class AlertKey:
     target: str
     probe: str
     dependency: str = ""
+
+
+_T = TypeVar("_T")
+
+
+def _fields(key: AlertKey) -> tuple[str, str, str, str]:
+    return key.alertname, key.target, key.probe, key.dependency
+
+
+def _in_key_order(items: Iterable[tuple[AlertKey, _T]]) -> list[tuple[AlertKey, _T]]:
+    """Sorted by key through plain tuples: the dataclass's own `<` is a Python call per
+    comparison, 18 ms to sort 3,000 firing alerts on the loop (the state file's snapshot)."""
+    return sorted(items, key=lambda item: _fields(item[0]))
 
 
 @dataclass(slots=True)
@@ -144,7 +157,7 @@ class AlertEngine:
         self.config = config
         self._probes = dict(probes) if probes is not None else None
         out: list[Alert] = []
-        for key in sorted(self._states):
+        for key in sorted(self._states, key=_fields):
             if not self._configured(key.probe, key.target, stall=key.alertname == MONITOR_STALLED):
                 state = self._states.pop(key)
                 self._unindex(key)
@@ -162,7 +175,7 @@ class AlertEngine:
 
     def resolve_all(self, now: float) -> list[Alert]:
         """Resolve everything (alerting switched off): nothing may stay firing at a receiver."""
-        out = [self._resolved(s, now) for _, s in sorted(self._states.items()) if s.firing]
+        out = [self._resolved(s, now) for _, s in _in_key_order(self._states.items()) if s.firing]
         if self._states:
             self.version += 1
         self._states.clear()
@@ -173,7 +186,7 @@ class AlertEngine:
 
     def firing(self) -> list[Alert]:
         firing = [(key, s) for key, s in self._states.items() if s.firing]
-        return [self._firing_alert(s, s.last_sent) for _, s in sorted(firing)]
+        return [self._firing_alert(s, s.last_sent) for _, s in _in_key_order(firing)]
 
     def due_resends(self, now: float) -> list[Alert]:
         """Firing alerts due again: every resend_interval for Alertmanager receivers (to keep
@@ -196,7 +209,7 @@ class AlertEngine:
                     self.version += 1  # persisted: a restart must not repeat it early
             if receivers:
                 due.append((key, state, receivers))
-        due.sort(key=lambda item: item[0])
+        due.sort(key=lambda item: _fields(item[0]))
         return [
             dataclasses.replace(self._firing_alert(state, state.last_sent), receivers=tuple(receivers))
             for _, state, receivers in due
@@ -306,7 +319,7 @@ class AlertEngine:
                     "annotations": state.annotations,
                     "notified": dict(state.notified),  # serialised in a thread: a copy
                 }
-                for key, state in sorted(self._states.items())
+                for key, state in _in_key_order(self._states.items())
             ],
             "undelivered": [
                 {
