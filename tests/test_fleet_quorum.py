@@ -406,3 +406,28 @@ async def test_a_thousand_held_alerts_are_decided_in_slices_that_let_the_loop_ru
     assert ran_at == [DECIDE_SLICE]  # after the first slice went out, not after the whole pass
     assert len(peers.calls) == 1 and len(sent) == 1000 // DECIDE_SLICE
     await gate.close()
+
+
+async def test_the_gates_state_rows_are_reused_while_an_incident_is_unchanged() -> None:
+    """The state writer encodes a row object once (monitor/alerting/state.py): in a wide
+    outage the gate's 1,000 rows were rebuilt, so re-encoded, on every write."""
+    peers = Peers(verdicts("in-cluster", False))
+    gate, sent = make_gate(peers)
+    try:
+        alerts = [_alert(starts_at=1000.0 + i) for i in range(3)]
+        alerts = [
+            Alert({**a.labels, "probe": f"p{i}"}, a.annotations, a.starts_at, a.ends_at) for i, a in enumerate(alerts)
+        ]
+        gate.filter(alerts, sent.append)
+        await until(lambda: len(flat(sent)) == 3, "a verdict for every alert")
+        first, second = gate.snapshot(), gate.snapshot()
+        assert len(first) == 3 and all(a is b for a, b in zip(first, second, strict=True))
+        # p1's engine notice changes (a new incident start): its row is new, the others are the same objects
+        again = alerts[1]
+        gate.filter([Alert(again.labels, again.annotations, 2000.0, again.ends_at)], sent.append)
+        await until(lambda: len(gate.snapshot()) == 3 and gate.snapshot()[1] is not second[1], "p1 decided again")
+        third = gate.snapshot()
+        assert [a is b for a, b in zip(second, third, strict=True)] == [True, False, True]
+        assert third[1]["engine_starts_at"] == 2000.0
+    finally:
+        await gate.close()

@@ -168,3 +168,35 @@ def test_the_state_is_encoded_item_by_item_as_json_dumps_would_in_one_call() -> 
         "maintenance": {"windows": [{"id": "x"}]},
     }
     assert state_module.encode_state(data) == json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+async def test_a_write_encodes_again_only_the_states_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the fleet's wide outage the writer thread encoded all 3,000 firing alerts (3 MB)
+    every second while they fired, and took the GIL from the probes (lag p99 53-90 ms with
+    the state file, 20-28 ms without). Unchanged states keep their row object and its text;
+    the file stays exactly what one json.dumps of the snapshot gives."""
+    path = tmp_path / "alerts.json"
+    clock = Clock()
+    probes = [(f"p{i:02d}", "mlflow") for i in range(20)]
+    sink = AlertSink(cfg(state_file=str(path)), CollectorRegistry(), clock=clock)
+    sink.state_write_interval = 0.0
+    await sink.start(probes)
+    for _ in range(2):
+        for probe, _target in probes:
+            sink.handle(fail(probe=probe))
+        clock.now += 30
+    await sink.flush_state()
+    assert len(json.loads(path.read_text())["states"]) == 20
+
+    encoded: list[Any] = []
+    real = state_module._dumps
+    monkeypatch.setattr(state_module, "_dumps", lambda value: encoded.append(value) or real(value))
+    clock.now += sink.churn_write_interval  # so the streak change below is written
+    sink.handle(run(probe="p07"))  # one state changes (a good run of two)
+    await sink.flush_state()
+    rows = [item for item in encoded if isinstance(item, dict) and "alertname" in item]
+    assert [(r["probe"], r["good"]) for r in rows] == [("p07", 1)]  # before: all 20 states
+    assert path.read_text() == json.dumps(sink._snapshot(), separators=(",", ":"), sort_keys=True)
+    await sink.stop()

@@ -86,6 +86,47 @@ class _State:
         return self.starts_at is not None
 
 
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A state as the state file holds it, with what it was made from. Labels and
+    annotations are replaced, never changed in place, so identity tells them apart."""
+
+    bad: int
+    good: int
+    starts_at: float | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    notified: dict[str, float]
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, key: AlertKey, state: _State) -> _Row:
+        notified = dict(state.notified)  # serialised in a thread: a copy
+        data = {
+            "alertname": key.alertname,
+            "target": key.target,
+            "probe": key.probe,
+            "dependency": key.dependency,
+            "bad": state.bad,
+            "good": state.good,
+            "starts_at": state.starts_at,
+            "labels": state.labels,
+            "annotations": state.annotations,
+            "notified": notified,
+        }
+        return cls(state.bad, state.good, state.starts_at, state.labels, state.annotations, notified, data)
+
+    def matches(self, state: _State) -> bool:
+        return (
+            self.bad == state.bad
+            and self.good == state.good
+            and self.starts_at == state.starts_at
+            and self.labels is state.labels
+            and self.annotations is state.annotations
+            and self.notified == state.notified
+        )
+
+
 @dataclass(slots=True)
 class _Undelivered:
     """A resolved notice one receiver has not taken yet: retried until it does or ages out."""
@@ -117,6 +158,10 @@ class AlertEngine:
         self._dependencies: dict[tuple[str, str, str], set[str]] = {}
         # fingerprint -> receiver -> the resolved notice that receiver still has to get.
         self._undelivered: dict[str, dict[str, _Undelivered]] = {}
+        # The state file's row of each state as last snapshot, reused while the state is
+        # unchanged: the writer encodes a row object once (monitor/alerting/state.py), so
+        # a write re-encodes what changed since the last, not 3,000 firing alerts.
+        self._rows: dict[AlertKey, _Row] = {}
         self.version = 0
         # Changes a restart can do without for a while: the streak counts and description of
         # an alert already firing (every run of a failing probe). The state file takes them
@@ -303,24 +348,19 @@ class AlertEngine:
     # -- persistence (the sink does the file I/O) --------------------------------------
 
     def snapshot(self, now: float) -> dict[str, Any]:
+        """The state file's content. Rows are shared with the previous snapshot where the
+        state did not change: never mutate them."""
+        rows: dict[AlertKey, _Row] = {}
+        for key, state in _in_key_order(self._states.items()):
+            row = self._rows.get(key)
+            if row is None or not row.matches(state):
+                row = _Row.of(key, state)
+            rows[key] = row
+        self._rows = rows
         return {
             "format": STATE_FORMAT,
             "saved_at": now,
-            "states": [
-                {
-                    "alertname": key.alertname,
-                    "target": key.target,
-                    "probe": key.probe,
-                    "dependency": key.dependency,
-                    "bad": state.bad,
-                    "good": state.good,
-                    "starts_at": state.starts_at,
-                    "labels": state.labels,
-                    "annotations": state.annotations,
-                    "notified": dict(state.notified),  # serialised in a thread: a copy
-                }
-                for key, state in _in_key_order(self._states.items())
-            ],
+            "states": [row.data for row in rows.values()],
             "undelivered": [
                 {
                     "receiver": receiver,

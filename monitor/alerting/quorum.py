@@ -194,6 +194,7 @@ class QuorumGate:
         self._fetch = fetch
         self._clock = clock
         self._incidents: dict[Key, _Incident] = {}
+        self._rows: dict[Key, tuple[float, Alert, dict[str, Any]]] = {}  # snapshot(): reused rows
         self._submit: Submit | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -261,18 +262,27 @@ class QuorumGate:
     # -- persistence (the sink writes it with the engine's state) ---------------------
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "key": list(key),
-                "engine_starts_at": incident.alert.starts_at,
-                "labels": incident.sent.labels,
-                "annotations": incident.sent.annotations,
-                "starts_at": incident.sent.starts_at,
-                "ends_at": incident.sent.ends_at,
-            }
-            for key, incident in sorted(self._incidents.items())
-            if incident.sent is not None
-        ]
+        """The state file's rows; an unchanged incident gives the very row object of the
+        previous snapshot (the writer encodes it once, see `encode_state`): never mutate."""
+        rows: dict[Key, tuple[float, Alert, dict[str, Any]]] = {}
+        for key, incident in sorted(self._incidents.items()):
+            sent = incident.sent
+            if sent is None:
+                continue
+            row = self._rows.get(key)
+            if row is None or row[0] != incident.alert.starts_at or row[1] is not sent:
+                data = {
+                    "key": list(key),
+                    "engine_starts_at": incident.alert.starts_at,
+                    "labels": sent.labels,
+                    "annotations": sent.annotations,
+                    "starts_at": sent.starts_at,
+                    "ends_at": sent.ends_at,
+                }
+                row = (incident.alert.starts_at, sent, data)
+            rows[key] = row
+        self._rows = rows
+        return [row[2] for row in rows.values()]
 
     def restore(self, items: Any) -> None:
         """Load what receivers held before a restart; all or nothing."""

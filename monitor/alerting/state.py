@@ -70,29 +70,52 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def encode_state(data: dict[str, Any]) -> str:
+# id(list item) -> (the item, its JSON text), from the previous write. Holding the item
+# keeps its id from being reused; the snapshot shares the objects of unchanged rows.
+Encoded = dict[int, tuple[Any, str]]
+
+
+def encode_state(data: dict[str, Any], previous: Encoded | None = None) -> str:
     """`json.dumps(data, separators=(",", ":"), sort_keys=True)`, byte for byte, but a list
     item at a time. The C encoder (half the CPU of json.dump's pure-Python one) holds the
     GIL for a whole call: 35-50 ms for 3,000 firing alerts in one call, during which the
     writer thread stops the probes' event loop; item by item the loop gets it back within
-    the interpreter's switch interval."""
+    the interpreter's switch interval.
+
+    With `previous`, an item that is the very object of the previous write (a row the
+    snapshot reused: never mutated) keeps its text, and `previous` becomes this write's.
+    In a wide outage that skips most of a 3 MB encoding every second, which competed with
+    the probes for the GIL (fleet lag p99 20-28 ms without the state file, 53-90 with it)."""
+    fresh: Encoded = {}
+
+    def item_text(item: Any) -> str:
+        if previous is None:
+            return _dumps(item)
+        hit = previous.get(id(item))
+        text = hit[1] if hit is not None and hit[0] is item else _dumps(item)
+        fresh[id(item)] = (item, text)
+        return text
+
     parts = []
     for key in sorted(data):
         value = data[key]
         if isinstance(value, list):
-            encoded = "[" + ",".join(_dumps(item) for item in value) + "]"
+            encoded = "[" + ",".join(item_text(item) for item in value) + "]"
         else:
             encoded = _dumps(value)
         parts.append(f"{_dumps(key)}:{encoded}")
+    if previous is not None:
+        previous.clear()
+        previous.update(fresh)
     return "{" + ",".join(parts) + "}"
 
 
-def save_state(path: Path, data: dict[str, Any]) -> None:
+def save_state(path: Path, data: dict[str, Any], previous: Encoded | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temp = Path(name)
     try:
-        text = encode_state(data)
+        text = encode_state(data, previous)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -132,6 +155,7 @@ class StateWriter:
         self._last = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self._hurry: asyncio.Event | None = None
+        self._encoded: Encoded = {}  # one write at a time: only the write in progress uses it
 
     def mark(self) -> None:
         """The state changed: write it soon (now if no write happened for min_interval)."""
@@ -169,7 +193,7 @@ class StateWriter:
     async def _write(self, data: dict[str, Any]) -> None:
         self._last = time.monotonic()
         try:
-            await asyncio.to_thread(save_state, self.path, data)
+            await asyncio.to_thread(save_state, self.path, data, self._encoded)
         except OSError as exc:
             self._on_error(exc)
             return
@@ -180,7 +204,7 @@ class StateWriter:
         self._dirty = False
         self._last = time.monotonic()
         try:
-            save_state(self.path, self._snapshot())
+            save_state(self.path, self._snapshot(), self._encoded)
         except OSError as exc:
             self._on_error(exc)
             return
