@@ -310,11 +310,14 @@ def run_cell(cell: Cell, root: Path, with_prometheus: bool, stop: threading.Even
                 time.sleep(random.uniform(0, setup.interval))  # a random phase of the probe schedule
                 if stop.is_set():
                     return
+                # The fault's time is taken before it is injected: kill() also waits for the
+                # process group to go, and a run failing meanwhile pushed its alert "before the
+                # fault" (the smoke run missed it on a loaded machine).
+                fault_at = time.time()
                 if fault == "killed":
                     mlflow.kill()
                 else:
                     mlflow.pause()
-                fault_at = time.time()
                 say(f"{setup.name}/{fault} #{rep + 1}: fault injected, waiting for {alertname}")
                 got_a = got_b = None
                 deadline = time.monotonic() + setup.cap
