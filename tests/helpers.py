@@ -15,12 +15,16 @@ log of the processes that test started.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
+import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,12 +46,61 @@ DEFAULT_TIMEOUT = 60.0
 # --------------------------------------------------------------------------- ports
 
 
-def free_port() -> int:
-    """A port free right now, for servers that cannot bind port 0 and report it (mlflow,
-    Prometheus, Alertmanager, PostgreSQL, moto). Ours bind port 0 instead: see ServerProcess."""
+# Ports handed out by free_port: below the kernel's ephemeral range (32768-60999), so no
+# outgoing connection and no bind(0) ever lands on one, and claimed in a registry every
+# test process on this machine shares, so two processes never get the same port.
+PORT_RANGE = range(20000, 32768)
+PORT_CLAIMS = Path(tempfile.gettempdir()) / f"synthetic-monitor-test-ports-{os.getuid()}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port nothing listens on, kept from every other test process while this one lives:
+    for servers that cannot bind port 0 and report it (mlflow, Prometheus, Alertmanager,
+    PostgreSQL, moto), which bind seconds later. Ours bind port 0 instead (ServerProcess).
+
+    bind(0)-and-close is not enough: mlflow takes ~5 s to bind, and in that window another
+    test process's bind(0) could be handed the same port; its server then answered our
+    readiness check and stood in for ours (a SIGSTOP that stopped nothing)."""
+    with open(PORT_CLAIMS, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        try:
+            claims = {int(port): int(pid) for port, pid in json.loads(handle.read() or "{}").items()}
+        except (ValueError, AttributeError):
+            claims = {}  # a torn file from a killed run: start again
+        claims = {port: pid for port, pid in claims.items() if _alive(pid)}
+        rng = random.Random()
+        for _ in range(1000):
+            port = rng.choice(PORT_RANGE)
+            if port not in claims and _bindable(port):
+                break
+        else:
+            raise RuntimeError(f"no free port left in {PORT_RANGE} ({len(claims)} claimed in {PORT_CLAIMS})")
+        claims[port] = os.getpid()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(claims))
+        handle.flush()
+    return port
 
 
 def closed_port() -> int:
@@ -56,6 +109,39 @@ def closed_port() -> int:
 
 
 # --------------------------------------------------------------------------- waiting
+
+
+def listener_inodes(port: int) -> set[str]:
+    """The socket inodes listening on TCP `port` (any local address, IPv4 or IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            for line in itertools.islice(handle, 1, None):
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def group_holds_listener(pgid: int, port: int) -> bool | None:
+    """Whether a process of group `pgid` holds the socket listening on `port`; None when
+    nothing listens there."""
+    wanted = {f"socket:[{inode}]" for inode in listener_inodes(port)}
+    if not wanted:
+        return None
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as handle:
+                stat = handle.read()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:  # after the command: state, ppid, pgrp
+                continue
+            if any(os.readlink(fd.path) in wanted for fd in os.scandir(f"/proc/{entry.name}/fd")):
+                return True
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return False
 
 
 def wait_for(
@@ -237,6 +323,7 @@ class ServerProcess:
         self.cwd = cwd or workdir
         self.ready_url = ready_url
         self.port = port
+        self.port_is_foreign = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.log_path = workdir / f"{name}-{next(_serial)}.log"
@@ -258,11 +345,22 @@ class ServerProcess:
         STARTED.append(self)
 
     def wait_ready(self, timeout: float) -> None:
-        """Until the process is healthy: by default `ready_url` answers, else `port` opens."""
+        """Until the process is healthy: by default `ready_url` answers, else `port` opens;
+        and, for a known port, the one answering is this process group, not a stranger."""
         if self.ready_url is not None:
             wait_http(self.ready_url, timeout=timeout, proc=self.proc)
         elif self.port is not None:
             wait_port(self.port, timeout=timeout, proc=self.proc)
+        if self.port is not None and self.proc is not None:
+            self.check_owns_port()
+
+    def check_owns_port(self) -> None:
+        """Fail if another process answers on our port: this server will not bind it, and a
+        test that pauses or kills "it" would act on nothing."""
+        assert self.proc is not None and self.port is not None
+        if group_holds_listener(self.proc.pid, self.port) is False:
+            self.port_is_foreign = True  # kill() must not wait for a stranger's port to close
+            raise RuntimeError(f"port {self.port} is served by a process outside this {self.name}'s group")
 
     def start(self, timeout: float | None = None) -> Any:
         """Spawn and wait until healthy; on failure stop it and raise with its log tail."""
@@ -328,7 +426,7 @@ class ServerProcess:
         proc.wait(timeout=10)
         self.proc = None
         self._close_log()
-        if self.port is not None:
+        if self.port is not None and not self.port_is_foreign:
 
             def refused() -> bool:
                 try:

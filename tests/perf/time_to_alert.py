@@ -240,7 +240,10 @@ def daemon_timeline(log_text: str, alertname: str, fault_at: float, received: fl
     bad = [f"{t:.1f}" for t, e in events if e.get("event") == "probe_run" and e.get("ok") is False][:3]
     fired = next((t for t, e in events if e.get("event") == "alert_firing" and e.get("alertname") == alertname), None)
     retries = sum(int(e.get("retries", 0)) for _, e in events if e.get("event") == "alert_notification_retried")
-    text = f"failed runs ended at {', '.join(bad) or 'none'} s; engine fired at {_fmt(fired)} s"
+    # Runs that passed after the fault mean the fault missed its server (one CI run: another
+    # process's MLflow held the port and answered for 29 s).
+    passed = sum(1 for t, e in events if t > 0.5 and e.get("event") == "probe_run" and e.get("ok") is True)
+    text = f"failed runs ended at {', '.join(bad) or 'none'} s; {passed} passed later; engine fired at {_fmt(fired)} s"
     if fired is not None and received is not None:
         text += f", delivered {received - fault_at - fired:+.2f} s later"
     return text + f", {retries} delivery retries"
