@@ -21,6 +21,7 @@ from monitor.alerting.alerts import (
 )
 from monitor.alerting.engine import AlertEngine, AlertKey
 from monitor.alerting.sink import AlertSink
+from monitor.alerting.state import SNAPSHOT_SLICE
 from monitor.config import AlertingConfig
 from monitor.probes.asgard.alerts import DEPENDENCY_UNAVAILABLE
 from monitor.probes.asgard.scenario import AsgardFacts
@@ -521,3 +522,24 @@ def test_the_state_snapshot_and_the_firing_list_sort_without_dataclass_compariso
     keys = [(s["alertname"], s["target"], s["probe"], s["dependency"]) for s in states]
     assert len(keys) == 10 and keys == sorted(keys)
     assert [a.labels["probe"] for a in firing] == [f"p{i}" for i in range(10)]
+
+
+def test_the_state_snapshot_comes_in_slices_that_give_the_loop_back() -> None:
+    """In a fleet's wide outage one pass over 3,000 firing states held the event loop
+    15-40 ms (130 ms at worst) every second. The snapshot pauses every SNAPSHOT_SLICE
+    states; run to its end it is the very snapshot."""
+    eng = engine(probes=None)
+    for i in range(600):
+        eng.observe(fail(probe=f"p{i:03d}"), T0)
+        eng.observe(fail(probe=f"p{i:03d}"), T0 + 30)
+    steps = eng.snapshot_steps(T0 + 31)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            sliced = stop.value
+            break
+        pauses += 1
+    assert pauses == (600 - 1) // SNAPSHOT_SLICE
+    assert sliced == eng.snapshot(T0 + 31) and len(sliced["states"]) == 600

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +202,49 @@ async def test_a_write_encodes_again_only_the_states_that_changed(
     assert [(r["probe"], r["good"]) for r in rows] == [("p07", 1)]  # before: all 20 states
     assert path.read_text() == json.dumps(sink._snapshot(), separators=(",", ":"), sort_keys=True)
     await sink.stop()
+
+
+async def test_the_writer_takes_and_encodes_the_state_on_the_loop_in_slices_and_its_thread_only_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that wants the GIL for CPU work costs the event loop up to the switch
+    interval (5 ms) at every system call the loop makes (the convoy effect), and one pass
+    over 3,000 states held the loop up to 130 ms: the snapshot and its encoding run on the
+    loop, handing it back every SNAPSHOT_SLICE states; the thread only writes and fsyncs."""
+    rows = [{"alertname": "SyntheticProbeFailing", "probe": f"p{i}", "n": i} for i in range(1000)]
+    ticks = 0
+    taken: list[int] = []  # ticks so far as each row is taken into the snapshot
+
+    def snapshot() -> Any:
+        out = []
+        for index, row in enumerate(rows):
+            if index and index % state_module.SNAPSHOT_SLICE == 0:
+                yield
+            taken.append(ticks)
+            out.append(row)
+        return {"format": 1, "states": out}
+
+    writer = state_module.StateWriter(tmp_path / "alerts.json", snapshot)
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    encoded: list[tuple[int, int]] = []  # (thread, ticks so far) at each encoding
+    real = state_module._dumps
+    monkeypatch.setattr(
+        state_module, "_dumps", lambda value: encoded.append((threading.get_ident(), ticks)) or real(value)
+    )
+    task = asyncio.create_task(ticker())
+    writer.mark()
+    await writer.flush()
+    stop.set()
+    await task
+    slices = len(rows) // state_module.SNAPSHOT_SLICE
+    assert len(set(taken)) >= slices
+    assert {thread for thread, _ in encoded} == {threading.get_ident()}  # before: the writer thread
+    assert len({at for _, at in encoded}) >= slices
+    assert json.loads((tmp_path / "alerts.json").read_text())["states"] == rows

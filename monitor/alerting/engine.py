@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from monitor.alerting.alerts import (
     Alert,
     severity,
 )
+from monitor.alerting.state import SNAPSHOT_SLICE, drain
 from monitor.config import AlertingConfig
 from monitor.diagnosis import runbook_anchor
 from monitor.results import ProbeResult, Reason, StepResult
@@ -350,8 +351,17 @@ class AlertEngine:
     def snapshot(self, now: float) -> dict[str, Any]:
         """The state file's content. Rows are shared with the previous snapshot where the
         state did not change: never mutate them."""
+        return drain(self.snapshot_steps(now))
+
+    def snapshot_steps(self, now: float) -> Generator[None, None, dict[str, Any]]:
+        """`snapshot` in slices: pauses (a bare yield) every SNAPSHOT_SLICE states, so the
+        writer can give the loop back. In a fleet's wide outage one pass over 3,000 firing
+        states held the loop 15-40 ms, 130 ms at worst. A state that changes between slices
+        is taken as it is then; the change bumped the version, so the next write has it."""
         rows: dict[AlertKey, _Row] = {}
-        for key, state in _in_key_order(self._states.items()):
+        for index, (key, state) in enumerate(_in_key_order(self._states.items())):
+            if index and index % SNAPSHOT_SLICE == 0:
+                yield
             row = self._rows.get(key)
             if row is None or not row.matches(state):
                 row = _Row.of(key, state)

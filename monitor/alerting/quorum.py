@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ import structlog
 
 from monitor.alerting.alerts import PROBE_FAILING, Alert
 from monitor.alerting.peers import PeerAnswer, PeerClient, PeerMetrics, peer_urls
+from monitor.alerting.state import SNAPSHOT_SLICE, drain
 from monitor.config import PeersConfig
 from monitor.scenario.registry import KINDS
 
@@ -264,8 +265,14 @@ class QuorumGate:
     def snapshot(self) -> list[dict[str, Any]]:
         """The state file's rows; an unchanged incident gives the very row object of the
         previous snapshot (the writer encodes it once, see `encode_state`): never mutate."""
+        return drain(self.snapshot_steps())
+
+    def snapshot_steps(self) -> Generator[None, None, list[dict[str, Any]]]:
+        """`snapshot` in slices of SNAPSHOT_SLICE incidents (see AlertEngine.snapshot_steps)."""
         rows: dict[Key, tuple[float, Alert, dict[str, Any]]] = {}
-        for key, incident in sorted(self._incidents.items()):
+        for index, (key, incident) in enumerate(sorted(self._incidents.items())):
+            if index and index % SNAPSHOT_SLICE == 0:
+                yield
             sent = incident.sent
             if sent is None:
                 continue

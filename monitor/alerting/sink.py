@@ -40,8 +40,10 @@ from monitor.alerting.state import (
     REASONS,
     WRITE_FAILED,
     WRONG_SHAPE,
+    SnapshotSteps,
     StateFileError,
     StateWriter,
+    drain,
     load_state,
     quarantine,
 )
@@ -464,7 +466,7 @@ class AlertSink:
         if self._writer is None or self._writer.path != Path(path):
             self._writer = StateWriter(
                 Path(path),
-                self._snapshot,
+                self._snapshot_steps,
                 min_interval=self.state_write_interval,
                 on_written=self._written,
                 on_error=self._save_failed,
@@ -476,11 +478,16 @@ class AlertSink:
         return self._engine.version + (self.gate.version if self.gate is not None else 0)
 
     def _snapshot(self) -> dict[str, Any]:
+        return drain(self._snapshot_steps())
+
+    def _snapshot_steps(self) -> SnapshotSteps[dict[str, Any]]:
+        """The state file's content, in slices (the writer runs it on the loop). The
+        versions are taken first: a change while the slices run makes the next write."""
         self._snapshot_version = self._version()
         self._snapshot_churn = self._engine.churn
-        data = self._engine.snapshot(self._clock())
+        data = yield from self._engine.snapshot_steps(self._clock())
         if self.gate is not None:
-            data[QUORUM_STATE] = self.gate.snapshot()  # the variant each receiver holds
+            data[QUORUM_STATE] = yield from self.gate.snapshot_steps()  # the variant each receiver holds
         if self.maintenance is not None:
             data["maintenance"] = self.maintenance.dump()
         return data

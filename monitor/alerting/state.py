@@ -24,9 +24,11 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
+
+_R = TypeVar("_R")
 
 # Values of synthetic_monitor_state_file_errors_total{reason}.
 UNREADABLE = "unreadable"
@@ -42,6 +44,32 @@ class StateFileError(Exception):
     def __init__(self, message: str, reason: str = WRONG_SHAPE) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+# States (or gate rows) taken into a snapshot between two returns to the event loop.
+SNAPSHOT_SLICE = 250
+
+# A snapshot in slices: pauses with a bare `yield`, returns the state file's content.
+SnapshotSteps = Generator[None, None, _R]
+
+
+def drain(steps: SnapshotSteps[_R]) -> _R:
+    """Run a sliced snapshot to its end at once: its value (no loop, or a test)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return cast(_R, stop.value)
+
+
+async def on_the_loop(steps: SnapshotSteps[_R]) -> _R:
+    """Run a sliced snapshot on the event loop, giving it back between slices."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return cast(_R, stop.value)
+        await asyncio.sleep(0)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -77,34 +105,48 @@ Encoded = dict[int, tuple[Any, str]]
 
 def encode_state(data: dict[str, Any], previous: Encoded | None = None) -> str:
     """`json.dumps(data, separators=(",", ":"), sort_keys=True)`, byte for byte, but a list
-    item at a time. The C encoder (half the CPU of json.dump's pure-Python one) holds the
-    GIL for a whole call: 35-50 ms for 3,000 firing alerts in one call, during which the
-    writer thread stops the probes' event loop; item by item the loop gets it back within
-    the interpreter's switch interval.
+    item at a time (see `_encoding`)."""
+    return drain(_encoding(data, previous))
+
+
+async def encode_state_on_loop(data: dict[str, Any], previous: Encoded | None = None) -> str:
+    """`encode_state` on the event loop, giving it back every SNAPSHOT_SLICE items.
+
+    Not in the writer thread: a thread that wants the GIL for CPU work costs the loop up to
+    the interpreter's switch interval (5 ms) at each system call the loop makes while it
+    runs (the convoy effect), and with a thousand probes in flight the loop makes many."""
+    return await on_the_loop(_encoding(data, previous))
+
+
+def _encoding(data: dict[str, Any], previous: Encoded | None) -> SnapshotSteps[str]:
+    """The encoding, pausing every SNAPSHOT_SLICE list items. The C encoder holds the GIL
+    for a whole call: 35-50 ms for 3,000 firing alerts in one call.
 
     With `previous`, an item that is the very object of the previous write (a row the
     snapshot reused: never mutated) keeps its text, and `previous` becomes this write's.
     In a wide outage that skips most of a 3 MB encoding every second (3,000 alerts, 10 %
-    changed: 23.2 -> 7.1 ms). It did not, by itself, bring the fleet's hanging-phase lag
-    down (docs/performance.md)."""
+    changed: 23.2 -> 7.1 ms)."""
     fresh: Encoded = {}
-
-    def item_text(item: Any) -> str:
-        if previous is None:
-            return _dumps(item)
-        hit = previous.get(id(item))
-        text = hit[1] if hit is not None and hit[0] is item else _dumps(item)
-        fresh[id(item)] = (item, text)
-        return text
-
     parts = []
+    count = 0
     for key in sorted(data):
         value = data[key]
-        if isinstance(value, list):
-            encoded = "[" + ",".join(item_text(item) for item in value) + "]"
-        else:
-            encoded = _dumps(value)
-        parts.append(f"{_dumps(key)}:{encoded}")
+        if not isinstance(value, list):
+            parts.append(f"{_dumps(key)}:{_dumps(value)}")
+            continue
+        items = []
+        for item in value:
+            if previous is None:
+                text = _dumps(item)
+            else:
+                hit = previous.get(id(item))
+                text = hit[1] if hit is not None and hit[0] is item else _dumps(item)
+                fresh[id(item)] = (item, text)
+            items.append(text)
+            count += 1
+            if count % SNAPSHOT_SLICE == 0:
+                yield
+        parts.append(f"{_dumps(key)}:[{','.join(items)}]")
     if previous is not None:
         previous.clear()
         previous.update(fresh)
@@ -112,11 +154,15 @@ def encode_state(data: dict[str, Any], previous: Encoded | None = None) -> str:
 
 
 def save_state(path: Path, data: dict[str, Any], previous: Encoded | None = None) -> None:
+    write_state_text(path, encode_state(data, previous))
+
+
+def write_state_text(path: Path, text: str) -> None:
+    """Atomically replace `path` with `text` and make it durable (I/O only: for a thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temp = Path(name)
     try:
-        text = encode_state(data, previous)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -132,7 +178,8 @@ class StateWriter:
     """Writes the state file in a worker thread, at most once per `min_interval`.
 
     `mark()` is O(1) and is all the probe path does. The snapshot is taken on the loop
-    when a write is due (one O(states) pass per interval instead of one per result) and
+    when a write is due (one O(states) pass per interval instead of one per result; in
+    slices that give the loop back, when `snapshot` returns SnapshotSteps) and
     serialised and written in a thread. One write at a time, so an older snapshot can
     never replace a newer one.
     """
@@ -140,7 +187,7 @@ class StateWriter:
     def __init__(
         self,
         path: Path,
-        snapshot: Callable[[], dict[str, Any]],
+        snapshot: Callable[[], dict[str, Any] | SnapshotSteps[dict[str, Any]]],
         *,
         min_interval: float = 1.0,
         on_written: Callable[[], None] = lambda: None,
@@ -180,7 +227,7 @@ class StateWriter:
                 await asyncio.shield(self._task)
         if self._dirty:
             self._dirty = False
-            await self._write(self._snapshot())
+            await self._write(await self._take())
 
     async def _run(self) -> None:
         while self._dirty:
@@ -189,12 +236,18 @@ class StateWriter:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._hurry.wait(), wait)
             self._dirty = False
-            await self._write(self._snapshot())
+            await self._write(await self._take())
+
+    async def _take(self) -> dict[str, Any]:
+        """The snapshot, on the loop; a sliced one gives the loop back between slices."""
+        produced = self._snapshot()
+        return produced if isinstance(produced, dict) else await on_the_loop(produced)
 
     async def _write(self, data: dict[str, Any]) -> None:
         self._last = time.monotonic()
         try:
-            await asyncio.to_thread(save_state, self.path, data, self._encoded)
+            text = await encode_state_on_loop(data, self._encoded)
+            await asyncio.to_thread(write_state_text, self.path, text)
         except OSError as exc:
             self._on_error(exc)
             return
@@ -205,7 +258,8 @@ class StateWriter:
         self._dirty = False
         self._last = time.monotonic()
         try:
-            save_state(self.path, self._snapshot(), self._encoded)
+            produced = self._snapshot()
+            save_state(self.path, produced if isinstance(produced, dict) else drain(produced), self._encoded)
         except OSError as exc:
             self._on_error(exc)
             return
