@@ -67,6 +67,15 @@ def startup_error(message: str) -> None:
     print(f"synthetic-monitor: {message}", file=sys.stderr, flush=True)
 
 
+# The collector's generation thresholds (CPython's default: 700, 10, 10). A hanging run's
+# objects (its connection, request, timers) live for its deadline, seconds: at 700 they
+# outlived two young collections and reached the old generation, which was then collected
+# in full every ~10 s in a wide outage, 130-280 ms each with 3,000 firing alerts on the
+# heap, the loop stopped meanwhile (gc.callbacks timings, tests/perf/wide_outage.py
+# --fleet 3). At 50,000 a young collection comes about once a second, most such objects
+# die before it, and full collections became rare (3 in the run instead of 41).
+GC_THRESHOLDS = (50_000, 10, 10)
+
 class Daemon:
     def __init__(
         self,
@@ -212,6 +221,7 @@ class Daemon:
         # no garbage cycle is frozen with it; a reload's objects are collected as usual.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         self.scheduler.start()
         self.heartbeat.start(self.config.heartbeat)
         self._background(self.runner.delete_stale_runs())
