@@ -76,6 +76,7 @@ def startup_error(message: str) -> None:
 # die before it, and full collections became rare (3 in the run instead of 41).
 GC_THRESHOLDS = (50_000, 10, 10)
 
+
 class Daemon:
     def __init__(
         self,

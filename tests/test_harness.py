@@ -21,6 +21,9 @@ import pytest
 from tests import helpers
 from tests.helpers import REPO, ServerProcess, free_port
 
+# Each test starts a process (a second claimer, a dead pid, a server).
+pytestmark = pytest.mark.integration
+
 
 class _Ok(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
