@@ -28,6 +28,27 @@ SERVER_FIXTURES = frozenset(
     }
 )
 
+# Modules that hold a worker for half a minute or more, longest first (worker-seconds in
+# a full run on 2 cores, 2026-12-04): handed out first, so none of them starts last and
+# ends the parallel part alone. A module not listed follows in collection order.
+LONG_MODULES = (
+    "tests/test_fleet_am_pair.py",  # 190 s: five 15 s outages
+    "tests/test_perf_smoke.py",  # 155 s: every benchmark in smoke mode
+    "tests/test_alert_e2e.py",  # 137 s
+    "tests/test_fault_matrix.py",  # 95 s
+    "tests/test_fleet_shard.py",  # 64 s
+    "tests/test_scale.py",  # 56 s
+    "tests/test_fleet_e2e.py",  # 52 s
+    "tests/test_security.py",
+    "tests/test_mlflow_scenarios.py",
+    "tests/test_daemon.py",
+    "tests/test_slo_rules.py",
+    "tests/test_lifecycle.py",
+    "tests/test_config.py",
+    "tests/test_asgard_standin.py",
+    "tests/test_asgard_probe.py",
+)
+
 # Set by `./tests/run.sh --fast`: a test in the fast lane that starts a server process is
 # mismarked, and fails saying so (the marks stay honest as tests are added).
 FAST_LANE = os.environ.get("SYNTHETIC_MONITOR_FAST_LANE") == "1"
@@ -47,11 +68,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if module(item) in stack:
             item.add_marker(pytest.mark.serial)
-    if config.pluginmanager.hasplugin("xdist"):
-        # `./tests/run.sh` runs the rest in worker processes (pytest-xdist, --dist
-        # loadgroup): a module stays on one worker, so its module fixtures start once.
-        for item in items:
-            item.add_marker(pytest.mark.xdist_group(module(item)))
+    # `./tests/run.sh` runs the rest in worker processes (pytest-xdist, `--dist loadfile
+    # --no-loadscope-reorder`): a module stays on one worker, so its module fixtures start
+    # once, and the modules are handed out in this order: the long ones first.
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: the rest keep their order
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -53,7 +53,7 @@ if [ "$workers" = 0 ]; then
   exec "$VENV_PY" -m pytest -p no:xdist "$@"
 fi
 parallel=0
-"$VENV_PY" -m pytest -n "$workers" --dist loadgroup -m "not serial" "$@" || parallel=$?
+"$VENV_PY" -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder -m "not serial" "$@" || parallel=$?
 echo "the tests marked serial, alone:" >&2
 alone=0
 "$VENV_PY" -m pytest -p no:xdist -m serial "$@" || alone=$?

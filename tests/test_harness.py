@@ -112,3 +112,70 @@ def test_a_server_answering_on_its_own_port_is_ready(tmp_path: Path) -> None:
         assert helpers.group_holds_listener(server.proc.pid, port) is True  # type: ignore[union-attr]
     finally:
         server.stop()
+
+
+def _dist_mode() -> str:
+    """The `--dist` mode `./tests/run.sh` gives pytest-xdist for its parallel part."""
+    words = (REPO / "tests" / "run.sh").read_text().split()
+    return words[words.index("--dist") + 1]
+
+
+def test_the_parallel_run_keeps_each_module_on_one_worker(tmp_path: Path) -> None:
+    """A module's fixtures start once only if all its tests run on one worker. With pytest
+    9.2, `--dist loadgroup` silently stopped grouping (pytest-xdist issue 1386: the group
+    rides on a node id pytest no longer lets it change), and `test_config.py`'s module
+    fixture, 60 CLI processes, ran on all four workers."""
+    # The suite's own collection hook, so whatever grouping it sets up is what is tried here.
+    (tmp_path / "conftest.py").write_text("from tests.conftest import pytest_collection_modifyitems  # noqa: F401\n")
+    log = tmp_path / "ran.txt"
+    for name in ("test_one", "test_two"):
+        (tmp_path / f"{name}.py").write_text(
+            "import os, pytest\n"
+            "def note(what):\n"
+            f"    with open({str(log)!r}, 'a') as f:\n"
+            f"        f.write(what + ' {name} ' + os.environ['PYTEST_XDIST_WORKER'] + '\\n')\n"
+            "@pytest.fixture(scope='module')\n"
+            "def started():\n"
+            "    note('setup')\n"
+            "@pytest.mark.parametrize('i', range(8))\n"
+            "def test_it(started, i):\n"
+            "    note('test')\n"
+        )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "2",
+            "--dist",
+            _dist_mode(),
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert sum(what == "test" for what, _, _ in rows) == 16
+    for module in ("test_one", "test_two"):
+        workers = {worker for what, name, worker in rows if name == module}
+        setups = sum(what == "setup" and name == module for what, name, _ in rows)
+        assert (len(workers), setups) == (1, 1), (
+            f"{module}: on workers {sorted(workers)}, module fixture started {setups} times"
+        )
+
+
+def test_every_module_handed_out_first_exists() -> None:
+    """A renamed long module would silently lose its place at the front of the run."""
+    from tests.conftest import LONG_MODULES
+
+    missing = [name for name in LONG_MODULES if not (REPO / name).is_file()]
+    assert not missing, f"LONG_MODULES names modules that do not exist: {missing}"
+    assert len(set(LONG_MODULES)) == len(LONG_MODULES)
