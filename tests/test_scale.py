@@ -291,7 +291,7 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
             {
                 "targets": [{"name": "asgard", "kind": "asgard", "url": url}],
                 "probes": [
-                    {"name": f"p{i}", "target": "asgard", "scenario": "asgard", "interval": "1s"} for i in range(5)
+                    {"name": f"p{i}", "target": "asgard", "scenario": "asgard", "interval": "4s"} for i in range(5)
                 ],
             }
         )
@@ -302,6 +302,7 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
         daemon = Daemon(load_config(path), str(path), listen="127.0.0.1:0")
         finished: list[str] = []
         submitted: list[str] = []
+        submitted_at: list[float] = []  # when each run was submitted
 
         class Counting:
             name = "counting"
@@ -312,12 +313,25 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
             def handle_event(self, event: Event) -> None:
                 if isinstance(event, ScheduleLag):  # one per submitted run
                     submitted.append(event.probe)
+                    submitted_at.append(time.monotonic())
 
         daemon.sinks.append(Counting())
         task = asyncio.create_task(daemon.run())
-        await asyncio.sleep(0.5)  # the first runs (spread over 0.1 s) are done
+        # The first runs (within 0.4 s, a tenth of the interval) are done. Timed from the
+        # first one, not from here: on a loaded machine the start-up alone took over 1.4 s.
+        # Waited for, but not past 1.9 s after it, before any second run can fall due (at
+        # least half an interval after its first).
+        while not submitted_at and not task.done():
+            await asyncio.sleep(0.02)
+        first = submitted_at[0]
+        while len(finished) < 5 and time.monotonic() - first < 1.9:
+            await asyncio.sleep(0.02)
+        assert len(finished) == 5, f"only {finished} finished their first run within 1.9 s of the first"
         daemon.scheduler.pause()
-        await asyncio.sleep(1.2)  # every probe falls due meanwhile
+        # Every probe's second run falls due meanwhile: it comes 0.5 to 1.5 intervals after its
+        # first (PhasedIntervalTrigger), so by 6.4 s after the first; a third run due by then
+        # too is coalesced with it into one submission.
+        await asyncio.sleep(6.9 - (time.monotonic() - first))
         # A SIGTERM and the scheduler's timer handled in one loop iteration, signal first (asyncio
         # runs signal callbacks before due timers): the scheduler submits the due runs, then the
         # daemon's stop resumes. Resuming APScheduler directly stands in for its timer firing.
@@ -334,7 +348,7 @@ async def test_stop_as_runs_fall_due_lets_them_finish(tmp_path: Path) -> None:
     finally:
         structlog.configure(**saved)
         server.stop()
-    assert len(submitted) == 10
+    assert len(submitted) == 10, f"submitted: {submitted}, finished: {finished}"
     assert errors == 0, f"{errors:.0f} runs submitted as the stop came were cancelled"
     # The first round finished; runs that fell due together with the stop do not start at all
     # (stopping means no new runs), so nothing is cut off halfway and nothing fails.
