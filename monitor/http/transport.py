@@ -78,7 +78,12 @@ class _Response:
     """llhttp's callbacks for one response on a connection: head, body bytes, completion."""
 
     def __init__(self, method: str) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # The parser holds this object's bound methods, and this object the parser: a cycle
+        # that only the garbage collector would free. It is dropped once the response is
+        # complete or failed, so refcounting frees both at once (at 1,000 probes this was
+        # 50,000 objects per young collection, 50-100 ms pauses that scrapes waited out).
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.version = b""
         self.head_only = method == "HEAD"
         self.status = 0
         self.reason = b""
@@ -97,13 +102,14 @@ class _Response:
     def feed(self, data: bytes) -> None:
         if not self.first_byte_at:
             self.first_byte_at = time.monotonic()
-        if self.complete or self.error is not None:
+        parser = self.parser
+        if self.complete or self.error is not None or parser is None:
             self.stray = True
             return
         if not self.head_done:
             self.head_bytes += len(data)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             # httptools wraps what a callback raised; a _Stop has already said why.
             if not isinstance(exc.__context__, _Stop) and self.error is None:
@@ -117,6 +123,8 @@ class _Response:
                 self.error = httpx.RemoteProtocolError(f"llhttp: {exc}")
         if not self.head_done and self.error is None and self.head_bytes > MAX_HEADER_BYTES:
             self.error = httpx.RemoteProtocolError(f"response header larger than {MAX_HEADER_BYTES} bytes")
+        if self.complete or self.error is not None:
+            self.parser = None  # see __init__
 
     # llhttp callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -133,7 +141,9 @@ class _Response:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser = cast(httptools.HttpResponseParser, self.parser)  # callbacks run inside feed()
+        status = parser.get_status_code()
+        self.version = parser.get_http_version().encode("ascii")
         if 100 <= status < 200:
             if status == 101:
                 self.error = httpx.RemoteProtocolError("unexpected protocol switch (HTTP 101)")
@@ -153,7 +163,7 @@ class _Response:
             elif lower == b"content-length":
                 has_length = True
         self.status = status
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
         self.to_eof = not (chunked or has_length or self.head_only or status in _NO_BODY_STATUSES)
         self.head_done = True
         if self.head_only:
@@ -173,7 +183,7 @@ class _Response:
 
     @property
     def http_version(self) -> bytes:
-        return b"HTTP/" + self.parser.get_http_version().encode("ascii")
+        return b"HTTP/" + self.version
 
 
 class _Connection(asyncio.Protocol):
