@@ -56,6 +56,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import free_port  # one port registry with the test suite (the smokes run in it)
+
 REPO = Path(__file__).resolve().parents[2]
 DAEMON_REPO = REPO  # --daemon-repo: run the daemon from another checkout (before/after figures)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -278,12 +280,6 @@ def http_get(port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
 # --------------------------------------------------------------------------------------
 # Processes: started in their own session, stopped by pid.
 # --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCAL, 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from monitor.scenario.registry import SCENARIOS
 from monitor.sinks.exposition import Exposition
 from monitor.sinks.metrics import MetricsSink, ProbeSeries
 from monitor.sinks.process import declare_process_metrics
+from tests.helpers import free_port
 
 PROBES = 1000
 ROUNDS = 200
@@ -65,16 +65,9 @@ def main() -> None:
     print(f"| the process part alone | {alone_ms:.3f} | {alone_bytes} |")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def http_median(checkout: Path, scrapes: int = 20) -> tuple[float, float, int]:
     """(median ms, max ms, bytes) of GET /metrics from a daemon of `checkout` with idle probes."""
-    refused, port = _free_port(), _free_port()
+    refused, port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         targets = [{"name": f"t{i}", "kind": "mlflow", "url": f"http://127.0.0.1:{refused}"} for i in range(100)]

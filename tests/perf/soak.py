@@ -33,6 +33,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 FAULTS = {
     "refused": None,
@@ -41,14 +43,6 @@ FAULTS = {
     "malformed_json": {"kind": "malformed_json", "path": "/badjson/"},
 }
 HOOK_FAULT = {"kind": "status", "status": 503, "path": "/hook"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- measurements
