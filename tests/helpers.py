@@ -298,6 +298,10 @@ STARTED: list[ServerProcess] = []
 _serial = itertools.count(1)
 
 
+class ForeignPort(RuntimeError):
+    """A server's port answers, but from a process outside its group (another test's server)."""
+
+
 class ServerProcess:
     """A command in its own process group, its output in `log_path`, healthy once `ready()`
     holds. Subclasses set the command and readiness; tests use start/stop/pause/resume/kill."""
@@ -323,7 +327,6 @@ class ServerProcess:
         self.cwd = cwd or workdir
         self.ready_url = ready_url
         self.port = port
-        self.port_is_foreign = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.log_path = workdir / f"{name}-{next(_serial)}.log"
@@ -359,8 +362,7 @@ class ServerProcess:
         test that pauses or kills "it" would act on nothing."""
         assert self.proc is not None and self.port is not None
         if group_holds_listener(self.proc.pid, self.port) is False:
-            self.port_is_foreign = True  # kill() must not wait for a stranger's port to close
-            raise RuntimeError(f"port {self.port} is served by a process outside this {self.name}'s group")
+            raise ForeignPort(f"port {self.port} is served by a process outside this {self.name}'s group")
 
     def start(self, timeout: float | None = None) -> Any:
         """Spawn and wait until healthy; on failure stop it and raise with its log tail."""
@@ -369,7 +371,7 @@ class ServerProcess:
             self.wait_ready(timeout or self.ready_timeout)
         except Exception as exc:
             text = self.tail()
-            self.kill()
+            self.kill(port_closes=not isinstance(exc, ForeignPort))  # a stranger's port stays open
             raise RuntimeError(f"{self.name} did not start: {exc}\n{text}") from exc
         return self
 
@@ -414,9 +416,10 @@ class ServerProcess:
             self.proc = None
         return code
 
-    def kill(self) -> None:
+    def kill(self, port_closes: bool = True) -> None:
         """SIGKILL the group and wait: the port refuses connections from here on (for a
-        server whose workers hold the socket, once the whole group is gone)."""
+        server whose workers hold the socket, once the whole group is gone; not waited for
+        with `port_closes=False`, when the port was never this group's)."""
         if self.proc is None:
             return
         proc = self.proc
@@ -426,7 +429,7 @@ class ServerProcess:
         proc.wait(timeout=10)
         self.proc = None
         self._close_log()
-        if self.port is not None and not self.port_is_foreign:
+        if self.port is not None and port_closes:
 
             def refused() -> bool:
                 try:
