@@ -46,7 +46,7 @@ echo "ruff check, ruff format --check, mypy --strict monitor/ ..." >&2
 "$bin/ruff" format --check --quiet monitor tests deploy
 "$bin/mypy" --no-error-summary
 # In worker processes (pytest-xdist): most tests wait on servers, not on the CPU. A module
-# keeps to one worker (tests/conftest.py groups them). Then the tests marked `serial` (the
+# keeps to one worker (--dist loadfile; tests/conftest.py hands the long ones out first). Then the tests marked `serial` (the
 # production stack's fault tests, which read timings) alone. TEST_WORKERS=0: one process.
 workers="${TEST_WORKERS:-4}"
 if [ "$workers" = 0 ]; then
